@@ -1,0 +1,3 @@
+from amo1c_sync.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""`amo1c-sync` command line. Each command lives in amo1c_sync/commands/<name>.py as main(args)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from amo1c_sync import __version__
+from amo1c_sync.errors import ConfigError, FatalError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="amo1c-sync",
+        description="Integration between a clinic's amoCRM account and its 1C:Enterprise base.",
+        epilog="Config: --config PATH, else ./sync.ini, else /etc/amo1c-sync/sync.ini.",
+    )
+    p.add_argument("--version", action="version", version=f"amo1c-sync {__version__}")
+    p.add_argument("--config", metavar="PATH", help="sync.ini to use")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="overrides [logging] level")
+    p.add_argument("--log-format", choices=["auto", "json", "console"],
+                   help="overrides [logging] format (auto: console on a TTY, else JSON)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser("run", help="run the daemon: every job on its interval, until SIGTERM")
+
+    once = sub.add_parser("once", help="run jobs once by hand; exit 0 only if all of it worked")
+    once.add_argument("jobs", nargs="*", metavar="JOB",
+                      help="directory, registration, payments (default: all, in that order)")
+    once.add_argument("--dry-run", action="store_true", help="show what would be written, write nothing")
+    once.add_argument("--since", metavar="DATE", help="payments: widen the window back to DATE (backfill)")
+
+    status = sub.add_parser("status", help="last runs, leader, pending and failed items, token state")
+    status.add_argument("--json", action="store_true")
+
+    trace = sub.add_parser("trace", help="everything done for one lead, in both directions")
+    trace.add_argument("lead_id", type=int, metavar="LEAD_ID")
+    trace.add_argument("--json", action="store_true")
+
+    slots = sub.add_parser("slots", help="doctors working on DATE, or one doctor's free times")
+    slots.add_argument("date", metavar="DATE", help="22.12.2021 or 2021-12-22")
+    slots.add_argument("--doctor", metavar="NAME")
+    slots.add_argument("--json", action="store_true")
+
+    sub.add_parser("check", help="check the config, the store and both connections")
+
+    auth = sub.add_parser("auth", help="amoCRM OAuth: exchange an authorization code, or show token state")
+    auth.add_argument("--code", metavar="CODE", help="authorization code from the integration's settings")
+    auth.add_argument("--status", action="store_true", help="show the token state (default)")
+
+    db = sub.add_parser("db", help="state store maintenance")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    up = db_sub.add_parser("upgrade", help="apply migrations")
+    up.add_argument("--revision", default="head")
+
+    sandbox = sub.add_parser("sandbox", help="emulators of both systems and the seed's story")
+    sandbox.add_argument("action", nargs="?", choices=["story", "serve"], default="story",
+                         help="story (default): play the seed's story end to end; serve: only serve "
+                              "the emulators")
+    sandbox.add_argument("--keep", action="store_true", help="story: keep everything running afterwards")
+    sandbox.add_argument("--amo-port", type=int, default=0, metavar="N")
+    sandbox.add_argument("--onec-port", type=int, default=0, metavar="M")
+    sandbox.add_argument("--write-config", metavar="PATH", help="write a sync.ini pointing at the emulators")
+
+    widget = sub.add_parser("widget", help="the amoCRM widget «Интеграция 1С»")
+    widget_sub = widget.add_subparsers(dest="widget_command", metavar="ACTION", required=True)
+    build = widget_sub.add_parser("build", help="make widget.zip for upload to amoCRM")
+    build.add_argument("--out", default="widget.zip", metavar="PATH")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        module = importlib.import_module(f"amo1c_sync.commands.{args.command}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"amo1c_sync.commands.{args.command}":
+            raise
+        print(f"amo1c-sync {args.command}: not built yet", file=sys.stderr)
+        return EXIT_USAGE
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+        try:
+            return int(module.main(args) or 0)
+        except ConfigError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except FatalError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except KeyboardInterrupt:
+            return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""`amo1c-sync once [JOB…] [--dry-run] [--since DATE]`: one manual pass."""
+
+from __future__ import annotations
+
+import sys
+
+from amo1c_sync.commands.common import open_store, settings_from
+from amo1c_sync.domain.dates import parse_user_date
+from amo1c_sync.errors import ConfigError
+from amo1c_sync.jobs import JOBS, JobContext, run_job
+
+
+def main(args) -> int:
+    unknown = [j for j in args.jobs if j not in JOBS]
+    if unknown:
+        print(f"unknown job(s) {', '.join(unknown)}; jobs are: {', '.join(JOBS)}", file=sys.stderr)
+        return 2
+    since = None
+    if args.since:
+        try:
+            since = parse_user_date(args.since)
+        except ValueError as exc:
+            raise ConfigError(f"--since: {exc}") from None
+    settings = settings_from(args)
+    store = open_store(settings, upgrade=True)
+    ctx = JobContext(settings, store, dry_run=args.dry_run, since=since)
+    results = [run_job(ctx, name) for name in (args.jobs or list(JOBS))]
+    for r in results:
+        for plan in r.planned:
+            print("would write:", plan)
+    return 0 if all(r.ok for r in results) else 1

@@ -1,0 +1,320 @@
+"""sync.ini -> typed, validated settings. Every error names the file, section and key and says
+what would be valid; nothing starts until the file is right."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import stat
+import warnings
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from amo1c_sync.errors import ConfigError
+
+DEFAULT_PATHS = (Path("sync.ini"), Path("/etc/amo1c-sync/sync.ini"))
+
+# secret key -> (section, key, environment variable, systemd credential name)
+SECRETS = {
+    "amocrm.client_secret": ("amocrm", "client_secret", "AMO1C_AMOCRM_CLIENT_SECRET", "amocrm_client_secret"),
+    "amocrm.long_lived_token": ("amocrm", "long_lived_token", "AMO1C_AMOCRM_LONG_LIVED_TOKEN",
+                                "amocrm_long_lived_token"),
+    "onec.password": ("onec", "password", "AMO1C_ONEC_PASSWORD", "onec_password"),
+    "http.secret": ("http", "secret", "AMO1C_HTTP_SECRET", "http_secret"),
+}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """'30s', '5m', '1h', '2d', '250ms' or plain seconds -> seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+@dataclass(frozen=True)
+class AmoCRMSettings:
+    base_url: str = "https://example.amocrm.ru"
+    client_id: str = ""
+    client_secret: str | None = field(default=None, repr=False)
+    redirect_uri: str = ""
+    long_lived_token: str | None = field(default=None, repr=False)
+    rate_limit: float = 7.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class OneCSettings:
+    base_url: str = "http://localhost/clinic/odata/standard.odata"
+    username: str = ""
+    password: str | None = field(default=None, repr=False)
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class FieldNames:
+    """amoCRM lead custom fields, by the names the clinic sees in the lead card."""
+
+    date: str = "Дата записи к врачу"
+    doctor: str = "Врач"
+    time: str = "Время записи"
+    client_name: str = "ФИО клиента"
+    sum: str = "Сумма1С"
+    flag: str = "Зарегистрировать в 1С"
+    zayavka_number: str = "Заявка 1С"
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    timezone: str = "Europe/Moscow"
+    registration_interval: float = 15.0
+    payments_interval: float = 60.0
+    directory_interval: float = 3600.0
+    hot_window: float = 3 * 86400.0
+    lookback: float = 62 * 86400.0
+    full_scan_interval: float = 3600.0
+    lead_cursor_overlap: float = 60.0
+    slot_step_minutes: int = 5
+    appointment_minutes: int = 15
+    schedule_cache_ttl: float = 60.0
+    retry_backoff_base: float = 60.0
+    retry_backoff_max: float = 3600.0
+    max_attempts: int = 0
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    url: str = ""
+
+    def resolved_url(self) -> str:
+        """Empty -> a SQLite file in systemd's StateDirectory, else in the working directory."""
+        if self.url:
+            return self.url
+        state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        base = Path(state_dir) if state_dir else Path.cwd()
+        return f"sqlite:///{(base / 'amo1c-sync.db').resolve()}"
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8765
+    secret: str | None = field(default=None, repr=False)
+    allowed_origin: str = ""
+    stale_after: float = 900.0
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = "INFO"
+    format: str = "auto"
+
+
+@dataclass(frozen=True)
+class Settings:
+    amocrm: AmoCRMSettings = field(default_factory=AmoCRMSettings)
+    onec: OneCSettings = field(default_factory=OneCSettings)
+    fields: FieldNames = field(default_factory=FieldNames)
+    onec_names: Any = None  # amo1c_sync.onec.names.OneCNames
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    source: str = "<defaults>"
+
+    def secrets(self) -> list[str]:
+        """Every secret value in force, for the log masker."""
+        values = [self.amocrm.client_secret, self.amocrm.long_lived_token, self.onec.password,
+                  self.http.secret]
+        return [v for v in values if v]
+
+
+def _onec_names_cls():
+    from amo1c_sync.onec.names import OneCNames
+
+    return OneCNames
+
+
+# section -> dataclass; onec_names is resolved lazily to keep config free of the gateway at import
+_SECTIONS: dict[str, Callable[[], type]] = {
+    "amocrm": lambda: AmoCRMSettings,
+    "onec": lambda: OneCSettings,
+    "fields": lambda: FieldNames,
+    "onec_names": _onec_names_cls,
+    "sync": lambda: SyncSettings,
+    "store": lambda: StoreSettings,
+    "http": lambda: HttpSettings,
+    "logging": lambda: LoggingSettings,
+}
+
+_DURATION_KEYS = {
+    "connect_timeout", "read_timeout", "registration_interval", "payments_interval",
+    "directory_interval", "hot_window", "lookback", "full_scan_interval", "lead_cursor_overlap",
+    "schedule_cache_ttl", "retry_backoff_base", "retry_backoff_max", "stale_after",
+}
+_CHOICES = {
+    ("logging", "level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
+    ("logging", "format"): ("auto", "json", "console"),
+    ("onec_names", "base_ref_mode"): ("composite", "single"),
+}
+
+
+def _convert(where: str, section: str, key: str, raw: str, default: Any, annotation: str) -> Any:
+    value = raw.strip()
+    choices = _CHOICES.get((section, key))
+    if choices:
+        normal = value.upper() if section == "logging" and key == "level" else value
+        if normal not in choices:
+            raise ConfigError(f'{where} [{section}] {key}: "{value}" is not valid; use one of '
+                              + ", ".join(choices))
+        return normal
+    if key in _DURATION_KEYS:
+        try:
+            return parse_duration(value)
+        except ValueError:
+            raise ConfigError(f'{where} [{section}] {key}: "{value}" is not a duration; '
+                              "use 30s, 5m or 1h") from None
+    if isinstance(default, bool) or annotation == "bool":
+        low = value.lower()
+        if low in ("1", "yes", "true", "on"):
+            return True
+        if low in ("0", "no", "false", "off"):
+            return False
+        raise ConfigError(f'{where} [{section}] {key}: "{value}" is not a yes/no value; '
+                          "use yes or no")
+    if isinstance(default, int) and not isinstance(default, bool) or annotation == "int":
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f'{where} [{section}] {key}: "{value}" is not a whole number') from None
+        if number < 0:
+            raise ConfigError(f"{where} [{section}] {key}: {number} must not be negative")
+        return number
+    if isinstance(default, float) or annotation == "float":
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f'{where} [{section}] {key}: "{value}" is not a number') from None
+        if number <= 0:
+            raise ConfigError(f"{where} [{section}] {key}: {value} must be greater than 0")
+        return number
+    return value or (None if default is None else value)
+
+
+def _read_secret_sources(values: dict[str, dict[str, str]]) -> None:
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    for section, key, env, cred in SECRETS.values():
+        if cred_dir and (Path(cred_dir) / cred).is_file():
+            values.setdefault(section, {})[key] = (Path(cred_dir) / cred).read_text().strip()
+        if os.environ.get(env):
+            values.setdefault(section, {})[key] = os.environ[env]
+
+
+def _warn_if_exposed(path: Path, parser: configparser.ConfigParser) -> None:
+    holds_secret = any(parser.has_option(s, k) and parser.get(s, k).strip()
+                       for s, k, _, _ in SECRETS.values())
+    if not holds_secret:
+        return
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        warnings.warn(f"{path} holds a secret and is readable by group or others; "
+                      f"run: chmod 600 {path}", stacklevel=3)
+
+
+def find_config(explicit: str | None) -> Path | None:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file")
+        return path
+    for candidate in DEFAULT_PATHS:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(path: str | Path | None = None, *, overrides: dict[str, dict[str, str]] | None = None
+                  ) -> Settings:
+    """Read sync.ini (or only defaults when ``path`` is None), then secrets from the environment and
+    systemd credentials, then ``overrides`` (used by the sandbox)."""
+    where = str(path) if path else "<defaults>"
+    values: dict[str, dict[str, str]] = {}
+    if path is not None:
+        p = Path(path)
+        parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
+        parser.optionxform = str  # keep keys as written
+        try:
+            with p.open(encoding="utf-8") as fh:
+                parser.read_file(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: no such file") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        except configparser.Error as exc:
+            first = str(exc).splitlines()[0]
+            raise ConfigError(f"{p}: cannot parse: {first}") from None
+        for section in parser.sections():
+            if section not in _SECTIONS:
+                raise ConfigError(f"{where} [{section}]: unknown section; valid sections are "
+                                  + ", ".join(f"[{s}]" for s in _SECTIONS))
+            values[section] = dict(parser.items(section))
+        _warn_if_exposed(p, parser)
+    _read_secret_sources(values)
+    for section, items in (overrides or {}).items():
+        values.setdefault(section, {}).update(items)
+
+    built: dict[str, Any] = {}
+    for section, cls_factory in _SECTIONS.items():
+        cls = cls_factory()
+        defaults = cls()
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, raw in values.get(section, {}).items():
+            if key not in known:
+                raise ConfigError(f"{where} [{section}] {key}: unknown key; valid keys are "
+                                  + ", ".join(known))
+            kwargs[key] = _convert(where, section, key, raw, getattr(defaults, key),
+                                   str(known[key].type))
+        built[section] = replace(defaults, **kwargs) if kwargs else defaults
+    settings = Settings(**built, source=where)
+    _validate(settings, where)
+    return settings
+
+
+def _validate(s: Settings, where: str) -> None:
+    try:
+        s.sync.tz
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f'{where} [sync] timezone: "{s.sync.timezone}" is not an IANA time zone; '
+                          "use e.g. Europe/Moscow") from None
+    if s.sync.slot_step_minutes == 0 or 60 % s.sync.slot_step_minutes:
+        raise ConfigError(f"{where} [sync] slot_step_minutes: {s.sync.slot_step_minutes} must divide "
+                          "60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)")
+    if s.sync.appointment_minutes == 0:
+        raise ConfigError(f"{where} [sync] appointment_minutes: must be at least 1")
+    for section, obj in (("amocrm", s.amocrm), ("onec", s.onec)):
+        if not re.match(r"^https?://[^/\s]+", obj.base_url):
+            raise ConfigError(f'{where} [{section}] base_url: "{obj.base_url}" is not an http(s) URL')
+    if s.http.enabled and not s.http.secret:
+        raise ConfigError(f"{where} [http] secret: required when [http] enabled = yes (or set "
+                          "AMO1C_HTTP_SECRET / the http_secret credential)")
+    if not 0 < s.http.port < 65536:
+        raise ConfigError(f"{where} [http] port: {s.http.port} is not a TCP port (1-65535)")
+
+
+def load(explicit: str | None = None) -> Settings:
+    """The CLI's entry: --config PATH, else ./sync.ini, else /etc/amo1c-sync/sync.ini, else defaults."""
+    return load_settings(find_config(explicit))

@@ -1,0 +1,139 @@
+"""What every job shares: its context, its result, the run record and the journal."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cached_property
+from typing import Any, Callable
+
+from sqlalchemy.orm import Session
+
+from amo1c_sync.config import Settings
+from amo1c_sync.errors import FatalError, RetriableError
+from amo1c_sync.logs import get_logger
+from amo1c_sync.store import Store
+from amo1c_sync.store.models import JobRun, JournalEntry, utcnow
+
+log = get_logger("amo1c_sync.jobs")
+
+# job name -> "module:function"; the order is the order `once` runs them in
+JOBS: dict[str, str] = {
+    "directory": "amo1c_sync.jobs.directory:run",
+    "registration": "amo1c_sync.jobs.registration:run",
+    "payments": "amo1c_sync.jobs.payments:run",
+}
+
+
+@dataclass
+class JobResult:
+    job: str
+    status: str = "ok"  # ok | partial | failed | interrupted
+    counts: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    planned: list[dict[str, Any]] = field(default_factory=list)  # what a dry run would write
+    run_id: int | None = None
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counts[key] += n
+
+    def item_failed(self, message: str) -> None:
+        """One item failed; the run goes on with the others."""
+        self.errors.append(message)
+        if self.status == "ok":
+            self.status = "partial"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class JobContext:
+    """Everything a job needs. Gateways are built on first use so that a job touching only one
+    system does not need the other to be configured."""
+
+    def __init__(self, settings: Settings, store: Store, *, dry_run: bool = False,
+                 stop: threading.Event | None = None, since: date | None = None,
+                 amocrm: Any = None, onec: Any = None):
+        self.settings = settings
+        self.store = store
+        self.dry_run = dry_run
+        self.stop = stop or threading.Event()
+        self.since = since
+        if amocrm is not None:
+            self.__dict__["amocrm"] = amocrm
+        if onec is not None:
+            self.__dict__["onec"] = onec
+
+    @cached_property
+    def amocrm(self):
+        from amo1c_sync import amocrm
+
+        return amocrm.from_settings(self.settings, self.store)
+
+    @cached_property
+    def onec(self):
+        from amo1c_sync import onec
+
+        return onec.from_settings(self.settings)
+
+    def stopping(self) -> bool:
+        return self.stop.is_set()
+
+
+def journal(session: Session, *, job: str, system: str, action: str, lead_id: int | None = None,
+            ref: str | None = None, message: str | None = None, detail: dict | None = None,
+            run_id: int | None = None) -> None:
+    session.add(JournalEntry(job=job, system=system, action=action, lead_id=lead_id, ref=ref,
+                             message=message, detail=detail or {}, run_id=run_id))
+
+
+def resolve(name: str) -> Callable[[JobContext, JobResult], None]:
+    if name not in JOBS:
+        raise KeyError(f"unknown job {name!r}; jobs are: {', '.join(JOBS)}")
+    module, _, func = JOBS[name].partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def run_job(ctx: JobContext, name: str) -> JobResult:
+    """Run one job once, record it, and log exactly one summary line."""
+    func = resolve(name)
+    result = JobResult(job=name)
+    started = time.monotonic()
+    with ctx.store.session() as s:
+        run = JobRun(job=name, dry_run=ctx.dry_run)
+        s.add(run)
+        s.flush()
+        result.run_id = run.id
+    error: str | None = None
+    try:
+        func(ctx, result)
+        if ctx.stopping() and result.status == "ok":
+            result.status = "interrupted"
+    except FatalError as exc:
+        result.status, error = "failed", str(exc)
+    except RetriableError as exc:
+        result.status, error = "failed", f"will retry next cycle: {exc}"
+    except Exception as exc:  # noqa: BLE001 - a job must never take the daemon down
+        result.status, error = "failed", f"{type(exc).__name__}: {exc}"
+        log.exception("job.crashed", job=name)
+    if error:
+        result.errors.append(error)
+    duration = time.monotonic() - started
+    with ctx.store.session() as s:
+        run = s.get(JobRun, result.run_id)
+        run.finished_at = utcnow()
+        run.status = result.status
+        run.counts = dict(result.counts)
+        run.error = "; ".join(result.errors[:20]) or None
+    summary = dict(job=name, status=result.status, duration_s=round(duration, 3),
+                   dry_run=ctx.dry_run, **{f"n_{k}": v for k, v in sorted(result.counts.items())})
+    if result.errors:
+        summary["errors"] = result.errors[:5]
+        summary["n_errors"] = len(result.errors)
+    (log.info if result.status in ("ok", "interrupted") else log.warning)("job.finished", **summary)
+    return result

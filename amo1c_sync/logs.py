@@ -1,0 +1,81 @@
+"""structlog set-up: JSON lines off a TTY, console on a TTY, secrets masked by key and by value."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from typing import Any
+
+import structlog
+
+MASK = "***"
+_SECRET_KEYS = re.compile(r"(token|secret|password|passwd|authorization|api_key|client_secret|code)$",
+                          re.IGNORECASE)
+_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+_known: set[str] = set()
+_known_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask this exact value wherever it appears in a log event, from now on."""
+    if value and len(value) >= 4:
+        with _known_lock:
+            _known.add(value)
+
+
+def mask_text(text: str) -> str:
+    with _known_lock:
+        secrets = sorted(_known, key=len, reverse=True)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return _BEARER.sub(r"\1" + MASK, text)
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {k: (MASK if isinstance(k, str) and _SECRET_KEYS.search(k) and v else _mask(v))
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_mask(v) for v in value)
+    return value
+
+
+def mask_secrets(_logger, _method, event_dict: dict) -> dict:
+    """structlog processor; runs last before rendering so tracebacks are masked too."""
+    return _mask(event_dict)
+
+
+def configure(level: str = "INFO", fmt: str = "auto", stream=None) -> None:
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if fmt == "json":
+        tail = [structlog.processors.dict_tracebacks, mask_secrets,
+                structlog.processors.JSONRenderer(ensure_ascii=False)]
+    else:
+        tail = [structlog.processors.format_exc_info, mask_secrets,
+                structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)]
+    structlog.configure(
+        processors=[*shared, structlog.processors.StackInfoRenderer(), *tail],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    # libraries that log through stdlib: only warnings and worse, never request lines with tokens
+    logging.basicConfig(level=logging.WARNING, stream=stream, format="%(levelname)s %(name)s %(message)s")
+    for noisy in ("werkzeug", "alembic", "waitress", "apscheduler", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def get_logger(name: str | None = None):
+    return structlog.get_logger(name)

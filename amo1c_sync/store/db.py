@@ -1,0 +1,129 @@
+"""The state store: one SQLAlchemy engine, sessions, cross-process locks, and migrations."""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from amo1c_sync.errors import ConfigError
+
+_SQLITE_BEGIN = contextvars.ContextVar("sqlite_begin", default="BEGIN")
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+
+
+def sqlite_url_for(path: str | Path) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def _lock_key(name: str) -> int:
+    """A stable signed 64-bit key for pg_advisory_*lock."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+class Store:
+    """Owns the engine. Use ``session()`` for ordinary work and ``exclusive(name)`` where only one
+    process at a time may run (token refresh): it holds a lock that spans processes for the
+    duration of one transaction."""
+
+    def __init__(self, url: str, *, echo: bool = False):
+        try:
+            parsed = make_url(url)
+        except Exception as exc:  # sqlalchemy raises ArgumentError with the url in it
+            raise ConfigError(f"[store] url: not a database URL; use sqlite:///path/state.db or "
+                              f"postgresql+psycopg://user@host/db ({type(exc).__name__})") from None
+        self.url = url
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "postgresql" and parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        kwargs: dict = {"echo": echo, "future": True}
+        if self.dialect == "sqlite":
+            db = parsed.database
+            if db and db != ":memory:":
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        elif self.dialect == "postgresql":
+            kwargs["pool_pre_ping"] = True
+        else:
+            raise ConfigError(f"[store] url: backend {self.dialect!r} is not supported; "
+                              "use sqlite:/// or postgresql+psycopg://")
+        self.engine: Engine = create_engine(parsed, **kwargs)
+        if self.dialect == "sqlite":
+            self._sqlite_tweaks(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._local_locks: dict[str, threading.Lock] = {}
+        self._local_guard = threading.Lock()
+
+    @staticmethod
+    def _sqlite_tweaks(engine: Engine) -> None:
+        # pysqlite opens transactions lazily and never with BEGIN IMMEDIATE; take control so that
+        # exclusive() can lock the file for writers, and turn on WAL for concurrent readers.
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            conn.exec_driver_sql(_SQLITE_BEGIN.get())
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on any exception."""
+        with self._sessions() as s, s.begin():
+            yield s
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[Session]:
+        """A transaction that no other thread or process using this store runs at the same time
+        under the same name."""
+        with self._local_guard:
+            local = self._local_locks.setdefault(name, threading.Lock())
+        with local:
+            with self._sessions() as s:
+                if self.dialect == "sqlite":
+                    token = _SQLITE_BEGIN.set("BEGIN IMMEDIATE")
+                    try:
+                        s.connection()
+                    finally:
+                        _SQLITE_BEGIN.reset(token)
+                else:
+                    s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(name)})
+                try:
+                    yield s
+                    s.commit()
+                except BaseException:
+                    s.rollback()
+                    raise
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply Alembic migrations up to ``revision``."""
+        from alembic import command
+
+        command.upgrade(self.alembic_config(), revision)
+
+    def alembic_config(self):
+        from alembic.config import Config
+
+        if not MIGRATIONS_DIR.is_dir():
+            raise ConfigError(f"migrations not found at {MIGRATIONS_DIR}; install with "
+                              "`pip install -e .` from the project checkout")
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.attributes["engine"] = self.engine
+        return cfg
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,183 @@
+"""State kept between runs. Every change here needs an Alembic revision in migrations/versions."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on both SQLite (which drops the zone) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given to a UTC column")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Money(TypeDecorator):
+    """Exact decimal kept as text: SQLite's NUMERIC would round through float."""
+
+    impl = String(40)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            raise TypeError(f"money must be Decimal, got {type(value).__name__}")
+        return format(value, "f")
+
+    def process_result_value(self, value: str | None, dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime, Decimal: Money}
+
+
+class Cursor(Base):
+    """Where an incremental poll resumes (e.g. registration: last leads.updated_at handled)."""
+
+    __tablename__ = "cursors"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OAuthToken(Base):
+    """The amoCRM token pair. ``generation`` grows on every refresh so that a stale writer loses."""
+
+    __tablename__ = "oauth_tokens"
+
+    account: Mapped[str] = mapped_column(String(200), primary_key=True)
+    access_token: Mapped[str] = mapped_column(Text)
+    refresh_token: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime]
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    revoked_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Registration(Base):
+    """One lead -> its «Заявка» in 1C (F2)."""
+
+    __tablename__ = "registrations"
+
+    lead_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    zayavka_ref: Mapped[str | None] = mapped_column(String(36))
+    zayavka_number: Mapped[str | None] = mapped_column(String(50))
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # pending | done | invalid | failed
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OnecDocument(Base):
+    """A seen «Оказание услуг» document with the DataVersion it was last counted at (F3)."""
+
+    __tablename__ = "onec_documents"
+    __table_args__ = (Index("ix_onec_documents_lead_id", "lead_id"),)
+
+    ref: Mapped[str] = mapped_column(String(36), primary_key=True)
+    data_version: Mapped[str] = mapped_column(String(100))
+    number: Mapped[str | None] = mapped_column(String(50))
+    doc_date: Mapped[datetime | None]
+    lead_id: Mapped[int | None] = mapped_column(BigInteger)
+    amount: Mapped[Decimal | None]
+    posted: Mapped[bool] = mapped_column(Boolean, default=False)
+    deletion_mark: Mapped[bool] = mapped_column(Boolean, default=False)
+    # why it does not count for any lead (no base «Заявка», no «Номер AmoCRM» …); None = it counts
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class LeadTotal(Base):
+    """The payment total last accepted by amoCRM for a lead, and any failure pushing a newer one."""
+
+    __tablename__ = "lead_totals"
+
+    lead_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    pushed_total: Mapped[Decimal | None]
+    pushed_at: Mapped[datetime | None]
+    # ok | pending | failed
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class JobRun(Base):
+    """One run of one job: the line `status` shows."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (Index("ix_job_runs_job_started", "job", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(String(50))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    # running | ok | partial | failed | interrupted
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class JournalEntry(Base):
+    """Every change written to either system, and every decision worth tracing for a lead."""
+
+    __tablename__ = "journal"
+    __table_args__ = (
+        Index("ix_journal_lead_id", "lead_id"),
+        Index("ix_journal_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    job: Mapped[str] = mapped_column(String(50))
+    # amocrm | 1c | store
+    system: Mapped[str] = mapped_column(String(20))
+    # e.g. zayavka.created, zayavka.updated, lead.total_pushed, lead.note, document.skipped
+    action: Mapped[str] = mapped_column(String(60))
+    lead_id: Mapped[int | None] = mapped_column(BigInteger)
+    ref: Mapped[str | None] = mapped_column(String(36))
+    message: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
