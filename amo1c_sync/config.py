@@ -288,7 +288,10 @@ def load_settings(path: str | Path | None = None, *, overrides: dict[str, dict[s
                                   + ", ".join(known))
             kwargs[key] = _convert(where, section, key, raw, getattr(defaults, key),
                                    str(known[key].type))
-        built[section] = replace(defaults, **kwargs) if kwargs else defaults
+        try:
+            built[section] = replace(defaults, **kwargs) if kwargs else defaults
+        except ValueError as exc:  # the dataclass's own validation (e.g. OneCNames)
+            raise ConfigError(f"{where} [{section}]: {exc}") from None
     settings = Settings(**built, source=where)
     _validate(settings, where)
     return settings

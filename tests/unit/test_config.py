@@ -84,3 +84,9 @@ def test_given_the_cli_when_asked_for_help_then_every_command_is_listed():
     assert proc.returncode == 0
     for cmd in ("run", "once", "status", "trace", "slots", "check", "auth", "db", "sandbox"):
         assert f"    {cmd} " in proc.stdout, cmd
+
+
+def test_given_a_bad_1c_name_when_loaded_then_the_error_names_the_section_and_key(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, "[onec_names]\nbase_ref_mode = triple\n"))
+    assert "[onec_names] base_ref_mode" in str(err.value) and "composite, single" in str(err.value)

@@ -1,0 +1,357 @@
+"""The one place that talks to amoCRM API v4 (requests; explicit timeouts on every call)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import requests
+import structlog
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from amo1c_sync.amocrm.auth import REAUTH_ACTION, TokenManager
+from amo1c_sync.amocrm.fields import FieldMap
+from amo1c_sync.amocrm.ratelimit import RateLimiter
+from amo1c_sync.amocrm.responses import Action, classify
+from amo1c_sync.errors import FatalError, ItemError, RetriableError
+
+log = structlog.get_logger(__name__)
+
+UPDATE_CHUNK = 50     # SPEC: keep PATCH batches <= 50 (amoCRM accepts up to 250)
+NOTES_CHUNK = 50
+IDS_CHUNK = 50        # ids per filter[id][] query (keeps the URL short)
+PAGE_LIMIT = 250      # amoCRM's maximum page size
+
+# A 403 block applies to every gateway of the process that talks to the same account.
+_BLOCKS: dict[str, float] = {}
+_BLOCKS_LOCK = threading.Lock()
+
+
+@dataclass
+class BatchResult:
+    """Outcome of a batch write: which leads amoCRM accepted and which it refused, and why."""
+
+    ok: list[int] = field(default_factory=list)
+    failed: dict[int, ItemError] = field(default_factory=dict)
+    updated_at: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def all_ok(self) -> bool:
+        return not self.failed
+
+
+class AmoCRM:
+    """amoCRM API v4 client used by the jobs."""
+
+    def __init__(self, base_url: str, *, token_manager: TokenManager,
+                 rate_limiter: RateLimiter | None = None, connect_timeout: float = 5,
+                 read_timeout: float = 30, max_retries: int = 5, backoff_max: float = 30,
+                 backoff_base: float = 0.5, block_cooldown: float = 900.0,
+                 session: requests.Session | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.tokens = token_manager
+        self.rate_limiter = rate_limiter
+        self.timeouts = (connect_timeout, read_timeout)
+        self.max_retries = max_retries
+        self.backoff_max = backoff_max
+        self.backoff_base = backoff_base
+        self.block_cooldown = block_cooldown
+        self._http = session or requests.Session()
+        self._http.headers.update({"User-Agent": "amo1c-sync", "Accept": "application/json"})
+
+    # ------------------------------------------------------------------ transport
+    @property
+    def blocked_until(self) -> float | None:
+        """Monotonic deadline of a 403 block seen by this process, or None."""
+        with _BLOCKS_LOCK:
+            until = _BLOCKS.get(self.base_url)
+        return until if until and until > time.monotonic() else None
+
+    def _check_block(self) -> None:
+        until = self.blocked_until
+        if until:
+            raise FatalError(
+                f"amoCRM blocked this integration (403); no requests for another "
+                f"{int(until - time.monotonic())} s", system="amocrm",
+                action="wait for the block to end; check that nothing else uses this integration's "
+                       "token and that [amocrm] rate_limit is at most 7")
+
+    def _request(self, method: str, path: str, *, params: Any = None,
+                 json: Any = None) -> requests.Response:
+        """Send with rate limiting, token refresh on 401, and retries for passing faults.
+
+        Returns the response for OK / EMPTY / FAIL_ITEM (the caller interprets 4xx bodies);
+        raises RetriableError after ``max_retries`` retries, FatalError on STOP.
+        """
+        result: requests.Response | None = None
+        retrying = Retrying(
+            retry=retry_if_exception_type(RetriableError),
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=wait_random_exponential(multiplier=self.backoff_base, max=self.backoff_max),
+            reraise=True,
+            before_sleep=lambda rs: log.warning(
+                "amocrm.retry", method=method, path=path, attempt=rs.attempt_number,
+                error=str(rs.outcome.exception()) if rs.outcome else None,
+                sleep_s=round(rs.next_action.sleep, 2) if rs.next_action else None),
+        )
+        for attempt in retrying:
+            with attempt:
+                result = self._send_once(method, path, params=params, json=json)
+        assert result is not None
+        return result
+
+    def _send_once(self, method: str, path: str, *, params: Any, json: Any) -> requests.Response:
+        refreshed = False
+        while True:
+            self._check_block()
+            token = self.tokens.access_token()
+            if self.rate_limiter is not None:
+                self.rate_limiter.acquire()
+            try:
+                resp = self._http.request(method, self.base_url + path, params=params, json=json,
+                                          headers={"Authorization": f"Bearer {token}"},
+                                          timeout=self.timeouts)
+            except requests.RequestException as exc:
+                raise RetriableError(f"amoCRM {method} {path}: {type(exc).__name__}") from None
+            action, why = classify(resp.status_code)
+            if action is Action.REFRESH_AUTH:
+                if refreshed:
+                    raise FatalError("amoCRM answers 401 even to a freshly refreshed token",
+                                     system="amocrm", action=REAUTH_ACTION)
+                refreshed = True
+                log.info("amocrm.unauthorized", method=method, path=path)
+                self.tokens.on_unauthorized(token)
+                continue
+            if action is Action.RETRY:
+                raise RetriableError(f"amoCRM {method} {path}: {why}")
+            if action is Action.STOP:
+                with _BLOCKS_LOCK:
+                    _BLOCKS[self.base_url] = time.monotonic() + self.block_cooldown
+                log.error("amocrm.blocked", status=resp.status_code, method=method, path=path,
+                          cooldown_s=self.block_cooldown, reason=why)
+                raise FatalError(f"amoCRM: {why}; amoCRM work is paused for "
+                                 f"{int(self.block_cooldown)} s", system="amocrm",
+                                 action="wait for the block to end; make sure nothing else uses "
+                                        "this integration's token and [amocrm] rate_limit <= 7")
+            return resp
+
+    def _get_json(self, path: str, params: Any = None) -> dict | None:
+        resp = self._request("GET", path, params=params)
+        if resp.status_code == 204:
+            return None
+        if classify(resp.status_code)[0] is Action.FAIL_ITEM:
+            raise ItemError(f"amoCRM GET {path}: {resp.status_code} {_problem_detail(resp)}",
+                            item=path, code=str(resp.status_code))
+        return resp.json()
+
+    def _pages(self, path: str, params: dict, key: str) -> Iterator[list[dict]]:
+        page = 1
+        while True:
+            data = self._get_json(path, {**params, "page": page})
+            if data is None:
+                return
+            items = (data.get("_embedded") or {}).get(key) or []
+            if not items:
+                return
+            yield items
+            if not (data.get("_links") or {}).get("next"):
+                return
+            page += 1
+
+    # ------------------------------------------------------------------ account & fields
+    def account(self) -> dict:
+        return self._get_json("/api/v4/account") or {}
+
+    def list_lead_fields(self) -> list[dict]:
+        """All lead custom fields, with ``enums`` ``[{id, value, sort}]`` for selects."""
+        out: list[dict] = []
+        for items in self._pages("/api/v4/leads/custom_fields", {"limit": PAGE_LIMIT}, "custom_fields"):
+            out.extend(items)
+        return out
+
+    def field_map(self, required_names: Iterable[str] = (), *, tz: str | None = None) -> FieldMap:
+        """Resolve configured field names (ConfigError lists the existing ones if one is unknown)."""
+        if tz is None:
+            tz = self.account().get("timezone") or "Europe/Moscow"
+        return FieldMap(self.list_lead_fields(), tz).require(list(required_names))
+
+    def update_field_enums(self, field_id: int, enums: Sequence[dict | str]) -> dict:
+        """Replace a select field's options. Give ``{"id", "value", "sort"}`` to keep an option's id;
+        a plain string (or a dict without ``id``) adds one; options not listed are removed."""
+        payload = []
+        for i, e in enumerate(enums):
+            item = {"value": e} if isinstance(e, str) else dict(e)
+            item.setdefault("sort", (i + 1) * 10)
+            payload.append(item)
+        resp = self._request("PATCH", "/api/v4/leads/custom_fields",
+                             json=[{"id": int(field_id), "enums": payload}])
+        if classify(resp.status_code)[0] is not Action.OK:
+            raise ItemError(f"amoCRM refused the options of field {field_id}: "
+                            f"{_problem_detail(resp)}", item=f"field:{field_id}",
+                            code=str(resp.status_code))
+        fields = (resp.json().get("_embedded") or {}).get("custom_fields") or []
+        return fields[0] if fields else {}
+
+    # ------------------------------------------------------------------ leads
+    def iter_leads_updated_since(self, ts: int, overlap: int = 60, *, limit: int = PAGE_LIMIT,
+                                 with_: Sequence[str] = ()) -> Iterator[dict]:
+        """Leads with ``updated_at >= ts - overlap``, ascending by updated_at, each id once.
+
+        Keyset paging: after each page the lower bound moves to the last ``updated_at`` seen and
+        the page number restarts at 1, so leads edited while we page cannot shift past us; a page
+        that does not advance the bound (many leads in one second) goes on with the next page.
+        204 or a page without ``_links.next`` ends the listing.
+        """
+        lower = max(0, int(ts) - int(overlap))
+        page = 1
+        seen: set[int] = set()
+        base = {"order[updated_at]": "asc", "limit": min(int(limit), PAGE_LIMIT)}
+        if with_:
+            base["with"] = ",".join(with_)
+        while True:
+            data = self._get_json("/api/v4/leads",
+                                  {**base, "filter[updated_at][from]": lower, "page": page})
+            if data is None:
+                return
+            leads = (data.get("_embedded") or {}).get("leads") or []
+            if not leads:
+                return
+            for lead in leads:
+                if lead["id"] not in seen:
+                    seen.add(lead["id"])
+                    yield lead
+            if not (data.get("_links") or {}).get("next"):
+                return
+            last = int(leads[-1].get("updated_at") or lower)
+            if last > lower:
+                lower, page = last, 1
+            else:
+                page += 1
+
+    def get_leads(self, ids: Iterable[int], *, with_: Sequence[str] = ()) -> list[dict]:
+        """Leads by id (unknown or deleted ids are simply absent)."""
+        ids = list(dict.fromkeys(int(i) for i in ids))
+        out: list[dict] = []
+        for chunk in _chunks(ids, IDS_CHUNK):
+            params: dict[str, Any] = {"filter[id][]": chunk, "limit": PAGE_LIMIT}
+            if with_:
+                params["with"] = ",".join(with_)
+            for items in self._pages("/api/v4/leads", params, "leads"):
+                out.extend(items)
+        return out
+
+    def get_lead(self, lead_id: int) -> dict | None:
+        found = self.get_leads([lead_id])
+        return found[0] if found else None
+
+    def update_leads(self, patches: Sequence[dict]) -> BatchResult:
+        """PATCH leads in chunks of <= 50. A rejected chunk is retried without the leads amoCRM
+        named in ``validation-errors`` (or bisected when it named none), so one bad lead never
+        fails the others. Each patch is ``{"id": …, "price"?: int, "custom_fields_values"?: […]}``."""
+        result = BatchResult()
+        for chunk in _chunks(list(patches), UPDATE_CHUNK):
+            self._write_batch("/api/v4/leads", chunk, "leads", lambda item: int(item["id"]), result)
+        return result
+
+    def add_notes(self, notes: Iterable[tuple[int, str]]) -> BatchResult:
+        """Common notes on leads, batched; result keyed by lead id."""
+        items = [{"entity_id": int(lead_id), "note_type": "common", "params": {"text": text}}
+                 for lead_id, text in notes]
+        result = BatchResult()
+        for chunk in _chunks(items, NOTES_CHUNK):
+            self._write_batch("/api/v4/leads/notes", chunk, "notes",
+                              lambda item: int(item["entity_id"]), result, method="POST")
+        return result
+
+    def _write_batch(self, path: str, items: list[dict], key: str, id_of: Callable[[dict], int],
+                     result: BatchResult, *, method: str = "PATCH") -> None:
+        if not items:
+            return
+        resp = self._request(method, path, json=items)
+        action = classify(resp.status_code)[0]
+        if action is Action.OK:
+            body = resp.json() if resp.content else {}
+            for i, item in enumerate(items):
+                lead_id = id_of(item)
+                if lead_id not in result.ok:
+                    result.ok.append(lead_id)
+            for echoed in (body.get("_embedded") or {}).get(key) or []:
+                if key == "leads" and "updated_at" in echoed:
+                    result.updated_at[int(echoed["id"])] = int(echoed["updated_at"])
+            return
+        per_index = _validation_errors(resp, len(items))
+        if per_index:
+            for i, errors in per_index.items():
+                lead_id = id_of(items[i])
+                result.failed[lead_id] = _item_error(lead_id, items[i], errors)
+                log.warning("amocrm.item_rejected", path=path, lead_id=lead_id,
+                            codes=[e.get("code") for e in errors])
+            rest = [it for i, it in enumerate(items) if i not in per_index]
+            self._write_batch(path, rest, key, id_of, result, method=method)
+            return
+        if len(items) == 1:
+            lead_id = id_of(items[0])
+            result.failed[lead_id] = ItemError(
+                f"amoCRM refused lead {lead_id}: {resp.status_code} {_problem_detail(resp)}",
+                item=str(lead_id), code=str(resp.status_code))
+            return
+        mid = len(items) // 2   # rejected as a whole without saying which: bisect
+        self._write_batch(path, items[:mid], key, id_of, result, method=method)
+        self._write_batch(path, items[mid:], key, id_of, result, method=method)
+
+
+def _chunks(seq: list, n: int) -> Iterator[list]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def _problem_detail(resp: requests.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return (resp.reason or "").strip()
+    if isinstance(body, dict):
+        return str(body.get("detail") or body.get("title") or "")[:300]
+    return ""
+
+
+def _validation_errors(resp: requests.Response, n: int) -> dict[int, list[dict]]:
+    """``validation-errors`` as {index in the batch: [errors]}; {} when absent or unusable."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    out: dict[int, list[dict]] = {}
+    for entry in (body.get("validation-errors") or []) if isinstance(body, dict) else []:
+        try:
+            i = int(entry.get("request_id"))
+        except (TypeError, ValueError):
+            return {}
+        if not 0 <= i < n:
+            return {}
+        out.setdefault(i, []).extend(entry.get("errors") or [])
+    return out
+
+
+def _item_error(lead_id: int, item: dict, errors: list[dict]) -> ItemError:
+    parts = []
+    for e in errors:
+        path = str(e.get("path") or "")
+        where = path
+        segs = path.split(".")
+        if len(segs) >= 2 and segs[0] == "custom_fields_values" and segs[1].isdigit():
+            try:
+                where = f"field {item['custom_fields_values'][int(segs[1])]['field_id']} ({path})"
+            except (KeyError, IndexError, TypeError):
+                pass
+        parts.append(f"{where}: {e.get('code')} {e.get('detail') or ''}".strip())
+    code = errors[0].get("code") if errors else None
+    return ItemError(f"amoCRM refused lead {lead_id}: " + "; ".join(parts), item=str(lead_id),
+                     code=code)

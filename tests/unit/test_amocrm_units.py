@@ -1,0 +1,145 @@
+"""Pure pieces of the amoCRM side: rate limiter, the response table, field value helpers."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from amo1c_sync.amocrm.fields import FieldMap, date_to_ts, ts_to_date
+from amo1c_sync.amocrm.ratelimit import RateLimiter
+from amo1c_sync.amocrm.responses import Action, RESPONSE_ACTIONS, classify
+from amo1c_sync.errors import ConfigError, ItemError
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+        self.lock = threading.Lock()
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, s):
+        with self.lock:
+            self.now += s
+
+
+def _max_in_window(times, window=1.0):
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def test_given_a_limit_of_7_when_100_requests_are_made_then_no_window_of_1s_holds_more_than_7():
+    clock = FakeClock()
+    rl = RateLimiter(7, margin=0.0, clock=clock, sleep=clock.sleep)
+    sent = []
+    for _ in range(100):
+        rl.acquire()
+        sent.append(clock.now)
+    assert _max_in_window(sent) == 7
+    assert sent[-1] - sent[0] == pytest.approx(14.0, abs=0.01)   # request 100 opens the 15th window
+
+
+def test_given_a_fractional_rate_when_acquiring_then_it_spaces_requests():
+    clock = FakeClock()
+    rl = RateLimiter(0.5, margin=0.0, clock=clock, sleep=clock.sleep)
+    sent = []
+    for _ in range(3):
+        rl.acquire()
+        sent.append(clock.now)
+    assert [b - a for a, b in zip(sent, sent[1:])] == [pytest.approx(2.0), pytest.approx(2.0)]
+
+
+def test_given_threads_sharing_a_limiter_when_busy_then_the_real_clock_sees_at_most_the_rate():
+    import time
+
+    rl = RateLimiter(20)
+    sent, lock = [], threading.Lock()
+
+    def work():
+        for _ in range(10):
+            rl.acquire()
+            with lock:
+                sent.append(time.monotonic())
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(sent) == 40 and _max_in_window(sent) <= 20
+
+
+@pytest.mark.parametrize("status,action", [
+    (200, Action.OK), (204, Action.EMPTY), (400, Action.FAIL_ITEM), (401, Action.REFRESH_AUTH),
+    (402, Action.STOP), (403, Action.STOP), (404, Action.FAIL_ITEM), (429, Action.RETRY),
+    (500, Action.RETRY), (502, Action.RETRY), (504, Action.RETRY), (599, Action.RETRY),
+    (418, Action.FAIL_ITEM), (299, Action.OK)])
+def test_given_a_status_when_classified_then_the_table_says_what_to_do(status, action):
+    assert classify(status)[0] is action
+
+
+def test_given_the_table_when_read_then_every_entry_has_a_reason():
+    assert all(why for _, why in RESPONSE_ACTIONS.values())
+
+
+FIELDS = [
+    {"id": 1, "name": "Дата записи к врачу", "type": "date", "enums": None},
+    {"id": 2, "name": "Врач", "type": "select",
+     "enums": [{"id": 11, "value": "Ефимова Е.В.", "sort": 10}, {"id": 12, "value": "Ишаева М.И.", "sort": 20}]},
+    {"id": 3, "name": "Сумма1С", "type": "numeric", "enums": None},
+    {"id": 4, "name": "Зарегистрировать в 1С", "type": "checkbox", "enums": None},
+    {"id": 5, "name": "ФИО клиента", "type": "text", "enums": None},
+]
+
+
+def test_given_fields_when_building_values_then_they_have_amocrm_wire_formats():
+    fm = FieldMap(FIELDS, "Europe/Moscow")
+    assert fm.cf("Дата записи к врачу", date(2021, 12, 22)) == {"field_id": 1, "values": [{"value": 1640120400}]}
+    assert fm.cf("Врач", "Ишаева М.И.") == {"field_id": 2, "values": [{"enum_id": 12}]}
+    assert fm.cf("Сумма1С", Decimal("1500.50")) == {"field_id": 3, "values": [{"value": "1500.50"}]}
+    assert fm.cf("Зарегистрировать в 1С", False) == {"field_id": 4, "values": [{"value": False}]}
+    assert fm.cf("ФИО клиента", None) == {"field_id": 5, "values": None}
+    with pytest.raises(TypeError):
+        fm.cf("Сумма1С", 1500.5)
+    with pytest.raises(ItemError) as exc:
+        fm.cf("Врач", "Нет такого")
+    assert "Ефимова Е.В." in str(exc.value)
+
+
+def test_given_a_lead_when_reading_values_then_they_are_typed():
+    fm = FieldMap(FIELDS, "Europe/Moscow")
+    lead = {"custom_fields_values": [
+        {"field_id": 1, "values": [{"value": 1640120400}]},
+        {"field_id": 2, "values": [{"value": "Ефимова Е.В.", "enum_id": 11}]},
+        {"field_id": 3, "values": [{"value": "1500.50"}]},
+    ]}
+    assert fm.get(lead, "Дата записи к врачу") == date(2021, 12, 22)
+    assert fm.get(lead, "Врач") == "Ефимова Е.В."
+    assert fm.get(lead, "Сумма1С") == Decimal("1500.50")
+    assert fm.get(lead, "Зарегистрировать в 1С") is False
+    assert fm.get(lead, "ФИО клиента") is None
+    assert fm.get({"custom_fields_values": None}, "Врач") is None
+
+
+def test_given_an_unknown_name_when_required_then_config_error_names_it_and_lists_the_rest():
+    with pytest.raises(ConfigError) as exc:
+        FieldMap(FIELDS).require(["Врач", "Доктор"])
+    assert "«Доктор»" in str(exc.value) and "«ФИО клиента»" in str(exc.value)
+
+
+def test_given_midnight_in_moscow_when_converting_then_round_trips():
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo("Europe/Moscow")
+    assert date_to_ts(date(2021, 12, 22), tz) == 1640120400
+    assert ts_to_date(1640120400, tz) == date(2021, 12, 22)
+    assert ts_to_date(1640120400 + 23 * 3600, tz) == date(2021, 12, 22)
