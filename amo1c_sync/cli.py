@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         except FatalError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            if exc.action:
+                print(f"what to do: {exc.action}", file=sys.stderr)
             return EXIT_FAILED
         except KeyboardInterrupt:
             return 130
