@@ -1,0 +1,617 @@
+"""The ONE place that talks to 1C: the standard OData interface (``/odata/standard.odata/``).
+
+* HTTP Basic with the login and password encoded as UTF-8 (1C logins are often Cyrillic;
+  requests' own Basic auth would encode them as latin-1 and fail).
+* A (connect, read) timeout on every call; the first call after 1C has been idle may take 30 s+.
+* Retries with capped exponential backoff and jitter (tenacity) on 5xx, timeouts and dropped
+  connections. Creating objects (POST to a collection) is NOT idempotent, so it is retried only
+  when the request surely never reached 1C (connection refused / connect timeout); other failures
+  of a create surface at once as RetriableError and the caller's lookup-before-create makes the
+  rerun safe.
+* Errors: 401/403 -> FatalError; 400/404 -> ItemError; 5xx/timeouts after retries ->
+  RetriableError. The ``odata.error`` message is quoted verbatim with the method and the decoded
+  path of the request (never the password).
+* JSON is parsed with ``parse_float=Decimal``: money never passes through float.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time as _time
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, Iterable, Iterator, Mapping
+from urllib.parse import unquote
+from zoneinfo import ZoneInfo
+
+import requests
+import structlog
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from amo1c_sync.errors import FatalError, ItemError, RetriableError
+from amo1c_sync.onec import query as q
+from amo1c_sync.onec.names import OneCNames
+
+log = structlog.get_logger("amo1c_sync.onec")
+
+ODATA_ROOT = "odata/standard.odata/"
+_UNSET: Any = object()
+
+
+# ---------------------------------------------------------------------------------------------
+# typed results
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CatalogItem:
+    """A catalog element: a doctor (Сотрудники), a client, a nomenclature item."""
+
+    ref: str
+    code: str
+    name: str
+    deletion_mark: bool = False
+
+
+Doctor = CatalogItem
+Client = CatalogItem
+
+
+@dataclass(frozen=True)
+class ScheduleLine:
+    """One line of a posted «Установка графиков работы»: doctor works ``start``-``end`` on ``day``.
+    ``doc_date``/``doc_number`` tell which document wins when several set the same doctor+day."""
+
+    doc_ref: str
+    doc_number: str
+    doc_date: datetime
+    line_number: int
+    doctor_ref: str
+    day: date
+    start: time
+    end: time
+
+
+@dataclass(frozen=True)
+class Zayavka:
+    ref: str
+    number: str
+    date: datetime | None
+    posted: bool
+    deletion_mark: bool
+    data_version: str
+    client_ref: str | None
+    doctor_ref: str | None
+    day: date | None
+    start: time | None
+    end: time | None  # None: no end set (0001-01-01T00:00:00)
+    lead: str  # «Номер AmoCRM», stripped; "" when empty
+    nomenclature_ref: str | None
+
+    @property
+    def display_number(self) -> str:
+        """The number as people say it: «219», not «00000000219»."""
+        return self.number.lstrip("0") or self.number
+
+
+@dataclass(frozen=True)
+class Service:
+    """An «Оказание услуг» as the payments job needs it (nothing else is read)."""
+
+    ref: str
+    number: str
+    date: datetime | None
+    data_version: str
+    posted: bool
+    deletion_mark: bool
+    base_ref: str | None  # None: no base document
+    base_type: str | None  # e.g. StandardODATA.Document_Заявка; None in single-typed mode
+    amount: Decimal
+    base_is_zayavka: bool
+
+    @property
+    def display_number(self) -> str:
+        return self.number.lstrip("0") or self.number
+
+
+# ---------------------------------------------------------------------------------------------
+# transport
+# ---------------------------------------------------------------------------------------------
+class _Utf8BasicAuth(requests.auth.AuthBase):
+    """HTTP Basic with the credentials encoded as UTF-8 (as 1C expects)."""
+
+    def __init__(self, username: str, password: str):
+        token = base64.b64encode(f"{username}:{password}".encode("utf-8")).decode("ascii")
+        self._header = f"Basic {token}"
+
+    def __call__(self, r):
+        r.headers["Authorization"] = self._header
+        return r
+
+    def __repr__(self) -> str:  # never show the credentials
+        return "<UTF-8 Basic auth>"
+
+
+class _Transient(Exception):
+    """Internal: a failure worth another try. ``message`` is safe to show."""
+
+    def __init__(self, message: str, *, sent: bool):
+        super().__init__(message)
+        self.sent = sent  # False: the request surely never reached 1C
+
+
+@dataclass
+class _Response:
+    status: int
+    body: Any
+
+
+class OneC:
+    """The 1C gateway. One instance per process; thread-safe as far as requests.Session is."""
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        *,
+        names: OneCNames | None = None,
+        connect_timeout: float = 5,
+        read_timeout: float = 60,
+        max_retries: int = 4,
+        backoff_max: float = 30,
+        backoff_base: float = 0.5,
+        page_size: int = 500,
+        max_target_bytes: int = q.MAX_TARGET_BYTES,
+        session: requests.Session | None = None,
+        timezone: str = "Europe/Moscow",
+    ):
+        base = base_url.rstrip("/") + "/"
+        if not base.endswith(ODATA_ROOT):
+            base += ODATA_ROOT
+        self.root = base
+        self.names = names or OneCNames()
+        self.tz = ZoneInfo(timezone)  # 1C datetimes are naive local times of the base
+        self.timeout = (connect_timeout, read_timeout)
+        self.max_retries = max_retries
+        self.backoff_max = backoff_max
+        self.backoff_base = backoff_base
+        self.page_size = page_size
+        self.max_target_bytes = max_target_bytes
+        self._session = session or requests.Session()
+        self._session.auth = _Utf8BasicAuth(username, password)
+        self._session.headers.update({"Accept": "application/json", "User-Agent": "amo1c-sync"})
+        self._username = username
+        # the path part of the root, counted against the 2,000-byte request target limit
+        self._prefix_bytes = len(requests.utils.urlparse(self.root).path.encode("ascii"))
+
+    def __repr__(self) -> str:
+        return f"OneC({self.root!r}, user={self._username!r})"
+
+    def now(self) -> datetime:
+        """The current naive local time of the 1C base (its time zone, not this machine's)."""
+        return datetime.now(self.tz).replace(tzinfo=None, microsecond=0)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> "OneC":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- low level ---------------------------------------------------------------------------
+    def _describe(self, method: str, target: str) -> str:
+        text = unquote(target)
+        if len(text) > 300:
+            text = text[:300] + "…"
+        return f"{method} {requests.utils.urlparse(self.root).path}{text}"
+
+    def _request(self, method: str, target: str, *, body: Any = None, idempotent: bool = True) -> _Response:
+        what = self._describe(method, target)
+        url = self.root + target
+        data = None
+        headers = {}
+        if body is not None:
+            data = json.dumps(body, ensure_ascii=False, default=_json_default).encode("utf-8")
+            headers["Content-Type"] = "application/json; charset=utf-8"
+
+        def should_retry(exc: BaseException) -> bool:
+            return isinstance(exc, _Transient) and (idempotent or not exc.sent)
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("onec.retry", request=what, attempt=state.attempt_number, error=str(exc),
+                        sleep=round(state.next_action.sleep, 3) if state.next_action else None)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=wait_random_exponential(multiplier=self.backoff_base, max=self.backoff_max),
+            retry=retry_if_exception(should_retry),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(self._once, method, url, what, data, headers)
+        except _Transient as exc:
+            raise RetriableError(str(exc)) from None
+
+    def _once(self, method: str, url: str, what: str, data: bytes | None, headers: dict) -> _Response:
+        started = _time.monotonic()
+        try:
+            resp = self._session.request(method, url, data=data, headers=headers, timeout=self.timeout,
+                                         allow_redirects=False)
+        except requests.exceptions.ConnectTimeout:
+            raise _Transient(f"1C did not accept a connection in {self.timeout[0]} s: {what}", sent=False)
+        except requests.exceptions.ReadTimeout:
+            raise _Transient(f"1C did not answer in {self.timeout[1]} s: {what}", sent=True)
+        except requests.exceptions.ConnectionError as exc:
+            refused = _is_refused(exc)
+            why = "refused the connection" if refused else "dropped the connection"
+            raise _Transient(f"1C {why}: {what}", sent=not refused)
+        except requests.exceptions.RequestException as exc:
+            raise _Transient(f"1C request failed ({type(exc).__name__}): {what}", sent=True)
+        elapsed = round(_time.monotonic() - started, 3)
+        log.debug("onec.request", request=what, status=resp.status_code, elapsed=elapsed)
+        status = resp.status_code
+        if 200 <= status < 300:
+            if not resp.content:
+                return _Response(status, None)
+            try:
+                return _Response(status, json.loads(resp.content.decode("utf-8"), parse_float=Decimal))
+            except ValueError:
+                raise _Transient(f"1C answered {status} with a body that is not JSON: {what}", sent=True)
+        code, message = _odata_error(resp)
+        detail = f"1C answered {status} to {what}: {message}"
+        if status in (401, 403):
+            raise FatalError(detail + " (check the 1C user name and password and its rights)",
+                             system="1c", action="fix [onec] username/password or the user's rights in 1C")
+        if status >= 500 or status in (408, 429):
+            if code is not None and status == 500 and what.split("?")[0].endswith(("/Post", "/Unpost")):
+                # 1C refused to (un)post this document: its own error, retrying will not help
+                raise ItemError(detail, item=what, code=code)
+            raise _Transient(detail, sent=True)
+        raise ItemError(detail, item=what, code=code)
+
+    def _get(self, query: q.Query) -> list[dict]:
+        resp = self._request("GET", query.target())
+        body = resp.body or {}
+        return list(body.get("value", [])) if isinstance(body, dict) else []
+
+    def _get_all(self, query: q.Query) -> Iterator[dict]:
+        """Client-driven paging: $top/$skip with $orderby ending in Ref_Key."""
+        skip = 0
+        while True:
+            rows = self._get(query.page(self.page_size, skip))
+            yield from rows
+            if len(rows) < self.page_size:
+                return
+            skip += len(rows)
+
+    def _batched(self, refs: Iterable[str], make_query, field_name: str = "Ref_Key") -> Iterator[dict]:
+        for _chunk, query in q.ref_batches(refs, make_query, field_name=field_name,
+                                           max_bytes=self.max_target_bytes, prefix_bytes=self._prefix_bytes):
+            yield from self._get_all(query)
+
+    # --- catalogs ----------------------------------------------------------------------------
+    _CATALOG_FIELDS = ("Ref_Key", "Code", "Description", "DeletionMark")
+
+    def _catalog(self, entity_set: str, flt: str | None) -> list[CatalogItem]:
+        query = q.Query(entity_set, filter=flt, select=self._CATALOG_FIELDS, orderby=("Code",))
+        return [_catalog_item(r) for r in self._get_all(query)]
+
+    def doctors(self) -> list[CatalogItem]:
+        """All doctors not marked for deletion, ordered by code."""
+        return self._catalog(self.names.doctors, q.eq("DeletionMark", False))
+
+    def find_catalog_item(self, entity_set: str, description: str) -> CatalogItem | None:
+        """The first (by Code) non-deleted item whose Description equals ``description``."""
+        items = self._catalog(entity_set, q.and_(q.eq("Description", description), q.eq("DeletionMark", False)))
+        return items[0] if items else None
+
+    def find_clients(self, description: str) -> list[CatalogItem]:
+        """Non-deleted clients whose Description equals ``description`` exactly, ordered by Code."""
+        return self._catalog(self.names.clients,
+                             q.and_(q.eq("Description", description), q.eq("DeletionMark", False)))
+
+    def create_client(self, description: str) -> CatalogItem:
+        row = self._create(self.names.clients, {"Description": description})
+        return _catalog_item(row)
+
+    def default_client(self) -> CatalogItem | None:
+        return self.find_catalog_item(self.names.clients, self.names.default_client)
+
+    def default_nomenclature(self) -> CatalogItem | None:
+        return self.find_catalog_item(self.names.nomenclature, self.names.default_nomenclature)
+
+    # --- schedules ---------------------------------------------------------------------------
+    def schedule_lines(self, month_or_date: date | datetime, *, only_day: bool = False) -> list[ScheduleLine]:
+        """Lines of the posted, non-deleted «Установка графиков работы» whose МесяцГрафика is the
+        month of ``month_or_date``; with ``only_day=True`` only the lines for that very date.
+        Each line carries its document's Date and Number: when several documents set the same
+        doctor and day, the latest (by Date, then Number) wins — that rule is the caller's."""
+        n = self.names
+        d = month_or_date.date() if isinstance(month_or_date, datetime) else month_or_date
+        month = date(d.year, d.month, 1)
+        only = d if only_day else None
+        docs_q = q.Query(n.schedules,
+                         filter=q.and_(q.eq(n.schedules_month, month), q.eq("Posted", True),
+                                       q.eq("DeletionMark", False)),
+                         select=("Ref_Key", "Number", "Date"))
+        docs = {r["Ref_Key"]: r for r in self._get_all(docs_q)}
+        if not docs:
+            return []
+        day_filter = q.eq(n.schedule_date, only) if only else None
+
+        def lines_query(refs_filter: str) -> q.Query:
+            return q.Query(n.schedules_lines_set, filter=q.and_(refs_filter, day_filter),
+                           select=("Ref_Key", "LineNumber", n.schedule_doctor, n.schedule_date,
+                                   n.schedule_start, n.schedule_end),
+                           orderby=("Ref_Key", "LineNumber"))  # a total order for paging
+
+        out: list[ScheduleLine] = []
+        for r in self._batched(docs, lines_query):
+            doc = docs[r["Ref_Key"]]
+            day = q.parse_date(r.get(n.schedule_date))
+            start, end = q.parse_time(r.get(n.schedule_start)), q.parse_time(r.get(n.schedule_end))
+            if day is None or start is None or end is None or q.is_empty_ref(r.get(n.schedule_doctor)):
+                continue
+            if only and day != only:
+                continue
+            out.append(ScheduleLine(doc_ref=doc["Ref_Key"], doc_number=doc.get("Number", ""),
+                                    doc_date=q.parse_datetime(doc.get("Date")) or datetime.min,
+                                    line_number=int(r.get("LineNumber") or 0),
+                                    doctor_ref=r[n.schedule_doctor], day=day, start=start, end=end))
+        out.sort(key=lambda s: (s.day, s.doctor_ref, s.doc_date, s.doc_number, s.line_number))
+        return out
+
+    def schedule_for_day(self, day: date) -> list[ScheduleLine]:
+        """Lines for exactly this day (also when it is the 1st of a month)."""
+        return self.schedule_lines(day, only_day=True)
+
+    # --- «Заявка» ----------------------------------------------------------------------------
+    def _zayavka_fields(self) -> tuple[str, ...]:
+        n = self.names
+        return ("Ref_Key", "Number", "Date", "Posted", "DeletionMark", "DataVersion", n.zayavka_client,
+                n.zayavka_doctor, n.zayavka_date, n.zayavka_start, n.zayavka_end, n.zayavka_lead,
+                n.zayavka_nomenclature)
+
+    def _zayavka(self, r: Mapping[str, Any]) -> Zayavka:
+        n = self.names
+        return Zayavka(
+            ref=r["Ref_Key"], number=r.get("Number", ""), date=q.parse_datetime(r.get("Date")),
+            posted=bool(r.get("Posted")), deletion_mark=bool(r.get("DeletionMark")),
+            data_version=r.get("DataVersion", ""),
+            client_ref=_ref(r.get(n.zayavka_client)), doctor_ref=_ref(r.get(n.zayavka_doctor)),
+            day=q.parse_date(r.get(n.zayavka_date)), start=q.parse_time(r.get(n.zayavka_start)),
+            end=q.parse_time(r.get(n.zayavka_end)), lead=str(r.get(n.zayavka_lead) or "").strip(),
+            nomenclature_ref=_ref(r.get(n.zayavka_nomenclature)),
+        )
+
+    def zayavki_on(self, day: date, doctor_ref: str | None = None) -> list[Zayavka]:
+        """Non-deleted «Заявки» whose appointment date is ``day`` (optionally of one doctor)."""
+        n = self.names
+        start = datetime(day.year, day.month, day.day)
+        flt = q.and_(q.ge(n.zayavka_date, start), q.lt(n.zayavka_date, start + timedelta(days=1)),
+                     q.eq("DeletionMark", False),
+                     q.eq(n.zayavka_doctor, q.Guid(doctor_ref)) if doctor_ref else None)
+        query = q.Query(n.zayavka, filter=flt, select=self._zayavka_fields())
+        return [self._zayavka(r) for r in self._get_all(query)]
+
+    def zayavki_by_lead(self, lead_id: int | str) -> list[Zayavka]:
+        """Non-deleted «Заявки» whose «Номер AmoCRM» is this lead id, oldest first."""
+        n = self.names
+        query = q.Query(n.zayavka, filter=q.and_(q.eq(n.zayavka_lead, str(lead_id)), q.eq("DeletionMark", False)),
+                        select=self._zayavka_fields())
+        rows = [self._zayavka(r) for r in self._get_all(query)]
+        rows.sort(key=lambda z: (z.date or datetime.min, z.number))
+        return rows
+
+    def get_zayavka(self, ref: str) -> Zayavka:
+        resp = self._request("GET", q.entity_path(self.names.zayavka, ref) + "?" +
+                             q.Query(self.names.zayavka, select=self._zayavka_fields()).query_string())
+        return self._zayavka(resp.body)
+
+    def _zayavka_body(self, *, client_ref, doctor_ref, day, start, end, lead_id, nomenclature_ref,
+                      doc_date) -> dict[str, Any]:
+        n = self.names
+        body: dict[str, Any] = {}
+        if doc_date is not _UNSET:
+            body["Date"] = q.format_datetime(doc_date)
+        if client_ref is not _UNSET:
+            body[n.zayavka_client] = str(uuid.UUID(str(client_ref)))
+        if doctor_ref is not _UNSET:
+            body[n.zayavka_doctor] = str(uuid.UUID(str(doctor_ref)))
+        if day is not _UNSET:
+            body[n.zayavka_date] = q.format_datetime(day.date() if isinstance(day, datetime) else day)
+        if start is not _UNSET:
+            body[n.zayavka_start] = q.format_datetime(start)
+        if end is not _UNSET:
+            body[n.zayavka_end] = q.EMPTY_DATE if end is None else q.format_datetime(end)
+        if lead_id is not _UNSET:
+            body[n.zayavka_lead] = "" if lead_id is None else str(lead_id)
+        if nomenclature_ref is not _UNSET:
+            body[n.zayavka_nomenclature] = str(uuid.UUID(str(nomenclature_ref)))
+        return body
+
+    def create_zayavka(self, *, client_ref: str, doctor_ref: str, day: date, start: time, end: time | None,
+                       lead_id: int | str, nomenclature_ref: str, doc_date: datetime | None = None) -> Zayavka:
+        """Create (not post) a «Заявка». NOT retried once sent: look it up by lead before a rerun."""
+        body = self._zayavka_body(client_ref=client_ref, doctor_ref=doctor_ref, day=day, start=start, end=end,
+                                  lead_id=lead_id, nomenclature_ref=nomenclature_ref,
+                                  doc_date=doc_date or self.now())
+        return self._zayavka(self._create(self.names.zayavka, body))
+
+    def update_zayavka(self, ref: str, *, client_ref=_UNSET, doctor_ref=_UNSET, day=_UNSET, start=_UNSET,
+                       end=_UNSET, lead_id=_UNSET, nomenclature_ref=_UNSET) -> Zayavka:
+        """PATCH only the given attributes (``end=None`` clears the end time)."""
+        body = self._zayavka_body(client_ref=client_ref, doctor_ref=doctor_ref, day=day, start=start, end=end,
+                                  lead_id=lead_id, nomenclature_ref=nomenclature_ref, doc_date=_UNSET)
+        resp = self._request("PATCH", q.entity_path(self.names.zayavka, ref) + "?$format=json", body=body)
+        return self._zayavka(resp.body)
+
+    # --- generic writes ----------------------------------------------------------------------
+    def _create(self, entity_set: str, body: Mapping[str, Any]) -> dict:
+        resp = self._request("POST", q.entity_path(entity_set) + "?$format=json", body=dict(body), idempotent=False)
+        if not isinstance(resp.body, dict) or "Ref_Key" not in resp.body:
+            raise RetriableError(f"1C did not return the created object for POST {entity_set}")
+        return resp.body
+
+    def post(self, entity_set: str, ref: str) -> None:
+        """Post (провести) a document, non-operational mode. Idempotent, so retried."""
+        self._request("POST", q.entity_path(entity_set, ref, "Post") + "?PostingModeOperational=false&$format=json")
+
+    def unpost(self, entity_set: str, ref: str) -> None:
+        self._request("POST", q.entity_path(entity_set, ref, "Unpost") + "?$format=json")
+
+    # --- «Оказание услуг» --------------------------------------------------------------------
+    def services_in_window(self, date_from: date | datetime, date_to: date | datetime) -> list[Service]:
+        """Every «Оказание услуг» (posted or not, deleted or not) with ``date_from <= Date`` and
+        ``Date < date_to`` for datetimes; a ``date`` as ``date_to`` includes that whole day."""
+        n = self.names
+        lo = date_from if isinstance(date_from, datetime) else datetime(date_from.year, date_from.month, date_from.day)
+        hi = date_to if isinstance(date_to, datetime) else datetime(date_to.year, date_to.month, date_to.day) + timedelta(days=1)
+        query = q.Query(n.services, filter=q.and_(q.ge("Date", lo), q.lt("Date", hi)),
+                        select=("Ref_Key", "Number", "Date", "DataVersion", "Posted", "DeletionMark",
+                                *n.services_base_fields, n.services_amount))
+        return [self._service(r) for r in self._get_all(query)]
+
+    def _service(self, r: Mapping[str, Any]) -> Service:
+        n = self.names
+        if n.base_ref_mode == "single":
+            base = _ref(r.get(f"{n.services_base}_Key"))
+            base_type = None
+            is_zayavka = base is not None
+        else:
+            base_type = r.get(f"{n.services_base}_Type") or None
+            raw = r.get(n.services_base)
+            base = _ref(raw if _is_guid(raw) else None)
+            is_zayavka = base is not None and base_type == n.zayavka_type_name
+        amount = r.get(n.services_amount)
+        return Service(ref=r["Ref_Key"], number=r.get("Number", ""), date=q.parse_datetime(r.get("Date")),
+                       data_version=r.get("DataVersion", ""), posted=bool(r.get("Posted")),
+                       deletion_mark=bool(r.get("DeletionMark")), base_ref=base, base_type=base_type,
+                       amount=_decimal(amount), base_is_zayavka=is_zayavka)
+
+    def resolve_bases(self, refs: Iterable[str]) -> dict[str, str | None]:
+        """{«Заявка» ref: its «Номер AmoCRM» (stripped) or None when empty or not found}, looked up
+        in batches whose request target stays under ``max_target_bytes``."""
+        n = self.names
+        wanted = [str(uuid.UUID(str(r))) for r in refs if not q.is_empty_ref(r)]
+        out: dict[str, str | None] = {r: None for r in wanted}
+
+        def make(flt: str) -> q.Query:
+            return q.Query(n.zayavka, filter=flt, select=("Ref_Key", n.zayavka_lead))
+
+        for r in self._batched(wanted, make):
+            lead = str(r.get(n.zayavka_lead) or "").strip()
+            out[r["Ref_Key"]] = lead or None
+        return out
+
+    # --- health ------------------------------------------------------------------------------
+    def ping(self) -> float:
+        """One cheap authenticated read; returns seconds taken. Raises like any other call."""
+        started = _time.monotonic()
+        self._get(q.Query(self.names.doctors, select=("Ref_Key",), top=1))
+        return _time.monotonic() - started
+
+    def check_names(self) -> list[str]:
+        """Problems with the configured names (unknown entity sets/attributes, missing default
+        items), as messages for `amo1c-sync check`; empty when all is well."""
+        n = self.names
+        probes = [
+            (n.doctors, self._CATALOG_FIELDS), (n.clients, self._CATALOG_FIELDS),
+            (n.nomenclature, self._CATALOG_FIELDS), (n.zayavka, self._zayavka_fields()),
+            (n.services, ("Ref_Key", *n.services_base_fields, n.services_amount)),
+            (n.schedules, ("Ref_Key", n.schedules_month)),
+            (n.schedules_lines_set, ("Ref_Key", n.schedule_doctor, n.schedule_date, n.schedule_start,
+                                     n.schedule_end)),
+        ]
+        problems = []
+        for entity_set, select in probes:
+            try:
+                self._get(q.Query(entity_set, select=select, top=1))
+            except ItemError as exc:
+                problems.append(str(exc))
+        if not problems:
+            if self.default_client() is None:
+                problems.append(f"no client «{n.default_client}» in {n.clients}")
+            if self.default_nomenclature() is None:
+                problems.append(f"no item «{n.default_nomenclature}» in {n.nomenclature}")
+        return problems
+
+
+# ---------------------------------------------------------------------------------------------
+def _odata_error(resp: requests.Response) -> tuple[str | None, str]:
+    try:
+        body = json.loads(resp.content.decode("utf-8"))
+        err = body.get("odata.error") or body.get("error")
+        msg = err.get("message")
+        text = msg.get("value") if isinstance(msg, dict) else msg
+        return (str(err.get("code")) if err.get("code") is not None else None), str(text)
+    except Exception:
+        text = resp.content.decode("utf-8", "replace").strip()
+        if len(text) > 300:
+            text = text[:300] + "…"
+        return None, text or resp.reason or f"HTTP {resp.status_code}"
+
+
+def _is_refused(exc: BaseException) -> bool:
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ConnectionRefusedError) or type(e).__name__ == "NewConnectionError":
+            return True
+        for arg in getattr(e, "args", ()):
+            if isinstance(arg, BaseException) and _is_refused(arg):
+                return True
+        e = getattr(e, "reason", None) or e.__cause__ or e.__context__
+    return False
+
+
+def _is_guid(value: Any) -> bool:
+    try:
+        uuid.UUID(str(value))
+        return True
+    except (ValueError, TypeError):
+        return False
+
+
+def _ref(value: Any) -> str | None:
+    if value is None or q.is_empty_ref(str(value)):
+        return None
+    return str(value)
+
+
+def _decimal(value: Any) -> Decimal:
+    if value is None or value == "":
+        return Decimal("0")
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):  # never produced by our parser; be exact anyway
+        return Decimal(repr(value))
+    return Decimal(str(value))
+
+
+def _catalog_item(r: Mapping[str, Any]) -> CatalogItem:
+    return CatalogItem(ref=r["Ref_Key"], code=str(r.get("Code", "")), name=r.get("Description", ""),
+                       deletion_mark=bool(r.get("DeletionMark")))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value) if value != value.to_integral_value() else int(value)
+    if isinstance(value, (datetime, date, time)):
+        return q.format_datetime(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"cannot send {type(value).__name__} to 1C")
