@@ -50,10 +50,23 @@ def mask_secrets(_logger, _method, event_dict: dict) -> dict:
     return _mask(event_dict)
 
 
+class _CurrentStderr:
+    """Whatever sys.stderr is at the moment of writing (tests and daemons swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(level: str = "INFO", fmt: str = "auto", stream=None) -> None:
-    stream = stream or sys.stderr
+    stream = stream or _CurrentStderr()
     if fmt == "auto":
-        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+        fmt = "console" if stream.isatty() else "json"
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -72,7 +85,7 @@ def configure(level: str = "INFO", fmt: str = "auto", stream=None) -> None:
         cache_logger_on_first_use=False,
     )
     # libraries that log through stdlib: only warnings and worse, never request lines with tokens
-    logging.basicConfig(level=logging.WARNING, stream=stream, format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
     for noisy in ("werkzeug", "alembic", "waitress", "apscheduler", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

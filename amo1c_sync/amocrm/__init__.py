@@ -21,7 +21,7 @@ def shared_rate_limiter(base_url: str, rate: float = 7.0) -> RateLimiter:
     key = (base_url.rstrip("/"), float(rate))
     with _LIMITERS_LOCK:
         if key not in _LIMITERS:
-            _LIMITERS[key] = RateLimiter(rate=rate, per=1.0)
+            _LIMITERS[key] = RateLimiter(rate=rate, per=1.0, prefill=True)
         return _LIMITERS[key]
 
 

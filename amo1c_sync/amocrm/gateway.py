@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import threading
 import time
 from dataclasses import dataclass, field
@@ -112,12 +114,11 @@ class AmoCRM:
         while True:
             self._check_block()
             token = self.tokens.access_token()
-            if self.rate_limiter is not None:
-                self.rate_limiter.acquire()
             try:
-                resp = self._http.request(method, self.base_url + path, params=params, json=json,
-                                          headers={"Authorization": f"Bearer {token}"},
-                                          timeout=self.timeouts)
+                with self.rate_limiter.slot() if self.rate_limiter is not None else nullcontext():
+                    resp = self._http.request(method, self.base_url + path, params=params, json=json,
+                                              headers={"Authorization": f"Bearer {token}"},
+                                              timeout=self.timeouts)
             except requests.RequestException as exc:
                 raise RetriableError(f"amoCRM {method} {path}: {type(exc).__name__}") from None
             action, why = classify(resp.status_code)

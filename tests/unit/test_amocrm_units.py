@@ -143,3 +143,27 @@ def test_given_midnight_in_moscow_when_converting_then_round_trips():
     assert date_to_ts(date(2021, 12, 22), tz) == 1640120400
     assert ts_to_date(1640120400, tz) == date(2021, 12, 22)
     assert ts_to_date(1640120400 + 23 * 3600, tz) == date(2021, 12, 22)
+
+
+def test_given_requests_delayed_in_transit_when_sent_through_slots_then_the_server_never_sees_more_than_7_per_second():
+    """Arrival jitter: a request may reach the server up to its completion time after its slot
+    was granted. Stamping slots at completion keeps the server's sliding window within the rate."""
+    import random
+
+    clock = FakeClock()
+    rl = RateLimiter(7, margin=0.0, clock=clock, sleep=clock.sleep)
+    rnd = random.Random(7)
+    arrivals = []
+    for _ in range(200):
+        with rl.slot():
+            transit = rnd.choice([0.0, 0.0, 0.3])  # some requests are held up before they arrive
+            clock.sleep(transit)
+            arrivals.append(clock.now)
+            clock.sleep(0.01)  # the answer comes back
+    assert _max_in_window(arrivals) <= 7
+
+
+def test_given_a_prefilled_limiter_when_a_restarted_process_starts_then_its_first_request_waits_a_window():
+    clock = FakeClock()
+    rl = RateLimiter(7, margin=0.0, prefill=True, clock=clock, sleep=clock.sleep)
+    assert rl.acquire() == pytest.approx(1.0)
