@@ -90,3 +90,17 @@ def test_given_a_bad_1c_name_when_loaded_then_the_error_names_the_section_and_ke
     with pytest.raises(ConfigError) as err:
         load_settings(write(tmp_path, "[onec_names]\nbase_ref_mode = triple\n"))
     assert "[onec_names] base_ref_mode" in str(err.value) and "composite, single" in str(err.value)
+
+
+def test_given_the_shipped_example_when_compared_with_the_settings_then_every_key_is_documented():
+    import configparser
+    from dataclasses import fields
+
+    from amo1c_sync.config import _SECTIONS
+
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str
+    parser.read(ROOT / "sync.ini", encoding="utf-8")
+    for section, factory in _SECTIONS.items():
+        expected = {f.name for f in fields(factory())}
+        assert set(parser.options(section)) == expected, section
