@@ -1,0 +1,61 @@
+"""`amo1c-sync slots DATE [--doctor NAME] [--json]`: who works that day, or one doctor's free times.
+
+Exit codes: 0 ok; 1 the doctor is unknown or does not work that day (the message lists who does),
+or 1C failed; 2 a bad date or config.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from amo1c_sync.commands.common import print_json, settings_from
+from amo1c_sync.domain.dates import format_time, parse_user_date
+from amo1c_sync.errors import ItemError, RetriableError
+
+
+def main(args) -> int:
+    try:
+        day = parse_user_date(args.date)
+    except ValueError as exc:
+        print(f"amo1c-sync slots: {exc}", file=sys.stderr)
+        return 2
+    settings = settings_from(args)
+    from amo1c_sync import onec as onec_pkg
+    from amo1c_sync.jobs.slots import SlotFinder
+
+    finder = SlotFinder.from_settings(settings, onec_pkg.from_settings(settings))
+    as_json = getattr(args, "json", False)
+    try:
+        if not args.doctor:
+            doctors = finder.doctors(day)
+            if as_json:
+                print_json({"date": day.isoformat(), "doctors": doctors})
+            elif doctors:
+                for name in doctors:
+                    print(name)
+            else:
+                print(f"{day:%d.%m.%Y}: по графику не работает ни один врач")
+            return 0
+        info = finder.day_of(day, args.doctor)
+    except ItemError as exc:
+        if as_json:
+            print_json({"date": day.isoformat(), "doctor": args.doctor, "error": str(exc),
+                        "code": exc.code})
+        else:
+            print(f"amo1c-sync slots: {exc}", file=sys.stderr)
+        return 1
+    except RetriableError as exc:
+        print(f"amo1c-sync slots: 1C: {exc}", file=sys.stderr)
+        return 1
+    times = [format_time(t) for t in info.free]
+    if as_json:
+        print_json({"date": day.isoformat(), "doctor": info.doctor, "free": times,
+                    "working_hours": [[format_time(s), format_time(e)] for s, e in info.intervals],
+                    "step_minutes": finder.step_minutes,
+                    "appointment_minutes": finder.appointment_minutes})
+    else:
+        for t in times:
+            print(t)
+        if not times:
+            print(f"{info.doctor}, {day:%d.%m.%Y}: свободного времени нет", file=sys.stderr)
+    return 0

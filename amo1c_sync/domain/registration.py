@@ -1,0 +1,250 @@
+"""F2, pure: what a flagged lead asks for, whether it is valid, and the notes written back.
+
+No I/O here. Messages are Russian, for the clinic's staff reading the lead's notes: each names the
+problem and what would be valid (the doctors who work that day, the nearest free times …).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any, Sequence
+from zoneinfo import ZoneInfo
+
+from amo1c_sync.domain.dates import format_time, local_date_to_amo, parse_user_date, parse_user_time
+from amo1c_sync.domain.slots import BUSY, OFF_GRID, OUTSIDE, TimeRange, format_intervals
+
+# --- date fields ------------------------------------------------------------------------------
+
+
+def amo_date_to_day(value: Any, tz: ZoneInfo) -> date:
+    """An amoCRM ``date`` field value -> the calendar day in the clinic's zone.
+
+    amoCRM keeps a date as the unix time of midnight in the account's zone. We take the local
+    midnight NEAREST to that instant, so that a value written at midnight of a slightly different
+    zone (account zone != [sync] timezone, a DST shift, a zone where midnight does not exist on the
+    day clocks go forward) still lands on the intended day. Accepts an int, a numeric string, or an
+    ISO date/datetime string (as some API versions return).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a date")
+    if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value)):
+        local = datetime.fromtimestamp(int(value), tz=timezone.utc).astimezone(tz)
+        day = local.date()
+        # nearest midnight: compare to this day's and the next day's local midnight
+        this_mid = datetime.combine(day, time(0), tzinfo=tz)
+        next_mid = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz)
+        if (next_mid - local) < (local - this_mid):
+            day += timedelta(days=1)
+        return day
+    if isinstance(value, datetime):
+        return (value.astimezone(tz) if value.tzinfo else value).date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return parse_user_date(text)
+        except ValueError:
+            pass
+        try:
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f'"{value}" is not a date') from None
+        return (dt.astimezone(tz) if dt.tzinfo else dt).date()
+    raise ValueError(f"{value!r} is not a date")
+
+
+def day_to_amo_date(day: date, tz: ZoneInfo) -> int:
+    """The calendar day -> amoCRM's value: the unix time of its midnight in the clinic's zone."""
+    return local_date_to_amo(day, tz)
+
+
+def one_c_datetime(day: date, t: time) -> datetime:
+    """1C keeps naive local date-times: no zone, no conversion."""
+    return datetime.combine(day, t)
+
+
+# --- what the lead asks for ---------------------------------------------------------------------
+
+
+def clean_name(text: Any) -> str:
+    """Trim and collapse whitespace: «  Петров   П.П. » -> «Петров П.П.»."""
+    return re.sub(r"\s+", " ", str(text or "")).strip()
+
+
+@dataclass(frozen=True)
+class Request:
+    """A valid-looking request: every required field present and parsed."""
+
+    lead_id: int
+    day: date
+    doctor: str
+    time: time
+    client_name: str  # "" = the default client
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self)
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A reason not to touch 1C; ``message`` goes into the lead's note as is."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class FieldLabels:
+    date: str = "Дата записи к врачу"
+    doctor: str = "Врач"
+    time: str = "Время записи"
+    client_name: str = "ФИО клиента"
+
+    @classmethod
+    def from_settings(cls, fields: Any) -> "FieldLabels":
+        return cls(date=fields.date, doctor=fields.doctor, time=fields.time, client_name=fields.client_name)
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or value is False
+
+
+def parse_request(lead_id: int, *, date_value: Any, doctor_value: Any, time_value: Any,
+                  client_value: Any, tz: ZoneInfo, labels: FieldLabels = FieldLabels()
+                  ) -> Request | Invalid:
+    """Raw field values (as amoCRM returns them) -> a Request, or Invalid naming what is missing
+    or unreadable."""
+    missing = [label for label, value in ((labels.date, date_value), (labels.doctor, doctor_value),
+                                          (labels.time, time_value)) if _blank(value)]
+    if missing:
+        return Invalid("missing_fields", missing_message(missing))
+    try:
+        day = amo_date_to_day(date_value, tz)
+    except (ValueError, OverflowError, OSError):
+        return Invalid("bad_date", f"Поле «{labels.date}»: «{date_value}» — не дата. "
+                                   "Выберите дату в календаре и нажмите кнопку ещё раз.")
+    try:
+        t = parse_user_time(str(time_value))
+    except ValueError:
+        return Invalid("bad_time", f"Поле «{labels.time}»: «{time_value}» — не время. "
+                                   "Выберите время из списка (например, 9:05) и нажмите кнопку ещё раз.")
+    return Request(lead_id=int(lead_id), day=day, doctor=clean_name(doctor_value), time=t,
+                   client_name=clean_name(client_value))
+
+
+def fingerprint(req: Request) -> str:
+    """What makes two registrations "the same data": date, doctor, time and client name.
+    64 hex characters (fits Registration.fingerprint)."""
+    text = "\x1f".join((req.day.isoformat(), req.doctor.casefold(), format_time(req.time),
+                        req.client_name.casefold()))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --- validation messages ------------------------------------------------------------------------
+
+
+def fmt_day(d: date) -> str:
+    return d.strftime("%d.%m.%Y")
+
+
+def _quoted(names: Sequence[str]) -> str:
+    return ", ".join(f"«{n}»" for n in names)
+
+
+def _times(ts: Sequence[time]) -> str:
+    return ", ".join(format_time(t) for t in ts)
+
+
+def missing_message(missing: Sequence[str]) -> str:
+    word = "поле" if len(missing) == 1 else "поля"
+    return (f"Запись в 1С не создана: не заполнено {word} {_quoted(missing)}. "
+            "Заполните и нажмите кнопку ещё раз.")
+
+
+def working_list(day: date, working: Sequence[str]) -> str:
+    if not working:
+        return f"{fmt_day(day)} по графику не работает ни один врач — выберите другую дату."
+    return f"{fmt_day(day)} работают: {', '.join(working)}."
+
+
+def unknown_doctor_message(doctor: str, day: date, working: Sequence[str]) -> str:
+    return f"Запись в 1С не создана: врача «{doctor}» нет в 1С. " + working_list(day, working)
+
+
+def not_working_message(doctor: str, day: date, working: Sequence[str]) -> str:
+    return (f"Запись в 1С не создана: врач «{doctor}» не работает {fmt_day(day)} по графику. "
+            + working_list(day, working))
+
+
+def free_list(free_near: Sequence[time]) -> str:
+    if not free_near:
+        return "Свободного времени у врача в этот день нет — выберите другой день или врача."
+    return f"Ближайшее свободное время: {_times(free_near)}."
+
+
+def time_message(reason: str, *, doctor: str, day: date, t: time, intervals: Sequence[TimeRange],
+                 step_minutes: int, free_near: Sequence[time]) -> str:
+    """The note for a time that is not free; ``reason`` from ``domain.slots.classify``."""
+    head = f"Запись в 1С не создана: {fmt_day(day)} у врача «{doctor}» "
+    if reason == BUSY:
+        what = f"время {format_time(t)} занято."
+    elif reason == OFF_GRID:
+        starts = ", ".join(format_time(s) for s, _ in intervals)
+        what = (f"время {format_time(t)} не попадает в сетку записи (каждые {step_minutes} мин "
+                f"от начала приёма: {starts}).")
+    elif reason == OUTSIDE:
+        what = (f"время {format_time(t)} вне графика или приём не успевает закончиться "
+                f"(график: {format_intervals(intervals)}).")
+    else:
+        what = f"время {format_time(t)} недоступно."
+    return head + what + " " + free_list(free_near)
+
+
+# --- notes after writing to 1C ------------------------------------------------------------------
+
+
+def display_number(number: str) -> str:
+    """«00000000219» -> «219» (1C pads document numbers with zeros; people do not)."""
+    text = (number or "").strip()
+    return text.lstrip("0") or text
+
+
+def created_note(number: str) -> str:
+    return f"Создан документ Заявка № {display_number(number)}"
+
+
+def updated_note(number: str) -> str:
+    return f"Изменён документ Заявка № {display_number(number)}"
+
+
+def already_note(number: str, req: Request) -> str:
+    return (f"Запись уже зарегистрирована: документ Заявка № {display_number(number)} "
+            f"({fmt_day(req.day)} {format_time(req.time)}, {req.doctor}); данные не изменились, "
+            "в 1С ничего не менялось.")
+
+
+def client_remark(*, name: str, created: bool, matches: int, chosen_code: str = "") -> str | None:
+    """A second line for the note about how the client was chosen, or None when nothing to say."""
+    if created:
+        return f"Клиент «{name}» не найден в 1С — создан новый клиент."
+    if matches > 1:
+        return (f"В 1С найдено клиентов «{name}»: {matches}; выбран первый по коду"
+                + (f" ({chosen_code})." if chosen_code else "."))
+    return None
+
+
+def with_remarks(text: str, *remarks: str | None) -> str:
+    return "\n".join([text, *[r for r in remarks if r]])
+
+
+def backoff_seconds(attempts: int, base: float, maximum: float) -> float:
+    """Delay before retry number ``attempts`` (1 = first failure): base, 2·base, 4·base … ≤ max."""
+    if attempts <= 0:
+        return 0.0
+    exp = min(attempts - 1, 60)
+    return float(min(base * (2 ** exp), maximum))

@@ -1,0 +1,219 @@
+"""F4: the lead card's select options follow 1C.
+
+* «Врач»: one option per 1C doctor who has a posted schedule in the window (the month
+  ``sync.lookback`` ago … two months ahead). New doctors are added; a doctor renamed in 1C gets
+  its option renamed in place (same enum id, so leads keep pointing at it; the doctor's ref ->
+  enum id link is remembered in the store). Options are NEVER deleted: a lead may still use one.
+* «Время записи»: the time grid. Chosen rule: every start time a schedule in the window can
+  produce — the grid anchored at each interval's start (8:15, 8:20 … as in the seed) — plus the
+  ``slot_step_minutes`` grid from 00:00 between the earliest and the latest of those starts, so
+  the list has no holes. Existing options that read as a time (``08:15`` or ``8:15``) count as
+  that time and keep their ids and text; missing times are added as ``8:15``. Options are sorted
+  by time, never deleted.
+* A field that is not a select (text field) needs nothing: it is skipped and counted.
+* Nothing changed -> no write. Dry run -> only ``result.planned``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from typing import Any
+
+from amo1c_sync.domain import slots as rules
+from amo1c_sync.domain.dates import format_time, parse_user_time
+from amo1c_sync.domain.registration import clean_name
+from amo1c_sync.jobs.base import JobContext, JobResult, journal
+from amo1c_sync.store.models import Cursor
+
+JOB = "directory"
+ENUM_TYPES = {"select", "multiselect", "radiobutton"}
+LINK_PREFIX = "directory.doctor:"
+MONTHS_AHEAD = 2
+
+
+def today(tz) -> date:
+    return datetime.now(tz).date()
+
+
+def window_months(settings: Any, since: date | None = None, *, now: date | None = None) -> list[date]:
+    """First days of the months whose schedules count: from ``since`` (or ``lookback`` ago) to
+    MONTHS_AHEAD months after this one."""
+    now = now or today(settings.sync.tz)
+    start = since or date.fromordinal(now.toordinal() - int(settings.sync.lookback // 86400))
+    y, m = start.year, start.month
+    end_y, end_m = now.year, now.month + MONTHS_AHEAD
+    end_y, end_m = end_y + (end_m - 1) // 12, (end_m - 1) % 12 + 1
+    out = []
+    while (y, m) <= (end_y, end_m):
+        out.append(date(y, m, 1))
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
+def time_grid(day_schedules: list, step: int, appointment: int) -> list[time]:
+    """The documented grid: every possible start, plus the 00:00-anchored grid between the
+    earliest and the latest of them."""
+    starts: set[time] = set()
+    for ds in day_schedules:
+        starts.update(rules.grid_starts(ds.intervals, step, appointment))
+    if not starts:
+        return []
+    lo, hi = min(starts), max(starts)
+    first = rules.to_minutes(lo) + (-rules.to_minutes(lo)) % step
+    for m in range(first, rules.to_minutes(hi) + 1, step):
+        starts.add(rules.from_minutes(m))
+    return sorted(starts)
+
+
+def _as_time(text: str) -> time | None:
+    try:
+        return parse_user_time(text)
+    except ValueError:
+        return None
+
+
+def _links(store) -> dict[str, int]:
+    with store.session() as s:
+        rows = s.query(Cursor).filter(Cursor.name.like(LINK_PREFIX + "%")).all()
+        return {r.name[len(LINK_PREFIX):]: int(r.value) for r in rows if r.value.isdigit()}
+
+
+def _save_links(store, links: dict[str, int]) -> None:
+    with store.session() as s:
+        for ref, enum_id in links.items():
+            row = s.get(Cursor, LINK_PREFIX + ref)
+            if row is None:
+                s.add(Cursor(name=LINK_PREFIX + ref, value=str(enum_id)))
+            elif row.value != str(enum_id):
+                row.value = str(enum_id)
+
+
+def plan_doctor_options(enums: list[dict], doctors: list[tuple[str, str]], links: dict[str, int]
+                        ) -> tuple[list[dict], list[str], list[tuple[str, str]], dict[str, int]]:
+    """Pure: (full enum list to send, added names, renamed (old, new), ref -> enum id known now).
+    ``doctors``: (ref, name) sorted as they should be appended."""
+    current = [dict(e) for e in sorted(enums, key=lambda e: (e.get("sort") or 0, e["id"]))]
+    by_id = {int(e["id"]): e for e in current}
+    by_value = {clean_name(e["value"]).casefold(): e for e in current}
+    added: list[str] = []
+    renamed: list[tuple[str, str]] = []
+    known: dict[str, int] = {}
+    new_items: list[dict] = []
+    for ref, name in doctors:
+        key = clean_name(name).casefold()
+        linked = by_id.get(links.get(ref, -1))
+        if key in by_value:
+            if "id" in by_value[key]:
+                known[ref] = int(by_value[key]["id"])
+        elif linked is not None:
+            renamed.append((linked["value"], name))
+            del by_value[clean_name(linked["value"]).casefold()]
+            linked["value"] = name
+            by_value[key] = linked
+            known[ref] = int(linked["id"])
+        else:
+            item = {"value": name}
+            new_items.append(item)
+            by_value[key] = item
+            added.append(name)
+    payload = [{"id": int(e["id"]), "value": e["value"], "sort": (i + 1) * 10} for i, e in enumerate(current)]
+    payload += [{"value": e["value"], "sort": (len(current) + i + 1) * 10} for i, e in enumerate(new_items)]
+    return payload, added, renamed, known
+
+
+def plan_time_options(enums: list[dict], grid: list[time]) -> tuple[list[dict], list[str], bool]:
+    """Pure: (full enum list sorted by time, added texts, whether anything changes)."""
+    current = sorted(enums, key=lambda e: (e.get("sort") or 0, e["id"]))
+    have = {}
+    others = []
+    for e in current:
+        t = _as_time(e["value"])
+        if t is not None and t not in have:
+            have[t] = e
+        else:
+            others.append(e)
+    added = [format_time(t) for t in grid if t not in have]
+    items: list[tuple[time | None, dict]] = [(t, {"id": int(e["id"]), "value": e["value"]}) for t, e in have.items()]
+    items += [(t, {"value": format_time(t)}) for t in grid if t not in have]
+    items.sort(key=lambda p: p[0])
+    ordered = [d for _, d in items] + [{"id": int(e["id"]), "value": e["value"]} for e in others]
+    for i, d in enumerate(ordered):
+        d["sort"] = (i + 1) * 10
+    old_order = [int(e["id"]) for e in current]
+    new_order = [d["id"] for d in ordered if "id" in d]
+    changed = bool(added) or old_order != new_order
+    return ordered, added, changed
+
+
+def run(ctx: JobContext, result: JobResult) -> None:
+    settings = ctx.settings
+    amo = ctx.amocrm
+    fields = {f["name"]: f for f in amo.list_lead_fields()}
+    names = settings.fields
+    doctor_field, time_field = fields.get(names.doctor), fields.get(names.time)
+    wants_doctors = doctor_field is not None and doctor_field.get("type") in ENUM_TYPES
+    wants_times = time_field is not None and time_field.get("type") in ENUM_TYPES
+    for label, f, wanted in ((names.doctor, doctor_field, wants_doctors), (names.time, time_field, wants_times)):
+        if f is None:
+            result.item_failed(f"amoCRM has no lead field «{label}» ([fields] in sync.ini)")
+        elif not wanted:
+            result.count("text_fields")
+    if not (wants_doctors or wants_times):
+        return
+    onec = ctx.onec
+    schedules = []
+    for month in window_months(settings, ctx.since):
+        won = rules.winning_intervals(onec.schedule_lines(month))
+        schedules.extend(ds for ds in won.values() if ds.intervals)
+    result.count("schedule_days", len(schedules))
+    if wants_doctors:
+        _sync_doctors(ctx, result, doctor_field, schedules)
+    if wants_times:
+        grid = time_grid(schedules, settings.sync.slot_step_minutes, settings.sync.appointment_minutes)
+        _sync_times(ctx, result, time_field, grid)
+
+
+def _sync_doctors(ctx: JobContext, result: JobResult, field: dict, schedules: list) -> None:
+    refs = {ds.doctor_ref.lower() for ds in schedules}
+    doctors = sorted(((i.ref.lower(), i.name) for i in ctx.onec.doctors() if i.ref.lower() in refs),
+                     key=lambda p: (p[1].casefold(), p[0]))
+    links = _links(ctx.store)
+    payload, added, renamed, known = plan_doctor_options(list(field.get("enums") or []), doctors, links)
+    result.count("doctors", len(doctors))
+    if not added and not renamed:
+        if not ctx.dry_run and any(links.get(r) != e for r, e in known.items()):
+            _save_links(ctx.store, known)
+        return
+    if ctx.dry_run:
+        result.planned.append({"system": "amocrm", "action": "field.options", "field": field["name"],
+                               "add": added, "rename": renamed})
+        return
+    updated = ctx.amocrm.update_field_enums(int(field["id"]), payload)
+    by_value = {clean_name(e["value"]).casefold(): int(e["id"]) for e in (updated.get("enums") or [])}
+    for ref, name in doctors:
+        if clean_name(name).casefold() in by_value:
+            known[ref] = by_value[clean_name(name).casefold()]
+    _save_links(ctx.store, known)
+    result.count("doctor_options_added", len(added))
+    result.count("doctor_options_renamed", len(renamed))
+    with ctx.store.session() as s:
+        journal(s, job=JOB, system="amocrm", action="field.options_updated",
+                message=f"«{field['name']}»: добавлено {len(added)}, переименовано {len(renamed)}",
+                detail={"field_id": field["id"], "added": added, "renamed": renamed}, run_id=result.run_id)
+
+
+def _sync_times(ctx: JobContext, result: JobResult, field: dict, grid: list[time]) -> None:
+    payload, added, changed = plan_time_options(list(field.get("enums") or []), grid)
+    result.count("grid_times", len(grid))
+    if not changed:
+        return
+    if ctx.dry_run:
+        result.planned.append({"system": "amocrm", "action": "field.options", "field": field["name"],
+                               "add": added})
+        return
+    ctx.amocrm.update_field_enums(int(field["id"]), payload)
+    result.count("time_options_added", len(added))
+    with ctx.store.session() as s:
+        journal(s, job=JOB, system="amocrm", action="field.options_updated",
+                message=f"«{field['name']}»: добавлено {len(added)}",
+                detail={"field_id": field["id"], "added": added}, run_id=result.run_id)

@@ -1,0 +1,480 @@
+"""F2: flagged lead -> «Заявка» in 1C, idempotently; result written back to the lead.
+
+One cycle:
+1. One amoCRM request (usually): leads with ``updated_at >= cursor - overlap``. The lead fields are
+   resolved once and cached per account, so an idle cycle costs that single request and nothing in
+   1C. 1C is touched only when a flagged lead is seen.
+2. Per flagged lead, in ``updated_at`` order: read and validate its fields (missing, unknown
+   doctor, doctor not working that day, time off the grid / outside the hours / busy — counting
+   the lead's own «Заявка» as free); resolve the client; look up its «Заявка» by «Номер AmoCRM»
+   (1C is the truth; the Registration row is a cache); update it or create one (the row with the
+   new ref is committed right after creating, before posting); post it; then write ONE note and
+   ONE lead PATCH (flag cleared, «Заявка 1С» number). The note goes first: if the PATCH fails the
+   lead stays flagged and the whole lead is retried (a duplicate note at worst, never a lost one).
+3. A lead whose 1C or amoCRM calls fail is recorded (status failed, error, attempts,
+   next_attempt_at with exponential backoff) and the others go on. The cursor advances only past
+   the leading run of leads that are fully handled, so a failed lead is seen again.
+
+Notes: «Создан документ Заявка № 219» when the lead had no confirmed registration before (also
+when a «Заявка» created by a crashed run is found by the lookup), «Изменён документ Заявка № 219»
+when a confirmed one was changed; unchanged data -> «Запись уже зарегистрирована …».
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+import time as _time
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from amo1c_sync.domain import registration as rules
+from amo1c_sync.domain import slots as slot_rules
+from amo1c_sync.domain.dates import format_time
+from amo1c_sync.errors import FatalError, ItemError, RetriableError
+from amo1c_sync.jobs.base import JobContext, JobResult, journal
+from amo1c_sync.jobs.slots import SlotFinder
+from amo1c_sync.logs import get_logger
+from amo1c_sync.store.models import Cursor, Registration, utcnow
+
+log = get_logger("amo1c_sync.jobs.registration")
+
+JOB = "registration"
+CURSOR = "registration.updated_at"
+#: with no cursor yet, look back this far (a flagged lead was updated when the button was pressed)
+FIRST_LOOKBACK = 86400
+FIELD_MAP_TTL = 600.0
+
+# per gateway instance (the daemon keeps one per leadership term): a port reused by another
+# account or emulator can never hand out a stale map
+_FIELD_MAPS: "weakref.WeakKeyDictionary[Any, tuple[float, Any]]" = weakref.WeakKeyDictionary()
+_FIELD_MAPS_LOCK = threading.Lock()
+
+
+class Invalid(Exception):
+    """The lead's data cannot become a «Заявка»; the message is the lead's note."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --- helpers shared with other modules ----------------------------------------------------------
+
+
+def field_map(amo: Any, settings: Any, *, fresh: bool = False) -> Any:
+    """The lead FieldMap for this account, cached for FIELD_MAP_TTL seconds (one request)."""
+    key = amo
+    now = _time.monotonic()
+    with _FIELD_MAPS_LOCK:
+        hit = _FIELD_MAPS.get(key)
+        if hit and not fresh and now - hit[0] < FIELD_MAP_TTL:
+            return hit[1]
+    f = settings.fields
+    required = [f.date, f.doctor, f.time, f.client_name, f.flag]
+    if f.zayavka_number:
+        required.append(f.zayavka_number)
+    fm = amo.field_map(required, tz=settings.sync.timezone)
+    with _FIELD_MAPS_LOCK:
+        _FIELD_MAPS[key] = (now, fm)
+    return fm
+
+
+def _raw_value(fm: Any, lead: dict, name: str) -> Any:
+    values = fm.raw(lead, name)
+    if not values:
+        return None
+    return values[0].get("value")
+
+
+def is_flagged(fm: Any, lead: dict, flag_name: str) -> bool:
+    value = _raw_value(fm, lead, flag_name)
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "да", "yes", "on")
+    return bool(value)
+
+
+# --- the cycle ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Cycle:
+    ctx: JobContext
+    result: JobResult
+    fm: Any
+    now: datetime
+    _finder: SlotFinder | None = None
+    _defaults: dict = field(default_factory=dict)
+
+    @property
+    def settings(self):
+        return self.ctx.settings
+
+    @property
+    def finder(self) -> SlotFinder:
+        if self._finder is None:
+            self._finder = SlotFinder.from_settings(self.settings, self.ctx.onec)
+        return self._finder
+
+    def default(self, what: str):
+        if what not in self._defaults:
+            onec = self.ctx.onec
+            item = onec.default_client() if what == "client" else onec.default_nomenclature()
+            if item is None:
+                n = onec.names
+                name = n.default_client if what == "client" else n.default_nomenclature
+                where = n.clients if what == "client" else n.nomenclature
+                raise ItemError(f"в 1С нет элемента «{name}» в {where} (нужен для записи из amoCRM)",
+                                code="no_default")
+            self._defaults[what] = item
+        return self._defaults[what]
+
+
+def _read_cursor(store) -> int | None:
+    with store.session() as s:
+        row = s.get(Cursor, CURSOR)
+        return int(row.value) if row and row.value.strip().lstrip("-").isdigit() else None
+
+
+def _write_cursor(store, value: int) -> None:
+    with store.session() as s:
+        row = s.get(Cursor, CURSOR)
+        if row is None:
+            s.add(Cursor(name=CURSOR, value=str(int(value))))
+        elif int(row.value or 0) < value:
+            row.value = str(int(value))
+
+
+def run(ctx: JobContext, result: JobResult) -> None:
+    settings = ctx.settings
+    amo = ctx.amocrm
+    fm = field_map(amo, settings)
+    cursor = _read_cursor(ctx.store)
+    start = cursor if cursor is not None else int(_time.time()) - FIRST_LOOKBACK
+    overlap = int(settings.sync.lead_cursor_overlap)
+    leads = list(amo.iter_leads_updated_since(start, overlap))
+    result.count("leads_seen", len(leads))
+    cycle = _Cycle(ctx, result, fm, utcnow())
+    new_cursor = start
+    blocked = False
+    for lead in leads:
+        if ctx.stopping():
+            blocked = True
+            break
+        handled = _handle(cycle, lead)
+        if handled and not blocked:
+            new_cursor = max(new_cursor, int(lead.get("updated_at") or 0))
+        elif not handled:
+            blocked = True
+    if not ctx.dry_run and (cursor is None or new_cursor > cursor):
+        _write_cursor(ctx.store, new_cursor)
+
+
+def _handle(c: _Cycle, lead: dict) -> bool:
+    """Process one lead; True when it is fully handled (the cursor may move past it)."""
+    ctx, result, f = c.ctx, c.result, c.settings.fields
+    lead_id = int(lead["id"])
+    if not is_flagged(c.fm, lead, f.flag):
+        return True
+    result.count("flagged")
+    with ctx.store.session() as s:
+        reg = s.get(Registration, lead_id)
+        if reg is not None:
+            s.expunge(reg)
+    if reg is not None and reg.status == "failed":
+        touched_after = reg.updated_at is not None and int(lead.get("updated_at") or 0) > reg.updated_at.timestamp()
+        if reg.next_attempt_at is None and not touched_after:
+            result.count("given_up")
+            return True
+        if reg.next_attempt_at is not None and reg.next_attempt_at > c.now and not touched_after:
+            result.count("deferred")
+            return False
+    try:
+        _register(c, lead, reg)
+        return True
+    except Invalid as inv:
+        return _reject(c, lead_id, inv)
+    except FatalError:
+        raise
+    except (RetriableError, ItemError) as exc:
+        _failed(c, lead_id, reg, str(exc))
+        return False
+    except Exception as exc:  # noqa: BLE001 - one bad lead must not stop the others
+        log.exception("registration.lead_crashed", lead_id=lead_id)
+        _failed(c, lead_id, reg, f"{type(exc).__name__}: {exc}")
+        return False
+
+
+def _request_of(c: _Cycle, lead: dict) -> rules.Request:
+    f = c.settings.fields
+    parsed = rules.parse_request(
+        int(lead["id"]), date_value=_raw_value(c.fm, lead, f.date),
+        doctor_value=_raw_value(c.fm, lead, f.doctor), time_value=_raw_value(c.fm, lead, f.time),
+        client_value=_raw_value(c.fm, lead, f.client_name), tz=c.settings.sync.tz,
+        labels=rules.FieldLabels.from_settings(f))
+    if isinstance(parsed, rules.Invalid):
+        raise Invalid(parsed.code, parsed.message)
+    return parsed
+
+
+def _register(c: _Cycle, lead: dict, reg: Registration | None) -> None:
+    ctx, result, sync = c.ctx, c.result, c.settings.sync
+    lead_id = int(lead["id"])
+    req = _request_of(c, lead)
+    fp = req.fingerprint
+    onec = ctx.onec
+    existing = [z for z in onec.zayavki_by_lead(lead_id) if not z.deletion_mark]
+    zay = existing[0] if existing else None
+    if len(existing) > 1:
+        log.warning("registration.several_zayavki", lead_id=lead_id, refs=[z.ref for z in existing])
+
+    unchanged = (zay is not None and reg is not None and reg.fingerprint == fp
+                 and (reg.zayavka_ref or "").lower() == zay.ref.lower()
+                 and zay.day == req.day and zay.start == req.time
+                 and (zay.doctor_ref or "").lower() in c.finder.refs_named(req.doctor))
+    if unchanged:
+        if not zay.posted:
+            if ctx.dry_run:
+                result.planned.append({"system": "1c", "action": "zayavka.post", "lead_id": lead_id,
+                                       "ref": zay.ref})
+            else:
+                _post(c, lead_id, zay)
+        _write_back(c, lead_id, zay.number, rules.already_note(zay.number, req), fp, zay.ref,
+                    action="lead.already_registered")
+        result.count("unchanged")
+        return
+
+    # validation (1C reads only): doctor works that day, the time is free not counting our own
+    try:
+        day = c.finder.day_of(req.day, req.doctor, exclude_refs=[z.ref for z in existing])
+    except ItemError as exc:
+        if exc.code in ("unknown_doctor", "not_working"):
+            working = c.finder.doctors(req.day)
+            msg = (rules.unknown_doctor_message if exc.code == "unknown_doctor"
+                   else rules.not_working_message)(req.doctor, req.day, working)
+            raise Invalid(exc.code, _kept(msg, zay)) from None
+        raise
+
+    reason = slot_rules.classify(req.time, day.intervals, day.busy, sync.slot_step_minutes,
+                                 sync.appointment_minutes)
+    if reason != slot_rules.FREE:
+        near = slot_rules.nearest(day.free, req.time)
+        raise Invalid(f"time_{reason}", _kept(rules.time_message(
+            reason, doctor=day.doctor, day=req.day, t=req.time, intervals=day.intervals,
+            step_minutes=sync.slot_step_minutes, free_near=near), zay))
+
+    client_ref, remark = _client(c, lead_id, req)
+    nomenclature = c.default("nomenclature")
+    end = _end_time(req.time, sync.appointment_minutes)
+    confirmed_before = reg is not None and reg.fingerprint is not None
+    values = dict(client_ref=client_ref, doctor_ref=day.doctor_ref, day=req.day, start=req.time, end=end)
+    if zay is not None:
+        if ctx.dry_run:
+            result.planned.append({"system": "1c", "action": "zayavka.update", "lead_id": lead_id,
+                                   "ref": zay.ref, "number": zay.number, **_plain(values)})
+        else:
+            zay = onec.update_zayavka(zay.ref, **values)
+            _record(c, lead_id, zay, action="zayavka.updated", system="1c",
+                    message=f"«Заявка» № {rules.display_number(zay.number)} изменена", detail=_plain(values))
+        created_now = False
+    else:
+        if ctx.dry_run:
+            result.planned.append({"system": "1c", "action": "zayavka.create", "lead_id": lead_id,
+                                   **_plain(values), "nomenclature_ref": nomenclature.ref})
+            result.planned.append({"system": "amocrm", "action": "lead.write_back", "lead_id": lead_id,
+                                   "note": rules.created_note("…")})
+            result.count("would_create")
+            return
+        doc_date = datetime.now(sync.tz).replace(tzinfo=None, microsecond=0)  # 1C: naive local
+        zay = onec.create_zayavka(lead_id=lead_id, nomenclature_ref=nomenclature.ref, doc_date=doc_date,
+                                  **values)
+        # record the ref before anything else can fail: a rerun finds it (and 1C's lookup does too)
+        _record(c, lead_id, zay, action="zayavka.created", system="1c",
+                message=f"создан документ «Заявка» № {rules.display_number(zay.number)}",
+                detail=_plain(values))
+        created_now = True
+    first = created_now or not confirmed_before
+    note = rules.created_note(zay.number) if first else rules.updated_note(zay.number)
+    if ctx.dry_run:
+        result.planned.append({"system": "1c", "action": "zayavka.post", "lead_id": lead_id, "ref": zay.ref})
+        result.planned.append({"system": "amocrm", "action": "lead.write_back", "lead_id": lead_id,
+                               "note": rules.with_remarks(note, remark)})
+        return
+    _post(c, lead_id, zay)
+    _write_back(c, lead_id, zay.number, rules.with_remarks(note, remark), fp, zay.ref,
+                action="lead.registered")
+    result.count("created" if first else "updated")
+
+
+def _kept(message: str, zay: Any) -> str:
+    """For a lead that already has a «Заявка», say that it was left as it is."""
+    if zay is None:
+        return message
+    return message.replace("Запись в 1С не создана:",
+                           f"Документ Заявка № {rules.display_number(zay.number)} в 1С не изменён:", 1)
+
+
+def _end_time(start: time, minutes: int) -> time | None:
+    end = datetime.combine(date(2000, 1, 1), start) + timedelta(minutes=minutes)
+    return end.time() if end.date() == date(2000, 1, 1) else None
+
+
+def _plain(values: dict) -> dict:
+    out = {}
+    for k, v in values.items():
+        if isinstance(v, time):
+            out[k] = format_time(v)
+        elif isinstance(v, date):
+            out[k] = v.isoformat()
+        else:
+            out[k] = v
+    return out
+
+
+def _client(c: _Cycle, lead_id: int, req: rules.Request) -> tuple[str, str | None]:
+    """The 1C client ref for the lead and a remark for the note (or None)."""
+    onec = c.ctx.onec
+    if not req.client_name:
+        return c.default("client").ref, None
+    found = onec.find_clients(req.client_name)
+    if found:
+        chosen = found[0]
+        return chosen.ref, rules.client_remark(name=req.client_name, created=False, matches=len(found),
+                                               chosen_code=chosen.code)
+    if c.ctx.dry_run:
+        c.result.planned.append({"system": "1c", "action": "client.create", "lead_id": lead_id,
+                                 "name": req.client_name})
+        return c.default("client").ref, None
+    item = onec.create_client(req.client_name)
+    with c.ctx.store.session() as s:
+        journal(s, job=JOB, system="1c", action="client.created", lead_id=lead_id, ref=item.ref,
+                message=f"создан клиент «{item.name}»", detail={"code": item.code}, run_id=c.result.run_id)
+    c.result.count("clients_created")
+    return item.ref, rules.client_remark(name=req.client_name, created=True, matches=0)
+
+
+def _record(c: _Cycle, lead_id: int, zay: Any, *, action: str, system: str, message: str,
+            detail: dict) -> None:
+    """Registration row (status pending, with the ref) + journal, in one committed transaction."""
+    with c.ctx.store.session() as s:
+        reg = s.get(Registration, lead_id)
+        if reg is None:
+            reg = Registration(lead_id=lead_id, attempts=0)
+            s.add(reg)
+        reg.zayavka_ref = zay.ref
+        reg.zayavka_number = zay.number
+        reg.status = "pending"
+        journal(s, job=JOB, system=system, action=action, lead_id=lead_id, ref=zay.ref, message=message,
+                detail={"number": zay.number, **detail}, run_id=c.result.run_id)
+
+
+def _post(c: _Cycle, lead_id: int, zay: Any) -> None:
+    onec = c.ctx.onec
+    onec.post(onec.names.zayavka, zay.ref)
+    with c.ctx.store.session() as s:
+        journal(s, job=JOB, system="1c", action="zayavka.posted", lead_id=lead_id, ref=zay.ref,
+                message=f"проведён документ «Заявка» № {rules.display_number(zay.number)}",
+                run_id=c.result.run_id)
+
+
+def _lead_patch(c: _Cycle, lead_id: int, number: str | None) -> dict:
+    f = c.settings.fields
+    cfv = [c.fm.cf(f.flag, False)]
+    if number is not None and f.zayavka_number:
+        cfv.append(c.fm.cf(f.zayavka_number, rules.display_number(number)))
+    return {"id": lead_id, "custom_fields_values": cfv}
+
+
+def _amo_write(c: _Cycle, lead_id: int, note: str, patch: dict) -> None:
+    """One note, then one PATCH; raise ItemError/RetriableError when amoCRM refuses either."""
+    amo = c.ctx.amocrm
+    res = amo.add_notes([(lead_id, note)])
+    if lead_id in res.failed:
+        raise res.failed[lead_id]
+    res = amo.update_leads([patch])
+    if lead_id in res.failed:
+        raise res.failed[lead_id]
+
+
+def _write_back(c: _Cycle, lead_id: int, number: str, note: str, fp: str, ref: str, *, action: str) -> None:
+    patch = _lead_patch(c, lead_id, number)
+    if c.ctx.dry_run:
+        c.result.planned.append({"system": "amocrm", "action": action, "lead_id": lead_id, "note": note,
+                                 "patch": patch})
+        return
+    _amo_write(c, lead_id, note, patch)
+    with c.ctx.store.session() as s:
+        reg = s.get(Registration, lead_id)
+        if reg is None:
+            reg = Registration(lead_id=lead_id)
+            s.add(reg)
+        reg.zayavka_ref, reg.zayavka_number = ref, number
+        reg.fingerprint = fp
+        reg.status = "done"
+        reg.error = None
+        reg.attempts = 0
+        reg.next_attempt_at = None
+        journal(s, job=JOB, system="amocrm", action=action, lead_id=lead_id, ref=ref, message=note,
+                detail={"patch": patch}, run_id=c.result.run_id)
+
+
+def _reject(c: _Cycle, lead_id: int, inv: Invalid) -> bool:
+    """Validation failed: note + flag cleared, nothing in 1C. True when amoCRM took both."""
+    c.result.count("invalid")
+    patch = _lead_patch(c, lead_id, None)
+    if c.ctx.dry_run:
+        c.result.planned.append({"system": "amocrm", "action": "lead.invalid", "lead_id": lead_id,
+                                 "note": inv.message, "patch": patch})
+        return True
+    try:
+        _amo_write(c, lead_id, inv.message, patch)
+    except FatalError:
+        raise
+    except (RetriableError, ItemError) as exc:
+        with c.ctx.store.session() as s:
+            reg = s.get(Registration, lead_id)
+        _failed(c, lead_id, reg, f"{inv.message} (и не удалось записать заметку: {exc})")
+        return False
+    with c.ctx.store.session() as s:
+        reg = s.get(Registration, lead_id)
+        if reg is None:
+            reg = Registration(lead_id=lead_id)
+            s.add(reg)
+        reg.status = "invalid"
+        reg.error = inv.message
+        reg.attempts = 0
+        reg.next_attempt_at = None
+        journal(s, job=JOB, system="amocrm", action="lead.invalid", lead_id=lead_id, message=inv.message,
+                detail={"code": inv.code, "patch": patch}, run_id=c.result.run_id)
+    return True
+
+
+def _failed(c: _Cycle, lead_id: int, reg_before: Registration | None, error: str) -> None:
+    c.result.count("failed")
+    c.result.item_failed(f"lead {lead_id}: {error}")
+    log.warning("registration.lead_failed", lead_id=lead_id, error=error)
+    if c.ctx.dry_run:
+        return
+    sync = c.settings.sync
+    with c.ctx.store.session() as s:
+        reg = s.get(Registration, lead_id)
+        if reg is None:
+            reg = Registration(lead_id=lead_id, attempts=0)
+            s.add(reg)
+        reg.status = "failed"
+        reg.error = error[:4000]
+        reg.attempts = (reg.attempts or 0) + 1
+        if sync.max_attempts and reg.attempts >= sync.max_attempts:
+            reg.next_attempt_at = None
+            c.result.count("given_up")
+        else:
+            delay = rules.backoff_seconds(reg.attempts, sync.retry_backoff_base, sync.retry_backoff_max)
+            reg.next_attempt_at = utcnow() + timedelta(seconds=delay)
+        reg.updated_at = utcnow()
+        journal(s, job=JOB, system="store", action="lead.failed", lead_id=lead_id, ref=reg.zayavka_ref,
+                message=error[:2000], detail={"attempts": reg.attempts,
+                                              "next_attempt_at": reg.next_attempt_at.isoformat()
+                                              if reg.next_attempt_at else None},
+                run_id=c.result.run_id)
