@@ -1,0 +1,481 @@
+"""F3 payments end to end: both emulators over HTTP, a real store (SQLite file and PostgreSQL)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from amo1c_sync.config import Settings, load_settings
+from amo1c_sync.jobs import JobContext, JobResult, run_job
+from amo1c_sync.jobs.payments import (
+    CURSOR_FULL_SCAN,
+    KILL_AFTER_WRITE_ENV,
+    UNCONFIRMED,
+    skipped_documents,
+    unsettled_totals,
+)
+from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
+from amo1c_sync.sandbox.onec_emulator import OneCEmulator
+from amo1c_sync.store import Store
+from amo1c_sync.store.models import Cursor, JournalEntry, LeadTotal, OnecDocument
+
+DOCTOR = "Ефимова Е.В."
+PATCH = "PATCH /api/v4/leads"
+
+
+@dataclass
+class Systems:
+    amo: AmoCRMEmulator
+    onec: OneCEmulator
+    store: Store
+    settings: Settings
+
+    # --- the people's side, over the control APIs --------------------------------------------
+    def new_lead(self, name: str = "") -> int:
+        r = requests.post(f"{self.amo.url}/_sandbox/leads", json={"name": name or "Пациент"}, timeout=5)
+        r.raise_for_status()
+        return r.json()["id"]
+
+    def lead(self, lead_id: int) -> dict:
+        r = requests.get(f"{self.amo.url}/_sandbox/leads/{lead_id}", timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    def sum1c(self, lead_id: int) -> Decimal | None:
+        value = self.lead(lead_id)["fields"].get("Сумма1С")
+        return None if value in (None, "") else Decimal(str(value))
+
+    def delete_lead(self, lead_id: int) -> None:
+        requests.delete(f"{self.amo.url}/_sandbox/leads/{lead_id}", timeout=5).raise_for_status()
+
+    def zayavka(self, lead: int | None) -> str:
+        start = datetime.now().replace(hour=9, minute=5, second=0, microsecond=0)
+        r = requests.post(f"{self.onec.url}/_sandbox/zayavki",
+                          json={"lead": lead, "doctor": DOCTOR, "start": start.isoformat()}, timeout=5)
+        r.raise_for_status()
+        return r.json()["ref"]
+
+    def service(self, amount: str, *, lead: int | None = None, zayavka_ref: str | None = None,
+                no_base: bool = False) -> str:
+        body: dict = {"amount": amount}
+        if no_base:
+            body["zayavka_ref"] = None
+        elif zayavka_ref is not None:
+            body["zayavka_ref"] = zayavka_ref
+        else:
+            body["lead"] = lead
+        r = requests.post(f"{self.onec.url}/_sandbox/services", json=body, timeout=5)
+        r.raise_for_status()
+        return r.json()["ref"]
+
+    def service_action(self, ref: str, action: str, **body) -> None:
+        requests.post(f"{self.onec.url}/_sandbox/services/{ref}/{action}", json=body or None,
+                      timeout=5).raise_for_status()
+
+    # --- the job ------------------------------------------------------------------------------
+    def run(self, **kw) -> JobResult:
+        return run_job(JobContext(self.settings, self.store, **kw), "payments")
+
+    def amo_requests(self) -> dict:
+        return requests.get(f"{self.amo.url}/_sandbox/requests", timeout=5).json()
+
+    def reset_requests(self) -> None:
+        requests.delete(f"{self.amo.url}/_sandbox/requests", timeout=5).raise_for_status()
+        requests.delete(f"{self.onec.url}/_sandbox/requests", timeout=5).raise_for_status()
+
+    def journal(self, action: str, lead_id: int | None = None) -> list[JournalEntry]:
+        with self.store.session() as s:
+            q = select(JournalEntry).where(JournalEntry.action == action).order_by(JournalEntry.id)
+            if lead_id is not None:
+                q = q.where(JournalEntry.lead_id == lead_id)
+            return list(s.scalars(q))
+
+    def lead_total(self, lead_id: int) -> LeadTotal | None:
+        with self.store.session() as s:
+            return s.get(LeadTotal, lead_id)
+
+
+def settings_for(amo: AmoCRMEmulator, onec: OneCEmulator, store_url: str, token: str) -> Settings:
+    return load_settings(None, overrides={
+        "amocrm": {"base_url": amo.url, "long_lived_token": token},
+        "onec": {"base_url": onec.url, "username": onec.username, "password": onec.password},
+        "store": {"url": store_url},
+    })
+
+
+@pytest.fixture
+def sys_(store):
+    with AmoCRMEmulator() as amo, OneCEmulator() as onec:
+        token = amo.issue_long_lived_token()
+        yield Systems(amo, onec, store, settings_for(amo, onec, store.url, token))
+
+
+def paid(sys_: Systems, amount: str) -> tuple[int, str]:
+    """A lead with its «Заявка» and a posted «Оказание услуг» of ``amount``."""
+    lead = sys_.new_lead()
+    sys_.zayavka(lead)
+    return lead, sys_.service(amount, lead=lead)
+
+
+# ---------------------------------------------------------------------------------------------
+def test_given_the_seeds_zayavka_when_a_service_of_150_is_posted_then_the_lead_gets_price_150_and_sum_150(sys_):
+    lead, ref = paid(sys_, "150.00")
+
+    result = sys_.run()
+
+    assert result.ok, result.errors
+    view = sys_.lead(lead)
+    assert view["price"] == 150
+    assert Decimal(view["fields"]["Сумма1С"]) == Decimal("150")
+    total = sys_.lead_total(lead)
+    assert (total.status, total.pushed_total) == ("ok", Decimal("150.00"))
+    entries = sys_.journal("lead.total_pushed", lead)
+    assert len(entries) == 1
+    assert entries[0].detail["old_total"] is None and entries[0].detail["new_total"] == "150.00"
+    assert [d["ref"] for d in entries[0].detail["documents"]] == [ref]
+    with sys_.store.session() as s:
+        doc = s.get(OnecDocument, ref)
+        assert doc.lead_id == lead and doc.data_version and doc.skip_reason is None
+
+
+def test_given_a_pushed_lead_when_documents_are_reposted_unposted_and_marked_then_the_total_follows(sys_):
+    lead, first = paid(sys_, "150.00")
+    assert sys_.run().ok
+
+    sys_.service_action(first, "post", amount="200.00")
+    assert sys_.run().ok
+    assert (sys_.lead(lead)["price"], sys_.sum1c(lead)) == (200, Decimal("200"))
+
+    second = sys_.service("50.50", lead=lead)
+    assert sys_.run().ok
+    assert (sys_.lead(lead)["price"], sys_.sum1c(lead)) == (251, Decimal("250.50"))
+
+    sys_.service_action(first, "unpost")
+    assert sys_.run().ok
+    assert (sys_.lead(lead)["price"], sys_.sum1c(lead)) == (51, Decimal("50.50"))
+
+    sys_.service_action(second, "delete")
+    assert sys_.run().ok
+    assert (sys_.lead(lead)["price"], sys_.sum1c(lead)) == (0, Decimal("0"))
+
+    pushed = [(e.detail["old_total"], e.detail["new_total"]) for e in sys_.journal("lead.total_pushed", lead)]
+    assert pushed == [(None, "150.00"), ("150.00", "200.00"), ("200.00", "250.50"), ("250.50", "50.50"),
+                      ("50.50", "0.00")]
+    with sys_.store.session() as s:
+        row = s.get(LeadTotal, lead)
+        assert row.pushed_total == Decimal("0") and row.status == "ok"
+
+
+def test_given_documents_without_base_or_lead_number_when_run_then_they_are_skipped_and_visible(sys_):
+    no_base = sys_.service("300.00", no_base=True)
+    orphan_zayavka = sys_.zayavka(None)
+    no_number = sys_.service("400.00", zayavka_ref=orphan_zayavka)
+    lead, counted = paid(sys_, "150.00")
+
+    result = sys_.run()
+
+    assert result.ok, result.errors
+    assert result.counts["skipped"] == 2
+    assert sys_.lead(lead)["price"] == 150
+    skipped = {d.ref: d for d in skipped_documents(sys_.store)}
+    assert set(skipped) == {no_base, no_number}
+    assert "no base document" in skipped[no_base].reason
+    assert "«Номер AmoCRM»" in skipped[no_number].reason
+    assert skipped[no_base].amount == Decimal("300.00") and skipped[no_base].posted
+    assert {e.ref for e in sys_.journal("document.skipped")} == {no_base, no_number}
+
+    # once per DataVersion: a run without changes journals nothing new; a change journals again
+    assert sys_.run().counts["skipped"] == 0
+    assert len(sys_.journal("document.skipped")) == 2
+    sys_.service_action(no_base, "post", amount="310.00")
+    assert sys_.run().counts["skipped"] == 1
+    assert len(sys_.journal("document.skipped")) == 3
+
+
+def test_given_a_lead_deleted_in_amocrm_when_run_then_it_fails_alone_and_the_others_go_through(sys_):
+    gone, _ = paid(sys_, "100.00")
+    others = [paid(sys_, "150.00")[0], paid(sys_, "99.99")[0]]
+    sys_.delete_lead(gone)
+
+    result = sys_.run()
+
+    assert result.status == "partial"
+    assert [sys_.lead(o)["price"] for o in others] == [150, 100]
+    failed = sys_.lead_total(gone)
+    assert failed.status == "failed" and failed.attempts == 1
+    assert "NotFound" in failed.error or "not found" in failed.error.lower()
+    assert failed.next_attempt_at > datetime.now(timezone.utc) + timedelta(seconds=30)
+    assert failed.pushed_total is None
+    assert len(sys_.journal("lead.total_rejected", gone)) == 1
+    assert [(r.lead_id, r.status) for r in unsettled_totals(sys_.store)] == [(gone, "failed")]
+
+    # backoff: the next cycle does not try it again yet, and nothing else is sent
+    sys_.reset_requests()
+    again = sys_.run()
+    assert again.counts["deferred"] == 1
+    assert sys_.amo_requests()["counts"].get(PATCH, 0) == 0
+    # once the backoff has passed it is tried again (and fails again, with a longer backoff)
+    with sys_.store.session() as s:
+        s.get(LeadTotal, gone).next_attempt_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+    third = sys_.run()
+    assert third.status == "partial" and sys_.lead_total(gone).attempts == 2
+
+
+def test_given_no_change_in_1c_when_run_again_then_no_patch_and_only_the_hot_window_is_read(sys_):
+    paid(sys_, "150.00")
+    first = sys_.run()
+    assert first.ok and first.counts["window_full"] == 1
+    with sys_.store.session() as s:
+        assert s.get(Cursor, CURSOR_FULL_SCAN) is not None
+    sys_.reset_requests()
+
+    second = sys_.run()
+
+    assert second.ok and second.counts["window_hot"] == 1 and second.counts["changed"] == 0
+    assert sys_.amo_requests()["total"] == 0
+    targets = [unquote(t["target"]) for t in sys_.onec.requests()["targets"]
+               if "ОказаниеУслуг" in unquote(t["target"])]
+    assert len(targets) == 1
+    lower = re.search(r"Date ge datetime'([^']+)'", targets[0])
+    assert lower, targets[0]
+    read_from = datetime.fromisoformat(lower.group(1))
+    hot_from = datetime.now(sys_.settings.sync.tz).replace(tzinfo=None) - timedelta(
+        seconds=sys_.settings.sync.hot_window)
+    assert abs((read_from - hot_from).total_seconds()) < 120
+    assert "$select=" in targets[0]
+
+
+def test_given_a_backfill_since_date_when_run_then_the_window_reaches_back_to_it(sys_):
+    paid(sys_, "150.00")
+    since = (datetime.now() - timedelta(days=100)).date()
+    sys_.reset_requests()
+
+    result = sys_.run(since=since)
+
+    assert result.ok and result.counts["window_since"] == 1 and result.counts["pushed"] == 1
+    targets = [unquote(t["target"]) for t in sys_.onec.requests()["targets"]
+               if "ОказаниеУслуг" in unquote(t["target"])]
+    lowest = min(datetime.fromisoformat(m.group(1)) for t in targets
+                 for m in [re.search(r"Date ge datetime'([^']+)'", t)] if m)
+    assert lowest.date() == since
+
+
+def test_given_changes_when_dry_run_then_nothing_is_written_and_patches_are_planned(sys_):
+    lead, _ = paid(sys_, "150.00")
+
+    result = sys_.run(dry_run=True)
+
+    assert result.ok
+    assert [p["lead_id"] for p in result.planned] == [lead]
+    assert result.planned[0]["body"]["price"] == 150
+    assert result.planned[0]["new_total"] == "150.00"
+    assert sys_.amo_requests()["counts"].get(PATCH, 0) == 0
+    assert sys_.lead(lead)["price"] == 0
+    with sys_.store.session() as s:
+        assert s.scalars(select(OnecDocument)).first() is None
+        assert s.scalars(select(LeadTotal)).first() is None
+        assert s.get(Cursor, CURSOR_FULL_SCAN) is None
+        assert s.scalars(select(JournalEntry)).first() is None
+    # and the real run afterwards does it
+    assert sys_.run().ok and sys_.lead(lead)["price"] == 150
+
+
+def test_given_1200_leads_changed_at_once_when_run_then_at_most_24_patches_within_the_rate_limit(sys_):
+    amo, onec = sys_.amo, sys_.onec
+    leads = [amo.create_lead(f"Пациент {i}") for i in range(1200)]
+    start = datetime.now().replace(hour=10, minute=0, second=0, microsecond=0)
+    for i, lead in enumerate(leads):
+        z = onec.add_zayavka(lead=lead, doctor=DOCTOR, start=start)
+        onec.add_service(zayavka_ref=z["Ref_Key"], amount=Decimal(100 + i) + Decimal("0.50"))
+
+    result = sys_.run()
+
+    assert result.ok, result.errors[:3]
+    assert result.counts["pushed"] == 1200
+    traffic = sys_.amo_requests()
+    assert traffic["counts"][PATCH] <= 24
+    assert traffic["max_per_second"] <= 7
+    assert traffic["by_status"].get("429", 0) == 0
+    for i in (0, 599, 1199):
+        view = amo.lead(leads[i])
+        assert view["price"] == 100 + i + 1  # x.50 rounds half up
+        assert Decimal(view["fields"]["Сумма1С"]) == Decimal(100 + i) + Decimal("0.50")
+
+
+
+def odata_patch(sys_: Systems, entity_set: str, ref: str, body: dict) -> None:
+    """Edit a 1C object as a person would in the 1C client (the login is Cyrillic: UTF-8 Basic)."""
+    token = base64.b64encode(f"{sys_.onec.username}:{sys_.onec.password}".encode("utf-8")).decode()
+    r = requests.patch(f"{sys_.onec.odata_url}{entity_set}(guid'{ref}')?$format=json", json=body,
+                       headers={"Authorization": f"Basic {token}"}, timeout=5)
+    assert r.status_code == 200, r.text
+
+
+def test_given_a_document_moved_to_another_zayavka_when_run_then_both_leads_are_recomputed(sys_):
+    a, ref = paid(sys_, "150.00")
+    b = sys_.new_lead()
+    zb = sys_.zayavka(b)
+    assert sys_.run().ok and sys_.lead(a)["price"] == 150
+
+    odata_patch(sys_, "Document_ОказаниеУслуг", ref,
+                {"ДокументОснование": zb, "ДокументОснование_Type": "StandardODATA.Document_Заявка"})
+    result = sys_.run()
+
+    assert result.ok and result.counts["pushed"] == 2
+    assert (sys_.lead(a)["price"], sys_.sum1c(a)) == (0, Decimal("0"))
+    assert (sys_.lead(b)["price"], sys_.sum1c(b)) == (150, Decimal("150"))
+
+
+def test_given_a_document_losing_its_base_when_run_then_its_old_lead_drops_and_it_is_skipped(sys_):
+    a, ref = paid(sys_, "150.00")
+    assert sys_.run().ok
+
+    odata_patch(sys_, "Document_ОказаниеУслуг", ref,
+                {"ДокументОснование": "", "ДокументОснование_Type": "StandardODATA.Undefined"})
+    result = sys_.run()
+
+    assert result.ok and result.counts["skipped"] == 1
+    assert sys_.lead(a)["price"] == 0
+    assert [d.ref for d in skipped_documents(sys_.store)] == [ref]
+
+
+def test_given_a_failed_lead_when_its_total_returns_to_the_pushed_one_then_it_is_ok_again(sys_):
+    lead, ref = paid(sys_, "150.00")
+    assert sys_.run().ok
+    sys_.service_action(ref, "post", amount="200.00")
+    sys_.amo.add_fault(count=1, status=400, path_prefix="/api/v4/leads", method="PATCH")
+    failed = sys_.run()
+    assert failed.status == "partial" and sys_.lead_total(lead).status == "failed"
+
+    sys_.service_action(ref, "post", amount="150.00")
+    sys_.reset_requests()
+    result = sys_.run()
+
+    assert result.ok
+    assert sys_.amo_requests()["counts"].get(PATCH, 0) == 0
+    row = sys_.lead_total(lead)
+    assert (row.status, row.error, row.attempts, row.pushed_total) == ("ok", None, 0, Decimal("150"))
+
+
+def test_given_a_run_stopped_before_the_push_when_run_again_then_the_pending_total_is_pushed(sys_):
+    lead, _ = paid(sys_, "150.00")
+    stop = threading.Event()
+    ctx = JobContext(sys_.settings, sys_.store, stop=stop)
+    original = ctx.onec.resolve_bases
+
+    def resolve_then_stop(refs):
+        out = original(refs)
+        stop.set()  # SIGTERM arrives while the run is between reading 1C and writing amoCRM
+        return out
+
+    ctx.onec.resolve_bases = resolve_then_stop
+    interrupted = run_job(ctx, "payments")
+    assert interrupted.status == "interrupted"
+    assert sys_.lead(lead)["price"] == 0
+    assert sys_.lead_total(lead).status == "pending"
+
+    # the pending total survived the interruption; the next cycle pushes it
+    assert sys_.run().ok
+    assert sys_.lead(lead)["price"] == 150 and sys_.lead_total(lead).status == "ok"
+
+
+# ---------------------------------------------------------------------------------------------
+# crash between the amoCRM write and the store commit (a subprocess that SIGKILLs itself)
+# ---------------------------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def crash_sys(store, tmp_path):
+    with AmoCRMEmulator() as amo, OneCEmulator() as onec:
+        token = amo.issue_long_lived_token()
+        ini = tmp_path / "sync.ini"
+        ini.write_text(
+            f"[amocrm]\nbase_url = {amo.url}\n\n"
+            f"[onec]\nbase_url = {onec.url}\nusername = {onec.username}\n\n"
+            f"[store]\nurl = {store.url}\n\n[logging]\nformat = json\nlevel = WARNING\n",
+            encoding="utf-8")
+        systems = Systems(amo, onec, store, settings_for(amo, onec, store.url, token))
+        systems.ini = ini  # type: ignore[attr-defined]
+        systems.env = {**os.environ, "AMO1C_AMOCRM_LONG_LIVED_TOKEN": token,  # type: ignore[attr-defined]
+                       "AMO1C_ONEC_PASSWORD": onec.password, "PYTHONPATH": str(ROOT)}
+        systems.env.pop(KILL_AFTER_WRITE_ENV, None)
+        yield systems
+
+
+def once_payments(sys_, *, kill_after_write: bool) -> subprocess.CompletedProcess:
+    env = dict(sys_.env)
+    if kill_after_write:
+        env[KILL_AFTER_WRITE_ENV] = "1"
+    return subprocess.run([sys.executable, "-m", "amo1c_sync", "--config", str(sys_.ini), "once", "payments"],
+                          env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+
+
+def test_given_a_run_killed_after_the_amocrm_write_when_rerun_then_right_total_and_one_journal_entry(crash_sys):
+    sys_ = crash_sys
+    lead = sys_.new_lead()
+    sys_.zayavka(lead)
+    ref = sys_.service("150.00", lead=lead)
+    assert once_payments(sys_, kill_after_write=False).returncode == 0
+    sys_.service_action(ref, "post", amount="200.00")
+
+    killed = once_payments(sys_, kill_after_write=True)
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    # amoCRM has the new total, the store does not know yet
+    assert sys_.lead(lead)["price"] == 200
+    with sys_.store.session() as s:
+        row = s.get(LeadTotal, lead)
+        assert (row.status, row.pushed_total) == ("pending", Decimal("150"))
+        assert s.get(OnecDocument, ref).data_version != sys_.onec.services()[0]["data_version"]
+
+    rerun = once_payments(sys_, kill_after_write=False)
+
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert sys_.lead(lead)["price"] == 200 and sys_.sum1c(lead) == Decimal("200")
+    assert sys_.amo_requests()["counts"][PATCH] == 3  # first run, the killed one, its repeat
+    with sys_.store.session() as s:
+        row = s.get(LeadTotal, lead)
+        assert (row.status, row.pushed_total) == ("ok", Decimal("200"))
+        assert s.get(OnecDocument, ref).data_version == sys_.onec.services()[0]["data_version"]
+        pushed = [(e.detail["old_total"], e.detail["new_total"]) for e in s.scalars(
+            select(JournalEntry).where(JournalEntry.action == "lead.total_pushed").order_by(JournalEntry.id))]
+    assert pushed == [(None, "150.00"), ("150.00", "200.00")]
+
+
+def test_given_a_first_push_killed_when_rerun_then_the_new_document_is_counted_once(crash_sys):
+    sys_ = crash_sys
+    lead = sys_.new_lead()
+    sys_.zayavka(lead)
+    ref = sys_.service("150.00", lead=lead)
+
+    killed = once_payments(sys_, kill_after_write=True)
+
+    assert killed.returncode == -signal.SIGKILL
+    with sys_.store.session() as s:
+        assert s.get(OnecDocument, ref).data_version == UNCONFIRMED
+        assert s.get(LeadTotal, lead).status == "pending"
+    # meanwhile a second payment is posted: the rerun pushes both, counted once each
+    sys_.service("50.50", lead=lead)
+
+    assert once_payments(sys_, kill_after_write=False).returncode == 0
+
+    assert sys_.lead(lead)["price"] == 201 and sys_.sum1c(lead) == Decimal("200.50")
+    with sys_.store.session() as s:
+        pushed = [e.detail["new_total"] for e in s.scalars(
+            select(JournalEntry).where(JournalEntry.action == "lead.total_pushed"))]
+    assert pushed == ["200.50"]
