@@ -260,6 +260,20 @@ def _norm_str(value: str) -> str:
     return value.rstrip(" ").casefold()
 
 
+def _key_lookup(node) -> set[str] | None:
+    """The keys of a filter made only of ``Ref_Key eq guid'…'`` joined by ``or`` (the shape of a
+    batched lookup), so that it is answered by key instead of evaluating every term on every row.
+    None for any other filter."""
+    if node[0] == "or":
+        left, right = _key_lookup(node[1]), _key_lookup(node[2])
+        return None if left is None or right is None else left | right
+    if node[0] == "cmp" and node[1] == "eq":
+        field, lit = (node[2], node[3]) if node[3][0] == "lit" else (node[3], node[2])
+        if field == ("field", "Ref_Key") and lit[0] == "lit" and lit[1][0] == "guid" and lit[1][1]:
+            return {_norm_str(str(lit[1][1]))}
+    return None
+
+
 def _evaluate(node, row: dict, types: dict[str, str]):
     """-> (kind, value) with kind in string/guid/datetime/number/bool/null."""
     op = node[0]
@@ -954,7 +968,10 @@ class OneCEmulator:
         flt = args.get("$filter")
         tree = parse_filter(flt, lambda name: name in types) if flt is not None else None
         select = self._select(request, types, etype)
-        if tree is not None:
+        keys = _key_lookup(tree) if tree is not None else None
+        if keys is not None:
+            rows = [r for r in rows if _norm_str(str(r.get("Ref_Key") or "")) in keys]
+        elif tree is not None:
             rows = [r for r in rows if _truth(_evaluate(tree, r, types))]
         orderby = args.get("$orderby")
         if orderby:
