@@ -1,0 +1,85 @@
+"""`amo1c-sync status [--json]`: leader or standby, last runs, pending and failed items, token state."""
+
+from __future__ import annotations
+
+import sys
+
+from sqlalchemy.exc import DBAPIError
+
+from amo1c_sync.commands.common import open_store, print_json, settings_from
+from amo1c_sync.status import collect_status
+
+
+def _when(iso: str | None) -> str:
+    return iso.replace("T", " ").replace("+00:00", "Z") if iso else "-"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [fmt.format(*header).rstrip(), *(fmt.format(*map(str, r)).rstrip() for r in rows)]
+
+
+def render(st: dict) -> str:
+    out: list[str] = []
+    out.append(f"store: {st['store']}    config: {st['config']}    at: {_when(st['generated_at'])}")
+    leader = st.get("leader")
+    if leader:
+        out.append(f"leader:  {leader.get('host')} pid {leader.get('pid')} (heartbeat {leader['age_s']:.0f} s ago"
+                   + (f", leader since {_when(leader.get('since'))}" if leader.get("since") else "") + ")")
+    else:
+        out.append("leader:  none running")
+    for sb in st.get("standby") or []:
+        out.append(f"standby: {sb.get('host')} pid {sb.get('pid')} (heartbeat {sb['age_s']:.0f} s ago)")
+    out.append("")
+    rows = []
+    for name, j in st["jobs"].items():
+        r = j["last_run"] or {}
+        counts = " ".join(f"{k}={v}" for k, v in sorted((r.get("counts") or {}).items()))
+        rows.append([name, r.get("status", "never run"), _when(r.get("started_at")),
+                     f"{r['duration_s']:.1f}s" if r.get("duration_s") is not None else "-",
+                     counts or "-", _when(j["last_success_at"]) + (" STALE" if j["stale"] else ""),
+                     (r.get("error") or "")[:80]])
+    out += _table(rows, ["JOB", "LAST RUN", "STARTED", "TOOK", "COUNTS", "LAST SUCCESS", "ERROR"])
+    out.append("")
+    for title, items in (("pending", st["pending"]), ("failed", st["failed"])):
+        if not items:
+            out.append(f"{title}: none")
+            continue
+        out.append(f"{title}: {len(items)}")
+        out += ["  " + line for line in _table(
+            [[i["kind"], i["lead_id"], i["status"], i["attempts"], _when(i["next_attempt_at"]),
+              (i["error"] or "")[:100]] for i in items],
+            ["KIND", "LEAD", "STATUS", "TRIES", "NEXT TRY", "REASON"])]
+    docs = st["skipped_documents"]
+    out.append(f"skipped documents: {st['skipped_documents_total'] or 'none'}")
+    if docs:
+        out += ["  " + line for line in _table(
+            [[d["number"] or d["ref"], d["date"] or "-", d["amount"] or "-", d["reason"]] for d in docs],
+            ["DOCUMENT", "DATE", "AMOUNT", "REASON"])]
+    tokens = st["tokens"]
+    if not tokens:
+        out.append(f"amoCRM token: {'long-lived token (from config)' if st['amocrm_auth'] != 'oauth' else 'none stored; run `amo1c-sync auth --code CODE`'}")
+    for t in tokens:
+        state = ("REVOKED: " + t["revoked_reason"]) if t["revoked_reason"] else (
+            "expired (refreshed on next use)" if t["expired"] else "valid")
+        out.append(f"amoCRM token {t['account']}: {state}; expires {_when(t['expires_at'])}; "
+                   f"generation {t['generation']}")
+    return "\n".join(out)
+
+
+def main(args) -> int:
+    settings = settings_from(args)
+    store = open_store(settings)
+    try:
+        st = collect_status(store, settings)
+    except DBAPIError as exc:
+        first = str(exc.orig if exc.orig is not None else exc).splitlines()[0]
+        print(f"cannot read the state store ({store.dialect}): {first}; if it is new, run "
+              "`amo1c-sync db upgrade` or start the daemon", file=sys.stderr)
+        return 1
+    if args.json:
+        print_json(st)
+    else:
+        print(render(st))
+    return 0

@@ -1,0 +1,93 @@
+"""`amo1c-sync trace LEAD_ID [--json]`: every journal entry for a lead, both directions, with its
+registration and payment-total rows and the 1C documents counted for it."""
+
+from __future__ import annotations
+
+from datetime import timezone
+from typing import Any
+
+from sqlalchemy import select
+
+from amo1c_sync.commands.common import open_store, print_json, settings_from
+from amo1c_sync.store.models import JournalEntry, LeadTotal, OnecDocument, Registration
+
+
+def _iso(dt) -> str | None:
+    return dt.astimezone(timezone.utc).isoformat(timespec="seconds") if dt else None
+
+
+def collect_trace(store, lead_id: int) -> dict[str, Any]:
+    with store.session() as s:
+        entries = [
+            {"id": e.id, "at": _iso(e.at), "job": e.job, "system": e.system, "action": e.action,
+             "direction": ("-> 1C" if e.system == "1c" else "-> amoCRM" if e.system == "amocrm"
+                           else "store"),
+             "ref": e.ref, "message": e.message, "detail": e.detail or {}, "run_id": e.run_id}
+            for e in s.scalars(select(JournalEntry).where(JournalEntry.lead_id == lead_id)
+                               .order_by(JournalEntry.at, JournalEntry.id))
+        ]
+        reg = s.get(Registration, lead_id)
+        total = s.get(LeadTotal, lead_id)
+        docs = list(s.scalars(select(OnecDocument).where(OnecDocument.lead_id == lead_id)
+                              .order_by(OnecDocument.doc_date)))
+        return {
+            "lead_id": lead_id,
+            "registration": None if reg is None else {
+                "status": reg.status, "zayavka_number": reg.zayavka_number, "zayavka_ref": reg.zayavka_ref,
+                "error": reg.error, "attempts": reg.attempts, "next_attempt_at": _iso(reg.next_attempt_at),
+                "updated_at": _iso(reg.updated_at)},
+            "payment_total": None if total is None else {
+                "status": total.status,
+                "pushed_total": None if total.pushed_total is None else format(total.pushed_total, "f"),
+                "pushed_at": _iso(total.pushed_at), "error": total.error, "attempts": total.attempts,
+                "next_attempt_at": _iso(total.next_attempt_at), "updated_at": _iso(total.updated_at)},
+            "documents": [
+                {"ref": d.ref, "number": d.number, "date": d.doc_date.isoformat() if d.doc_date else None,
+                 "amount": None if d.amount is None else format(d.amount, "f"), "posted": d.posted,
+                 "deletion_mark": d.deletion_mark, "skip_reason": d.skip_reason} for d in docs],
+            "journal": entries,
+        }
+
+
+def render(tr: dict[str, Any]) -> str:
+    out = [f"lead {tr['lead_id']}"]
+    reg = tr["registration"]
+    if reg:
+        line = f"  registration: {reg['status']}"
+        if reg["zayavka_number"]:
+            line += f", «Заявка» № {reg['zayavka_number']}"
+        if reg["error"]:
+            line += f"; {reg['error']} (tries {reg['attempts']}, next {reg['next_attempt_at'] or '-'})"
+        out.append(line)
+    else:
+        out.append("  registration: none")
+    pt = tr["payment_total"]
+    if pt:
+        line = f"  payment total: {pt['status']}, pushed {pt['pushed_total'] or '-'} at {pt['pushed_at'] or '-'}"
+        if pt["error"]:
+            line += f"; {pt['error']} (tries {pt['attempts']}, next {pt['next_attempt_at'] or '-'})"
+        out.append(line)
+    else:
+        out.append("  payment total: none")
+    for d in tr["documents"]:
+        out.append(f"  document {d['number'] or d['ref']} {d['date'] or ''} amount {d['amount'] or '-'}"
+                   + (" posted" if d["posted"] else " not posted")
+                   + (f" — skipped: {d['skip_reason']}" if d["skip_reason"] else ""))
+    if not tr["journal"]:
+        out.append("  journal: nothing recorded for this lead")
+    for e in tr["journal"]:
+        out.append(f"  {e['at']}  {e['direction']:<9}  {e['action']:<22} {e['message'] or ''}"
+                   + (f" [{e['ref']}]" if e["ref"] else ""))
+    return "\n".join(out)
+
+
+def main(args) -> int:
+    settings = settings_from(args)
+    store = open_store(settings)
+    tr = collect_trace(store, args.lead_id)
+    if args.json:
+        print_json(tr)
+    else:
+        print(render(tr))
+    found = tr["journal"] or tr["registration"] or tr["payment_total"] or tr["documents"]
+    return 0 if found else 1

@@ -1,0 +1,510 @@
+"""`amo1c-sync run`: every job on its interval, one leader per store, signals, sd_notify.
+
+Threads:
+* the main loop (the caller of ``Daemon.run()``): leader lock (win / keep / lose), heartbeat row,
+  WATCHDOG=1, SIGHUP reloads; signal handlers only set flags and wake it;
+* APScheduler's ``BackgroundScheduler`` (memory job store, rebuilt at each start) and its thread
+  pool: one job per flow, ``max_instances=1``, ``coalesce=True``. The scheduler is paused while
+  this process is a standby and resumed (every job due at once) when it wins the lock.
+
+Each leadership term gets its own stop event and ``JobContext``: losing the lock or SIGTERM sets
+it, and jobs stop between items (``ctx.stopping()``). ``run_job`` records every run (JobRun) and
+this module adds the Prometheus metrics and the systemd STATUS line.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import Any, Callable
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import delete, select
+
+from amo1c_sync import config, logs, metrics
+from amo1c_sync.config import Settings
+from amo1c_sync.errors import ConfigError, FatalError
+from amo1c_sync.jobs import JOBS, JobContext, run_job
+from amo1c_sync.leader import LeaderLock, leader_lock_for
+from amo1c_sync.logs import get_logger
+from amo1c_sync.sdnotify import Notifier, watchdog_interval
+from amo1c_sync.status import (HEARTBEAT_EVERY, clear_heartbeat, clear_other_leaders, job_interval,
+                               write_heartbeat)
+from amo1c_sync.store import Store
+from amo1c_sync.store.models import JobRun, utcnow
+
+log = get_logger("amo1c_sync.daemon")
+
+JOB_RUN_RETENTION_DAYS = 30
+DEFAULT_INTERVALS = {"registration": 15.0, "payments": 60.0, "directory": 3600.0}
+
+
+class DaemonContext(JobContext):
+    """A JobContext whose gateways are instrumented for /metrics when first built."""
+
+    _build_lock = threading.Lock()
+
+    @cached_property
+    def amocrm(self):
+        with self._build_lock:
+            gw = JobContext.amocrm.func(self)
+        if not metrics.instrument_gateway(gw, "amocrm"):
+            log.debug("metrics.no_session", system="amocrm")
+        return gw
+
+    @cached_property
+    def onec(self):
+        with self._build_lock:
+            gw = JobContext.onec.func(self)
+        if not metrics.instrument_gateway(gw, "1c"):
+            log.debug("metrics.no_session", system="1c")
+        return gw
+
+
+class Daemon:
+    """The scheduler, the leader lock and the main loop.
+
+    ``run()`` blocks until ``request_stop()`` (or SIGTERM/SIGINT when ``install_signals``) and
+    returns the exit code. ``nudge(job)`` runs a job now (the web endpoint calls it).
+    ``role`` is one of starting, standby, leader, stopping, stopped.
+    """
+
+    def __init__(self, settings: Settings, store: Store, *, config_path: str | None = None,
+                 lock: LeaderLock | None = None, notifier: Notifier | None = None,
+                 jobs: list[str] | None = None, standby_retry: float = 2.0,
+                 heartbeat_every: float = HEARTBEAT_EVERY, tick: float = 1.0,
+                 stop_timeout: float = 75.0,
+                 context_factory: Callable[..., JobContext] | None = None):
+        self.settings = settings
+        self.store = store
+        self.config_path = config_path
+        self.lock = lock or leader_lock_for(store)
+        self.notifier = notifier or Notifier()
+        self.jobs = list(jobs if jobs is not None else JOBS)
+        unknown = [j for j in self.jobs if j not in JOBS]
+        if unknown:
+            raise ConfigError(f"unknown job(s) {', '.join(unknown)}; jobs are: {', '.join(JOBS)}")
+        self.standby_retry = standby_retry
+        self.heartbeat_every = heartbeat_every
+        self.tick = tick
+        self.stop_timeout = stop_timeout
+        self.context_factory = context_factory or DaemonContext
+        self.role = "starting"
+        self.leader_since: datetime | None = None
+        self.last_results: dict[str, dict[str, Any]] = {}
+        self.unfinished: list[str] = []   # jobs still running when run() gave up waiting
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._reload_requested = False
+        self._lost = threading.Event()
+        self._term_stop = threading.Event()
+        self._ctx: JobContext | None = None
+        self._running: dict[str, float] = {}
+        self._again: set[str] = set()
+        self._cond = threading.Condition()
+        self._unavailable: set[str] = set()
+        self._failures: dict[str, int] = {}
+        self._next_prune = 0.0
+        self._scheduler: BackgroundScheduler | None = None
+        self.web = None
+        self._ready_sent = False
+        self.started = threading.Event()   # set once the main loop made its first lock attempt
+
+    # --- public -------------------------------------------------------------------------------
+    @property
+    def is_leader(self) -> bool:
+        return self.role == "leader"
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._term_stop.set()
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    def nudge(self, job_name: str) -> bool:
+        """Run ``job_name`` as soon as possible (right after the current run if one is in hand).
+        False when this process is not the leader (the leader will run it on its interval)."""
+        if job_name not in self.jobs:
+            raise KeyError(f"unknown job {job_name!r}; jobs are: {', '.join(self.jobs)}")
+        if not self.is_leader or self._stop.is_set() or self._scheduler is None:
+            return False
+        with self._cond:
+            if job_name in self._running:
+                self._again.add(job_name)
+                return True
+        try:
+            self._scheduler.modify_job(job_name, next_run_time=datetime.now(timezone.utc))
+        except Exception:  # noqa: BLE001 - scheduler shutting down
+            return False
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's view, for the web endpoint and tests."""
+        with self._cond:
+            running = sorted(self._running)
+        return {"role": self.role, "leader_since": self.leader_since.isoformat() if self.leader_since else None,
+                "lock": self.lock.description, "running": running, "last": dict(self.last_results)}
+
+    def run(self, *, install_signals: bool = True) -> int:
+        if install_signals and threading.current_thread() is threading.main_thread():
+            self._install_signals()
+        self._start_scheduler()
+        self._start_web()
+        log.info("daemon.starting", jobs=self.jobs, lock=self.lock.description,
+                 intervals={j: self._interval(j) for j in self.jobs}, store=self.store.dialect)
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    # --- optional HTTP endpoint ----------------------------------------------------------------
+    def _start_web(self) -> None:
+        if not self.settings.http.enabled:
+            return
+        from amo1c_sync import onec
+        from amo1c_sync.jobs.slots import SlotFinder
+        from amo1c_sync.web import serve_settings
+
+        gateway = onec.from_settings(self.settings)
+        metrics.instrument_gateway(gateway, "1c")
+        finder = SlotFinder.from_settings(self.settings, gateway)
+        try:
+            self.web = serve_settings(self.settings, slot_finder=finder, store=self.store, nudge=self.nudge)
+        except OSError as exc:
+            if self._scheduler is not None:
+                self._scheduler.shutdown(wait=False)
+            raise FatalError(f"[http] cannot listen on {self.settings.http.host}:{self.settings.http.port}: "
+                             f"{exc.strerror or exc}", system="http") from None
+
+    # --- scheduler ------------------------------------------------------------------------------
+    def _interval(self, job: str) -> float:
+        return float(job_interval(self.settings, job) or DEFAULT_INTERVALS.get(job, 60.0))
+
+    def _start_scheduler(self) -> None:
+        sched = BackgroundScheduler(
+            jobstores={"default": MemoryJobStore()},
+            executors={"default": ThreadPoolExecutor(max_workers=max(len(self.jobs), 1) + 1)},
+            job_defaults={"coalesce": True, "max_instances": 1},
+            timezone=timezone.utc,
+        )
+        sched.add_listener(self._on_max_instances, EVENT_JOB_MAX_INSTANCES)
+        sched.start(paused=True)
+        for name in self.jobs:
+            interval = self._interval(name)
+            sched.add_job(self._run_scheduled, IntervalTrigger(seconds=interval), args=[name], id=name,
+                          name=name, replace_existing=True,
+                          misfire_grace_time=int(max(60, interval * 2)))
+        self._scheduler = sched
+
+    def _on_max_instances(self, event) -> None:
+        # a nudge or a due run while the job is still in hand: run once more right after it
+        with self._cond:
+            if event.job_id in self._running:
+                self._again.add(event.job_id)
+
+    def _new_context(self) -> JobContext:
+        return self.context_factory(self.settings, self.store, stop=self._term_stop)
+
+    def _run_scheduled(self, name: str) -> None:
+        if self._stop.is_set() or self._term_stop.is_set() or not self.is_leader:
+            return
+        if not self.lock.still_held():
+            self._lost.set()
+            self._wake.set()
+            return
+        ctx = self._ctx
+        if ctx is None:
+            return
+        with self._cond:
+            self._running[name] = time.monotonic()
+        try:
+            self._run_loop(ctx, name)
+        finally:
+            with self._cond:
+                self._running.pop(name, None)
+                self._cond.notify_all()
+
+    def _run_loop(self, ctx: JobContext, name: str) -> None:
+        while True:
+            self._run_once(ctx, name)
+            with self._cond:
+                again = name in self._again
+                self._again.discard(name)
+            if not again or ctx.stopping() or not self.lock.still_held():
+                break
+
+    def _run_once(self, ctx: JobContext, name: str) -> None:
+        started = time.monotonic()
+        try:
+            result = run_job(ctx, name)
+        except Exception as exc:  # noqa: BLE001 - job module missing, or the run record failed
+            metrics.JOB_RUNS.labels(job=name, status="failed").inc()
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if name not in self._unavailable:
+                self._unavailable.add(name)
+                log.error("job.run_failed", job=name, error=why)
+            self._close_job_runs(name, f"the run could not be recorded: {why}")
+            self.last_results[name] = {"status": "failed", "error": why,
+                                       "at": utcnow().isoformat(timespec="seconds")}
+            self._after_run(name, "failed")
+            return
+        self._unavailable.discard(name)
+        duration = time.monotonic() - started
+        metrics.observe_job(result, duration)
+        self.last_results[name] = {"status": result.status, "duration_s": round(duration, 3),
+                                   "counts": dict(result.counts), "n_errors": len(result.errors),
+                                   "at": utcnow().isoformat(timespec="seconds")}
+        self._after_run(name, result.status)
+        self.notifier.status(self._status_line())
+
+    def _after_run(self, name: str, status: str) -> None:
+        """A whole run failing (system down, revoked token, 403 block) is retried with exponential
+        backoff instead of every interval: interval x 2^(n-1), at most [sync] retry_backoff_max
+        (never less than the interval). Any other outcome resets it."""
+        if status != "failed":
+            self._failures.pop(name, None)
+            return
+        n = self._failures.get(name, 0) + 1
+        self._failures[name] = n
+        if n < 2 or self._scheduler is None:
+            return
+        interval = self._interval(name)
+        delay = min(interval * 2 ** (n - 1), max(interval, float(self.settings.sync.retry_backoff_max)))
+        if delay > interval:
+            try:
+                self._scheduler.modify_job(name, next_run_time=datetime.now(timezone.utc) + timedelta(seconds=delay))
+            except Exception:  # noqa: BLE001 - scheduler shutting down
+                return
+            log.info("job.backoff", job=name, failures_in_a_row=n, next_run_in_s=round(delay, 1))
+
+    def _status_line(self) -> str:
+        parts = [self.role]
+        for name in self.jobs:
+            r = self.last_results.get(name)
+            if not r:
+                continue
+            counts = " ".join(f"{k}={v}" for k, v in sorted(r.get("counts", {}).items()) if v)
+            text = f"{name} {r['status']}"
+            if "duration_s" in r:
+                text += f" {r['duration_s']:.1f}s"
+            if counts:
+                text += f" {counts}"
+            parts.append(text)
+        return "; ".join(parts)
+
+    # --- leadership ---------------------------------------------------------------------------
+    def _promote(self) -> None:
+        self.role = "leader"
+        self.leader_since = utcnow()
+        metrics.set_leader(True)
+        self._lost.clear()
+        self._term_stop = threading.Event()
+        if self._stop.is_set():
+            self._term_stop.set()
+        self._ctx = self._new_context()
+        self._close_orphan_runs("the process running it stopped before it finished (killed or crashed)")
+        try:
+            clear_heartbeat(self.store, older_than=86400)
+            clear_other_leaders(self.store)
+        except Exception:  # noqa: BLE001
+            pass
+        self._heartbeat()
+        log.info("leader.acquired", lock=self.lock.description)
+        assert self._scheduler is not None
+        self._scheduler.resume()
+        now = datetime.now(timezone.utc)
+        for name in self.jobs:
+            self._scheduler.modify_job(name, next_run_time=now)
+        self.notifier.status(self._status_line())
+
+    def _demote(self, reason: str) -> None:
+        log.warning("leader.lost", lock=self.lock.description, reason=reason,
+                    note="jobs stop after the item in hand; retrying the lock")
+        self.role = "standby"
+        self.leader_since = None
+        metrics.set_leader(False)
+        self._term_stop.set()
+        if self._scheduler is not None:
+            self._scheduler.pause()
+        self.lock.release()
+        self._heartbeat()
+        self.notifier.status("standby: leader lock lost, retrying")
+
+    def _close_job_runs(self, name: str, why: str) -> None:
+        """run_job raised after creating its JobRun (e.g. the store failed while recording the
+        end): only this thread runs ``name``, so its 'running' rows are this run's."""
+        for attempt in range(3):
+            try:
+                with self.store.session() as s:
+                    for run in s.scalars(select(JobRun).where(JobRun.job == name, JobRun.status == "running",
+                                                              JobRun.dry_run.is_(False))):
+                        run.status, run.finished_at = "failed", utcnow()
+                        run.error = (run.error + "; " if run.error else "") + why[:500]
+                return
+            except Exception:  # noqa: BLE001
+                time.sleep(0.2 * (attempt + 1))
+
+    def _close_orphan_runs(self, why: str) -> None:
+        """JobRun rows left 'running' by a leader that died. Only the leader runs jobs, so when we
+        have just won the lock (nothing of ours is running yet) every such row is an orphan."""
+        try:
+            with self.store.session() as s:
+                for run in s.scalars(select(JobRun).where(JobRun.status == "running",
+                                                          JobRun.dry_run.is_(False))):
+                    run.status = "interrupted"
+                    run.finished_at = run.finished_at or utcnow()
+                    run.error = (run.error + "; " if run.error else "") + why
+        except Exception as exc:  # noqa: BLE001
+            log.warning("daemon.orphan_runs_not_closed", error=f"{type(exc).__name__}: {exc}")
+
+    def _prune(self) -> None:
+        """Keep job_runs bounded (one row per run: ~6,000 a day at the default intervals).
+        The journal is kept: `trace` reads it."""
+        cutoff = utcnow() - timedelta(days=JOB_RUN_RETENTION_DAYS)
+        try:
+            with self.store.session() as s:
+                n = s.execute(delete(JobRun).where(JobRun.started_at < cutoff,
+                                                   JobRun.status != "running")).rowcount
+            if n:
+                log.info("daemon.pruned", job_runs=n, older_than_days=JOB_RUN_RETENTION_DAYS)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("daemon.prune_failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+
+    def _heartbeat(self) -> None:
+        try:
+            write_heartbeat(self.store, self.role if self.role in ("leader", "standby") else "standby",
+                            since=self.leader_since)
+        except Exception as exc:  # noqa: BLE001 - the store may be briefly unreachable
+            log.warning("daemon.heartbeat_failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+
+    # --- main loop ------------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        def on_stop(signum, _frame):
+            log.info("daemon.signal", signal=signal.Signals(signum).name, action="stop after the item in hand")
+            self.request_stop()
+
+        def on_hup(_signum, _frame):
+            self.request_reload()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def _loop(self) -> None:
+        wd = watchdog_interval()
+        next_try = 0.0
+        next_beat = 0.0
+        next_wd = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if self._reload_requested:
+                self._reload_requested = False
+                self.reload()
+            if self.is_leader:
+                if self._lost.is_set() or not self.lock.still_held():
+                    self._demote("the lock is no longer held (connection to the store lost?)")
+                    next_try = now + self.standby_retry
+            elif now >= next_try:
+                if self.lock.try_acquire():
+                    self._promote()
+                    next_beat = now + self.heartbeat_every
+                else:
+                    if self.role != "standby":
+                        self.role = "standby"
+                        metrics.set_leader(False)
+                        log.info("daemon.standby", lock=self.lock.description,
+                                 note=f"another instance is the leader; retrying every {self.standby_retry:g} s")
+                        self._heartbeat()
+                        next_beat = now + self.heartbeat_every
+                        self.notifier.status(f"standby: waiting for {self.lock.description}")
+                next_try = now + self.standby_retry
+            if self.is_leader and now >= self._next_prune:
+                self._next_prune = now + 3600
+                self._prune()
+            if now >= next_beat:
+                self._heartbeat()
+                next_beat = now + self.heartbeat_every
+            if not self._ready_sent:
+                self._ready_sent = True
+                self.notifier.ready(status=self._status_line() if self.is_leader
+                                    else f"standby: waiting for {self.lock.description}")
+                self.started.set()
+                log.info("daemon.ready", role=self.role)
+            if wd and now >= next_wd:
+                self.notifier.watchdog()
+                next_wd = now + wd
+            wait = self.tick
+            if not self.is_leader:
+                wait = max(0.05, min(wait, next_try - time.monotonic()))
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def reload(self) -> bool:
+        """Re-read sync.ini; a bad file is refused (logged) and the settings in force are kept."""
+        try:
+            new = config.load(self.config_path)
+        except ConfigError as exc:
+            log.error("config.reload_refused", error=str(exc), kept=self.settings.source)
+            return False
+        except Exception as exc:  # noqa: BLE001
+            log.error("config.reload_refused", error=f"{type(exc).__name__}: {exc}", kept=self.settings.source)
+            return False
+        for secret in new.secrets():
+            logs.register_secret(secret)
+        if new.store.resolved_url() != self.settings.store.resolved_url():
+            log.warning("config.reload_partial", note="[store] url changed: takes effect after a restart")
+        self.settings = new
+        if self.is_leader:
+            self._ctx = self._new_context()
+        if self._scheduler is not None:
+            for name in self.jobs:
+                interval = self._interval(name)
+                self._scheduler.reschedule_job(name, trigger=IntervalTrigger(seconds=interval))
+        log.info("config.reloaded", source=new.source, intervals={j: self._interval(j) for j in self.jobs})
+        return True
+
+    def _shutdown(self) -> None:
+        self.role = "stopping"
+        self.notifier.stopping(status="stopping: finishing the item in hand")
+        log.info("daemon.stopping")
+        self._stop.set()
+        self._term_stop.set()
+        if self._scheduler is not None:
+            try:
+                self._scheduler.shutdown(wait=False)
+            except Exception:  # noqa: BLE001
+                pass
+        deadline = time.monotonic() + self.stop_timeout
+        with self._cond:
+            while self._running and time.monotonic() < deadline:
+                self._cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+            self.unfinished = sorted(self._running)
+        if self.unfinished:
+            log.error("daemon.jobs_unfinished", jobs=self.unfinished,
+                      note=f"still running after {self.stop_timeout:g} s; exiting anyway")
+            self._close_orphan_runs("stopped: the daemon exited before the job finished")
+        metrics.set_leader(False)
+        if self.web is not None:
+            try:
+                self.web.close()
+            except Exception:  # noqa: BLE001
+                pass
+        if not self.unfinished:
+            self.lock.release()
+        try:
+            clear_heartbeat(self.store)
+        except Exception:  # noqa: BLE001
+            pass
+        self.role = "stopped"
+        log.info("daemon.stopped")

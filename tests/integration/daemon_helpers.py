@@ -1,0 +1,112 @@
+"""Shared by the daemon tests: sync.ini writing and `amo1c-sync run` as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import select
+
+from amo1c_sync.store.models import JobRun, JournalEntry
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+# `amo1c-sync run` with the job registry swapped for the fake job (the real jobs are not needed to
+# test the scheduler, the leader lock and the signals). Everything else is the real CLI.
+FAKE_LAUNCHER = (
+    "import sys; sys.path.insert(0, {here!r});"
+    "from amo1c_sync.jobs import base; base.JOBS.clear(); base.JOBS['registration'] = '_fake_jobs:run';"
+    "from amo1c_sync.cli import main; raise SystemExit(main(sys.argv[1:]))"
+)
+
+
+def write_ini(path: Path, store_url: str, *, interval: str = "1s", extra: str = "") -> Path:
+    path.write_text(
+        "[store]\n"
+        f"url = {store_url}\n"
+        "[sync]\n"
+        f"registration_interval = {interval}\n"
+        f"payments_interval = {interval}\n"
+        "directory_interval = 1h\n"
+        "[logging]\nformat = json\nlevel = INFO\n" + extra,
+        encoding="utf-8")
+    return path
+
+
+def start_daemon(ini: Path, log_path: Path, *, fake: bool = True, env: dict | None = None,
+                 args: tuple[str, ...] = ("run",)) -> subprocess.Popen:
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    if fake:
+        cmd = [sys.executable, "-c", FAKE_LAUNCHER.format(here=str(HERE)), "--config", str(ini), *args]
+    else:
+        cmd = [sys.executable, "-m", "amo1c_sync", "--config", str(ini), *args]
+    log = open(log_path, "ab")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=str(log_path.parent))
+
+
+def cli(ini: Path, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "amo1c_sync", "--config", str(ini), *args],
+                          capture_output=True, text=True, env=full_env, timeout=timeout, cwd=str(ini.parent))
+
+
+def stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 20) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    return proc.wait(timeout)
+
+
+def kill_quietly(*procs: subprocess.Popen) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
+def _tolerant(default):
+    """Before the daemon has migrated the store there is nothing yet: ``default``, not an error."""
+    import functools
+
+    from sqlalchemy.exc import DBAPIError
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            try:
+                return func(*args, **kwargs)
+            except DBAPIError as exc:
+                if "no such table" in str(exc) or "does not exist" in str(exc):
+                    return default
+                raise
+        return wrapper
+    return decorate
+
+
+@_tolerant([])
+def runs(store, job: str | None = None) -> list[JobRun]:
+    with store.session() as s:
+        q = select(JobRun).order_by(JobRun.id)
+        if job:
+            q = q.where(JobRun.job == job)
+        return list(s.scalars(q))
+
+
+@_tolerant([])
+def item_pids(store, after_id: int = 0) -> list[int]:
+    with store.session() as s:
+        return [e.detail["pid"] for e in s.scalars(select(JournalEntry).where(
+            JournalEntry.action == "fake.item", JournalEntry.id > after_id).order_by(JournalEntry.id))]
+
+
+@_tolerant(0)
+def last_journal_id(store) -> int:
+    with store.session() as s:
+        ids = list(s.scalars(select(JournalEntry.id).order_by(JournalEntry.id.desc()).limit(1)))
+    return ids[0] if ids else 0
