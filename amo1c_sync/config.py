@@ -217,8 +217,11 @@ def _convert(where: str, section: str, key: str, raw: str, default: Any, annotat
 def _read_secret_sources(values: dict[str, dict[str, str]]) -> None:
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     for section, key, env, cred in SECRETS.values():
-        if cred_dir and (Path(cred_dir) / cred).is_file():
-            values.setdefault(section, {})[key] = (Path(cred_dir) / cred).read_text().strip()
+        # an empty credential file is "not set": the unit loads all four, used or not
+        cred_value = ((Path(cred_dir) / cred).read_text().strip()
+                      if cred_dir and (Path(cred_dir) / cred).is_file() else "")
+        if cred_value:
+            values.setdefault(section, {})[key] = cred_value
         if os.environ.get(env):
             values.setdefault(section, {})[key] = os.environ[env]
 

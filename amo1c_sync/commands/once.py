@@ -8,6 +8,7 @@ from amo1c_sync.commands.common import open_store, settings_from
 from amo1c_sync.domain.dates import parse_user_date
 from amo1c_sync.errors import ConfigError
 from amo1c_sync.jobs import JOBS, JobContext, run_job
+from amo1c_sync.leader import leader_lock_for
 
 
 def main(args) -> int:
@@ -23,8 +24,18 @@ def main(args) -> int:
             raise ConfigError(f"--since: {exc}") from None
     settings = settings_from(args)
     store = open_store(settings, upgrade=True)
-    ctx = JobContext(settings, store, dry_run=args.dry_run, since=since)
-    results = [run_job(ctx, name) for name in (args.jobs or list(JOBS))]
+    # the same lock as the daemon's leader: two writers could race a «Заявка» create for one lead
+    lock = leader_lock_for(store)
+    if not lock.try_acquire():
+        print("amo1c-sync once: the daemon is running as the leader on this store and does this "
+              "work itself; see `amo1c-sync status`, or stop it (systemctl stop amo1c-sync) to run "
+              "jobs by hand", file=sys.stderr)
+        return 1
+    try:
+        ctx = JobContext(settings, store, dry_run=args.dry_run, since=since)
+        results = [run_job(ctx, name) for name in (args.jobs or list(JOBS))]
+    finally:
+        lock.release()
     for r in results:
         for plan in r.planned:
             print("would write:", plan)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import threading
 from contextlib import contextmanager
@@ -14,8 +13,6 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from amo1c_sync.errors import ConfigError
-
-_SQLITE_BEGIN = contextvars.ContextVar("sqlite_begin", default="BEGIN")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 
@@ -64,8 +61,8 @@ class Store:
 
     @staticmethod
     def _sqlite_tweaks(engine: Engine) -> None:
-        # pysqlite opens transactions lazily and never with BEGIN IMMEDIATE; take control so that
-        # exclusive() can lock the file for writers, and turn on WAL for concurrent readers.
+        # pysqlite opens transactions lazily and never with BEGIN IMMEDIATE; take control of BEGIN,
+        # and turn on WAL so that readers never wait for the writer.
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):
             dbapi_conn.isolation_level = None
@@ -75,9 +72,12 @@ class Store:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
+        # Every transaction takes the write lock at BEGIN: with a deferred BEGIN, a transaction
+        # that reads and then writes after another connection committed fails at once with
+        # "database is locked" (busy_timeout cannot help); IMMEDIATE makes writers queue instead.
         @event.listens_for(engine, "begin")
         def _on_begin(conn):
-            conn.exec_driver_sql(_SQLITE_BEGIN.get())
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -94,11 +94,7 @@ class Store:
         with local:
             with self._sessions() as s:
                 if self.dialect == "sqlite":
-                    token = _SQLITE_BEGIN.set("BEGIN IMMEDIATE")
-                    try:
-                        s.connection()
-                    finally:
-                        _SQLITE_BEGIN.reset(token)
+                    s.connection()  # BEGIN IMMEDIATE: the file's write lock, across processes
                 else:
                     s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(name)})
                 try:

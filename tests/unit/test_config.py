@@ -1,4 +1,3 @@
-import os
 import subprocess
 import sys
 import warnings
@@ -104,3 +103,12 @@ def test_given_the_shipped_example_when_compared_with_the_settings_then_every_ke
     for section, factory in _SECTIONS.items():
         expected = {f.name for f in fields(factory())}
         assert set(parser.options(section)) == expected, section
+
+
+def test_given_an_empty_credential_file_when_loaded_then_the_file_value_stays(tmp_path, monkeypatch):
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "onec_password").write_text("")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    s = load_settings(write(tmp_path, "[onec]\npassword = from-file\n"))
+    assert s.onec.password == "from-file"
