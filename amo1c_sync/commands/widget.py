@@ -44,7 +44,7 @@ def find_widget_dir() -> Path:
     for c in candidates:
         if (c / "manifest.json").is_file():
             return c
-    raise WidgetError([f"no widget folder with manifest.json; looked in: "
+    raise WidgetError(["no widget folder with manifest.json; looked in: "
                        + ", ".join(str(c) for c in candidates) + " (set AMO1C_WIDGET_DIR)"])
 
 

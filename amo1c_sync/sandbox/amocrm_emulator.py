@@ -56,7 +56,7 @@ import secrets
 import socket
 import threading
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable
 from urllib.parse import urlencode

@@ -17,9 +17,7 @@ from amo1c_sync.amocrm.auth import TokenManager
 from amo1c_sync.amocrm.gateway import AmoCRM
 from amo1c_sync.errors import FatalError
 from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
-from amo1c_sync.store import Store
 from amo1c_sync.store.models import OAuthToken
-from amo1c_sync.testing import wait_until
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
-import requests
 
 from amo1c_sync.amocrm import field_names, from_settings
 from amo1c_sync.amocrm.auth import TokenManager

@@ -2,7 +2,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from amo1c_sync.store import Store
 from amo1c_sync.store.models import Base
 
 
