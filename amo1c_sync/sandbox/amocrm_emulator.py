@@ -53,8 +53,6 @@ import collections
 import json
 import re
 import secrets
-import socket
-import threading
 import time
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -64,8 +62,9 @@ from zoneinfo import ZoneInfo
 
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
+
+from amo1c_sync.sandbox.base import LoopbackEmulator
 
 DEFAULT_DOCTORS = ("Ефимова Е.В.", "Петрова А.С.", "Ишаева М.И.")
 
@@ -99,13 +98,6 @@ _HTML_403 = ("<html><head><title>403 Forbidden</title></head><body>"
              "<center><h1>403 Forbidden</h1></center><hr><center>nginx</center></body></html>")
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """No access log line per request (tests make thousands); errors are still logged."""
-
-    def log_request(self, *args, **kwargs) -> None:
-        pass
-
-
 class _Problem(Exception):
     def __init__(self, status: int, detail: str, *, title: str | None = None, **extra: Any):
         super().__init__(detail)
@@ -134,8 +126,10 @@ def _json(body: Any, status: int = 200) -> Response:
                     content_type="application/json")
 
 
-class AmoCRMEmulator:
+class AmoCRMEmulator(LoopbackEmulator):
     """The emulator. ``with AmoCRMEmulator() as emu: emu.url`` or ``start()`` / ``stop()``."""
+
+    thread_name = "amocrm-emulator"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, rate_limit: float = 7,
                  block_after: int = 30, block_window: float = 10.0, block_seconds: float = 60.0,
@@ -147,7 +141,7 @@ class AmoCRMEmulator:
                  long_lived_token: str | None = None,
                  lead_fields: Iterable[tuple[str, str, Iterable[str]]] = DEFAULT_LEAD_FIELDS,
                  subdomain: str = "clinic", account_id: int = 29000001):
-        self.host, self._port = host, port
+        super().__init__(host, port)
         self.rate_limit = rate_limit
         self.block_after, self.block_window, self.block_seconds = block_after, block_window, block_seconds
         self.tz = ZoneInfo(timezone)
@@ -155,7 +149,6 @@ class AmoCRMEmulator:
         self.access_token_ttl, self.refresh_token_ttl = access_token_ttl, refresh_token_ttl
         self.client_id, self.client_secret, self.redirect_uri = client_id, client_secret, redirect_uri
         self.subdomain, self.account_id = subdomain, account_id
-        self._lock = threading.RLock()
         # data
         self._fields: dict[int, dict] = {}
         self._next_field_id = 1000001
@@ -176,7 +169,6 @@ class AmoCRMEmulator:
         if long_lived_token:
             self._access[long_lived_token] = float("inf")
         # traffic
-        self._faults: list[dict] = []
         self._counts: collections.Counter = collections.Counter()
         self._by_status: collections.Counter = collections.Counter()
         self._arrivals: collections.deque = collections.deque()   # every /api/ request
@@ -184,8 +176,6 @@ class AmoCRMEmulator:
         self._rejections: collections.deque = collections.deque()  # 429s, for the block rule
         self.max_per_second = 0
         self._blocked_until = 0.0
-        self._server = None
-        self._thread: threading.Thread | None = None
         self._url_map = Map([
             Rule("/oauth2/access_token", endpoint="token", methods=["POST"]),
             Rule("/api/v4/account", endpoint="account", methods=["GET"]),
@@ -213,41 +203,6 @@ class AmoCRMEmulator:
         ])
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "AmoCRMEmulator":
-        if self._server is not None:
-            return self
-        self._server = make_server(self.host, self._port, self.wsgi_app, threaded=True,
-                                   request_handler=_QuietHandler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        name="amocrm-emulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> "AmoCRMEmulator":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("emulator not started")
-        return self._server.server_port
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     # ------------------------------------------------------------------ in-process accessors
     def add_field(self, name: str, ftype: str, options: Iterable[str] = ()) -> int:
@@ -294,17 +249,6 @@ class AmoCRMEmulator:
     def lead(self, lead_id: int) -> dict:
         with self._lock:
             return self._human_view(self._lead_or_404(lead_id))
-
-    def add_fault(self, count: int = 1, status: int | None = 500, delay_ms: int = 0,
-                  drop: bool = False, path_prefix: str = "/", method: str | None = None) -> None:
-        with self._lock:
-            self._faults.append({"count": int(count), "status": status, "delay_ms": int(delay_ms),
-                                 "drop": bool(drop), "path_prefix": path_prefix or "/",
-                                 "method": method.upper() if method else None})
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
 
     def requests(self) -> dict:
         with self._lock:
@@ -397,29 +341,6 @@ class AmoCRMEmulator:
             self._authenticate(request)
         handler = getattr(self, f"_h_{endpoint}")
         return handler(request, **args)
-
-    def _take_fault(self, request: Request) -> dict | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault["count"] <= 0:
-                    continue
-                if not request.path.startswith(fault["path_prefix"]):
-                    continue
-                if fault["method"] and fault["method"] != request.method:
-                    continue
-                fault["count"] -= 1
-                return dict(fault)
-            self._faults = [f for f in self._faults if f["count"] > 0]
-        return None
-
-    @staticmethod
-    def _drop(environ) -> None:
-        sock = environ.get("werkzeug.socket")
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     @staticmethod
     def _fault_response(status: int) -> Response:
@@ -1090,14 +1011,10 @@ class AmoCRMEmulator:
 
     def _h_sb_faults(self, request: Request) -> Response:
         if request.method == "POST":
-            b = request.get_json(silent=True) or {}
-            self.add_fault(count=b.get("count", 1), status=b.get("status", 500 if not b.get("drop") and not b.get("delay_ms") else None),
-                           delay_ms=b.get("delay_ms", 0), drop=b.get("drop", False),
-                           path_prefix=b.get("path_prefix") or "/", method=b.get("method"))
+            self.add_fault_from_json(request.get_json(silent=True) or {})
         elif request.method == "DELETE":
             self.clear_faults()
-        with self._lock:
-            return _json([dict(f) for f in self._faults if f["count"] > 0])
+        return _json(self.pending_faults())
 
     def _h_sb_requests(self, request: Request) -> Response:
         if request.method == "DELETE":

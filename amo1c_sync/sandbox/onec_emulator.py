@@ -67,9 +67,7 @@ import base64
 import collections
 import json
 import re
-import socket
 import struct
-import threading
 import time
 import uuid
 from datetime import date, datetime
@@ -77,9 +75,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from amo1c_sync.sandbox.base import LoopbackEmulator
 from amo1c_sync.onec.names import OneCNames
 from amo1c_sync.sandbox import seed as seed_data
 
@@ -403,11 +401,6 @@ def build_schema(names: OneCNames) -> dict[str, EntityType]:
     return {t.name: t for t in types}
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args, **kwargs) -> None:
-        pass
-
-
 def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body, ensure_ascii=False, default=_json_default), status=status,
                     content_type="application/json;charset=utf-8")
@@ -427,12 +420,14 @@ def _odata_error_response(err: ODataError) -> Response:
 # =============================================================================================
 # the emulator
 # =============================================================================================
-class OneCEmulator:
+class OneCEmulator(LoopbackEmulator):
     """``with OneCEmulator() as emu: OneC(emu.url, emu.username, emu.password)``.
 
     ``url`` is the publication root (``http://127.0.0.1:PORT``); the OData service is at
     ``url + "/odata/standard.odata/"`` (``odata_url``).
     """
+
+    thread_name = "onec-emulator"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, username: str = "Администратор",
                  password: str = "пароль-песочницы", seed: bool = True, base_ref_mode: str = "composite",
@@ -442,64 +437,25 @@ class OneCEmulator:
         if names.base_ref_mode != base_ref_mode:
             names = OneCNames(**{**{f: getattr(names, f) for f in OneCNames.field_names()},
                                  "base_ref_mode": base_ref_mode})
-        self.host, self._port = host, port
+        super().__init__(host, port)
         self.username, self.password = username, password
         self.names = names
         self.base_ref_mode = base_ref_mode
         self.tz = ZoneInfo(timezone)
         self.cold_start_ms, self.idle_after_s = cold_start_ms, idle_after_s
         self._last_odata: float | None = None
-        self._lock = threading.RLock()
         self.schema = build_schema(names)
         self._data: dict[str, dict[str, dict]] = {name: {} for name in self.schema}
         self._counters: dict[str, int] = collections.defaultdict(int)
         self._counters[names.zayavka] = next_zayavka_number - 1
         self._version = 0
-        self._faults: list[dict] = []
         self._counts: collections.Counter = collections.Counter()
         self._by_status: collections.Counter = collections.Counter()
         self._targets: collections.deque = collections.deque(maxlen=2000)
-        self._server = None
-        self._thread: threading.Thread | None = None
         if seed:
             self.load_seed()
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "OneCEmulator":
-        if self._server is not None:
-            return self
-        self._server = make_server(self.host, self._port, self.wsgi_app, threaded=True,
-                                   request_handler=_QuietHandler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="onec-emulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> "OneCEmulator":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("emulator not started")
-        return self._server.server_port
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def odata_url(self) -> str:
@@ -730,16 +686,6 @@ class OneCEmulator:
             return [json.loads(json.dumps(r, default=str)) for r in self._data[set_name].values()]
 
     # ------------------------------------------------------------------ faults and traffic
-    def add_fault(self, count: int = 1, status: int | None = 500, delay_ms: int = 0, drop: bool = False,
-                  path_prefix: str = "/", method: str | None = None) -> None:
-        with self._lock:
-            self._faults.append({"count": int(count), "status": status, "delay_ms": int(delay_ms),
-                                 "drop": bool(drop), "path_prefix": path_prefix or "/", "method": method})
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
     def requests(self) -> dict:
         with self._lock:
             return {"counts": dict(self._counts), "total": sum(self._counts.values()),
@@ -751,28 +697,6 @@ class OneCEmulator:
             self._counts.clear()
             self._by_status.clear()
             self._targets.clear()
-
-    def _take_fault(self, request: Request) -> dict | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault["count"] <= 0 or not request.path.startswith(fault["path_prefix"]):
-                    continue
-                if fault["method"] and fault["method"] != request.method:
-                    continue
-                fault["count"] -= 1
-                taken = dict(fault)
-                self._faults = [f for f in self._faults if f["count"] > 0]
-                return taken
-        return None
-
-    @staticmethod
-    def _drop(environ) -> None:
-        sock = environ.get("werkzeug.socket")
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     # ------------------------------------------------------------------ WSGI
     def wsgi_app(self, environ, start_response):
@@ -1118,16 +1042,12 @@ class OneCEmulator:
                 return _json(self.clients())
             if path == "/_sandbox/faults":
                 if method == "POST":
-                    status = body.get("status", 500 if not body.get("drop") and not body.get("delay_ms") else None)
-                    self.add_fault(count=body.get("count", 1), status=status, delay_ms=body.get("delay_ms", 0),
-                                   drop=body.get("drop", False), path_prefix=body.get("path_prefix", "/"),
-                                   method=body.get("method"))
+                    self.add_fault_from_json(body)
                     return _json({"ok": True}, 201)
                 if method == "DELETE":
                     self.clear_faults()
                     return _json({"ok": True})
-                with self._lock:
-                    return _json([dict(f) for f in self._faults if f["count"] > 0])
+                return _json(self.pending_faults())
             if path == "/_sandbox/requests":
                 if method == "DELETE":
                     self.reset_requests()
