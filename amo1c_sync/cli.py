@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_FAILED
         except KeyboardInterrupt:
             return 130
+        except BrokenPipeError:
+            # `amo1c-sync slots … | head`: the reader left; say nothing more
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
