@@ -1,0 +1,1362 @@
+"""The fault drill (issue 9): the real daemon against both emulators while a script plays the
+clinic and a chaos thread breaks things; then a check, from the emulators' own state, that nothing
+was lost or duplicated.
+
+Used by ``benchmarks/drill.py`` (big, by hand) and ``tests/drill/test_drill.py`` (small, in CI).
+
+Pieces, each usable alone:
+
+* :class:`Control` — a tiny HTTP client for an emulator's ``/_sandbox/`` control API. It refuses any
+  address that is not loopback.
+* :class:`Schedule` — the doctors' working intervals as the 1C emulator holds them, and the valid
+  (date, doctor, free time) combinations they allow; it can extend the schedule through the 1C
+  emulator's control API when the drill needs more slots than the seed's December 2021 has.
+* :class:`Clinic` — the clinic's staff: creates and flags valid and invalid leads, reschedules,
+  posts / re-posts / unposts / deletes «Оказание услуг», deletes a few leads.
+* :class:`Daemon` — ``python -m amo1c_sync --config … run`` as a real subprocess: start, SIGKILL,
+  restart, SIGTERM, RSS from ``/proc/<pid>/status``.
+* :class:`Chaos` — the fault injector (a thread): ~10 % of 1C requests fail (500 / dropped
+  connection), slow 1C answers past the read timeout, amoCRM 429 storms, an access-token expiry, a
+  403 block window, and SIGKILL + restart of the daemon at random moments.
+* :func:`check_state` — the convergence checker.
+* :func:`run_drill` — all of it, returning a :class:`DrillReport` (``format_table()``).
+
+Every loop here is bounded in count and time; all traffic goes to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import date, datetime, time as dtime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
+
+import requests
+
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+# The field names of the sandbox account (SPEC section 2, F2) and the drill's sync.ini [fields].
+F_DATE, F_DOCTOR, F_TIME = "Дата записи к врачу", "Врач", "Время записи"
+F_CLIENT, F_SUM, F_FLAG, F_NUMBER = "ФИО клиента", "Сумма1С", "Зарегистрировать в 1С", "Заявка 1С"
+
+SEED_DAY = date(2021, 12, 22)  # the seed's example day: registrations start here
+
+CLIENT_NAMES = (
+    "", "", "", "Петров П.П.", "Сидорова А.А.", "O'Brien Шон", "Иванов') or 1=1", "Ёлкина Ё.Ё.",
+    "Кузнецов-Бельский Андрей Юрьевич", "Смирнова Мария", "Müller Jürgen", "Ли Вэй 李伟",
+)
+
+INVALID_KINDS = ("no_date", "no_time", "no_doctor", "unknown_doctor", "not_working",
+                 "outside_hours", "no_schedule_day", "garbage_time")
+
+
+class DrillError(AssertionError):
+    """The drill could not run or found a broken invariant."""
+
+
+def _log_default(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def assert_loopback(url: str) -> str:
+    host = urlsplit(url).hostname or ""
+    if host not in LOOPBACK_HOSTS:
+        raise DrillError(f"the drill only talks to loopback; refusing {url!r}")
+    return url.rstrip("/")
+
+
+# =============================================================================================
+# control API client
+# =============================================================================================
+class Control:
+    """HTTP client for one emulator's ``/_sandbox/`` API. Thread-safe (a session per thread)."""
+
+    def __init__(self, base_url: str, name: str, timeout: float = 30.0):
+        self.base = assert_loopback(base_url)
+        self.name = name
+        self.timeout = timeout
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = requests.Session()
+            s.trust_env = False  # never a proxy: loopback only
+            self._local.session = s
+        return s
+
+    def call(self, method: str, path: str, body: Any = None, *, params: dict | None = None,
+             expect: Iterable[int] = (200, 201, 204)) -> Any:
+        url = self.base + path
+        try:
+            r = self._session().request(method, url, json=body, params=params, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise DrillError(f"{self.name} control {method} {path}: {type(exc).__name__}: {exc}") from None
+        if r.status_code not in tuple(expect):
+            raise DrillError(f"{self.name} control {method} {path} -> {r.status_code}: {r.text[:300]}")
+        if not r.content:
+            return None
+        return r.json()
+
+    def get(self, path: str, **kw) -> Any:
+        return self.call("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw) -> Any:
+        return self.call("POST", path, body if body is not None else {}, **kw)
+
+
+# =============================================================================================
+# schedule and valid slots
+# =============================================================================================
+def _minutes(t: dtime) -> int:
+    return t.hour * 60 + t.minute
+
+
+def _time_of(minutes: int) -> dtime:
+    return dtime(minutes // 60, minutes % 60)
+
+
+@dataclass(frozen=True)
+class Slot:
+    day: date
+    doctor: str
+    start: dtime
+
+    @property
+    def date_text(self) -> str:
+        return self.day.strftime("%d.%m.%Y")
+
+    @property
+    def time_text(self) -> str:
+        return f"{self.start.hour:02d}:{self.start.minute:02d}"
+
+    @property
+    def start_iso(self) -> str:
+        return datetime.combine(self.day, self.start).isoformat()
+
+
+class Schedule:
+    """Working intervals per (doctor, day), as posted «Установка графиков работы» set them."""
+
+    def __init__(self, lines: Iterable[tuple[str, date, dtime, dtime]]):
+        self.intervals: dict[tuple[str, date], list[tuple[int, int]]] = collections.defaultdict(list)
+        for doctor, day, start, end in lines:
+            self.intervals[(doctor, day)].append((_minutes(start), _minutes(end)))
+        self.doctors = sorted({d for d, _ in self.intervals})
+        self.days = sorted({day for _, day in self.intervals})
+
+    @classmethod
+    def seed(cls) -> "Schedule":
+        from amo1c_sync.sandbox.seed import schedule_lines
+
+        return cls(schedule_lines())
+
+    def add(self, lines: Iterable[tuple[str, date, dtime, dtime]]) -> None:
+        for doctor, day, start, end in lines:
+            self.intervals[(doctor, day)].append((_minutes(start), _minutes(end)))
+        self.doctors = sorted({d for d, _ in self.intervals})
+        self.days = sorted({day for _, day in self.intervals})
+
+    def capacity(self, appointment_minutes: int, step: int) -> int:
+        return len(self.slots(appointment_minutes, step))
+
+    def slots(self, appointment_minutes: int, step: int) -> list[Slot]:
+        """Non-overlapping appointments on the grid (anchored at each interval's start)."""
+        stride = -(-appointment_minutes // step) * step
+        out = []
+        for (doctor, day), spans in sorted(self.intervals.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            for start, end in spans:
+                t = start
+                while t + appointment_minutes <= end:
+                    out.append(Slot(day, doctor, _time_of(t)))
+                    t += stride
+        return out
+
+    def plan(self, count: int, appointment_minutes: int, step: int, rng: random.Random) -> list[Slot]:
+        """``count`` distinct valid slots: the seed's day 22.12.2021 first, then the rest shuffled."""
+        all_slots = self.slots(appointment_minutes, step)
+        first = [s for s in all_slots if s.day == SEED_DAY]
+        rest = [s for s in all_slots if s.day != SEED_DAY]
+        rng.shuffle(first)
+        rng.shuffle(rest)
+        ordered = first + rest
+        if len(ordered) < count:
+            raise DrillError(f"the schedule allows only {len(ordered)} appointments of "
+                             f"{appointment_minutes} min; {count} needed")
+        return ordered[:count]
+
+    def works(self, doctor: str, day: date) -> bool:
+        return (doctor, day) in self.intervals
+
+    def not_working(self, rng: random.Random) -> tuple[str, date]:
+        """A doctor on a December 2021 day when someone else works but not this doctor."""
+        choices = [(doc, day) for day in self.days for doc in self.doctors
+                   if day.year == 2021 and day.month == 12 and not self.works(doc, day)]
+        return rng.choice(choices)
+
+    def outside_hours(self, rng: random.Random, appointment_minutes: int) -> tuple[str, date, dtime]:
+        """A doctor and day with a grid time that falls outside every working interval."""
+        keys = [k for k in self.intervals if k[1].year == 2021 and k[1].month == 12]
+        rng.shuffle(keys)
+        for doctor, day in keys:
+            spans = self.intervals[(doctor, day)]
+            for t in range(8 * 60, 20 * 60 + 1, 5):
+                if all(not (s <= t and t + appointment_minutes <= e) for s, e in spans) and \
+                        all(t + appointment_minutes <= s or t >= e for s, e in spans):
+                    return doctor, day, _time_of(t)
+        raise DrillError("no working day leaves a grid time outside the hours")
+
+
+def january_extension(doctors: Iterable[str]) -> list[tuple[str, date, dtime, dtime]]:
+    """Extra working days (January 2022, 08:00-20:00, every doctor) for big drills."""
+    lines = []
+    for d in range(10, 32):
+        for doctor in doctors:
+            lines.append((doctor, date(2022, 1, d), dtime(8, 0), dtime(20, 0)))
+    return lines
+
+
+# =============================================================================================
+# the clinic
+# =============================================================================================
+@dataclass
+class LeadPlan:
+    id: int
+    kind: str                      # "valid" or an invalid reason (INVALID_KINDS + "busy")
+    slot: Slot | None = None       # valid: the current appointment
+    reschedules: int = 0
+    deleted: bool = False
+    anchor: bool = False           # its slot was copied by a "busy" lead: never moved or deleted
+
+    @property
+    def valid(self) -> bool:
+        return self.kind == "valid"
+
+
+@dataclass
+class ServiceState:
+    ref: str
+    lead: int | None
+    amount: Decimal
+    posted: bool = True
+    deleted: bool = False
+
+
+def _money(rng: random.Random) -> Decimal:
+    roll = rng.random()
+    if roll < 0.15:
+        return Decimal(rng.randint(1, 60) * 50) + Decimal("0.50")   # x.50: rounding half up
+    if roll < 0.35:
+        return Decimal(rng.randint(1, 60) * 100)
+    return Decimal(rng.randint(10_00, 5000_00)) / 100
+
+
+class Clinic:
+    """The clinic's staff, acting through the emulators' control APIs only."""
+
+    def __init__(self, amo: Control, onec: Control, schedule: Schedule, slots: list[Slot],
+                 rng: random.Random, *, appointment_minutes: int, log: Callable[[str], None] = _log_default):
+        self.amo, self.onec = amo, onec
+        self.schedule = schedule
+        self._free_slots = list(slots)
+        self.rng = rng
+        self.appointment_minutes = appointment_minutes
+        self.log = log
+        self.leads: dict[int, LeadPlan] = {}
+        self.services: dict[str, ServiceState] = {}
+        self.ops: collections.Counter = collections.Counter()
+        self._ready: set[int] = set()          # leads whose «Заявка» exists and flag is cleared
+        self._ready_at = 0.0
+        self._time_options: dict[int, str] = {}
+        # steady: no new documents, only re-posts and unposts (soak: the data set stops growing,
+        # so a growing RSS means a leak, not a bigger working set)
+        self.steady = False
+        self._load_time_options()
+
+    # -- amoCRM field options ------------------------------------------------------------------
+    def _load_time_options(self) -> None:
+        """Map grid minutes to the «Время записи» option text as the account spells it."""
+        for f in self.amo.get("/_sandbox/fields"):
+            if f.get("name") == F_TIME and f.get("enums"):
+                for e in f["enums"]:
+                    try:
+                        h, m = str(e["value"]).strip().split(":")
+                        self._time_options[int(h) * 60 + int(m)] = e["value"]
+                    except ValueError:
+                        continue
+
+    def time_text(self, t: dtime) -> str:
+        return self._time_options.get(_minutes(t), f"{t.hour:02d}:{t.minute:02d}")
+
+    # -- leads --------------------------------------------------------------------------------
+    def _create_and_flag(self, kind: str, fields: dict, slot: Slot | None = None) -> LeadPlan:
+        name = f"Drill {kind} {len(self.leads) + 1}"
+        lid = self.amo.post("/_sandbox/leads", {"name": name, "fields": fields})["id"]
+        # a person fills the card, then presses the button (the widget sets the flag)
+        self.amo.call("PATCH", f"/_sandbox/leads/{lid}", {"fields": {F_FLAG: True}})
+        plan = LeadPlan(id=lid, kind=kind, slot=slot)
+        self.leads[lid] = plan
+        self.ops[f"lead.{'valid' if kind == 'valid' else 'invalid'}"] += 1
+        return plan
+
+    def _slot_fields(self, slot: Slot) -> dict:
+        return {F_DATE: slot.date_text, F_DOCTOR: slot.doctor, F_TIME: self.time_text(slot.start)}
+
+    def register_valid(self) -> LeadPlan:
+        if not self._free_slots:
+            raise DrillError("out of planned slots")
+        slot = self._free_slots.pop(0)
+        client = self.rng.choice(CLIENT_NAMES)
+        fields = self._slot_fields(slot)
+        if client:
+            fields[F_CLIENT] = client
+        return self._create_and_flag("valid", fields, slot)
+
+    def register_invalid(self, kind: str | None = None) -> LeadPlan:
+        kind = kind or self.rng.choice(INVALID_KINDS)
+        rng, sch = self.rng, self.schedule
+        base = Slot(SEED_DAY, "Ефимова Е.В.", dtime(10, 0))
+        if kind == "no_date":
+            fields = {F_DOCTOR: base.doctor, F_TIME: self.time_text(base.start)}
+        elif kind == "no_time":
+            fields = {F_DATE: base.date_text, F_DOCTOR: base.doctor}
+        elif kind == "no_doctor":
+            fields = {F_DATE: base.date_text, F_TIME: self.time_text(base.start)}
+        elif kind == "unknown_doctor":
+            fields = {F_DATE: base.date_text, F_DOCTOR: "Неизвестный Н.Н.", F_TIME: self.time_text(base.start)}
+        elif kind == "not_working":
+            doctor, day = sch.not_working(rng)
+            fields = {F_DATE: day.strftime("%d.%m.%Y"), F_DOCTOR: doctor, F_TIME: self.time_text(dtime(10, 0))}
+        elif kind == "outside_hours":
+            doctor, day, t = sch.outside_hours(rng, self.appointment_minutes)
+            fields = {F_DATE: day.strftime("%d.%m.%Y"), F_DOCTOR: doctor, F_TIME: self.time_text(t)}
+        elif kind == "no_schedule_day":
+            fields = {F_DATE: "05.11.2021", F_DOCTOR: base.doctor, F_TIME: self.time_text(base.start)}
+        elif kind == "garbage_time":
+            fields = {F_DATE: base.date_text, F_DOCTOR: base.doctor, F_TIME: "25:70"}
+        else:
+            raise ValueError(kind)
+        return self._create_and_flag(kind, fields)
+
+    def refresh_ready(self, *, max_age: float = 1.0) -> set[int]:
+        """Leads whose «Заявка» exists in 1C and whose flag the daemon has cleared."""
+        if time.monotonic() - self._ready_at < max_age:
+            return self._ready
+        with_zayavka = {int(z["lead"]) for z in self.onec.get("/_sandbox/zayavki")
+                        if str(z.get("lead") or "").strip().isdigit() and not z["deletion_mark"]}
+        # look at the few new candidates one by one: listing every lead would hold the amoCRM
+        # emulator (and this process's GIL) long enough to disturb its per-second counting
+        candidates = [lid for lid, p in self.leads.items()
+                      if p.valid and not p.deleted and lid in with_zayavka and lid not in self._ready]
+        for lid in candidates[:100]:
+            if self.amo.get(f"/_sandbox/leads/{lid}")["fields"].get(F_FLAG) is not True:
+                self._ready.add(lid)
+        self._ready_at = time.monotonic()
+        return self._ready
+
+    def _ready_leads(self) -> list[LeadPlan]:
+        return [self.leads[i] for i in sorted(self.refresh_ready())]
+
+    def register_busy(self) -> LeadPlan | None:
+        """A lead for a time that another lead's «Заявка» already holds -> invalid (busy)."""
+        candidates = [p for p in self._ready_leads() if not p.reschedules]
+        if not candidates:
+            return None
+        anchor = self.rng.choice(candidates)
+        anchor.anchor = True
+        return self._create_and_flag("busy", self._slot_fields(anchor.slot), None)
+
+    def reschedule(self) -> LeadPlan | None:
+        """Flag a registered lead again with a new free time: its «Заявка» must be updated."""
+        candidates = [p for p in self._ready_leads() if not p.anchor]
+        if not candidates or not self._free_slots:
+            return None
+        plan = self.rng.choice(candidates)
+        plan.slot = self._free_slots.pop(0)
+        plan.reschedules += 1
+        self.amo.call("PATCH", f"/_sandbox/leads/{plan.id}",
+                      {"fields": {**self._slot_fields(plan.slot), F_FLAG: True}})
+        self._ready.discard(plan.id)
+        self.ops["lead.reschedule"] += 1
+        return plan
+
+    def delete_lead(self) -> LeadPlan | None:
+        """A lead deleted in amoCRM after it was registered (its payments then fail alone)."""
+        candidates = [p for p in self._ready_leads() if not p.anchor]
+        if not candidates:
+            return None
+        plan = self.rng.choice(candidates)
+        self.amo.call("DELETE", f"/_sandbox/leads/{plan.id}")
+        plan.deleted = True
+        self._ready.discard(plan.id)
+        self.ops["lead.delete"] += 1
+        return plan
+
+    # -- «Оказание услуг» ----------------------------------------------------------------------
+    def posting_op(self) -> str | None:
+        """One posting operation; None when no lead is ready yet."""
+        ready = self._ready_leads()
+        if not ready:
+            return None
+        live = [s for s in self.services.values() if not s.deleted]
+        posted = [s for s in live if s.posted]
+        roll = self.rng.random()
+        if self.steady and live:
+            roll = 0.0 if roll < 0.6 or not posted else 0.40   # re-post or unpost, nothing new
+        if live and roll < 0.30:
+            s = self.rng.choice(live)
+            s.amount = _money(self.rng)
+            self.onec.post(f"/_sandbox/services/{s.ref}/post", {"amount": str(s.amount)})
+            s.posted = True
+            op = "repost"
+        elif posted and roll < 0.45:
+            s = self.rng.choice(posted)
+            self.onec.post(f"/_sandbox/services/{s.ref}/unpost")
+            s.posted = False
+            op = "unpost"
+        elif live and roll < 0.53:
+            s = self.rng.choice(live)
+            self.onec.post(f"/_sandbox/services/{s.ref}/delete")
+            s.deleted, s.posted = True, False
+            op = "delete"
+        elif roll < 0.55:
+            amount = _money(self.rng)
+            ref = self.onec.post("/_sandbox/services", {"zayavka_ref": None, "amount": str(amount)})["ref"]
+            self.services[ref] = ServiceState(ref, None, amount)
+            op = "orphan"
+        else:
+            plan = self.rng.choice(ready)
+            amount = _money(self.rng)
+            ref = self.onec.post("/_sandbox/services", {"lead": plan.id, "amount": str(amount)})["ref"]
+            self.services[ref] = ServiceState(ref, plan.id, amount)
+            op = "create"
+        self.ops[f"service.{op}"] += 1
+        return op
+
+    @property
+    def valid_leads(self) -> list[LeadPlan]:
+        return [p for p in self.leads.values() if p.valid]
+
+    @property
+    def invalid_leads(self) -> list[LeadPlan]:
+        return [p for p in self.leads.values() if not p.valid]
+
+
+# =============================================================================================
+# the daemon as a subprocess
+# =============================================================================================
+def child_env() -> dict[str, str]:
+    """The environment for the daemon: no proxies, no stray amo1c-sync secrets or directories."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AMO1C_") and k not in ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY",
+                                                       "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+    for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+        env.pop(k, None)
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost,::1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """preexec_fn: SIGKILL this child when the drill process dies (Linux PR_SET_PDEATHSIG), so a
+    daemon never outlives a drill that was itself killed."""
+    def _set() -> None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except Exception:  # noqa: BLE001 - not Linux: the finally blocks still stop it
+            return
+        if os.getppid() != parent_pid:
+            os._exit(1)
+    return _set
+
+
+class _Spawner(threading.Thread):
+    """Starts every daemon process from ONE long-lived thread: PR_SET_PDEATHSIG fires when the
+    thread that forked the child ends, so the chaos thread must not fork it."""
+
+    def __init__(self):
+        super().__init__(name="drill-spawner", daemon=True)
+        self._q: "queue.Queue[Any]" = queue.Queue()
+        self.start()
+
+    def run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            args, kwargs, fut = item
+            try:
+                fut.set_result(subprocess.Popen(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(exc)
+
+    def popen(self, *args, **kwargs) -> subprocess.Popen:
+        fut: Future = Future()
+        self._q.put((args, kwargs, fut))
+        return fut.result(timeout=60)
+
+    def close(self) -> None:
+        self._q.put(None)
+
+
+def read_rss_kb(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return None
+    return None
+
+
+class Daemon:
+    """``python -m amo1c_sync --config INI run``: start, SIGKILL, restart, SIGTERM."""
+
+    def __init__(self, config: Path, workdir: Path, *, log: Callable[[str], None] = _log_default):
+        self.config = config
+        self.workdir = workdir
+        self.log_path = workdir / "daemon.log"
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+        self.kills = 0
+        self.starts = 0
+        self.unexpected_exits: list[int] = []
+        self._exited_at: float | None = None
+        self._lock = threading.RLock()
+        self._spawner = _Spawner()
+        self.events: list[tuple[float, str]] = []   # (monotonic time, what): starts and kills
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "amo1c_sync", "--config", str(self.config), *args],
+                              cwd=self.workdir, env=child_env(), capture_output=True, text=True,
+                              timeout=timeout)
+
+    def start(self) -> None:
+        with self._lock:
+            if self.proc is not None and self.proc.poll() is None:
+                return
+            with open(self.log_path, "ab") as fh:
+                fh.write(f"\n=== drill: start #{self.starts + 1} at {time.strftime('%H:%M:%S')} ===\n".encode())
+                fh.flush()
+                self.proc = self._spawner.popen(
+                    [sys.executable, "-m", "amo1c_sync", "--config", str(self.config),
+                     "--log-format", "json", "run"],
+                    cwd=self.workdir, env=child_env(), stdout=fh, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True,
+                    preexec_fn=_die_with_parent(os.getpid()))
+            self.starts += 1
+            self.events.append((time.monotonic(), f"start #{self.starts}"))
+            self._exited_at = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a power cut or the OOM killer would."""
+        with self._lock:
+            if self.proc is None:
+                return
+            if self.proc.poll() is None:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.kills += 1
+                self.events.append((time.monotonic(), f"SIGKILL #{self.kills}"))
+            self.proc.wait(timeout=30)
+
+    def restart(self) -> None:
+        with self._lock:
+            self.kill()
+            self.start()
+
+    RESTART_SEC = 1.0       # like systemd's RestartSec
+    MAX_SELF_EXITS = 30     # then stop restarting: something is plainly broken
+
+    def check_exit(self) -> int | None:
+        """If the daemon exited by itself, record it and start it again after RESTART_SEC (as
+        systemd's Restart= would), at most MAX_SELF_EXITS times."""
+        with self._lock:
+            if self.proc is None:
+                return None
+            rc = self.proc.poll()
+            if rc is None:
+                return None
+            if self._exited_at is None:
+                self._exited_at = time.monotonic()
+                self.unexpected_exits.append(rc)
+                self.log(f"drill: the daemon exited by itself with {rc} (log: {self.log_path}):\n"
+                         + self.log_tail(5))
+            if len(self.unexpected_exits) >= self.MAX_SELF_EXITS:
+                return rc
+            if time.monotonic() - self._exited_at < self.RESTART_SEC:
+                return rc
+            self.proc = None
+            self.start()
+            return rc
+
+    def terminate(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM and wait; the exit code (None if it had to be killed)."""
+        with self._lock:
+            if self.proc is None:
+                return None
+            if self.proc.poll() is not None:
+                return self.proc.returncode
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+                return None
+
+    def close(self) -> None:
+        """Stop the daemon (SIGTERM, then SIGKILL) and the spawner thread."""
+        try:
+            if self.alive():
+                self.terminate(timeout=30)
+        finally:
+            self._spawner.close()
+
+    def rss_kb(self) -> int | None:
+        return read_rss_kb(self.proc.pid) if self.alive() else None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+# =============================================================================================
+# the fault injector
+# =============================================================================================
+@dataclass
+class ChaosPlan:
+    """What to break and when (seconds from the start of the action phase)."""
+
+    events: list[tuple[float, str]]
+    onec_fault_ratio: float = 0.10
+    slow_ms: int = 3500
+    storm_size: int = 15
+    block_seconds: float = 4.0
+
+
+def make_chaos_plan(rng: random.Random, span: float, *, restarts: int, onec_fault_ratio: float,
+                    onec_read_timeout: float, storms: int = 3, expiries: int = 2, blocks: int = 1,
+                    slow: int = 4) -> ChaosPlan:
+    """Random moments in [0.05, 0.95] x span; kills at least 2.5 s apart; the 403 window before
+    the last kill so that a daemon that needs a person (a restart) after a block gets one."""
+    lo, hi = 0.05 * span, 0.95 * span
+    kills: list[float] = []
+    for _ in range(1000):
+        if len(kills) >= restarts:
+            break
+        t = rng.uniform(lo, hi)
+        if all(abs(t - k) >= min(2.5, span / (restarts * 2 + 1)) for k in kills):
+            kills.append(t)
+    if len(kills) < restarts:  # tiny spans: evenly spaced instead
+        kills = [lo + (hi - lo) * (i + 0.5) / restarts for i in range(restarts)]
+    events = [(t, "kill") for t in kills]
+    events += [(rng.uniform(lo, hi), "storm") for _ in range(storms)]
+    events += [(rng.uniform(lo, hi), "expire") for _ in range(expiries)]
+    events += [(rng.uniform(lo, hi), "slow") for _ in range(slow)]
+    last_kill = max(kills) if kills else hi
+    events += [(rng.uniform(lo, max(lo, last_kill - 6.0)), "block") for _ in range(blocks)]
+    events.sort()
+    return ChaosPlan(events=events, onec_fault_ratio=onec_fault_ratio,
+                     slow_ms=int(onec_read_timeout * 1000 + 1500))
+
+
+class Chaos(threading.Thread):
+    """Runs a :class:`ChaosPlan` against both emulators and the daemon until ``finish()``."""
+
+    TICK = 0.25
+
+    def __init__(self, amo: Control, onec: Control, daemon: Daemon, plan: ChaosPlan,
+                 rng: random.Random, *, kills_enabled: bool = True, log: Callable[[str], None] = _log_default):
+        super().__init__(name="drill-chaos", daemon=True)
+        self.amo, self.onec, self.daemon, self.plan = amo, onec, daemon, plan
+        self.rng = rng
+        self.kills_enabled = kills_enabled
+        self.log = log
+        self.injected: collections.Counter = collections.Counter()
+        self.last_fault_at: float | None = None
+        self.errors: list[str] = []
+        self._halt = threading.Event()
+        self._t0 = time.monotonic()
+        self._seen_onec = None
+        self._owed = 0.0
+        self._toggle = False
+        self._block_until = 0.0
+
+    @property
+    def events_left(self) -> int:
+        return len(self.plan.events)
+
+    def _mark(self, kind: str, n: int = 1) -> None:
+        self.injected[kind] += n
+        self.last_fault_at = time.monotonic()
+
+    def _onec_topup(self) -> None:
+        total = self.onec.get("/_sandbox/requests")["total"]
+        if self._seen_onec is None:
+            self._seen_onec = total
+            return
+        delta, self._seen_onec = total - self._seen_onec, total
+        self._owed += delta * self.plan.onec_fault_ratio
+        while self._owed >= 1.0:
+            self._owed -= 1.0
+            self._toggle = not self._toggle
+            if self._toggle:
+                self.onec.post("/_sandbox/faults", {"count": 1, "status": 500, "path_prefix": "/"})
+                self._mark("1C 500")
+            else:
+                self.onec.post("/_sandbox/faults", {"count": 1, "drop": True, "status": None, "path_prefix": "/"})
+                self._mark("1C dropped connection")
+
+    def _fire(self, kind: str) -> None:
+        if kind == "kill":
+            if not self.kills_enabled:
+                return
+            # a random moment inside the moment: up to a second more
+            time.sleep(self.rng.uniform(0, 1.0))
+            self.daemon.kill()
+            self._mark("daemon SIGKILL")
+            time.sleep(self.rng.uniform(0, 0.5))
+            self.daemon.start()
+        elif kind == "storm":
+            self.amo.post("/_sandbox/faults", {"count": self.plan.storm_size, "status": 429,
+                                               "path_prefix": "/api/"})
+            self._mark("amoCRM 429 storm")
+        elif kind == "expire":
+            self.amo.post("/_sandbox/tokens/expire")
+            self._mark("amoCRM token expiry")
+        elif kind == "block":
+            self.amo.post("/_sandbox/block", {"seconds": self.plan.block_seconds})
+            self._block_until = time.monotonic() + self.plan.block_seconds
+            self._mark("amoCRM 403 block window")
+        elif kind == "slow":
+            self.onec.post("/_sandbox/faults", {"count": 1, "delay_ms": self.plan.slow_ms, "status": None,
+                                                "path_prefix": "/"})
+            self._mark("1C slow past read timeout")
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                now = time.monotonic() - self._t0
+                while self.plan.events and self.plan.events[0][0] <= now:
+                    _, kind = self.plan.events.pop(0)
+                    self._fire(kind)
+                self._onec_topup()
+                if self._block_until and time.monotonic() >= self._block_until:
+                    self._block_until = 0.0
+                    self.last_fault_at = time.monotonic()
+                self.daemon.check_exit()
+            except Exception as exc:  # noqa: BLE001 - report, keep breaking things
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                if len(self.errors) > 50:
+                    return
+            self._halt.wait(self.TICK)
+
+    def finish(self) -> float:
+        """Stop injecting, clear every pending fault, lift the block; the time of the last fault."""
+        self._halt.set()
+        self.join(timeout=60)
+        pending_onec = sum(f["count"] for f in self.onec.get("/_sandbox/faults"))
+        pending_amo = sum(f["count"] for f in self.amo.get("/_sandbox/faults"))
+        self.onec.call("DELETE", "/_sandbox/faults")
+        self.amo.call("DELETE", "/_sandbox/faults")
+        self.amo.call("DELETE", "/_sandbox/block")
+        self.injected["(never reached: cleared)"] = pending_onec + pending_amo
+        end = time.monotonic()
+        if pending_onec or pending_amo or self._block_until:
+            self.last_fault_at = end
+        return self.last_fault_at or end
+
+
+# =============================================================================================
+# the convergence checker
+# =============================================================================================
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+@dataclass
+class CheckResult:
+    leads: int = 0
+    zayavki: int = 0
+    services: int = 0
+    duplicates: int = 0                 # extra non-deleted «Заявки» beyond one per lead
+    missing_zayavki: int = 0            # valid flagged leads without a «Заявка»
+    wrong_zayavki: int = 0              # «Заявка» with another doctor/date/time than the lead
+    zayavki_for_invalid: int = 0
+    invalid_without_note: int = 0
+    flags_left: int = 0
+    wrong_totals: int = 0               # «Сумма1С» or price differ from the 1C total
+    expected_money: Decimal = Decimal(0)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.duplicates or self.missing_zayavki or self.wrong_zayavki
+                    or self.zayavki_for_invalid or self.invalid_without_note or self.flags_left
+                    or self.wrong_totals)
+
+
+def expected_totals(services: list[dict]) -> dict[int, Decimal]:
+    """Per lead: the sum of posted, non-deleted «Оказание услуг» whose base «Заявка» names it."""
+    totals: dict[int, Decimal] = collections.defaultdict(Decimal)
+    for s in services:
+        lead = str(s.get("lead") or "").strip()
+        if not lead.isdigit() or not s["posted"] or s["deletion_mark"]:
+            continue
+        totals[int(lead)] += Decimal(str(s["amount"]))
+    return totals
+
+
+def check_state(clinic: Clinic, amo: Control, onec: Control, *, max_problems: int = 20) -> CheckResult:
+    """Compare what each lead should be with what both emulators hold."""
+    res = CheckResult()
+    leads = {l["id"]: l for l in amo.get("/_sandbox/leads")}
+    zayavki: dict[int, list[dict]] = collections.defaultdict(list)
+    all_z = onec.get("/_sandbox/zayavki")
+    for z in all_z:
+        lead = str(z.get("lead") or "").strip()
+        if lead.isdigit() and not z["deletion_mark"]:
+            zayavki[int(lead)].append(z)
+    services = onec.get("/_sandbox/services")
+    totals = expected_totals(services)
+    res.leads, res.zayavki, res.services = len(clinic.leads), len(all_z), len(services)
+
+    def problem(text: str) -> None:
+        if len(res.problems) < max_problems:
+            res.problems.append(text)
+
+    for lid, plan in clinic.leads.items():
+        lead = leads.get(lid)
+        mine = zayavki.get(lid, [])
+        if len(mine) > 1:
+            res.duplicates += len(mine) - 1
+            problem(f"lead {lid}: {len(mine)} «Заявки» ({', '.join(z['number'] for z in mine)})")
+        if plan.valid:
+            if not mine:
+                res.missing_zayavki += 1
+                problem(f"lead {lid}: no «Заявка» yet")
+            elif not plan.deleted:
+                z = mine[-1]
+                want = plan.slot
+                if z.get("doctor") != want.doctor or not str(z.get("start") or "").startswith(
+                        want.start_iso[:16]):
+                    res.wrong_zayavki += 1
+                    problem(f"lead {lid}: «Заявка» {z['number']} is {z.get('doctor')} {z.get('start')}, "
+                            f"lead says {want.doctor} {want.start_iso}")
+        else:
+            if mine:
+                res.zayavki_for_invalid += len(mine)
+                problem(f"lead {lid} ({plan.kind}): has «Заявка» {mine[0]['number']} but is invalid")
+            if lead is not None and not lead.get("notes"):
+                res.invalid_without_note += 1
+                problem(f"lead {lid} ({plan.kind}): no note yet")
+        if plan.deleted or lead is None:
+            continue
+        if lead["fields"].get(F_FLAG) is True:
+            res.flags_left += 1
+            problem(f"lead {lid}: flag still set")
+        want_total = totals.get(lid, Decimal(0))
+        res.expected_money += want_total
+        got_sum = _decimal(lead["fields"].get(F_SUM))
+        # amoCRM takes no negative budget: refunds beyond payments leave it at 0
+        want_price = max(0, int(want_total.quantize(Decimal(1), rounding=ROUND_HALF_UP)))
+        sum_ok = (got_sum == want_total) if got_sum is not None else want_total == 0
+        price_ok = int(lead.get("price") or 0) == want_price
+        if not (sum_ok and price_ok):
+            res.wrong_totals += 1
+            problem(f"lead {lid}: Сумма1С={lead['fields'].get(F_SUM)!r} price={lead.get('price')} "
+                    f"but 1C total is {want_total}")
+    return res
+
+
+# =============================================================================================
+# the whole drill
+# =============================================================================================
+@dataclass
+class DrillOptions:
+    registrations: int = 1000          # valid leads flagged for registration
+    postings: int = 5000               # «Оказание услуг» operations (create/re-post/unpost/delete)
+    seed: int = 1
+    restarts: int = 5                  # SIGKILL + restart of the daemon, at least this many
+    invalid_ratio: float = 0.10        # extra invalid leads, relative to registrations
+    reschedule_ratio: float = 0.05
+    busy_ratio: float = 0.03
+    delete_ratio: float = 0.01
+    onec_fault_ratio: float = 0.10
+    action_seconds: float | None = None    # length of the chaos phase; None = from the size
+    converge_timeout: float | None = None  # None = from the size
+    soak_minutes: float = 0.0          # >0: soak mode (no SIGKILL), RSS every minute
+    rss_growth_limit_mb: float = 20.0
+    appointment_minutes: int = 15
+    workdir: Path | None = None
+    keep_workdir: bool = False
+    # the daemon's intervals and timeouts (short, so that a drill takes minutes)
+    registration_interval: str = "1s"
+    payments_interval: str = "2s"
+    directory_interval: str = "30s"
+    onec_read_timeout: float = 2.0
+    amo_read_timeout: float = 5.0
+    retry_backoff_base: str = "1s"
+    retry_backoff_max: str = "8s"
+
+    def span(self) -> float:
+        if self.soak_minutes:
+            return self.soak_minutes * 60.0
+        if self.action_seconds:
+            return self.action_seconds
+        return max(45.0, 0.30 * self.registrations + 0.02 * self.postings)
+
+    def deadline(self) -> float:
+        if self.converge_timeout:
+            return self.converge_timeout
+        return max(120.0, 0.6 * self.registrations + 0.03 * self.postings)
+
+
+@dataclass
+class DrillReport:
+    options: DrillOptions
+    check: CheckResult | None = None
+    converged: bool = False
+    converge_seconds: float | None = None
+    action_seconds: float = 0.0
+    total_seconds: float = 0.0
+    faults: dict[str, int] = field(default_factory=dict)
+    restarts: int = 0
+    unexpected_exits: list[int] = field(default_factory=list)
+    clinic_ops: dict[str, int] = field(default_factory=dict)
+    ops_not_done: int = 0
+    refresh_reuse: int | None = None
+    refresh_count: int | None = None
+    max_per_second: int | None = None
+    sigterm_rc: int | None = None
+    rss_kb: list[tuple[float, int]] = field(default_factory=list)
+    rss_growth_mb: float | None = None
+    rss_note: str = ""
+    schedule_note: str = ""
+    problems: list[str] = field(default_factory=list)
+    workdir: str = ""
+    daemon_log_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format_table(self) -> str:
+        c = self.check or CheckResult()
+        ops = self.clinic_ops
+        n_valid = ops.get("lead.valid", 0)
+        n_invalid = ops.get("lead.invalid", 0)
+        postings = sum(v for k, v in ops.items() if k.startswith("service."))
+        injected = {k: v for k, v in self.faults.items() if not k.startswith("(") and v}
+        rows = [
+            ("leads", f"{c.leads}  ({n_valid} valid, {n_invalid} invalid; "
+                      f"{ops.get('lead.reschedule', 0)} rescheduled, {ops.get('lead.delete', 0)} deleted in amoCRM)"),
+            ("documents", f"{c.zayavki} «Заявка», {c.services} «Оказание услуг» "
+                          f"({postings} posting operations: " + ", ".join(
+                              f"{k.split('.', 1)[1]} {v}" for k, v in sorted(ops.items())
+                              if k.startswith("service.")) + ")"),
+            ("faults injected", f"{sum(injected.values())}  (" + ", ".join(
+                f"{k} {v}" for k, v in sorted(injected.items())) + ")"),
+            ("clinic actions given up", f"{self.ops_not_done}  (they needed a registered lead)"),
+            ("restarts (SIGKILL)", f"{self.restarts}" + (
+                f"  (+{len(self.unexpected_exits)} exits by itself: rc {self.unexpected_exits})"
+                if self.unexpected_exits else "")),
+            ("duplicates", str(c.duplicates)),
+            ("lost or wrong totals", str(c.wrong_totals)),
+            ("missing / wrong «Заявки»", f"{c.missing_zayavki} / {c.wrong_zayavki}"),
+            ("invalid: «Заявка» / no note", f"{c.zayavki_for_invalid} / {c.invalid_without_note}"),
+            ("flags left set", str(c.flags_left)),
+            ("refresh token reuse", "n/a" if self.refresh_reuse is None else str(self.refresh_reuse)),
+            ("amoCRM max requests/s", "n/a" if self.max_per_second is None else f"{self.max_per_second} (limit 7)"),
+            ("time to converge after last fault",
+             f"{self.converge_seconds:.1f} s" if self.converged and self.converge_seconds is not None
+             else "did not converge"),
+            ("action phase / whole drill", f"{self.action_seconds:.0f} s / {self.total_seconds:.0f} s"),
+            ("SIGTERM exit code", str(self.sigterm_rc)),
+        ]
+        if self.rss_kb:
+            rows.append(("daemon RSS (MB) per minute", " ".join(f"{kb / 1024:.0f}" for _, kb in self.rss_kb)
+                         + (f"  (growth {self.rss_growth_mb:+.1f} MB {self.rss_note})"
+                            if self.rss_growth_mb is not None else "")))
+        width = max(len(k) for k, _ in rows)
+        lines = [f"amo1c-sync fault drill — registrations {self.options.registrations}, postings "
+                 f"{self.options.postings}, seed {self.options.seed}"]
+        if self.schedule_note:
+            lines.append(self.schedule_note)
+        lines.append("-" * (width + 50))
+        lines += [f"{k.ljust(width)}  {v}" for k, v in rows]
+        lines.append("-" * (width + 50))
+        lines.append("RESULT: " + ("PASS" if self.ok else "FAIL"))
+        for p in self.problems:
+            lines.append(f"  - {p}")
+        return "\n".join(lines)
+
+
+class ArrivalRecorder:
+    """Records when each amoCRM ``/api/`` request reached the emulator's rate check (the moment
+    the emulator counts for ``max_per_second``), to explain a breach: which second, how many."""
+
+    def __init__(self, amo):
+        self.times: list[float] = []
+        original = amo._rate_check
+
+        def recording():
+            self.times.append(time.monotonic())
+            return original()
+        amo._rate_check = recording
+
+    def worst_window(self, per: float = 1.0) -> tuple[int, float | None]:
+        """(most requests in any window of ``per`` seconds, when that window began)."""
+        ts = sorted(self.times)
+        best, at, j = 0, None, 0
+        for i, t in enumerate(ts):
+            while ts[j] <= t - per:
+                j += 1
+            if i - j + 1 > best:
+                best, at = i - j + 1, ts[j]
+        return best, at
+
+
+def write_sync_ini(path: Path, *, amo, onec, store_url: str, opts: DrillOptions) -> None:
+    text = f"""# written by the amo1c-sync fault drill; points at the in-process emulators on loopback
+[amocrm]
+base_url = {amo.url}
+client_id = {amo.client_id}
+client_secret = {amo.client_secret}
+redirect_uri = {amo.redirect_uri}
+rate_limit = 7
+connect_timeout = 2s
+read_timeout = {opts.amo_read_timeout}s
+
+[onec]
+base_url = {onec.url}/odata/standard.odata
+username = {onec.username}
+password = {onec.password}
+connect_timeout = 2s
+read_timeout = {opts.onec_read_timeout}s
+
+[fields]
+date = {F_DATE}
+doctor = {F_DOCTOR}
+time = {F_TIME}
+client_name = {F_CLIENT}
+sum = {F_SUM}
+flag = {F_FLAG}
+zayavka_number = {F_NUMBER}
+
+[sync]
+timezone = Europe/Moscow
+registration_interval = {opts.registration_interval}
+payments_interval = {opts.payments_interval}
+directory_interval = {opts.directory_interval}
+hot_window = 3d
+lookback = 62d
+full_scan_interval = 30s
+lead_cursor_overlap = 60s
+slot_step_minutes = 5
+appointment_minutes = {opts.appointment_minutes}
+schedule_cache_ttl = 2s
+retry_backoff_base = {opts.retry_backoff_base}
+retry_backoff_max = {opts.retry_backoff_max}
+max_attempts = 0
+
+[store]
+url = {store_url}
+
+[logging]
+level = INFO
+format = json
+"""
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
+
+
+def bootstrap_oauth(daemon: Daemon, amo_ctl: Control, log: Callable[[str], None]) -> str:
+    """Migrate the store and exchange a fresh authorization code, as an administrator would."""
+    up = daemon.cli("db", "upgrade")
+    if up.returncode != 0:
+        raise DrillError(f"`amo1c-sync db upgrade` failed ({up.returncode}): {up.stderr[-2000:]}")
+    code = amo_ctl.post("/_sandbox/oauth/code")["code"]
+    res = daemon.cli("auth", "--code", code)
+    if res.returncode == 0:
+        return "amo1c-sync auth --code"
+    if "not built yet" not in res.stderr:
+        raise DrillError(f"`amo1c-sync auth --code` failed ({res.returncode}): {res.stderr[-2000:]}")
+    # the auth command is not there yet: exchange the code with the package's own token manager
+    from amo1c_sync import config as cfg
+    from amo1c_sync.amocrm.auth import TokenManager
+    from amo1c_sync.store import Store
+
+    s = cfg.load_settings(daemon.config)
+    store = Store(s.store.resolved_url())
+    try:
+        TokenManager(store, base_url=s.amocrm.base_url, client_id=s.amocrm.client_id,
+                     client_secret=s.amocrm.client_secret,
+                     redirect_uri=s.amocrm.redirect_uri).exchange_code(code)
+    finally:
+        store.dispose()
+    log("drill: `amo1c-sync auth` is not built yet; exchanged the code with TokenManager in-process")
+    return "TokenManager.exchange_code"
+
+
+def _plan_actions(opts: DrillOptions, rng: random.Random) -> list[tuple[float, str]]:
+    """The clinic's timetable: registrations over the first half, postings over the rest."""
+    span = opts.span()
+    n_invalid = max(len(INVALID_KINDS), round(opts.registrations * opts.invalid_ratio)) \
+        if opts.invalid_ratio > 0 else 0
+    n_resched = max(1, round(opts.registrations * opts.reschedule_ratio)) if opts.reschedule_ratio else 0
+    n_busy = max(1, round(opts.registrations * opts.busy_ratio)) if opts.busy_ratio else 0
+    n_delete = max(1, round(opts.registrations * opts.delete_ratio)) if opts.delete_ratio else 0
+    regs = ["valid"] * opts.registrations + [f"invalid:{INVALID_KINDS[i % len(INVALID_KINDS)]}"
+                                             for i in range(n_invalid)]
+    rng.shuffle(regs)
+    reg_end = 0.45 * span
+    actions = [(reg_end * i / max(1, len(regs)), a) for i, a in enumerate(regs)]
+    post_start, post_end = 0.15 * span, 0.97 * span
+    actions += [(post_start + (post_end - post_start) * i / max(1, opts.postings), "posting")
+                for i in range(opts.postings)]
+    for kind, n, lo, hi in (("reschedule", n_resched, 0.3, 0.8), ("busy", n_busy, 0.3, 0.8),
+                            ("delete", n_delete, 0.85, 0.95)):
+        actions += [(rng.uniform(lo * span, hi * span), kind) for _ in range(n)]
+    actions.sort(key=lambda a: a[0])
+    return actions
+
+
+def run_drill(opts: DrillOptions, *, log: Callable[[str], None] = _log_default) -> DrillReport:
+    from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
+    from amo1c_sync.sandbox.onec_emulator import OneCEmulator
+
+    t_begin = time.monotonic()
+    rng = random.Random(opts.seed)
+    report = DrillReport(options=opts)
+    own_dir = opts.workdir is None
+    workdir = Path(opts.workdir or tempfile.mkdtemp(prefix="amo1c-drill-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    report.workdir = str(workdir)
+    amo = AmoCRMEmulator(port=0, rate_limit=7).start()
+    onec = OneCEmulator(port=0).start()
+    amo_ctl, onec_ctl = Control(amo.url, "amoCRM"), Control(onec.url, "1C")
+    arrivals = ArrivalRecorder(amo)
+    daemon = Daemon(workdir / "sync.ini", workdir, log=log)
+    chaos: Chaos | None = None
+    try:
+        # -- the schedule: enough valid slots for every registration and reschedule --------
+        schedule = Schedule.seed()
+        n_resched = max(1, round(opts.registrations * opts.reschedule_ratio)) if opts.reschedule_ratio else 0
+        need = opts.registrations + n_resched
+        cap = schedule.capacity(opts.appointment_minutes, 5)
+        report.schedule_note = (f"schedule: seed's December 2021 ({cap} free appointments of "
+                                f"{opts.appointment_minutes} min)")
+        if cap < need:
+            ext = january_extension(schedule.doctors)
+            onec_ctl.post("/_sandbox/schedules", {
+                "date": "2021-12-30T10:00:00", "month": "2022-01-01", "posted": True,
+                "lines": [{"doctor": d, "date": day.isoformat(), "start": s.strftime("%H:%M"),
+                           "end": e.strftime("%H:%M")} for d, day, s, e in ext]})
+            schedule.add(ext)
+            report.schedule_note += (f" + January 2022 added through the 1C control API "
+                                     f"({schedule.capacity(opts.appointment_minutes, 5)} in all)")
+        slots = schedule.plan(need, opts.appointment_minutes, 5, rng)
+
+        # -- config, store, OAuth, daemon ---------------------------------------------------
+        write_sync_ini(workdir / "sync.ini", amo=amo, onec=onec,
+                       store_url=f"sqlite:///{(workdir / 'state.db').resolve()}", opts=opts)
+        how = bootstrap_oauth(daemon, amo_ctl, log)
+        log(f"drill: workdir {workdir}; emulators amoCRM {amo.url}, 1C {onec.url}; OAuth via {how}")
+        daemon.start()
+        clinic = Clinic(amo_ctl, onec_ctl, schedule, slots, rng,
+                        appointment_minutes=opts.appointment_minutes, log=log)
+
+        # -- the action phase: the clinic works while the chaos thread breaks things -------
+        span = opts.span()
+        soak = opts.soak_minutes > 0
+        # soak: no SIGKILL (RSS must be one process's), and so no 403 window either: after a
+        # block the daemon pauses amoCRM work until a person (here: a restart) acts
+        plan = make_chaos_plan(rng, span, restarts=0 if soak else opts.restarts,
+                               onec_fault_ratio=opts.onec_fault_ratio,
+                               onec_read_timeout=opts.onec_read_timeout, blocks=0 if soak else 1,
+                               storms=max(3, int(span // 120)) if soak else 3,
+                               expiries=max(2, int(span // 300)) if soak else 2,
+                               slow=max(4, int(span // 60)) if soak else 4)
+        chaos = Chaos(amo_ctl, onec_ctl, daemon, plan, random.Random(opts.seed + 1),
+                      kills_enabled=not soak, log=log)
+        actions = _plan_actions(opts, rng)
+        log(f"drill: action phase ~{span:.0f} s: {len(actions)} clinic actions, "
+            f"{len(plan.events)} chaos events, 1C fault ratio {opts.onec_fault_ratio:.0%}")
+        t0 = time.monotonic()
+        chaos.start()
+        hard_stop = t0 + span * 2 + 120
+        give_up = t0 + span + 30        # postponed actions (they need a registered lead)
+        not_done = 0
+        next_rss = t0 + 60.0
+        next_progress = t0 + 15.0
+        pending: collections.deque = collections.deque(actions)
+        steady_from: float | None = None
+        while pending and time.monotonic() < hard_stop:
+            at, action = pending[0]
+            now = time.monotonic()
+            if now >= next_rss:
+                rss = daemon.rss_kb()
+                if rss:
+                    report.rss_kb.append((now - t0, rss))
+                    log(f"drill: minute {len(report.rss_kb)}: daemon RSS {rss / 1024:.1f} MB (pid {daemon.pid})")
+                next_rss += 60.0
+            if now >= next_progress:
+                log(f"drill: t+{now - t0:.0f}s: {dict(clinic.ops)}; faults {dict(chaos.injected)}; "
+                    f"ready leads {len(clinic._ready)}")
+                next_progress += 30.0
+            if t0 + at > now:
+                time.sleep(min(0.2, t0 + at - now))
+                continue
+            pending.popleft()
+            if soak and not clinic.steady and now - t0 > 0.5 * span:
+                clinic.steady = True
+                steady_from = now - t0
+                log("drill: soak: the data set is complete; from now on only re-posts and unposts")
+            done: Any = True
+            if action == "valid":
+                clinic.register_valid()
+            elif action.startswith("invalid:"):
+                clinic.register_invalid(action.split(":", 1)[1])
+            elif action == "posting":
+                done = clinic.posting_op()
+            elif action == "reschedule":
+                done = clinic.reschedule()
+            elif action == "busy":
+                done = clinic.register_busy()
+            elif action == "delete":
+                done = clinic.delete_lead()
+            if done is None:  # nothing ready yet: try again a little later, up to give_up
+                if time.monotonic() < give_up:
+                    pending.append((time.monotonic() - t0 + 0.5, action))
+                    pending = collections.deque(sorted(pending, key=lambda a: a[0]))
+                else:
+                    not_done += 1
+                # do not spin: this process also runs both emulators, and a busy loop here would
+                # delay their request handling (and so the emulators' own per-second counting)
+                time.sleep(0.05)
+        report.ops_not_done = not_done + len(pending)
+        if report.ops_not_done:
+            log(f"drill: the clinic gave up {report.ops_not_done} actions: no registered lead was "
+                "ready for them (the daemon registered too few in time)")
+        # the chaos plan runs to its end (every kill happens) even if the clinic was quick
+        while chaos.events_left and time.monotonic() < hard_stop:
+            time.sleep(0.2)
+        report.action_seconds = time.monotonic() - t0
+        last_fault = chaos.finish()
+        daemon.check_exit()
+        report.faults = dict(chaos.injected)
+        if chaos.errors:
+            report.problems.append(f"fault injector errors: {chaos.errors[:3]}")
+
+        # -- convergence ---------------------------------------------------------------------
+        deadline = time.monotonic() + opts.deadline()
+        log(f"drill: chaos over after {report.action_seconds:.0f} s; waiting up to "
+            f"{opts.deadline():.0f} s for convergence")
+        result = check_state(clinic, amo_ctl, onec_ctl)
+        next_note = time.monotonic() + 15
+        while not result.ok and time.monotonic() < deadline:
+            time.sleep(2.0)
+            daemon.check_exit()
+            result = check_state(clinic, amo_ctl, onec_ctl)
+            if time.monotonic() >= next_note:
+                log(f"drill: not yet converged: {result.problems[:3]}")
+                next_note += 15
+        report.check = result
+        report.converged = result.ok
+        if result.ok:
+            report.converge_seconds = time.monotonic() - last_fault
+        if daemon.rss_kb():
+            report.rss_kb.append((time.monotonic() - t0, daemon.rss_kb()))
+
+        # -- invariants ------------------------------------------------------------------------
+        tokens = amo_ctl.get("/_sandbox/tokens")
+        report.refresh_reuse = tokens.get("refresh_reuse_count")
+        report.refresh_count = tokens.get("refresh_count")
+        report.max_per_second = amo_ctl.get("/_sandbox/requests").get("max_per_second")
+        report.restarts = daemon.kills
+        report.unexpected_exits = list(daemon.unexpected_exits)
+        report.clinic_ops = dict(clinic.ops)
+        report.sigterm_rc = daemon.terminate(timeout=60)
+
+        if not result.ok:
+            report.problems.append("did not converge within "
+                                   f"{opts.deadline():.0f} s: " + "; ".join(result.problems[:8]))
+        if result.duplicates:
+            report.problems.append(f"{result.duplicates} duplicate «Заявки»")
+        if report.refresh_reuse:
+            report.problems.append(f"a refresh token was used again {report.refresh_reuse} time(s)")
+        if report.max_per_second is not None and report.max_per_second > 7:
+            n, at = arrivals.worst_window()
+            near = ""
+            if at is not None and daemon.events:
+                t_ev, what = min(daemon.events, key=lambda e: abs(e[0] - at))
+                near = f"; nearest daemon event: {what} {t_ev - at:+.2f} s from the window's start"
+            report.problems.append(f"amoCRM saw {report.max_per_second} requests in one second (limit 7); "
+                                   f"worst window: {n} requests from t+{(at or t0) - t0:.1f} s{near}")
+        if not soak and report.restarts < opts.restarts:
+            report.problems.append(f"only {report.restarts} SIGKILL restarts (wanted {opts.restarts})")
+        if report.sigterm_rc != 0:
+            report.problems.append(f"SIGTERM: the daemon exited with {report.sigterm_rc} (expected 0)")
+        if report.unexpected_exits:
+            report.problems.append(f"the daemon exited by itself {len(report.unexpected_exits)} time(s) "
+                                   f"with {sorted(set(report.unexpected_exits))}")
+        if soak and len(report.rss_kb) >= 2:
+            # growth while the data set is steady (the first sample after it became so), else
+            # from the first minute
+            after = [kb for t, kb in report.rss_kb if steady_from is not None and t >= steady_from]
+            series = after if len(after) >= 2 else [kb for _, kb in report.rss_kb]
+            report.rss_growth_mb = (max(series[1:]) - series[0]) / 1024
+            report.rss_note = ("while the data set was steady" if len(after) >= 2
+                               else "from the first minute (data still growing)")
+            if report.rss_growth_mb > opts.rss_growth_limit_mb:
+                report.problems.append(f"daemon RSS grew by {report.rss_growth_mb:.1f} MB "
+                                       f"(bound {opts.rss_growth_limit_mb} MB)")
+        if report.problems:
+            report.daemon_log_tail = daemon.log_tail(60)
+        return report
+    finally:
+        try:
+            if chaos is not None and chaos.is_alive():
+                chaos.finish()
+        finally:
+            daemon.close()
+            amo.stop()
+            onec.stop()
+        report.total_seconds = time.monotonic() - t_begin
+        if own_dir and not opts.keep_workdir and report.ok:
+            shutil.rmtree(workdir, ignore_errors=True)

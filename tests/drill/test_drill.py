@@ -1,0 +1,109 @@
+"""The fault drill, small (issue 9): 50 registrations and 200 postings against the real daemon,
+with at least 5 SIGKILL restarts and every kind of fault; nothing lost, nothing duplicated.
+
+Run: .venv/bin/pytest -q -m drill tests/drill   (about 1.5-3 minutes on 2 cores)
+The big one is benchmarks/drill.py. The fast tests below check the drill's own parts (no marker).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import date, time
+from decimal import Decimal
+
+import pytest
+
+from amo1c_sync.testing.drill import (
+    ArrivalRecorder,
+    DrillError,
+    DrillOptions,
+    Schedule,
+    assert_loopback,
+    expected_totals,
+    make_chaos_plan,
+    run_drill,
+)
+
+
+@pytest.mark.drill
+@pytest.mark.timeout(420)
+def test_given_faults_and_kills_when_the_clinic_works_then_nothing_is_lost_or_duplicated(tmp_path):
+    opts = DrillOptions(registrations=50, postings=200, seed=9, restarts=5, action_seconds=75,
+                        converge_timeout=120, workdir=tmp_path / "drill")
+    report = run_drill(opts, log=lambda m: print(m, flush=True))
+    table = report.format_table()
+    print(table)
+    assert report.ok, table + "\n\nlast lines of daemon.log:\n" + report.daemon_log_tail
+    assert report.check.duplicates == 0
+    assert report.check.wrong_totals == 0
+    assert report.restarts >= 5
+    assert report.refresh_reuse == 0
+    assert report.max_per_second <= 7
+    assert report.faults.get("daemon SIGKILL", 0) >= 5
+    for kind in ("1C 500", "1C dropped connection", "1C slow past read timeout", "amoCRM 429 storm",
+                 "amoCRM token expiry", "amoCRM 403 block window"):
+        assert report.faults.get(kind, 0) >= 1, f"no {kind} injected: {report.faults}"
+
+
+# --- the drill's own parts (fast, no marker) ------------------------------------------------------
+
+def test_given_the_seed_schedule_when_slots_are_planned_then_they_are_distinct_inside_the_hours_and_22_12_first():
+    sch = Schedule.seed()
+    slots = sch.plan(300, 15, 5, random.Random(1))
+    assert len(set(slots)) == 300
+    assert slots[0].day == date(2021, 12, 22)
+    for s in slots:
+        spans = sch.intervals[(s.doctor, s.day)]
+        m = s.start.hour * 60 + s.start.minute
+        assert any(a <= m and m + 15 <= b for a, b in spans), s
+    assert Schedule.seed().capacity(15, 5) == 829
+    with pytest.raises(DrillError):
+        sch.plan(10_000, 15, 5, random.Random(1))
+
+
+def test_given_the_seed_schedule_when_invalid_combos_are_asked_then_they_are_really_invalid():
+    sch, rng = Schedule.seed(), random.Random(3)
+    for _ in range(20):
+        doctor, day = sch.not_working(rng)
+        assert not sch.works(doctor, day) and day.month == 12
+        doctor, day, t = sch.outside_hours(rng, 15)
+        m = t.hour * 60 + t.minute
+        assert all(m + 15 <= a or m >= b for a, b in sch.intervals[(doctor, day)])
+
+
+def test_given_1c_documents_when_expected_totals_are_computed_then_only_posted_undeleted_with_a_lead_count():
+    services = [
+        {"lead": "7", "posted": True, "deletion_mark": False, "amount": "150.00"},
+        {"lead": "7", "posted": True, "deletion_mark": False, "amount": "50.50"},
+        {"lead": "7", "posted": False, "deletion_mark": False, "amount": "1000"},
+        {"lead": "7", "posted": False, "deletion_mark": True, "amount": "1000"},
+        {"lead": None, "posted": True, "deletion_mark": False, "amount": "999"},
+        {"lead": "", "posted": True, "deletion_mark": False, "amount": "999"},
+    ]
+    assert expected_totals(services) == {7: Decimal("200.50")}
+
+
+def test_given_a_span_when_the_chaos_plan_is_made_then_it_has_every_fault_and_the_block_comes_before_a_kill():
+    plan = make_chaos_plan(random.Random(5), 75, restarts=5, onec_fault_ratio=0.1, onec_read_timeout=2)
+    kinds = [k for _, k in plan.events]
+    assert kinds.count("kill") == 5
+    assert {"storm", "expire", "block", "slow"} <= set(kinds)
+    block = next(t for t, k in plan.events if k == "block")
+    assert any(t > block for t, k in plan.events if k == "kill")
+    assert plan.slow_ms > 2000
+
+
+def test_given_arrival_times_when_the_worst_window_is_asked_then_it_counts_a_sliding_second():
+    class Fake:
+        def _rate_check(self):
+            return None
+
+    rec = ArrivalRecorder(Fake())
+    rec.times = [0.0, 0.1, 0.2, 1.05, 1.1, 1.15, 1.16, 3.0]
+    assert rec.worst_window() == (5, 0.2)
+
+
+def test_given_an_address_that_is_not_loopback_when_the_drill_would_use_it_then_it_refuses():
+    assert assert_loopback("http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
+    with pytest.raises(DrillError):
+        assert_loopback("https://clinic.amocrm.ru")

@@ -1,0 +1,135 @@
+"""Bad inputs, part 4: amounts with many decimals and negative amounts (refunds) in «Оказание
+услуг» (issue 9's table; docs/troubleshooting.md).
+
+What the user sees is the lead in amoCRM: «Сумма1С» holds the exact 1C total (no float
+rounding, no "1.5E+2"), the budget holds it rounded half up to whole roubles and never goes
+below 0 (amoCRM takes no negative budget), and nothing is lost. The end-to-end tests run the real
+payments job against both emulators on loopback (in process, fast).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+import requests
+
+from amo1c_sync.config import load_settings
+from amo1c_sync.domain.totals import DocState, budget, sum_field_value, total
+from amo1c_sync.jobs.base import JobContext, run_job
+from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
+from amo1c_sync.sandbox.onec_emulator import OneCEmulator
+from amo1c_sync.store import Store, sqlite_url_for
+
+TOKEN = "bad-inputs-token"
+
+
+# --- pure -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("amounts, want_sum, want_budget", [
+    (["150.123456789"], "150.123456789", 150),
+    (["0.005", "0.005"], "0.01", 0),
+    (["250.50"], "250.5", 251),                   # half up
+    (["-0.50"], "-0.5", 0),                       # never a negative budget
+    (["150.00", "-50.00"], "100", 100),           # payment and refund
+    (["-150.00"], "-150", 0),                     # refund alone
+    (["0.10", "0.20"], "0.3", 0),                 # float would give 0.30000000000000004
+    (["1E+3"], "1000", 1000),                     # exponent notation from a JSON number
+    (["99999999999.99"], "99999999999.99", 100000000000),
+])
+def test_given_odd_amounts_when_totalled_then_sum1c_is_exact_and_budget_rounds_half_up_never_below_0(
+        amounts, want_sum, want_budget):
+    docs = [DocState(ref=str(i), lead_id=1, amount=Decimal(a), posted=True, deletion_mark=False)
+            for i, a in enumerate(amounts)]
+    t = total(docs)
+    assert sum_field_value(t) == want_sum
+    assert budget(t) == want_budget
+
+
+def test_given_a_float_amount_when_totalled_then_it_is_refused_loudly():
+    with pytest.raises(TypeError):
+        DocState(ref="x", lead_id=1, amount=150.1, posted=True, deletion_mark=False)  # type: ignore[arg-type]
+
+
+# --- end to end: the payments job against both emulators -------------------------------------------
+
+@pytest.fixture
+def emus():
+    with AmoCRMEmulator(rate_limit=1000, long_lived_token=TOKEN) as amo, OneCEmulator() as onec:
+        yield amo, onec
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(sqlite_url_for(tmp_path / "state.db"))
+    s.upgrade()
+    yield s
+    s.dispose()
+
+
+def run_payments(amo, onec, store):
+    from amo1c_sync.amocrm import AmoCRM, RateLimiter, TokenManager
+    from amo1c_sync.onec import OneC
+
+    s = load_settings(None, overrides={
+        "amocrm": {"base_url": amo.url, "long_lived_token": TOKEN, "rate_limit": "1000"},
+        "onec": {"base_url": onec.url, "username": onec.username, "password": onec.password}})
+    gw = AmoCRM(s.amocrm.base_url, token_manager=TokenManager(store, base_url=s.amocrm.base_url,
+                                                              long_lived_token=TOKEN),
+                rate_limiter=RateLimiter(1000), max_retries=0, backoff_base=0.01, backoff_max=0.05)
+    onec_gw = OneC(s.onec.base_url, s.onec.username, s.onec.password, max_retries=0)
+    return run_job(JobContext(s, store, amocrm=gw, onec=onec_gw), "payments")
+
+
+def lead_with_zayavka(amo, onec, start: str) -> int:
+    lead_id = requests.post(amo.url + "/_sandbox/leads", json={"name": "Сделка", "fields": {}},
+                            timeout=10).json()["id"]
+    r = requests.post(onec.url + "/_sandbox/zayavki",
+                      json={"lead": lead_id, "doctor": "Ефимова Е.В.", "start": start}, timeout=10)
+    r.raise_for_status()
+    return lead_id
+
+
+def service(onec, lead_id: int, amount: str) -> str:
+    r = requests.post(onec.url + "/_sandbox/services", json={"lead": lead_id, "amount": amount}, timeout=10)
+    r.raise_for_status()
+    return r.json()["ref"]
+
+
+def view(amo, lead_id) -> dict:
+    return requests.get(f"{amo.url}/_sandbox/leads/{lead_id}", timeout=10).json()
+
+
+def test_given_many_decimals_and_refunds_in_1c_when_payments_run_then_each_lead_shows_the_exact_total(
+        emus, store):
+    amo, onec = emus
+    decimals = lead_with_zayavka(amo, onec, "2021-12-22T08:15:00")
+    service(onec, decimals, "150.123456789")
+    service(onec, decimals, "0.000000001")
+    refunded = lead_with_zayavka(amo, onec, "2021-12-22T08:30:00")
+    service(onec, refunded, "1500.00")
+    service(onec, refunded, "-499.50")
+    refund_only = lead_with_zayavka(amo, onec, "2021-12-22T08:45:00")
+    service(onec, refund_only, "-200.00")
+
+    result = run_payments(amo, onec, store)
+
+    assert result.ok, result.errors
+    a, b, c = view(amo, decimals), view(amo, refunded), view(amo, refund_only)
+    assert Decimal(a["fields"]["Сумма1С"]) == Decimal("150.12345679") and a["price"] == 150
+    assert Decimal(b["fields"]["Сумма1С"]) == Decimal("1000.50") and b["price"] == 1001
+    assert Decimal(c["fields"]["Сумма1С"]) == Decimal("-200") and c["price"] == 0
+
+
+def test_given_a_refund_that_brings_a_total_to_zero_when_payments_run_then_the_lead_shows_0_not_the_old_total(
+        emus, store):
+    amo, onec = emus
+    lead_id = lead_with_zayavka(amo, onec, "2021-12-22T09:05:00")
+    service(onec, lead_id, "150.00")
+    assert run_payments(amo, onec, store).ok
+    assert view(amo, lead_id)["price"] == 150
+    service(onec, lead_id, "-150.00")
+    result = run_payments(amo, onec, store)
+    assert result.ok, result.errors
+    v = view(amo, lead_id)
+    assert Decimal(v["fields"]["Сумма1С"]) == 0 and v["price"] == 0
