@@ -165,6 +165,9 @@ _DURATION_KEYS = {
     "directory_interval", "hot_window", "lookback", "full_scan_interval", "lead_cursor_overlap",
     "schedule_cache_ttl", "retry_backoff_base", "retry_backoff_max", "stale_after",
 }
+_MAY_BE_ZERO = {"lead_cursor_overlap"}
+_REQUIRED_NAMES = ("date", "doctor", "time", "flag")  # [fields] registration cannot do without
+AMOCRM_MAX_RATE = 7.0  # requests per second per integration; above it: 429s, then a 403 block
 _CHOICES = {
     ("logging", "level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
     ("logging", "format"): ("auto", "json", "console"),
@@ -183,10 +186,13 @@ def _convert(where: str, section: str, key: str, raw: str, default: Any, annotat
         return normal
     if key in _DURATION_KEYS:
         try:
-            return parse_duration(value)
+            seconds = parse_duration(value)
         except ValueError:
             raise ConfigError(f'{where} [{section}] {key}: "{value}" is not a duration; '
                               "use 30s, 5m or 1h") from None
+        if seconds <= 0 and key not in _MAY_BE_ZERO:
+            raise ConfigError(f'{where} [{section}] {key}: "{value}" must be greater than 0')
+        return seconds
     if isinstance(default, bool) or annotation == "bool":
         low = value.lower()
         if low in ("1", "yes", "true", "on"):
@@ -260,7 +266,7 @@ def load_settings(path: str | Path | None = None, *, overrides: dict[str, dict[s
         parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
         parser.optionxform = str  # keep keys as written
         try:
-            with p.open(encoding="utf-8") as fh:
+            with p.open(encoding="utf-8-sig") as fh:  # Notepad saves UTF-8 with a BOM
                 parser.read_file(fh)
         except FileNotFoundError:
             raise ConfigError(f"{p}: no such file") from None
@@ -301,6 +307,15 @@ def load_settings(path: str | Path | None = None, *, overrides: dict[str, dict[s
 
 
 def _validate(s: Settings, where: str) -> None:
+    if s.amocrm.rate_limit > AMOCRM_MAX_RATE:
+        # a warning, not an error: a test server (the sandbox) may allow more
+        warnings.warn(f"{where} [amocrm] rate_limit: {s.amocrm.rate_limit:g} is above amoCRM's limit "
+                      f"of {AMOCRM_MAX_RATE:g} requests per second per integration; amoCRM answers "
+                      "429 and then blocks the integration (403); use 7 or less", stacklevel=3)
+    for key in _REQUIRED_NAMES:
+        if not (getattr(s.fields, key) or "").strip():
+            raise ConfigError(f"{where} [fields] {key}: required (the name of the lead field as the "
+                              f"clinic sees it, e.g. «{getattr(FieldNames(), key)}»)")
     try:
         s.sync.tz
     except (ZoneInfoNotFoundError, ValueError):

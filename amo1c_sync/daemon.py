@@ -100,6 +100,7 @@ class Daemon:
         self.leader_since: datetime | None = None
         self.last_results: dict[str, dict[str, Any]] = {}
         self.unfinished: list[str] = []   # jobs still running when run() gave up waiting
+        self.exit_code = 0   # 2 when a configured name turned out not to exist
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._reload_requested = False
@@ -166,7 +167,7 @@ class Daemon:
             self._loop()
         finally:
             self._shutdown()
-        return 0
+        return self.exit_code
 
     # --- optional HTTP endpoint ----------------------------------------------------------------
     def _start_web(self) -> None:
@@ -248,6 +249,13 @@ class Daemon:
         started = time.monotonic()
         try:
             result = run_job(ctx, name)
+        except ConfigError as exc:
+            # SPEC §3: an unknown name stops the daemon with the names that do exist (exit 2;
+            # the unit does not restart on it), instead of failing every cycle
+            log.error("daemon.config_invalid", job=name, error=str(exc))
+            self.exit_code = 2
+            self.request_stop()
+            return
         except Exception as exc:  # noqa: BLE001 - job module missing, or the run record failed
             metrics.JOB_RUNS.labels(job=name, status="failed").inc()
             why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

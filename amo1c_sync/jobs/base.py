@@ -14,7 +14,7 @@ from typing import Any, Callable
 from sqlalchemy.orm import Session
 
 from amo1c_sync.config import Settings
-from amo1c_sync.errors import FatalError, RetriableError
+from amo1c_sync.errors import ConfigError, FatalError, RetriableError
 from amo1c_sync.logs import get_logger
 from amo1c_sync.store import Store
 from amo1c_sync.store.models import JobRun, JournalEntry, utcnow
@@ -100,7 +100,8 @@ def resolve(name: str) -> Callable[[JobContext, JobResult], None]:
 
 
 def run_job(ctx: JobContext, name: str) -> JobResult:
-    """Run one job once, record it, and log exactly one summary line."""
+    """Run one job once, record it, and log exactly one summary line. A ConfigError (a name that
+    does not exist in amoCRM or 1C) is recorded, then raised: no later run can succeed either."""
     func = resolve(name)
     result = JobResult(job=name)
     started = time.monotonic()
@@ -110,10 +111,13 @@ def run_job(ctx: JobContext, name: str) -> JobResult:
         s.flush()
         result.run_id = run.id
     error: str | None = None
+    config_error: ConfigError | None = None
     try:
         func(ctx, result)
         if ctx.stopping() and result.status == "ok":
             result.status = "interrupted"
+    except ConfigError as exc:  # a configured name the system does not know: a person must act
+        result.status, error, config_error = "failed", str(exc), exc
     except FatalError as exc:
         result.status, error = "failed", str(exc)
     except RetriableError as exc:
@@ -136,4 +140,6 @@ def run_job(ctx: JobContext, name: str) -> JobResult:
         summary["errors"] = result.errors[:5]
         summary["n_errors"] = len(result.errors)
     (log.info if result.status in ("ok", "interrupted") else log.warning)("job.finished", **summary)
+    if config_error is not None:
+        raise config_error
     return result

@@ -93,17 +93,13 @@ def test_given_a_malformed_ini_when_the_daemon_starts_then_it_exits_2_with_one_l
     assert '[sync] registration_interval: "every 15 seconds" is not a duration' in lines[0]
 
 
-# --- not built yet (xfail strict): route to the foundation owner --------------------------------
+# --- once routed to the foundation (they were strict xfails) -----------------------------------
 
-@pytest.mark.xfail(strict=True, reason="config.load_settings reads with encoding='utf-8', not 'utf-8-sig': "
-                                       "a BOM (Windows Notepad's default) gives 'File contains no section headers'")
 def test_given_a_utf8_file_with_a_bom_when_loaded_then_it_loads(tmp_path):
     path = write(tmp_path, "", raw="\ufeff[sync]\npayments_interval = 30s\n".encode("utf-8"))
     assert load_settings(path).sync.payments_interval == 30
 
 
-@pytest.mark.xfail(strict=True, reason="durations are not checked for > 0: a zero interval or window is "
-                                       "accepted and only misbehaves later")
 @pytest.mark.parametrize("key", ["registration_interval", "payments_interval", "hot_window", "retry_backoff_base"])
 def test_given_a_zero_duration_when_loaded_then_the_message_says_it_must_be_greater_than_0(tmp_path, key):
     with pytest.raises(ConfigError) as err:
@@ -111,8 +107,6 @@ def test_given_a_zero_duration_when_loaded_then_the_message_says_it_must_be_grea
     assert f"[sync] {key}" in str(err.value) and "greater than 0" in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="[amocrm] rate_limit above amoCRM's 7 req/s is accepted silently; "
-                                       "it leads to 429s and then a 403 block of the integration")
 def test_given_a_rate_limit_above_amocrms_7_when_loaded_then_the_user_is_told(tmp_path):
     import warnings
 
@@ -127,8 +121,6 @@ def test_given_a_rate_limit_above_amocrms_7_when_loaded_then_the_user_is_told(tm
     assert any("rate_limit" in str(w.message) and "7" in str(w.message) for w in caught)
 
 
-@pytest.mark.xfail(strict=True, reason="an empty [fields] flag/date/doctor/time is accepted when the file is "
-                                       "loaded, though registration cannot work without it")
 @pytest.mark.parametrize("key", ["flag", "date", "doctor", "time"])
 def test_given_a_required_field_name_left_empty_when_loaded_then_the_message_says_it_is_required(tmp_path, key):
     with pytest.raises(ConfigError) as err:
