@@ -6,6 +6,7 @@ from contextlib import nullcontext
 
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -23,6 +24,7 @@ from amo1c_sync.amocrm.fields import FieldMap
 from amo1c_sync.amocrm.ratelimit import RateLimiter
 from amo1c_sync.amocrm.responses import Action, classify
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
+from amo1c_sync.textutil import plain_text
 
 log = structlog.get_logger(__name__)
 
@@ -38,10 +40,15 @@ _BLOCKS_LOCK = threading.Lock()
 
 @dataclass
 class BatchResult:
-    """Outcome of a batch write: which leads amoCRM accepted and which it refused, and why."""
+    """Outcome of a batch write: which leads amoCRM accepted and which it refused, and why.
+
+    A lead is in ``ok`` only when amoCRM's answer lists it (``_embedded.leads[].id`` for a PATCH,
+    ``_embedded.notes[].entity_id`` for notes). ``failed`` holds an ItemError when amoCRM refused
+    the lead, or a RetriableError when it answered without confirming it (try again later).
+    """
 
     ok: list[int] = field(default_factory=list)
-    failed: dict[int, ItemError] = field(default_factory=dict)
+    failed: dict[int, ItemError | RetriableError] = field(default_factory=dict)
     updated_at: dict[int, int] = field(default_factory=dict)
 
     @property
@@ -150,7 +157,7 @@ class AmoCRM:
         if classify(resp.status_code)[0] is Action.FAIL_ITEM:
             raise ItemError(f"amoCRM GET {path}: {resp.status_code} {_problem_detail(resp)}",
                             item=path, code=str(resp.status_code))
-        return resp.json()
+        return _json_object(resp, "GET", path)
 
     def _pages(self, path: str, params: dict, key: str) -> Iterator[list[dict]]:
         page = 1
@@ -158,7 +165,7 @@ class AmoCRM:
             data = self._get_json(path, {**params, "page": page})
             if data is None:
                 return
-            items = (data.get("_embedded") or {}).get(key) or []
+            items = _embedded(data, key, "GET", path)
             if not items:
                 return
             yield items
@@ -197,7 +204,8 @@ class AmoCRM:
             raise ItemError(f"amoCRM refused the options of field {field_id}: "
                             f"{_problem_detail(resp)}", item=f"field:{field_id}",
                             code=str(resp.status_code))
-        fields = (resp.json().get("_embedded") or {}).get("custom_fields") or []
+        fields = _embedded(_json_object(resp, "PATCH", "/api/v4/leads/custom_fields"), "custom_fields",
+                           "PATCH", "/api/v4/leads/custom_fields")
         return fields[0] if fields else {}
 
     # ------------------------------------------------------------------ leads
@@ -221,7 +229,7 @@ class AmoCRM:
                                   {**base, "filter[updated_at][from]": lower, "page": page})
             if data is None:
                 return
-            leads = (data.get("_embedded") or {}).get("leads") or []
+            leads = _embedded(data, "leads", "GET", "/api/v4/leads")
             if not leads:
                 return
             for lead in leads:
@@ -271,21 +279,49 @@ class AmoCRM:
                               lambda item: int(item["entity_id"]), result, method="POST")
         return result
 
+    @staticmethod
+    def _confirm(path: str, method: str, status: int, items: list[dict], key: str,
+                 id_of: Callable[[dict], int], echoed: list, result: BatchResult) -> None:
+        """Mark ok the leads amoCRM's answer lists (as many times as we sent them); the others
+        get a RetriableError in ``failed``: amoCRM did not confirm the write."""
+        wanted = Counter(id_of(item) for item in items)
+        seen: Counter[int] = Counter()
+        id_key = "entity_id" if key == "notes" else "id"
+        for entry in echoed:
+            if not isinstance(entry, dict):
+                continue
+            lead_id = _as_int(entry.get(id_key))
+            if lead_id is None:   # fall back to the request_id amoCRM echoes (our index)
+                i = _as_int(entry.get("request_id"))
+                lead_id = id_of(items[i]) if i is not None and 0 <= i < len(items) else None
+            if lead_id is None or lead_id not in wanted:
+                continue
+            seen[lead_id] += 1
+            if key == "leads" and _as_int(entry.get("updated_at")) is not None:
+                result.updated_at[lead_id] = int(entry["updated_at"])
+        what = "the leads it updated" if key == "leads" else "the leads it added notes to"
+        for lead_id, n in wanted.items():
+            if seen[lead_id] >= n:
+                if lead_id not in result.ok:
+                    result.ok.append(lead_id)
+                continue
+            result.failed[lead_id] = RetriableError(
+                f"amoCRM answered {status} to {method} {path} without listing lead {lead_id} among "
+                f"{what}; not taken as written, will retry")
+            log.warning("amocrm.write_unconfirmed", path=path, method=method, lead_id=lead_id,
+                        status=status)
+
     def _write_batch(self, path: str, items: list[dict], key: str, id_of: Callable[[dict], int],
                      result: BatchResult, *, method: str = "PATCH") -> None:
         if not items:
             return
         resp = self._request(method, path, json=items)
         action = classify(resp.status_code)[0]
-        if action is Action.OK:
-            body = resp.json() if resp.content else {}
-            for i, item in enumerate(items):
-                lead_id = id_of(item)
-                if lead_id not in result.ok:
-                    result.ok.append(lead_id)
-            for echoed in (body.get("_embedded") or {}).get(key) or []:
-                if key == "leads" and "updated_at" in echoed:
-                    result.updated_at[int(echoed["id"])] = int(echoed["updated_at"])
+        if action in (Action.OK, Action.EMPTY):
+            # amoCRM answers a write with the written entities; an empty or foreign body (a proxy's
+            # page) says nothing about what was written: RetriableError, nothing is taken as done
+            echoed = _embedded(_json_object(resp, method, path), key, method, path)
+            self._confirm(path, method, resp.status_code, items, key, id_of, echoed, result)
             return
         per_index = _validation_errors(resp, len(items))
         if per_index:
@@ -311,6 +347,48 @@ class AmoCRM:
 def _chunks(seq: list, n: int) -> Iterator[list]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _not_ours(resp: requests.Response, method: str, path: str, what: str) -> RetriableError:
+    ctype = (resp.headers.get("Content-Type") or "no content type").split(";")[0].strip()
+    excerpt = plain_text(resp.content, 120)
+    shown = f" ({ctype}: «{excerpt}»)" if excerpt else f" ({ctype})"
+    return RetriableError(f"amoCRM answered {resp.status_code} to {method} {path} with {what}{shown}; "
+                          f"a proxy in between or a wrong [amocrm] base_url? Nothing was taken from it; "
+                          f"will retry")
+
+
+def _json_object(resp: requests.Response, method: str, path: str) -> dict:
+    """The JSON object amoCRM answers with; RetriableError naming the request for anything else
+    (an empty body, a proxy's HTML page, a truncated body, JSON that is not an object)."""
+    if not resp.content.strip():
+        raise _not_ours(resp, method, path, "an empty body")
+    try:
+        body = resp.json()
+    except ValueError:
+        raise _not_ours(resp, method, path, "a body that is not JSON") from None
+    if not isinstance(body, dict):
+        raise _not_ours(resp, method, path, f"JSON that is not an object (a {type(body).__name__})")
+    return body
+
+
+def _embedded(body: dict, key: str, method: str, path: str) -> list:
+    """``body["_embedded"][key]``, a list; RetriableError when amoCRM's answer lacks it."""
+    emb = body.get("_embedded")
+    items = emb.get(key) if isinstance(emb, dict) else None
+    if not isinstance(items, list):
+        raise RetriableError(f"amoCRM answered {method} {path} with JSON that has no _embedded.{key} "
+                             f"list; nothing was taken from it; will retry")
+    return items
 
 
 def _problem_detail(resp: requests.Response) -> str:

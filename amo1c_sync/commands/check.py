@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Callable
 
 from amo1c_sync.commands.common import open_store, settings_from
-from amo1c_sync.errors import Amo1cError
+from amo1c_sync.errors import Amo1cError, ItemError
 
 
 def _why(exc: BaseException) -> str:
@@ -65,13 +65,22 @@ def run_checks(settings, store=None, *, out: Callable[[str], None] = print) -> b
                          connect_timeout=o.connect_timeout, read_timeout=o.read_timeout,
                          max_retries=1, backoff_max=2)
         base.close()
-        took = gw1c.ping()
-        line(True, f"1C {settings.onec.base_url}: reachable as {settings.onec.username or '(no user)'}"
-                   f" ({took * 1000:.0f} ms)")
+        try:
+            took = gw1c.ping()
+        except ItemError as exc:
+            # 1C answered, but not to the configured doctors' catalog (a wrong name, or a wrong
+            # base_url): check_names says which names are wrong and which exist
+            ping_error: ItemError | None = exc
+        else:
+            ping_error = None
+            line(True, f"1C {settings.onec.base_url}: reachable as {settings.onec.username or '(no user)'}"
+                       f" ({took * 1000:.0f} ms)")
         try:
             problems = gw1c.check_names()
         except Exception as exc:  # noqa: BLE001
             problems = [_why(exc)]
+        if ping_error is not None and not problems:
+            problems = [_why(ping_error)]
         if problems:
             for p in problems:
                 line(False, f"1C names: {p}")

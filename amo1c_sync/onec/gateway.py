@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import base64
+import difflib
+import io
 import json
 import time as _time
 import uuid
@@ -25,6 +27,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import unquote
+from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
 
 import requests
@@ -40,6 +43,7 @@ from tenacity import (
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
 from amo1c_sync.onec import query as q
 from amo1c_sync.onec.names import OneCNames
+from amo1c_sync.textutil import looks_like_markup, plain_text
 
 log = structlog.get_logger("amo1c_sync.onec")
 
@@ -215,7 +219,8 @@ class OneC:
             text = text[:300] + "…"
         return f"{method} {requests.utils.urlparse(self.root).path}{text}"
 
-    def _request(self, method: str, target: str, *, body: Any = None, idempotent: bool = True) -> _Response:
+    def _request(self, method: str, target: str, *, body: Any = None, idempotent: bool = True,
+                 raw: bool = False) -> _Response:
         what = self._describe(method, target)
         url = self.root + target
         data = None
@@ -240,11 +245,12 @@ class OneC:
             reraise=True,
         )
         try:
-            return retrying(self._once, method, url, what, data, headers)
+            return retrying(self._once, method, url, what, data, headers, raw)
         except _Transient as exc:
             raise RetriableError(str(exc)) from None
 
-    def _once(self, method: str, url: str, what: str, data: bytes | None, headers: dict) -> _Response:
+    def _once(self, method: str, url: str, what: str, data: bytes | None, headers: dict,
+              raw: bool = False) -> _Response:
         started = _time.monotonic()
         try:
             resp = self._session.request(method, url, data=data, headers=headers, timeout=self.timeout,
@@ -263,12 +269,16 @@ class OneC:
         log.debug("onec.request", request=what, status=resp.status_code, elapsed=elapsed)
         status = resp.status_code
         if 200 <= status < 300:
+            if raw:
+                return _Response(status, resp.content)
             if not resp.content:
                 return _Response(status, None)
             try:
                 return _Response(status, json.loads(resp.content.decode("utf-8"), parse_float=Decimal))
             except ValueError:
-                raise _Transient(f"1C answered {status} with a body that is not JSON: {what}", sent=True)
+                excerpt = plain_text(resp.content, 120)
+                raise _Transient(f"1C answered {status} with a body that is not JSON: {what}"
+                                 + (f" («{excerpt}»; {BASE_URL_HINT})" if excerpt else ""), sent=True)
         code, message = _odata_error(resp)
         detail = f"1C answered {status} to {what}: {message}"
         if status in (401, 403):
@@ -312,15 +322,40 @@ class OneC:
         """All doctors not marked for deletion, ordered by code."""
         return self._catalog(self.names.doctors, q.eq("DeletionMark", False))
 
+    def _by_description(self, entity_set: str, description: str) -> list[CatalogItem]:
+        """Non-deleted items whose Description equals ``description``, ordered by Code.
+
+        A description too long for one request target (IIS and Apache in front of 1C refuse long
+        URLs: 404.15 / 414) is looked up by its longest beginning that fits (``substringof``), and
+        the rows are compared with the whole description here."""
+        live = q.eq("DeletionMark", False)
+        exact = q.and_(q.eq("Description", description), live)
+        if self._fits(entity_set, exact):
+            return self._catalog(entity_set, exact)
+        lo, hi = 0, len(description)  # the longest prefix whose filter fits: lo fits, hi + 1 does not
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._fits(entity_set, q.and_(q.substringof(description[:mid], "Description"), live)):
+                lo = mid
+            else:
+                hi = mid - 1
+        flt = q.and_(q.substringof(description[:lo], "Description"), live) if lo else live
+        return [item for item in self._catalog(entity_set, flt) if item.name == description]
+
+    def _fits(self, entity_set: str, flt: str) -> bool:
+        """Whether a catalog query with this filter stays within the request target limit on every
+        page (``$skip`` grows as pages go on; a billion rows is the margin)."""
+        query = q.Query(entity_set, filter=flt, select=self._CATALOG_FIELDS, orderby=("Code",))
+        return q.target_bytes(query.page(self.page_size, 10**9), self._prefix_bytes) <= self.max_target_bytes
+
     def find_catalog_item(self, entity_set: str, description: str) -> CatalogItem | None:
         """The first (by Code) non-deleted item whose Description equals ``description``."""
-        items = self._catalog(entity_set, q.and_(q.eq("Description", description), q.eq("DeletionMark", False)))
+        items = self._by_description(entity_set, description)
         return items[0] if items else None
 
     def find_clients(self, description: str) -> list[CatalogItem]:
         """Non-deleted clients whose Description equals ``description`` exactly, ordered by Code."""
-        return self._catalog(self.names.clients,
-                             q.and_(q.eq("Description", description), q.eq("DeletionMark", False)))
+        return self._by_description(self.names.clients, description)
 
     def create_client(self, description: str) -> CatalogItem:
         row = self._create(self.names.clients, {"Description": description})
@@ -523,24 +558,65 @@ class OneC:
         self._get(q.Query(self.names.doctors, select=("Ref_Key",), top=1))
         return _time.monotonic() - started
 
+    def entity_sets(self) -> list[str]:
+        """The entity sets this publication serves, from the OData service document (the service
+        root: ``{"value": [{"name": "Catalog_…", "url": "Catalog_…"}, …]}``)."""
+        resp = self._request("GET", "?$format=json")
+        body = resp.body
+        value = body.get("value") if isinstance(body, dict) else None
+        if not isinstance(value, list):
+            raise RetriableError(f"1C's service document has no list of entity sets: "
+                                 f"{self._describe('GET', '?$format=json')}")
+        out = []
+        for entry in value:
+            if isinstance(entry, dict) and (entry.get("name") or entry.get("url")):
+                out.append(str(entry.get("name") or entry.get("url")))
+        return out
+
+    def attributes(self, entity_set: str) -> list[str] | None:
+        """The properties of ``entity_set``: the keys of one of its objects, or, when the set is
+        empty, the ``Property`` list of its type in ``$metadata`` (big on a real base: read only
+        then). None when neither tells."""
+        rows = self._get(q.Query(entity_set, top=1))
+        if rows and isinstance(rows[0], dict):
+            return [k for k in rows[0] if "@" not in k and not k.startswith("odata.")]
+        return _metadata_properties(self._request("GET", "$metadata", raw=True).body, entity_set)
+
     def check_names(self) -> list[str]:
         """Problems with the configured names (unknown entity sets/attributes, missing default
-        items), as messages for `amo1c-sync check`; empty when all is well."""
+        items), as messages for `amo1c-sync check`; empty when all is well. An unknown entity set
+        is reported with the entity sets of its kind that exist, an unknown attribute with the
+        attributes its entity set has (SPEC §3: fail with the names that do exist)."""
         n = self.names
         probes = [
-            (n.doctors, self._CATALOG_FIELDS), (n.clients, self._CATALOG_FIELDS),
-            (n.nomenclature, self._CATALOG_FIELDS), (n.zayavka, self._zayavka_fields()),
-            (n.services, ("Ref_Key", *n.services_base_fields, n.services_amount)),
-            (n.schedules, ("Ref_Key", n.schedules_month)),
-            (n.schedules_lines_set, ("Ref_Key", n.schedule_doctor, n.schedule_date, n.schedule_start,
-                                     n.schedule_end)),
+            ("doctors", n.doctors, self._CATALOG_FIELDS), ("clients", n.clients, self._CATALOG_FIELDS),
+            ("nomenclature", n.nomenclature, self._CATALOG_FIELDS),
+            ("zayavka", n.zayavka, self._zayavka_fields()),
+            ("services", n.services, ("Ref_Key", *n.services_base_fields, n.services_amount)),
+            ("schedules", n.schedules, ("Ref_Key", n.schedules_month)),
+            ("schedules_lines", n.schedules_lines_set,
+             ("Ref_Key", n.schedule_doctor, n.schedule_date, n.schedule_start, n.schedule_end)),
         ]
         problems = []
-        for entity_set, select in probes:
+        known: Any = _UNSET   # the entity sets that exist; read once, on the first failure
+        root_error: Exception | None = None
+        for key, entity_set, select in probes:
             try:
                 self._get(q.Query(entity_set, select=select, top=1))
+                continue
             except ItemError as exc:
-                problems.append(str(exc))
+                failure = exc
+            if known is _UNSET:
+                try:
+                    known = self.entity_sets()
+                except (ItemError, RetriableError) as exc:
+                    log.warning("onec.entity_sets_unavailable", error=str(exc))
+                    known, root_error = None, exc
+            problems.append(self._explain(key, entity_set, select, failure, known))
+        if len(problems) == len(probes) and isinstance(root_error, ItemError):
+            # not even the service root answers: a wrong base_url, not seven wrong names
+            return [("the OData service root does not answer, so no configured name can be checked: "
+                     f"{root_error}")]
         if not problems:
             if self.default_client() is None:
                 problems.append(f"no client «{n.default_client}» in {n.clients}")
@@ -548,9 +624,53 @@ class OneC:
                 problems.append(f"no item «{n.default_nomenclature}» in {n.nomenclature}")
         return problems
 
+    def _explain(self, key: str, entity_set: str, select: Iterable[str], failure: ItemError,
+                 known: list[str] | None) -> str:
+        """The message for a failed probe: 1C's own words plus the names that do exist."""
+        if known is None:
+            return str(failure)
+        if entity_set not in known:
+            kind = entity_set.split("_", 1)[0] + "_"
+            if key == "schedules_lines" and self.names.schedules in known:
+                kind = self.names.schedules + "_"   # a tabular section: list that document's sections
+            same = [s for s in known if s.startswith(kind)] or known
+            return (f"[onec_names] {key}: 1C has no entity set «{entity_set}» ({failure}). "
+                    f"{kind.rstrip('_')} entity sets that exist: {_listing(same, entity_set)}")
+        try:
+            attrs = self.attributes(entity_set)
+        except (ItemError, RetriableError) as exc:
+            log.warning("onec.attributes_unavailable", entity_set=entity_set, error=str(exc))
+            attrs = None
+        if attrs is None:
+            return str(failure)
+        missing = [a for a in dict.fromkeys(select) if a not in attrs]
+        if not missing:
+            return str(failure)
+        names = ", ".join(f"«{a}»" for a in missing)
+        keys = [k for k in dict.fromkeys(self._config_key(key, a) for a in missing) if k]
+        where = f"[onec_names] {', '.join(keys)}: " if keys else "1C: "
+        return (f"{where}{entity_set} has no attribute {names} ({failure}). "
+                f"Attributes of {entity_set} that exist: {_listing(attrs, missing[0])}")
+
+    def _config_key(self, probe: str, attribute: str) -> str | None:
+        """The ``[onec_names]`` key that names ``attribute`` in the probe of ``probe``."""
+        prefix = {"zayavka": "zayavka_", "services": "services_", "schedules": "schedules_",
+                  "schedules_lines": "schedule_"}.get(probe)
+        if prefix is None:
+            return None
+        for name in OneCNames.field_names():
+            if not name.startswith(prefix):
+                continue
+            if getattr(self.names, name) == attribute or (
+                    name == "services_base" and attribute in self.names.services_base_fields):
+                return name
+        return None
+
 
 # ---------------------------------------------------------------------------------------------
 def _odata_error(resp: requests.Response) -> tuple[str | None, str]:
+    """(1C's error code, message) from an ``odata.error`` body; for any other body (a web server's
+    HTML page, plain text) its readable text, short and on one line, with a hint when it is a page."""
     try:
         body = json.loads(resp.content.decode("utf-8"))
         err = body.get("odata.error") or body.get("error")
@@ -558,10 +678,63 @@ def _odata_error(resp: requests.Response) -> tuple[str | None, str]:
         text = msg.get("value") if isinstance(msg, dict) else msg
         return (str(err.get("code")) if err.get("code") is not None else None), str(text)
     except Exception:
-        text = resp.content.decode("utf-8", "replace").strip()
-        if len(text) > 300:
-            text = text[:300] + "…"
-        return None, text or resp.reason or f"HTTP {resp.status_code}"
+        return None, _not_odata(resp)
+
+
+BASE_URL_HINT = ("check that [onec] base_url points at the 1C publication and that the standard OData "
+                 "interface is published there")
+
+
+def _not_odata(resp: requests.Response) -> str:
+    """A body that is not 1C's JSON, as a short line: the page's text without tags."""
+    raw = resp.content.decode("utf-8", "replace")
+    text = plain_text(raw, 200) or resp.reason or f"HTTP {resp.status_code}"
+    if not looks_like_markup(raw):
+        return text
+    if 400 <= resp.status_code < 500 and resp.status_code not in (401, 403, 408, 429):
+        # a page where the OData service should be: a login page, a wrong path
+        return f"a web page, not 1C's answer: «{text}»; {BASE_URL_HINT}"
+    return f"a web page, not 1C's answer: «{text}»"
+
+
+def _metadata_properties(xml: bytes, entity_set: str) -> list[str] | None:
+    """The ``Property`` names of the EntityType of ``entity_set`` in a CSDL document (1C names the
+    type after the set; the EntitySet's EntityType attribute is followed when it differs)."""
+    def local(tag: str) -> str:
+        return tag.rsplit("}", 1)[-1]
+
+    def scan(type_name: str) -> tuple[list[str] | None, str | None]:
+        props: list[str] | None = None
+        set_type = None
+        try:
+            for _event, el in ElementTree.iterparse(io.BytesIO(xml), events=("end",)):
+                tag = local(el.tag)
+                if tag == "EntityType":
+                    if el.get("Name") == type_name:
+                        props = [p.get("Name") for p in el if local(p.tag) == "Property" and p.get("Name")]
+                    el.clear()
+                elif tag == "EntitySet" and el.get("Name") == entity_set:
+                    set_type = (el.get("EntityType") or "").rsplit(".", 1)[-1] or None
+                elif tag == "ComplexType":
+                    el.clear()
+        except ElementTree.ParseError:
+            return None, None
+        return props, set_type
+
+    props, set_type = scan(entity_set)
+    if set_type and set_type != entity_set:
+        props, _ = scan(set_type)
+    return props
+
+
+def _listing(names: list[str], wanted: str, limit: int = 40) -> str:
+    """``names`` for a message: the ones closest to ``wanted`` first, at most ``limit``."""
+    names = list(dict.fromkeys(names))
+    if len(names) <= limit:
+        return ", ".join(sorted(names))
+    close = difflib.get_close_matches(wanted, names, n=5, cutoff=0.5)
+    rest = sorted(x for x in names if x not in close)[:limit - len(close)]
+    return ", ".join(close + rest) + f" … ({len(names) - len(close) - len(rest)} more)"
 
 
 def _is_refused(exc: BaseException) -> bool:

@@ -17,6 +17,10 @@ publication is), OData v3 as 1C speaks it (SPEC section 4):
   ``datetime'…'``, ``'strings'`` with ``''`` escapes, ``true``/``false``/``null``, numbers.
   String comparison is case-insensitive and ignores trailing spaces, as 1C's DBMS collations do.
   A parse error or an unknown property -> 400 ``odata.error`` code 14.
+* The service root (``$format=json``) lists the entity sets as 1C does:
+  ``{"odata.metadata": …, "value": [{"name": "Catalog_…", "url": "Catalog_…"}, …]}``;
+  ``$metadata`` is CSDL (XML) with an ``EntityType`` (its ``Property`` list) per object and per
+  tabular section, a ``…_RowType`` ``ComplexType`` per section, and the ``EntitySet`` list.
 * ``$select``, ``$top``, ``$skip``, ``$orderby`` (``asc``/``desc``, several keys),
   ``$inlinecount=allpages``. Paging is client-driven (no ``odata.nextLink``).
 * ``POST`` set -> 201 with the full object; ``PATCH`` set(guid'…') -> 200 with the full object
@@ -72,6 +76,7 @@ import time
 import uuid
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from html import escape
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
@@ -370,6 +375,11 @@ class EntityType:
         self.fields = {**base, **fields}
         self.tabular = tabular or {}
         self.number_width = number_width
+
+
+# the CSDL type 1C declares for each kind of value ($metadata)
+_EDM_TYPES = {"guid": "Edm.Guid", "string": "Edm.String", "datetime": "Edm.DateTime", "bool": "Edm.Boolean",
+              "number": "Edm.Double", "int": "Edm.Int64"}
 
 
 def _default(kind: str) -> Any:
@@ -860,11 +870,34 @@ class OneCEmulator(LoopbackEmulator):
         return [line for row in self._data[etype.name].values() for line in row[ts]]
 
     def _metadata(self) -> Response:
-        sets = "".join(f'<EntitySet Name="{s}" EntityType="StandardODATA.{s}"/>' for s in self._all_sets())
+        """CSDL as 1C publishes it: an EntityType per object and per tabular section (key Ref_Key,
+        plus LineNumber for a section), a ``…_RowType`` ComplexType per section that the owner's
+        collection property refers to, and the EntitySets in the EnterpriseV8 container."""
+        def props(fields: dict[str, str]) -> str:
+            return "".join(f'<Property Name="{escape(name)}" Type="{_EDM_TYPES.get(kind, "Edm.String")}" '
+                           f'Nullable="{"false" if name in ("Ref_Key", "LineNumber") else "true"}"/>'
+                           for name, kind in fields.items())
+
+        types = []
+        for etype in self.schema.values():
+            sections = "".join(f'<Property Name="{escape(ts)}" Type="Collection(StandardODATA.'
+                               f'{escape(etype.name)}_{escape(ts)}_RowType)" Nullable="false"/>'
+                               for ts in etype.tabular)
+            types.append(f'<EntityType Name="{escape(etype.name)}"><Key><PropertyRef Name="Ref_Key"/></Key>'
+                         f'{props(etype.fields)}{sections}</EntityType>')
+            for ts in etype.tabular:
+                row = self._ts_types(etype, ts)
+                name = escape(f"{etype.name}_{ts}")
+                types.append(f'<EntityType Name="{name}"><Key><PropertyRef Name="Ref_Key"/>'
+                             f'<PropertyRef Name="LineNumber"/></Key>{props(row)}</EntityType>')
+                types.append(f'<ComplexType Name="{name}_RowType">{props(row)}</ComplexType>')
+        sets = "".join(f'<EntitySet Name="{escape(s)}" EntityType="StandardODATA.{escape(s)}"/>'
+                       for s in self._all_sets())
         xml = ('<?xml version="1.0" encoding="UTF-8"?><edmx:Edmx xmlns:edmx="http://schemas.microsoft.com/'
-               'ado/2007/06/edmx" Version="1.0"><edmx:DataServices><Schema xmlns="http://schemas.microsoft.com/'
-               'ado/2009/11/edm" Namespace="StandardODATA"><EntityContainer Name="EnterpriseV8" '
-               f'm:IsDefaultEntityContainer="true" xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata">'
+               'ado/2007/06/edmx" Version="1.0"><edmx:DataServices xmlns:m="http://schemas.microsoft.com/ado/'
+               '2007/08/dataservices/metadata" m:DataServiceVersion="3.0"><Schema '
+               'xmlns="http://schemas.microsoft.com/ado/2009/11/edm" Namespace="StandardODATA">'
+               f'{"".join(types)}<EntityContainer Name="EnterpriseV8" m:IsDefaultEntityContainer="true">'
                f'{sets}</EntityContainer></Schema></edmx:DataServices></edmx:Edmx>')
         return Response(xml, content_type="application/xml;charset=utf-8")
 

@@ -97,6 +97,17 @@ def test_given_an_awkward_client_name_when_found_or_created_then_exactly_that_cl
     assert onec.find_clients("Клиент из AmoCRM")[0].ref == seed.DEFAULT_CLIENT_REF
 
 
+def test_given_a_client_name_too_long_for_one_url_when_found_then_exactly_that_client_by_a_short_request(emu, onec):
+    name = "Ёлкина-Щукина 👩‍⚕️ O'Brien " * 80   # ~2,200 characters, ~20 KB percent-encoded
+    created = onec.create_client(name)
+    onec.create_client(name[:-1])              # same beginning, not the same name
+    emu.reset_requests()
+    assert [c.ref for c in onec.find_clients(name)] == [created.ref]
+    assert onec.find_clients(name + "x") == []
+    targets = odata_targets(emu)
+    assert targets and max(len(t["target"].encode()) for t in targets) <= MAX_TARGET_BYTES
+
+
 def test_given_default_names_when_looking_up_default_items_then_both_exist(onec):
     assert onec.default_client().ref == seed.DEFAULT_CLIENT_REF
     assert onec.default_nomenclature().ref == seed.DEFAULT_NOMENCLATURE_REF
@@ -294,3 +305,68 @@ def test_given_an_unknown_entity_set_when_checking_names_then_404_is_reported(em
     gw = OneC(emu.url, emu.username, emu.password, names=OneCNames(doctors="Catalog_Врачи"), **FAST)
     [problem] = gw.check_names()
     assert "404" in problem and "Catalog_Врачи" in problem
+
+
+def test_given_an_unknown_entity_set_when_checking_names_then_the_sets_of_that_kind_are_listed(emu):
+    gw = OneC(emu.url, emu.username, emu.password, names=OneCNames(clients="Catalog_Пациенты"), **FAST)
+    [problem] = gw.check_names()
+    assert problem.startswith("[onec_names] clients: 1C has no entity set «Catalog_Пациенты»")
+    assert problem.endswith("Catalog entity sets that exist: Catalog_Клиенты, Catalog_Номенклатура, "
+                            "Catalog_Сотрудники")
+    assert "Document_" not in problem.split("exist:")[1]
+
+
+def test_given_an_unknown_attribute_of_an_empty_set_when_checking_names_then_metadata_lists_the_attributes(emu):
+    assert not emu.rows("Document_ОказаниеУслуг")
+    gw = OneC(emu.url, emu.username, emu.password, names=OneCNames(services_amount="Сумма"), **FAST)
+    [problem] = gw.check_names()
+    assert problem.startswith("[onec_names] services_amount: Document_ОказаниеУслуг has no attribute «Сумма»")
+    assert "400" in problem
+    listed = problem.split("Attributes of Document_ОказаниеУслуг that exist: ")[1].split(", ")
+    assert {"СуммаДокумента", "ДокументОснование", "ДокументОснование_Type", "Ref_Key"} <= set(listed)
+    assert "GET /odata/standard.odata/$metadata" in emu.requests()["counts"]
+
+
+def test_given_an_unknown_attribute_of_a_filled_set_when_checking_names_then_an_object_lists_the_attributes(emu):
+    gw = OneC(emu.url, emu.username, emu.password, names=OneCNames(schedule_doctor="Врач_Key"), **FAST)
+    [problem] = gw.check_names()
+    assert problem.startswith("[onec_names] schedule_doctor: Document_УстановкаГрафиковРаботы_ГрафикиРаботы "
+                              "has no attribute «Врач_Key»")
+    assert problem.endswith("that exist: LineNumber, Ref_Key, ВремяНачала, ВремяОкончания, Дата, Сотрудник_Key")
+    assert "GET /odata/standard.odata/$metadata" not in emu.requests()["counts"]
+
+
+def test_given_a_base_url_that_is_not_the_publication_when_checking_names_then_one_problem_says_so():
+    import threading
+
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Response
+
+    page = "<html><head><title>IIS</title></head><body><h1>Вход в систему</h1></body></html>"
+    srv = make_server("127.0.0.1", 0, lambda env, sr: Response(page, status=404, content_type="text/html")(env, sr))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        gw = OneC(f"http://127.0.0.1:{srv.server_port}", "u", "p", max_retries=0, **FAST)
+        [problem] = gw.check_names()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert problem.startswith("the OData service root does not answer")
+    assert "«IIS Вход в систему»" in problem and "[onec] base_url" in problem and "<" not in problem
+
+
+def test_given_the_emulator_when_reading_metadata_then_each_entity_set_has_its_entity_type(emu, onec):
+    import base64
+    from xml.etree import ElementTree
+
+    login = base64.b64encode(f"{emu.username}:{emu.password}".encode()).decode()
+    xml = requests.get(onec.root + "$metadata", headers={"Authorization": f"Basic {login}"}, timeout=5).content
+    root = ElementTree.fromstring(xml)
+    edm = "{http://schemas.microsoft.com/ado/2009/11/edm}"
+    types = {t.get("Name"): [p.get("Name") for p in t.findall(f"{edm}Property")]
+             for t in root.iter(f"{edm}EntityType")}
+    sets = {s.get("Name"): s.get("EntityType") for s in root.iter(f"{edm}EntitySet")}
+    assert set(sets) == set(onec.entity_sets())
+    assert all(sets[s] == f"StandardODATA.{s}" and s in types for s in sets)
+    assert types["Document_УстановкаГрафиковРаботы_ГрафикиРаботы"][:2] == ["Ref_Key", "LineNumber"]
+    assert "ГрафикиРаботы" in types["Document_УстановкаГрафиковРаботы"]
