@@ -88,6 +88,7 @@ class SyncSettings:
     retry_backoff_base: float = 60.0
     retry_backoff_max: float = 3600.0
     max_attempts: int = 0
+    client_name_max_length: int = 150  # 1C clients catalog's Description length; 0 = no check
 
     @property
     def tz(self) -> ZoneInfo:

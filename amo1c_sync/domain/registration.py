@@ -115,10 +115,11 @@ def _blank(value: Any) -> bool:
 
 
 def parse_request(lead_id: int, *, date_value: Any, doctor_value: Any, time_value: Any,
-                  client_value: Any, tz: ZoneInfo, labels: FieldLabels = FieldLabels()
-                  ) -> Request | Invalid:
-    """Raw field values (as amoCRM returns them) -> a Request, or Invalid naming what is missing
-    or unreadable."""
+                  client_value: Any, tz: ZoneInfo, labels: FieldLabels = FieldLabels(),
+                  client_name_max: int = 0) -> Request | Invalid:
+    """Raw field values (as amoCRM returns them) -> a Request, or Invalid naming what is missing,
+    unreadable or too long. ``client_name_max`` is the longest client name 1C can hold (the
+    Description length of its clients catalog; ``[sync] client_name_max_length``); 0 = no limit."""
     missing = [label for label, value in ((labels.date, date_value), (labels.doctor, doctor_value),
                                           (labels.time, time_value)) if _blank(value)]
     if missing:
@@ -133,8 +134,12 @@ def parse_request(lead_id: int, *, date_value: Any, doctor_value: Any, time_valu
     except ValueError:
         return Invalid("bad_time", f"Поле «{labels.time}»: «{time_value}» — не время. "
                                    "Выберите время из списка (например, 9:05) и нажмите кнопку ещё раз.")
+    client_name = clean_name(client_value)
+    if client_name_max and len(client_name) > client_name_max:
+        return Invalid("client_name_too_long",
+                       too_long_message(labels.client_name, len(client_name), client_name_max))
     return Request(lead_id=int(lead_id), day=day, doctor=clean_name(doctor_value), time=t,
-                   client_name=clean_name(client_value))
+                   client_name=client_name)
 
 
 def fingerprint(req: Request) -> str:
@@ -160,10 +165,26 @@ def _times(ts: Sequence[time]) -> str:
     return ", ".join(format_time(t) for t in ts)
 
 
+def plural(n: int, one: str, few: str, many: str) -> str:
+    """The Russian noun form for ``n``: 1 символ, 2 символа, 5 символов (11-14: символов)."""
+    n = abs(n)
+    if n % 10 == 1 and n % 100 != 11:
+        return one
+    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        return few
+    return many
+
+
 def missing_message(missing: Sequence[str]) -> str:
-    word = "поле" if len(missing) == 1 else "поля"
-    return (f"Запись в 1С не создана: не заполнено {word} {_quoted(missing)}. "
+    what = "не заполнено поле" if len(missing) == 1 else "не заполнены поля"
+    return (f"Запись в 1С не создана: {what} {_quoted(missing)}. "
             "Заполните и нажмите кнопку ещё раз.")
+
+
+def too_long_message(label: str, length: int, maximum: int) -> str:
+    return (f"Запись в 1С не создана: поле «{label}» слишком длинное — {length} "
+            f"{plural(length, 'символ', 'символа', 'символов')}, а в 1С помещается не больше {maximum} "
+            f"{plural(maximum, 'символа', 'символов', 'символов')}. Сократите его и нажмите кнопку ещё раз.")
 
 
 def working_list(day: date, working: Sequence[str]) -> str:
@@ -239,7 +260,19 @@ def client_remark(*, name: str, created: bool, matches: int, chosen_code: str = 
 
 
 def with_remarks(text: str, *remarks: str | None) -> str:
-    return "\n".join([text, *[r for r in remarks if r]])
+    return finish_note("\n".join([text, *[r for r in remarks if r]]))
+
+
+_QUOTED = re.compile(r"(«[^«»]*»)")
+_DOUBLE_PERIOD = re.compile(r"(?<!\.)\.\.(?!\.)")
+
+
+def finish_note(text: str) -> str:
+    """The note as it goes to the lead. Sentences end with a period, and some end with a name that
+    already has one («… работают: Ишаева М.И.» + «.»): such a doubled period is written once.
+    Text in «…» (a value as the user typed it or 1C holds it) and an ellipsis «...» are kept as is."""
+    parts = _QUOTED.split(text)
+    return "".join(p if i % 2 else _DOUBLE_PERIOD.sub(".", p) for i, p in enumerate(parts))
 
 
 def backoff_seconds(attempts: int, base: float, maximum: float) -> float:

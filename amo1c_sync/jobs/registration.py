@@ -213,7 +213,7 @@ def _request_of(c: _Cycle, lead: dict) -> rules.Request:
         int(lead["id"]), date_value=_raw_value(c.fm, lead, f.date),
         doctor_value=_raw_value(c.fm, lead, f.doctor), time_value=_raw_value(c.fm, lead, f.time),
         client_value=_raw_value(c.fm, lead, f.client_name), tz=c.settings.sync.tz,
-        labels=rules.FieldLabels.from_settings(f))
+        labels=rules.FieldLabels.from_settings(f), client_name_max=c.settings.sync.client_name_max_length)
     if isinstance(parsed, rules.Invalid):
         raise Invalid(parsed.code, parsed.message)
     return parsed
@@ -388,17 +388,22 @@ def _lead_patch(c: _Cycle, lead_id: int, number: str | None) -> dict:
 
 
 def _amo_write(c: _Cycle, lead_id: int, note: str, patch: dict) -> None:
-    """One note, then one PATCH; raise ItemError/RetriableError when amoCRM refuses either."""
+    """One note, then one PATCH; raise ItemError/RetriableError when amoCRM refuses either or
+    does not confirm it (a lead its answer does not list is not written, whatever the status)."""
     amo = c.ctx.amocrm
-    res = amo.add_notes([(lead_id, note)])
-    if lead_id in res.failed:
-        raise res.failed[lead_id]
-    res = amo.update_leads([patch])
-    if lead_id in res.failed:
-        raise res.failed[lead_id]
+    _confirmed(amo.add_notes([(lead_id, note)]), lead_id, "the note")
+    _confirmed(amo.update_leads([patch]), lead_id, "the lead update")
+
+
+def _confirmed(outcome, lead_id: int, what: str) -> None:
+    if lead_id in outcome.failed:
+        raise outcome.failed[lead_id]
+    if lead_id not in outcome.ok:
+        raise RetriableError(f"amoCRM did not confirm {what} on lead {lead_id}")
 
 
 def _write_back(c: _Cycle, lead_id: int, number: str, note: str, fp: str, ref: str, *, action: str) -> None:
+    note = rules.finish_note(note)
     patch = _lead_patch(c, lead_id, number)
     if c.ctx.dry_run:
         c.result.planned.append({"system": "amocrm", "action": action, "lead_id": lead_id, "note": note,
@@ -422,20 +427,21 @@ def _write_back(c: _Cycle, lead_id: int, number: str, note: str, fp: str, ref: s
 
 def _reject(c: _Cycle, lead_id: int, inv: Invalid) -> bool:
     """Validation failed: note + flag cleared, nothing in 1C. True when amoCRM took both."""
+    note = rules.finish_note(inv.message)
     c.result.count("invalid")
     patch = _lead_patch(c, lead_id, None)
     if c.ctx.dry_run:
         c.result.planned.append({"system": "amocrm", "action": "lead.invalid", "lead_id": lead_id,
-                                 "note": inv.message, "patch": patch})
+                                 "note": note, "patch": patch})
         return True
     try:
-        _amo_write(c, lead_id, inv.message, patch)
+        _amo_write(c, lead_id, note, patch)
     except FatalError:
         raise
     except (RetriableError, ItemError) as exc:
         with c.ctx.store.session() as s:
             reg = s.get(Registration, lead_id)
-        _failed(c, lead_id, reg, f"{inv.message} (и не удалось записать заметку: {exc})")
+        _failed(c, lead_id, reg, f"{note} (и не удалось записать заметку: {exc})")
         return False
     with c.ctx.store.session() as s:
         reg = s.get(Registration, lead_id)
@@ -443,10 +449,10 @@ def _reject(c: _Cycle, lead_id: int, inv: Invalid) -> bool:
             reg = Registration(lead_id=lead_id)
             s.add(reg)
         reg.status = "invalid"
-        reg.error = inv.message
+        reg.error = note
         reg.attempts = 0
         reg.next_attempt_at = None
-        journal(s, job=JOB, system="amocrm", action="lead.invalid", lead_id=lead_id, message=inv.message,
+        journal(s, job=JOB, system="amocrm", action="lead.invalid", lead_id=lead_id, message=note,
                 detail={"code": inv.code, "patch": patch}, run_id=c.result.run_id)
     return True
 

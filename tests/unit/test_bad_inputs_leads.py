@@ -53,9 +53,6 @@ def test_given_a_missing_or_garbage_date_or_time_when_parsed_then_the_note_names
     assert expected in got.message
 
 
-@pytest.mark.xfail(strict=True, reason="Russian grammar of the note for several empty fields: it says "
-                                       "«не заполнено поля …»; plural needs «не заполнены поля …» "
-                                       "(domain/registration.py missing_message)")
 def test_given_several_missing_fields_when_parsed_then_the_note_is_grammatical_russian():
     got = parse_request(1, date_value=None, doctor_value=None, time_value=None, client_value=None, tz=TZ)
     assert "не заполнены поля «Дата записи к врачу», «Врач», «Время записи»" in got.message
@@ -167,8 +164,6 @@ def test_given_bad_leads_among_good_ones_when_registration_runs_then_each_bad_on
             assert word in view["notes"][0], f"{name}: {word!r} not in {view['notes'][0]!r}"
 
 
-@pytest.mark.xfail(strict=True, reason="doctor names end with a period («Ишаева М.И.») and the note adds "
-                                       "its own: «… работают: Ишаева М.И..» (domain/registration.py working_list)")
 def test_given_a_doctor_not_working_that_day_when_registered_then_the_note_has_no_double_period(emus, store):
     amo, onec = emus
     lead_id = new_lead(amo, flagged(day="08.12.2021"))
@@ -242,9 +237,6 @@ def test_given_a_huge_client_name_when_registered_then_the_lead_is_not_stuck(emu
     assert view["fields"].get(F_FLAG) in (None, False), "flag left set"
 
 
-@pytest.mark.xfail(strict=True, reason="a name longer than 1C's Description (150 characters in a typical "
-                                       "«Клиенты» catalog) is sent as is; nothing says it was too long or "
-                                       "shortened, and the 1C emulator does not enforce the length")
 def test_given_a_huge_client_name_when_registered_then_the_note_says_it_was_too_long(emus, store):
     amo, onec = emus
     lead_id = new_lead(amo, flagged(client=HUGE))

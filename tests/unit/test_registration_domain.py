@@ -18,8 +18,10 @@ from amo1c_sync.domain.registration import (
     day_to_amo_date,
     display_number,
     fingerprint,
+    finish_note,
     not_working_message,
     parse_request,
+    plural,
     time_message,
     unknown_doctor_message,
     updated_note,
@@ -91,7 +93,33 @@ def test_given_seed_lead_when_parsing_then_request():
 def test_given_missing_fields_when_parsing_then_note_names_each_missing_field():
     r = parse_request(7, date_value=None, doctor_value=" ", time_value="9:05", client_value=None, tz=MSK)
     assert isinstance(r, Invalid) and r.code == "missing_fields"
-    assert "«Дата записи к врачу», «Врач»" in r.message and "не заполнено поля" in r.message
+    assert "«Дата записи к врачу», «Врач»" in r.message and "не заполнены поля" in r.message
+
+
+@pytest.mark.parametrize("length, limit, ok", [(150, 150, True), (151, 150, False), (5000, 0, True)])
+def test_given_a_client_name_of_some_length_when_parsing_then_only_one_longer_than_the_limit_is_invalid(
+        length, limit, ok):
+    r = parse_request(7, date_value="22.12.2021", doctor_value="X", time_value="9:05",
+                      client_value="  " + "Я" * length + "  ", tz=MSK, client_name_max=limit)
+    assert isinstance(r, Request) is ok
+    if not ok:
+        assert r.code == "client_name_too_long"
+        assert "«ФИО клиента» слишком длинное — 151 символ" in r.message and "не больше 150 символов" in r.message
+
+
+@pytest.mark.parametrize("n, word", [(1, "символ"), (2, "символа"), (5, "символов"), (11, "символов"),
+                                     (12, "символов"), (21, "символ"), (22, "символа"), (111, "символов"),
+                                     (3000, "символов")])
+def test_given_a_number_when_choosing_the_russian_noun_form_then_it_agrees(n, word):
+    assert plural(n, "символ", "символа", "символов") == word
+
+
+def test_given_a_sentence_ending_in_a_name_with_its_own_period_when_the_note_is_finished_then_one_period():
+    assert finish_note("22.12.2021 работают: Ефимова Е.В., Ишаева М.И..") == \
+        "22.12.2021 работают: Ефимова Е.В., Ишаева М.И."
+    # a value in «…» is shown as typed, and an ellipsis stays
+    assert finish_note("Поле «Время записи»: «9..05» — не время. И так далее...") == \
+        "Поле «Время записи»: «9..05» — не время. И так далее..."
 
 
 def test_given_unreadable_time_when_parsing_then_note_shows_the_value_and_an_example():
