@@ -88,9 +88,6 @@ def test_given_1c_answers_404_with_html_when_read_then_the_item_error_names_the_
     assert str(err.value).startswith("1C answered 404 to GET /odata/standard.odata/Catalog_Сотрудники")
 
 
-@pytest.mark.xfail(strict=True, reason="onec/gateway.py _odata_error puts a non-JSON error body into the "
-                                       "message verbatim, HTML tags included; expected the page's text only "
-                                       "(and a hint that base_url may not point at the OData publication)")
 def test_given_1c_answers_an_html_error_page_when_read_then_the_message_has_no_html_tags():
     with answering(404, IIS_PAGE, "text/html; charset=utf-8") as url:
         with pytest.raises(ItemError) as err:
@@ -108,10 +105,6 @@ NON_JSON_200 = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="amocrm/gateway.py calls resp.json() unguarded: the user sees "
-                                       "'JSONDecodeError: Expecting value: line 1 column 1 (char 0)' or "
-                                       "\"AttributeError: 'list' object has no attribute 'get'\", with no "
-                                       "system, request or hint, and the job logs a traceback")
 @pytest.mark.parametrize("body, ctype", NON_JSON_200)
 def test_given_amocrm_answers_200_with_a_body_that_is_not_its_json_when_read_then_a_retriable_error_names_amocrm(
         store, body, ctype):
@@ -121,9 +114,6 @@ def test_given_amocrm_answers_200_with_a_body_that_is_not_its_json_when_read_the
     assert "amoCRM" in str(err.value) and "GET /api/v4/leads/custom_fields" in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="an empty 200 answer to PATCH /api/v4/leads or POST notes is taken "
-                                       "as 'accepted' (BatchResult ok=[…]); a proxy's empty 200 would make "
-                                       "payments record a total as pushed that amoCRM never got")
 def test_given_amocrm_answers_an_empty_200_to_a_lead_update_when_written_then_it_is_not_taken_as_accepted(store):
     with answering(200, b"", "text/html") as url:
         gw = amo_gateway(url, store)
@@ -202,9 +192,6 @@ def test_given_an_unknown_1c_entity_set_when_check_runs_then_a_fail_line_names_i
     assert fails and "Catalog_Врачи" in fails[0], lines
 
 
-@pytest.mark.xfail(strict=True, reason="SPEC §3: an unknown name fails 'with the list of names that do exist'; "
-                                       "check reports 1C's 404/400 text for the first bad name only, without "
-                                       "the entity sets / attributes that exist")
 def test_given_an_unknown_1c_entity_set_when_check_runs_then_the_names_that_exist_are_listed(both, store):
     amo, onec = both
     lines = _check_lines(amo.url, onec, store, onec_names={"doctors": "Catalog_Врачи"})
@@ -212,9 +199,6 @@ def test_given_an_unknown_1c_entity_set_when_check_runs_then_the_names_that_exis
     assert "Catalog_Сотрудники" in text
 
 
-@pytest.mark.xfail(strict=True, reason="a huge «ФИО клиента» is put into one $filter literal: the 1C request "
-                                       "target grows past 2,000 bytes (17 KB for 3,000 characters), which IIS "
-                                       "and Apache in front of 1C refuse (404.15 / 414)")
 def test_given_a_huge_client_name_when_looked_up_in_1c_then_no_request_target_exceeds_2000_bytes():
     from amo1c_sync.sandbox.onec_emulator import OneCEmulator
 
@@ -247,24 +231,14 @@ def _cli(both, tmp_path, extra: str, *args: str, timeout: float):
                            *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
 
 
-def test_given_an_unknown_field_name_when_once_runs_then_it_exits_1_and_lists_the_fields_that_exist(both, tmp_path):
+def test_given_an_unknown_field_name_when_once_runs_then_one_config_error_line_lists_the_fields_and_exit_is_2(both, tmp_path):
     proc = _cli(both, tmp_path, "[fields]\ndoctor = Доктор\n", "once", "registration", timeout=60)
-    assert proc.returncode == 1
     out = proc.stdout + proc.stderr
     assert "amoCRM has no lead field named «Доктор»" in out and "Lead fields that exist: «Дата записи к врачу»" in out
-
-
-@pytest.mark.xfail(strict=True, reason="the ConfigError from resolving field names is caught by run_job's "
-                                       "catch-all: `once` prints a traceback (job.crashed) around the message "
-                                       "and exits 1, not the one-line `config error: …` with exit 2")
-def test_given_an_unknown_field_name_when_once_runs_then_one_config_error_line_and_no_traceback(both, tmp_path):
-    proc = _cli(both, tmp_path, "[fields]\ndoctor = Доктор\n", "once", "registration", timeout=60)
-    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "Traceback" not in out
     assert proc.returncode == 2
 
 
-@pytest.mark.xfail(strict=True, reason="SPEC §3: an unknown name fails at start-up; `amo1c-sync run` starts, "
-                                       "logs the error every cycle with backoff and keeps running")
 def test_given_an_unknown_field_name_when_the_daemon_starts_then_it_refuses_to_start(both, tmp_path):
     import subprocess
 
@@ -273,3 +247,28 @@ def test_given_an_unknown_field_name_when_the_daemon_starts_then_it_refuses_to_s
     except subprocess.TimeoutExpired:
         pytest.fail("`amo1c-sync run` was still running 12 s after start with an unknown field name")
     assert proc.returncode != 0 and "«Доктор»" in proc.stdout + proc.stderr
+
+
+# --- amoCRM answering a write without listing every lead -----------------------------------------
+
+def test_given_amocrm_lists_only_some_updated_leads_when_written_then_only_those_are_ok(store):
+    body = '{"_embedded": {"leads": [{"id": 30000001, "updated_at": 1640000000}]}}'
+    with answering(200, body, "application/hal+json") as url:
+        result = amo_gateway(url, store).update_leads([{"id": 30000001, "price": 1}, {"id": 30000002, "price": 2}])
+    assert result.ok == [30000001] and result.updated_at == {30000001: 1640000000}
+    assert isinstance(result.failed[30000002], RetriableError)
+    assert "without listing lead 30000002" in str(result.failed[30000002])
+
+
+def test_given_amocrm_answers_an_empty_200_to_notes_when_written_then_it_is_a_retriable_error(store):
+    with answering(200, b"", "text/html") as url:
+        with pytest.raises(RetriableError) as err:
+            amo_gateway(url, store).add_notes([(30000001, "Создан документ Заявка № 219")])
+    assert str(err.value).startswith("amoCRM answered 200 to POST /api/v4/leads/notes with an empty body")
+
+
+def test_given_amocrm_echoes_one_of_two_notes_for_a_lead_when_written_then_the_lead_is_not_ok(store):
+    body = '{"_embedded": {"notes": [{"id": 1, "entity_id": 30000001, "request_id": "0"}]}}'
+    with answering(200, body, "application/hal+json") as url:
+        result = amo_gateway(url, store).add_notes([(30000001, "a"), (30000001, "b")])
+    assert result.ok == [] and 30000001 in result.failed
