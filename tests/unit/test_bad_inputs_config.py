@@ -1,4 +1,4 @@
-"""Bad inputs, part 1: sync.ini values a person really types (issue 9's table; docs/troubleshooting.md).
+"""Bad inputs, part 1: sync.ini values a person really types (issue 9's table; README, Troubleshooting).
 
 Each test checks what the user sees: one clear, specific message that names the file, section and
 key and says what would be valid. Where the behaviour is not built yet the test is kept and marked

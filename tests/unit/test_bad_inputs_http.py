@@ -1,7 +1,7 @@
 """Bad inputs, part 3: the other side answers something that is not what the API promises —
 1C answering HTML instead of JSON (a web server's login or error page in front of the
 publication, a wrong base_url), amoCRM answering non-JSON 200s (a proxy's page, a truncated body),
-and names that do not exist on either side (issue 9's table; docs/troubleshooting.md).
+and names that do not exist on either side (issue 9's table; README, Troubleshooting).
 
 Each test checks what the user sees: a message that names the system and the request, says what
 is wrong in words, and leads to a retry or a stop — never a bare parser error, and never a write

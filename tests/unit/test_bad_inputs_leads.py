@@ -1,5 +1,5 @@
 """Bad inputs, part 2: leads with missing or garbage dates and times, unknown names, huge and
-Unicode-heavy client names (issue 9's table; docs/troubleshooting.md).
+Unicode-heavy client names (issue 9's table; README, Troubleshooting).
 
 What the user sees here is the note on the lead (Russian, for the clinic's staff) and the 1C
 state: a bad lead gets a note that names the problem and what would be valid, its flag is cleared,

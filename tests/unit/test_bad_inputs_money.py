@@ -1,5 +1,5 @@
 """Bad inputs, part 4: amounts with many decimals and negative amounts (refunds) in «Оказание
-услуг» (issue 9's table; docs/troubleshooting.md).
+услуг» (issue 9's table; README, Troubleshooting).
 
 What the user sees is the lead in amoCRM: «Сумма1С» holds the exact 1C total (no float
 rounding, no "1.5E+2"), the budget holds it rounded half up to whole roubles and never goes
