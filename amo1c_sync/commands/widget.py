@@ -3,7 +3,7 @@
 amoCRM takes a zip with manifest.json at its root (not inside a folder), script.js, i18n/<locale>.json
 for each locale in the manifest and the logos in images/ at the documented sizes, each at most
 300 KB. The widget's source folder is $AMO1C_WIDGET_DIR, else widget/ of the source checkout, else
-./widget.
+./widget, else the copy installed with the package.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import struct
 import sys
 import zipfile
 from pathlib import Path
+
+from amo1c_sync.resources import installed_dir
 
 REQUIRED_WIDGET_KEYS = ("name", "description", "short_description", "version", "interface_version",
                         "init_once", "locale", "installation", "support")
@@ -41,6 +43,9 @@ def find_widget_dir() -> Path:
     env = os.environ.get("AMO1C_WIDGET_DIR")
     candidates = [Path(env)] if env else []
     candidates += [Path(__file__).resolve().parents[2] / "widget", Path.cwd() / "widget"]
+    installed = installed_dir("amo1c_sync._widget")  # the copy inside the wheel
+    if installed is not None:
+        candidates.append(installed)
     for c in candidates:
         if (c / "manifest.json").is_file():
             return c

@@ -13,8 +13,17 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from amo1c_sync.errors import ConfigError
+from amo1c_sync.resources import installed_dir
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+def _migrations_dir() -> Path:
+    """migrations/ of the source checkout (editable install), else the copy inside the wheel."""
+    source = Path(__file__).resolve().parent.parent.parent / "migrations"
+    if (source / "env.py").is_file():
+        return source
+    return installed_dir("amo1c_sync._migrations") or source
+
+
+MIGRATIONS_DIR = _migrations_dir()
 
 
 def sqlite_url_for(path: str | Path) -> str:
@@ -114,8 +123,8 @@ class Store:
         from alembic.config import Config
 
         if not MIGRATIONS_DIR.is_dir():
-            raise ConfigError(f"migrations not found at {MIGRATIONS_DIR}; install with "
-                              "`pip install -e .` from the project checkout")
+            raise ConfigError(f"migrations not found at {MIGRATIONS_DIR}; the installation is "
+                              "incomplete: reinstall amo1c-sync")
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.attributes["engine"] = self.engine
