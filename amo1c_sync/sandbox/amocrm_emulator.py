@@ -64,7 +64,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from amo1c_sync.sandbox.base import LoopbackEmulator
+from amo1c_sync.sandbox.base import DROPPED, LoopbackEmulator
 
 DEFAULT_DOCTORS = ("Ефимова Е.В.", "Петрова А.С.", "Ишаева М.И.")
 
@@ -322,15 +322,9 @@ class AmoCRMEmulator(LoopbackEmulator):
         if not sandbox:
             with self._lock:
                 self._counts[f"{request.method} {path}"] += 1
-            fault = self._take_fault(request)
-            if fault is not None:
-                if fault["delay_ms"]:
-                    time.sleep(fault["delay_ms"] / 1000.0)
-                if fault["drop"]:
-                    self._drop(environ)
-                    return None
-                if fault["status"]:
-                    return self._fault_response(int(fault["status"]))
+            struck = self.strike(request, environ)
+            if struck is not None:
+                return None if struck is DROPPED else struck
             if path.startswith("/api/"):
                 limited = self._rate_check()
                 if limited is not None:
@@ -342,8 +336,7 @@ class AmoCRMEmulator(LoopbackEmulator):
         handler = getattr(self, f"_h_{endpoint}")
         return handler(request, **args)
 
-    @staticmethod
-    def _fault_response(status: int) -> Response:
+    def _fault_response(self, status: int) -> Response:
         if status == 429:
             return Response(_HTML_429, status=429, content_type="text/html")
         if status == 403:

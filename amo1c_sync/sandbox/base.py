@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 from werkzeug.serving import WSGIRequestHandler, make_server
-from werkzeug.wrappers import Request
+from werkzeug.wrappers import Request, Response
+
+DROPPED = object()  # what strike() returns when it cut the connection: send nothing
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -108,6 +111,25 @@ class LoopbackEmulator:
                 self._faults = [f for f in self._faults if f["count"] > 0]
                 return taken
         return None
+
+    def strike(self, request: Request, environ):
+        """Apply the fault meant for this request, if any: wait its delay, then return DROPPED
+        (the connection was cut), a Response (the failure to send), or None (go on normally)."""
+        fault = self._take_fault(request)
+        if fault is None:
+            return None
+        if fault["delay_ms"]:
+            time.sleep(fault["delay_ms"] / 1000.0)
+        if fault["drop"]:
+            self._drop(environ)
+            return DROPPED
+        if fault["status"]:
+            return self._fault_response(int(fault["status"]))
+        return None
+
+    def _fault_response(self, status: int) -> Response:  # pragma: no cover - per emulator
+        """An injected failure as this system's server would send it."""
+        raise NotImplementedError
 
     @staticmethod
     def _drop(environ) -> None:

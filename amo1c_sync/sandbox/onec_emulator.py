@@ -82,7 +82,7 @@ from zoneinfo import ZoneInfo
 
 from werkzeug.wrappers import Request, Response
 
-from amo1c_sync.sandbox.base import LoopbackEmulator
+from amo1c_sync.sandbox.base import DROPPED, LoopbackEmulator
 from amo1c_sync.onec.names import OneCNames
 from amo1c_sync.sandbox import seed as seed_data
 
@@ -734,20 +734,17 @@ class OneCEmulator(LoopbackEmulator):
                 self._by_status[response.status_code] += 1
         return response(environ, start_response)
 
+    def _fault_response(self, status: int) -> Response:
+        """5xx from the web server in front of 1C (an Apache page); 4xx as 1C's own odata.error."""
+        if status >= 500:
+            return Response(f"<html><body><h1>{status}</h1>Apache</body></html>", status=status,
+                            content_type="text/html")
+        return _odata_error_response(ODataError(status, "-1", "Injected fault"))
+
     def _serve(self, request: Request, environ) -> Response | None:
-        fault = self._take_fault(request)
-        if fault is not None:
-            if fault["delay_ms"]:
-                time.sleep(fault["delay_ms"] / 1000.0)
-            if fault["drop"]:
-                self._drop(environ)
-                return None
-            if fault["status"]:
-                status = int(fault["status"])
-                if status >= 500:
-                    return Response(f"<html><body><h1>{status}</h1>Apache</body></html>", status=status,
-                                    content_type="text/html")
-                return _odata_error_response(ODataError(status, "-1", "Injected fault"))
+        struck = self.strike(request, environ)
+        if struck is not None:
+            return None if struck is DROPPED else struck
         path = request.path
         idx = path.find(ODATA_MARK)
         if idx < 0:

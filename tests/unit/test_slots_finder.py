@@ -12,6 +12,7 @@ import pytest
 from amo1c_sync.errors import ItemError
 from amo1c_sync.jobs.directory import plan_doctor_options, plan_time_options
 from amo1c_sync.jobs.slots import SlotFinder
+from amo1c_sync.onec.gateway import ScheduleLine as Line
 
 DAY = date(2021, 12, 22)
 
@@ -21,18 +22,6 @@ class Item:
     ref: str
     code: str
     name: str
-
-
-@dataclass
-class Line:
-    doc_ref: str
-    doc_number: str
-    doc_date: datetime
-    line_number: int
-    doctor_ref: str
-    day: date
-    start: time
-    end: time
 
 
 @dataclass
