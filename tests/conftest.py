@@ -13,6 +13,15 @@ def sqlite_url(tmp_path):
     return sqlite_url_for(tmp_path / "state.db")
 
 
+@pytest.fixture
+def sqlite_store(tmp_path):
+    """A migrated store in a SQLite file, for tests that need no PostgreSQL run."""
+    s = Store(sqlite_url_for(tmp_path / "state.db"))
+    s.upgrade()
+    yield s
+    s.dispose()
+
+
 @pytest.fixture(scope="session")
 def pg_url():
     """A fresh PostgreSQL database for this test session. In CI (AMO1C_REQUIRE_PG=1) an

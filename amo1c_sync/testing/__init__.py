@@ -24,3 +24,20 @@ def wait_until(predicate: Callable[[], T], *, timeout: float = 10.0, interval: f
             raise AssertionError(f"timed out after {timeout}s waiting for {message}"
                                  + (f": {last_exc}" if last_exc else ""))
         time.sleep(interval)
+
+
+def quick_amocrm(url: str, store, *, token: str, max_retries: int = 0):
+    """An amoCRM gateway for a test against the emulator: a long-lived token, a limiter that never
+    waits, retries (if any) with a backoff too short to notice."""
+    from amo1c_sync.amocrm import AmoCRM, RateLimiter, TokenManager
+
+    return AmoCRM(url, token_manager=TokenManager(store, base_url=url, long_lived_token=token),
+                  rate_limiter=RateLimiter(1000), max_retries=max_retries, backoff_base=0.001,
+                  backoff_max=0.01)
+
+
+def quick_onec(url: str, username: str, password: str, *, max_retries: int = 0):
+    """A 1C gateway for a test against the emulator, with a backoff too short to notice."""
+    from amo1c_sync.onec import OneC
+
+    return OneC(url, username, password, max_retries=max_retries, backoff_base=0.001, backoff_max=0.01)

@@ -20,10 +20,10 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
-from amo1c_sync.amocrm import AmoCRM, RateLimiter, TokenManager
+from amo1c_sync.amocrm import AmoCRM
 from amo1c_sync.errors import ConfigError, ItemError, RetriableError
 from amo1c_sync.onec import OneC
-from amo1c_sync.store import Store, sqlite_url_for
+from amo1c_sync.testing import quick_amocrm, quick_onec
 
 IIS_PAGE = ("<!DOCTYPE html><html><head><title>IIS Windows Server</title></head>"
             "<body><h1>Вход в систему</h1><p>Введите имя пользователя</p></body></html>")
@@ -46,21 +46,17 @@ def answering(status: int, body: str | bytes, content_type: str) -> Iterator[str
 
 
 def onec_gateway(url: str) -> OneC:
-    return OneC(url, "Администратор", "пароль", max_retries=1, backoff_base=0.001, backoff_max=0.01)
+    return quick_onec(url, "Администратор", "пароль", max_retries=1)
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(sqlite_url_for(tmp_path / "state.db"))
-    s.upgrade()
-    yield s
-    s.dispose()
+def store(sqlite_store):
+    """SQLite only: what these tests try does not depend on the database."""
+    return sqlite_store
 
 
 def amo_gateway(url: str, store) -> AmoCRM:
-    tm = TokenManager(store, base_url=url, long_lived_token="bad-inputs-token")
-    return AmoCRM(url, token_manager=tm, rate_limiter=RateLimiter(1000), max_retries=1,
-                  backoff_base=0.001, backoff_max=0.01)
+    return quick_amocrm(url, store, token="bad-inputs-token", max_retries=1)
 
 
 # --- 1C answering HTML --------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from amo1c_sync.domain.registration import parse_request
 from amo1c_sync.jobs.base import JobContext, run_job
 from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator
-from amo1c_sync.store import Store, sqlite_url_for
+from amo1c_sync.testing import quick_amocrm, quick_onec
 
 TZ = ZoneInfo("Europe/Moscow")
 TOKEN = "bad-inputs-token"
@@ -69,11 +69,9 @@ def emus():
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(sqlite_url_for(tmp_path / "state.db"))
-    s.upgrade()
-    yield s
-    s.dispose()
+def store(sqlite_store):
+    """SQLite only: what these tests try does not depend on the database."""
+    return sqlite_store
 
 
 def settings_for(amo, onec, **fields):
@@ -85,15 +83,9 @@ def settings_for(amo, onec, **fields):
 
 
 def run_registration(amo, onec, store, **fields):
-    from amo1c_sync.amocrm import AmoCRM, RateLimiter, TokenManager
-    from amo1c_sync.onec import OneC
-
     s = settings_for(amo, onec, **fields)
-    gw = AmoCRM(s.amocrm.base_url, token_manager=TokenManager(store, base_url=s.amocrm.base_url,
-                                                              long_lived_token=TOKEN),
-                rate_limiter=RateLimiter(1000), max_retries=0, backoff_base=0.01, backoff_max=0.05)
-    onec_gw = OneC(s.onec.base_url, s.onec.username, s.onec.password, max_retries=0,
-                   backoff_base=0.01, backoff_max=0.05)
+    gw = quick_amocrm(s.amocrm.base_url, store, token=TOKEN)
+    onec_gw = quick_onec(s.onec.base_url, s.onec.username, s.onec.password)
     return run_job(JobContext(s, store, amocrm=gw, onec=onec_gw), "registration")
 
 

@@ -19,7 +19,7 @@ from amo1c_sync.domain.totals import DocState, budget, sum_field_value, total
 from amo1c_sync.jobs.base import JobContext, run_job
 from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator
-from amo1c_sync.store import Store, sqlite_url_for
+from amo1c_sync.testing import quick_amocrm, quick_onec
 
 TOKEN = "bad-inputs-token"
 
@@ -60,24 +60,17 @@ def emus():
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(sqlite_url_for(tmp_path / "state.db"))
-    s.upgrade()
-    yield s
-    s.dispose()
+def store(sqlite_store):
+    """SQLite only: what these tests try does not depend on the database."""
+    return sqlite_store
 
 
 def run_payments(amo, onec, store):
-    from amo1c_sync.amocrm import AmoCRM, RateLimiter, TokenManager
-    from amo1c_sync.onec import OneC
-
     s = load_settings(None, overrides={
         "amocrm": {"base_url": amo.url, "long_lived_token": TOKEN, "rate_limit": "1000"},
         "onec": {"base_url": onec.url, "username": onec.username, "password": onec.password}})
-    gw = AmoCRM(s.amocrm.base_url, token_manager=TokenManager(store, base_url=s.amocrm.base_url,
-                                                              long_lived_token=TOKEN),
-                rate_limiter=RateLimiter(1000), max_retries=0, backoff_base=0.01, backoff_max=0.05)
-    onec_gw = OneC(s.onec.base_url, s.onec.username, s.onec.password, max_retries=0)
+    gw = quick_amocrm(s.amocrm.base_url, store, token=TOKEN)
+    onec_gw = quick_onec(s.onec.base_url, s.onec.username, s.onec.password)
     return run_job(JobContext(s, store, amocrm=gw, onec=onec_gw), "payments")
 
 
