@@ -30,6 +30,7 @@ from sqlalchemy import delete, select
 
 from amo1c_sync import config, logs, metrics
 from amo1c_sync.config import Settings
+from amo1c_sync.domain.retry import backoff_seconds
 from amo1c_sync.errors import ConfigError, FatalError
 from amo1c_sync.jobs import JOBS, JobContext, run_job
 from amo1c_sync.leader import LeaderLock, leader_lock_for
@@ -288,7 +289,7 @@ class Daemon:
         if n < 2 or self._scheduler is None:
             return
         interval = self._interval(name)
-        delay = min(interval * 2 ** (n - 1), max(interval, float(self.settings.sync.retry_backoff_max)))
+        delay = backoff_seconds(n, interval, max(interval, float(self.settings.sync.retry_backoff_max)))
         if delay > interval:
             try:
                 self._scheduler.modify_job(name, next_run_time=datetime.now(timezone.utc) + timedelta(seconds=delay))

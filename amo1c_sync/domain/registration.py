@@ -273,11 +273,3 @@ def finish_note(text: str) -> str:
     Text in «…» (a value as the user typed it or 1C holds it) and an ellipsis «...» are kept as is."""
     parts = _QUOTED.split(text)
     return "".join(p if i % 2 else _DOUBLE_PERIOD.sub(".", p) for i, p in enumerate(parts))
-
-
-def backoff_seconds(attempts: int, base: float, maximum: float) -> float:
-    """Delay before retry number ``attempts`` (1 = first failure): base, 2·base, 4·base … ≤ max."""
-    if attempts <= 0:
-        return 0.0
-    exp = min(attempts - 1, 60)
-    return float(min(base * (2 ** exp), maximum))

@@ -138,10 +138,3 @@ def parse_lead_id(text: str | None) -> int | None:
         return None
     n = int(s)
     return n if n > 0 else None
-
-
-def backoff_seconds(attempts: int, base: float, cap: float) -> float:
-    """Wait before attempt ``attempts + 1`` after ``attempts`` failures: base, 2*base, 4*base … cap."""
-    if attempts <= 0:
-        return 0.0
-    return float(min(cap, base * (2 ** min(attempts - 1, 30))))

@@ -39,6 +39,7 @@ from typing import Any, Iterator, Sequence
 from sqlalchemy import select
 
 from amo1c_sync.domain import totals as T
+from amo1c_sync.domain.retry import backoff_seconds
 from amo1c_sync.jobs.base import JobContext, JobResult, journal
 from amo1c_sync.logs import get_logger
 from amo1c_sync.store.models import Cursor, LeadTotal, OnecDocument, utcnow
@@ -489,7 +490,7 @@ def _push(ctx: JobContext, result: JobResult, plan: _Plan) -> None:
                     row.status, row.error = "failed", reason
                     row.attempts = (row.attempts or 0) + 1
                     row.next_attempt_at = now + timedelta(
-                        seconds=T.backoff_seconds(row.attempts, sync.retry_backoff_base, sync.retry_backoff_max))
+                        seconds=backoff_seconds(row.attempts, sync.retry_backoff_base, sync.retry_backoff_max))
                     journal(s, job=JOB, system="amocrm", action="lead.total_rejected", lead_id=lead,
                             message=reason,
                             detail={"old_total": _s(row.pushed_total), "new_total": _s(new),

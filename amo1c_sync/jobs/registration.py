@@ -23,8 +23,8 @@ when a confirmed one was changed; unchanged data -> «Запись уже зар
 from __future__ import annotations
 
 import threading
-import weakref
 import time as _time
+import weakref
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 from amo1c_sync.domain import registration as rules
 from amo1c_sync.domain import slots as slot_rules
 from amo1c_sync.domain.dates import format_time
+from amo1c_sync.domain.retry import backoff_seconds
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
 from amo1c_sync.jobs.base import JobContext, JobResult, journal
 from amo1c_sync.jobs.slots import SlotFinder
@@ -476,7 +477,7 @@ def _failed(c: _Cycle, lead_id: int, reg_before: Registration | None, error: str
             reg.next_attempt_at = None
             c.result.count("given_up")
         else:
-            delay = rules.backoff_seconds(reg.attempts, sync.retry_backoff_base, sync.retry_backoff_max)
+            delay = backoff_seconds(reg.attempts, sync.retry_backoff_base, sync.retry_backoff_max)
             reg.next_attempt_at = utcnow() + timedelta(seconds=delay)
         reg.updated_at = utcnow()
         journal(s, job=JOB, system="store", action="lead.failed", lead_id=lead_id, ref=reg.zayavka_ref,

@@ -27,7 +27,6 @@ Every loop here is bounded in count and time; all traffic goes to 127.0.0.1.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import queue
 import random
@@ -40,7 +39,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import date, datetime, time as dtime, timedelta
+from datetime import date, datetime, time as dtime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable, Iterable

@@ -8,7 +8,7 @@ The big one is benchmarks/drill.py. The fast tests below check the drill's own p
 from __future__ import annotations
 
 import random
-from datetime import date, time
+from datetime import date
 from decimal import Decimal
 
 import pytest

@@ -12,7 +12,6 @@ from amo1c_sync.domain.registration import (
     Request,
     already_note,
     amo_date_to_day,
-    backoff_seconds,
     client_remark,
     created_note,
     day_to_amo_date,
@@ -26,6 +25,7 @@ from amo1c_sync.domain.registration import (
     unknown_doctor_message,
     updated_note,
 )
+from amo1c_sync.domain.retry import backoff_seconds
 from amo1c_sync.domain.slots import BUSY, OFF_GRID, OUTSIDE
 
 MSK = ZoneInfo("Europe/Moscow")

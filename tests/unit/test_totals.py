@@ -3,6 +3,7 @@ from decimal import Decimal as D
 import pytest
 
 from amo1c_sync.domain import totals as t
+from amo1c_sync.domain.retry import backoff_seconds
 
 
 def doc(ref, lead, amount, posted=True, deletion_mark=False):
@@ -89,5 +90,5 @@ def test_given_a_number_amocrm_attribute_when_parsing_then_lead_id_or_none(text,
 
 
 def test_given_failures_when_computing_backoff_then_doubles_up_to_the_cap():
-    assert [t.backoff_seconds(n, 60, 3600) for n in range(0, 9)] == [0, 60, 120, 240, 480, 960, 1920, 3600, 3600]
-    assert t.backoff_seconds(10_000, 60, 3600) == 3600
+    assert [backoff_seconds(n, 60, 3600) for n in range(0, 9)] == [0, 60, 120, 240, 480, 960, 1920, 3600, 3600]
+    assert backoff_seconds(10_000, 60, 3600) == 3600
