@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
+from amo1c_sync.domain.dates import local_date_to_amo
 from amo1c_sync.errors import ConfigError, ItemError
 
 ENUM_TYPES = {"select", "multiselect", "radiobutton"}
@@ -143,7 +144,7 @@ def date_to_ts(d: date | datetime, tz: ZoneInfo) -> int:
     """Unix time of midnight of ``d`` in ``tz`` (how amoCRM stores a date field)."""
     if isinstance(d, datetime):
         d = d.astimezone(tz).date() if d.tzinfo else d.date()
-    return int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp())
+    return local_date_to_amo(d, tz)
 
 
 def ts_to_date(ts: Any, tz: ZoneInfo) -> date | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
 
 _DMY = re.compile(r"^\s*(\d{1,2})\.(\d{1,2})\.(\d{4})\s*$")
@@ -38,10 +38,6 @@ def format_time(t: time) -> str:
     return f"{t.hour}:{t.minute:02d}"
 
 
-def amo_date_to_local(ts: int, tz: ZoneInfo) -> date:
-    """amoCRM stores a date field as the unix time of midnight in the account's zone."""
-    return datetime.fromtimestamp(int(ts), tz=timezone.utc).astimezone(tz).date()
-
-
 def local_date_to_amo(d: date, tz: ZoneInfo) -> int:
+    """amoCRM stores a date field as the unix time of midnight in the account's zone."""
     return int(datetime.combine(d, time(0, 0), tzinfo=tz).timestamp())
