@@ -37,6 +37,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from amo1c_sync.domain.dates import format_time, parse_user_date
 from amo1c_sync.errors import ConfigError, FatalError, ItemError, RetriableError
 from amo1c_sync.logs import get_logger, register_secret
 
@@ -47,10 +48,6 @@ ALLOWED_METHODS = "GET, POST, OPTIONS"
 ALLOWED_HEADERS = f"{SECRET_HEADER}, Content-Type, X-Requested-With"
 PREFLIGHT_MAX_AGE = "600"
 
-_ISO = re.compile(r"^\s*(\d{4})-(\d{1,2})-(\d{1,2})\s*$")
-_RU = re.compile(r"^\s*(\d{1,2})\.(\d{1,2})\.(\d{4})\s*$")
-
-
 class BadRequest(Exception):
     """A 4xx answer with a code and a message for a person."""
 
@@ -60,30 +57,17 @@ class BadRequest(Exception):
 
 
 def parse_date(text: str | None) -> date:
-    """'2021-12-22' or '22.12.2021' (also '22.12.2021' with one-digit day/month) -> date."""
+    """'2021-12-22' or '22.12.2021' (the domain's parser) -> date, or a 400 that says both forms."""
     if not text or not text.strip():
         raise BadRequest("bad_date", "Не указана дата: передайте date=ДД.ММ.ГГГГ или ГГГГ-ММ-ДД. "
                                      "Missing date: pass date=DD.MM.YYYY or YYYY-MM-DD.")
-    m = _ISO.match(text)
-    parts = (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
-    if parts is None:
-        m = _RU.match(text)
-        if m:
-            parts = (int(m.group(3)), int(m.group(2)), int(m.group(1)))
     try:
-        if parts is None:
-            raise ValueError
-        return date(*parts)
+        return parse_user_date(text)
     except ValueError:
         shown = text.strip()[:40]
         raise BadRequest("bad_date", f"Неверная дата «{shown}»: укажите ДД.ММ.ГГГГ (22.12.2021) или "
                                      f"ГГГГ-ММ-ДД (2021-12-22). Invalid date {shown!r}: use DD.MM.YYYY "
                                      "or YYYY-MM-DD.") from None
-
-
-def format_time(t: time) -> str:
-    """9:05, 8:15, 15:30 — as the seed's card shows them (no leading zero on the hour)."""
-    return f"{t.hour}:{t.minute:02d}"
 
 
 def allowed_origins(settings) -> frozenset[str]:
