@@ -13,6 +13,8 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime, time
 
+from amo1c_sync.domain.dates import parse_user_time
+
 _NS = uuid.UUID("8f0f7c1e-5a43-4c1b-9d0e-0a1c2b3d4e5f")
 
 
@@ -57,11 +59,6 @@ SCHEDULE_TABLE: dict[int, tuple[str | None, str | None, str | None]] = {
 }
 
 
-def _hm(text: str) -> time:
-    h, m = text.split(":")
-    return time(int(h), int(m))
-
-
 def schedule_lines() -> list[tuple[str, date, time, time]]:
     """(doctor name, day, start, end) in the document's line order (by day, then column)."""
     out = []
@@ -69,7 +66,7 @@ def schedule_lines() -> list[tuple[str, date, time, time]]:
         for name, cell in zip(DOCTORS, SCHEDULE_TABLE[day]):
             if cell:
                 start, end = cell.split("-")
-                out.append((name, date(2021, 12, day), _hm(start), _hm(end)))
+                out.append((name, date(2021, 12, day), parse_user_time(start), parse_user_time(end)))
     return out
 
 
