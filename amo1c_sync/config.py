@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from amo1c_sync.domain.retry import ItemRetry, RequestRetry, RetryPolicy
 from amo1c_sync.errors import ConfigError
 
 DEFAULT_PATHS = (Path("sync.ini"), Path("/etc/amo1c-sync/sync.ini"))
@@ -85,14 +86,41 @@ class SyncSettings:
     slot_step_minutes: int = 5
     appointment_minutes: int = 15
     schedule_cache_ttl: float = 60.0
-    retry_backoff_base: float = 60.0
-    retry_backoff_max: float = 3600.0
-    max_attempts: int = 0
+    # the old names of [retry] item_backoff_base, item_backoff_max, item_max_attempts: still read
+    # from [sync], and always equal to the [retry] values in force
+    retry_backoff_base: float = field(default=60.0, metadata={"moved_to": "item_backoff_base"})
+    retry_backoff_max: float = field(default=3600.0, metadata={"moved_to": "item_backoff_max"})
+    max_attempts: int = field(default=0, metadata={"moved_to": "item_max_attempts"})
     client_name_max_length: int = 150  # 1C clients catalog's Description length; 0 = no check
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """``[retry]``: the numbers of ``domain.retry.RetryPolicy``."""
+
+    request_retries: int = 5
+    request_backoff_base: float = 0.5
+    request_backoff_max: float = 30.0
+    request_jitter: bool = True
+    item_backoff_base: float = 60.0
+    item_backoff_max: float = 3600.0
+    item_max_attempts: int = 0
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            request=RequestRetry(retries=self.request_retries, backoff_base=self.request_backoff_base,
+                                 backoff_max=self.request_backoff_max, jitter=self.request_jitter),
+            item=ItemRetry(backoff_base=self.item_backoff_base, backoff_max=self.item_backoff_max,
+                           max_attempts=self.item_max_attempts))
+
+
+MAX_REQUEST_RETRIES = 20  # beyond it one request holds its job for many minutes of backoff
+# [sync] keys that moved to [retry] (old name -> new name); the old names are still read
+MOVED_TO_RETRY = {f.name: f.metadata["moved_to"] for f in fields(SyncSettings) if "moved_to" in f.metadata}
 
 
 @dataclass(frozen=True)
@@ -131,6 +159,7 @@ class Settings:
     fields: FieldNames = field(default_factory=FieldNames)
     onec_names: Any = None  # amo1c_sync.onec.names.OneCNames
     sync: SyncSettings = field(default_factory=SyncSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
@@ -156,6 +185,7 @@ _SECTIONS: dict[str, Callable[[], type]] = {
     "fields": lambda: FieldNames,
     "onec_names": _onec_names_cls,
     "sync": lambda: SyncSettings,
+    "retry": lambda: RetrySettings,
     "store": lambda: StoreSettings,
     "http": lambda: HttpSettings,
     "logging": lambda: LoggingSettings,
@@ -165,6 +195,7 @@ _DURATION_KEYS = {
     "connect_timeout", "read_timeout", "registration_interval", "payments_interval",
     "directory_interval", "hot_window", "lookback", "full_scan_interval", "lead_cursor_overlap",
     "schedule_cache_ttl", "retry_backoff_base", "retry_backoff_max", "stale_after",
+    "request_backoff_base", "request_backoff_max", "item_backoff_base", "item_backoff_max",
 }
 _MAY_BE_ZERO = {"lead_cursor_overlap"}
 _REQUIRED_NAMES = ("date", "doctor", "time", "flag")  # [fields] registration cannot do without
@@ -302,9 +333,27 @@ def load_settings(path: str | Path | None = None, *, overrides: dict[str, dict[s
             built[section] = replace(defaults, **kwargs) if kwargs else defaults
         except ValueError as exc:  # the dataclass's own validation (e.g. OneCNames)
             raise ConfigError(f"{where} [{section}]: {exc}") from None
+    built["sync"], built["retry"] = _moved_to_retry(built["sync"], built["retry"], values, where)
     settings = Settings(**built, source=where)
     _validate(settings, where)
     return settings
+
+
+def _moved_to_retry(sync: SyncSettings, retry: RetrySettings, values: dict[str, dict[str, str]],
+                    where: str) -> tuple[SyncSettings, RetrySettings]:
+    """An old [sync] name sets its [retry] key (setting both is an error); afterwards the [sync]
+    fields mirror the [retry] values, so a reader of either sees the numbers in force."""
+    in_sync, in_retry = values.get("sync", {}), values.get("retry", {})
+    moved: dict[str, Any] = {}
+    for old, new in MOVED_TO_RETRY.items():
+        if old in in_sync and new in in_retry:
+            raise ConfigError(f"{where} [sync] {old}: this is the old name of [retry] {new}, which is "
+                              f"also set; keep only [retry] {new}")
+        if old in in_sync:
+            moved[new] = getattr(sync, old)
+    retry = replace(retry, **moved) if moved else retry
+    mirror = {old: getattr(retry, new) for old, new in MOVED_TO_RETRY.items()}
+    return replace(sync, **mirror), retry
 
 
 def _validate(s: Settings, where: str) -> None:
@@ -325,6 +374,7 @@ def _validate(s: Settings, where: str) -> None:
     if s.sync.slot_step_minutes == 0 or 60 % s.sync.slot_step_minutes:
         raise ConfigError(f"{where} [sync] slot_step_minutes: {s.sync.slot_step_minutes} must divide "
                           "60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)")
+    _validate_retry(s.retry, where)
     if s.sync.appointment_minutes == 0:
         raise ConfigError(f"{where} [sync] appointment_minutes: must be at least 1")
     for section, obj in (("amocrm", s.amocrm), ("onec", s.onec)):
@@ -335,6 +385,17 @@ def _validate(s: Settings, where: str) -> None:
                           "AMO1C_HTTP_SECRET / the http_secret credential)")
     if not 0 < s.http.port < 65536:
         raise ConfigError(f"{where} [http] port: {s.http.port} is not a TCP port (1-65535)")
+
+
+def _validate_retry(r: RetrySettings, where: str) -> None:
+    if r.request_retries > MAX_REQUEST_RETRIES:
+        raise ConfigError(f"{where} [retry] request_retries: {r.request_retries} is too many; use 0 to "
+                          f"{MAX_REQUEST_RETRIES} (a failed item is tried again later anyway)")
+    for level in ("request", "item"):
+        base, cap = getattr(r, f"{level}_backoff_base"), getattr(r, f"{level}_backoff_max")
+        if cap < base:
+            raise ConfigError(f"{where} [retry] {level}_backoff_max: {cap:g} s is less than "
+                              f"{level}_backoff_base ({base:g} s); use at least {base:g}s")
 
 
 def load(explicit: str | None = None) -> Settings:

@@ -21,6 +21,10 @@ def from_settings(settings) -> OneC:
     tz = getattr(getattr(settings, "sync", None), "timezone", None)
     if tz:
         kwargs["timezone"] = str(tz)
+    retry = getattr(settings, "retry", None)
+    if retry is not None:
+        kwargs.update(max_retries=retry.request_retries, backoff_base=retry.request_backoff_base,
+                      backoff_max=retry.request_backoff_max)
     for opt in ("max_retries", "backoff_max", "page_size"):
         value = getattr(s, opt, None)
         if value is not None:
