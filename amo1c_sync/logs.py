@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 import structlog
+import structlog.tracebacks
 
 MASK = "***"
 _SECRET_KEYS = re.compile(r"(token|secret|password|passwd|authorization|api_key|client_secret|code)$",
@@ -73,7 +74,9 @@ def configure(level: str = "INFO", fmt: str = "auto", stream=None) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if fmt == "json":
-        tail = [structlog.processors.dict_tracebacks, mask_secrets,
+        # Locals of a crashing frame hold connection strings and tokens: never render them.
+        no_locals = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        tail = [structlog.processors.ExceptionRenderer(no_locals), mask_secrets,
                 structlog.processors.JSONRenderer(ensure_ascii=False)]
     else:
         tail = [structlog.processors.format_exc_info, mask_secrets,

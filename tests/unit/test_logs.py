@@ -46,3 +46,30 @@ def test_given_a_bearer_header_when_logged_then_it_is_masked():
     buf, log = _capture()
     log.info("req", header="Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload")
     assert "eyJhbGci" not in buf.getvalue()
+
+
+def _connect_with(dsn):
+    raise ConnectionError("server closed the connection")
+
+
+def test_given_a_secret_in_a_local_variable_when_a_crash_is_logged_as_json_then_no_local_is_rendered():
+    buf, log = _capture("json")
+    try:
+        _connect_with("postgresql://amo:unregistered-pw-5531@db.clinic/amo")
+    except ConnectionError:
+        log.exception("crash")
+    out = buf.getvalue()
+    event = json.loads(out.splitlines()[-1])
+    assert event["exception"][0]["exc_type"] == "ConnectionError"
+    assert all("locals" not in frame for frame in event["exception"][0]["frames"])
+    assert "unregistered-pw-5531" not in out
+
+
+def test_given_a_store_url_with_a_password_when_the_store_is_made_then_the_password_is_masked():
+    from amo1c_sync.store import Store
+
+    store = Store("postgresql+psycopg://amo:store-pw-8812@127.0.0.1:1/amo")
+    buf, log = _capture()
+    log.error("store.unreachable", url=store.url)
+    store.dispose()
+    assert "store-pw-8812" not in buf.getvalue()
