@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from amo1c_sync.errors import ConfigError
+from amo1c_sync.logs import register_secret
 from amo1c_sync.resources import installed_dir
+
 
 def _migrations_dir() -> Path:
     """migrations/ of the source checkout (editable install), else the copy inside the wheel."""
@@ -35,6 +38,16 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+def _private_file(path: Path) -> None:
+    """Create the SQLite file owner-only before SQLite opens it, whatever the umask: it holds the
+    OAuth tokens. SQLite gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if part.exists() and part.stat().st_mode & 0o077:
+            part.chmod(0o600)
+
+
 class Store:
     """Owns the engine. Use ``session()`` for ordinary work and ``exclusive(name)`` where only one
     process at a time may run (token refresh): it holds a lock that spans processes for the
@@ -47,6 +60,7 @@ class Store:
             raise ConfigError(f"[store] url: not a database URL; use sqlite:///path/state.db or "
                               f"postgresql+psycopg://user@host/db ({type(exc).__name__})") from None
         self.url = url
+        register_secret(parsed.password)
         self.dialect = parsed.get_backend_name()
         if self.dialect == "postgresql" and parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
@@ -54,7 +68,7 @@ class Store:
         if self.dialect == "sqlite":
             db = parsed.database
             if db and db != ":memory:":
-                Path(db).parent.mkdir(parents=True, exist_ok=True)
+                _private_file(Path(db))
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         elif self.dialect == "postgresql":
             kwargs["pool_pre_ping"] = True
