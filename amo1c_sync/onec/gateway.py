@@ -40,6 +40,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from amo1c_sync.domain.totals import parse_lead_id
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
 from amo1c_sync.onec import query as q
 from amo1c_sync.onec.names import OneCNames
@@ -442,11 +443,19 @@ class OneC:
         return [self._zayavka(r) for r in self._get_all(query)]
 
     def zayavki_by_lead(self, lead_id: int | str) -> list[Zayavka]:
-        """Non-deleted «Заявки» whose «Номер AmoCRM» is this lead id, oldest first."""
+        """Non-deleted «Заявки» whose «Номер AmoCRM» reads as this lead id, oldest first.
+
+        The rule is ``parse_lead_id``, the one payments apply («030000093» and « 30000093» are lead
+        30000093): 1C compares strings only, so the query fetches the candidates containing the
+        digits and the rule picks among them."""
         n = self.names
-        query = q.Query(n.zayavka, filter=q.and_(q.eq(n.zayavka_lead, str(lead_id)), q.eq("DeletionMark", False)),
+        want = parse_lead_id(str(lead_id))
+        if want is None:
+            return []
+        query = q.Query(n.zayavka, filter=q.and_(q.substringof(str(want), n.zayavka_lead),
+                                                 q.eq("DeletionMark", False)),
                         select=self._zayavka_fields())
-        rows = [self._zayavka(r) for r in self._get_all(query)]
+        rows = [z for z in map(self._zayavka, self._get_all(query)) if parse_lead_id(z.lead) == want]
         rows.sort(key=lambda z: (z.date or datetime.min, z.number))
         return rows
 

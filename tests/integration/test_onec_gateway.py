@@ -296,7 +296,7 @@ def test_given_a_misnamed_attribute_when_querying_then_the_1c_parse_error_is_sur
     text = str(err.value)
     assert err.value.code == "14"
     assert "Неизвестное поле в выражении $filter: НомерЛида" in text
-    assert "GET /odata/standard.odata/Document_Заявка?$format=json&$filter=НомерЛида eq '30000001'" in text
+    assert "GET /odata/standard.odata/Document_Заявка?$format=json&$filter=substringof('30000001', НомерЛида)" in text
     problems = gw.check_names()
     assert len(problems) == 1 and "НомерЛида" in problems[0]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta, timezone
 
 import pytest
+import requests
 
 from amo1c_sync.jobs.base import run_job
 from amo1c_sync.jobs.slots import SlotFinder
@@ -302,3 +303,21 @@ def test_given_other_time_zone_when_registering_then_date_is_the_clinics_day(amo
     lead_id = seed_lead(amo_emu)
     assert run(ny, store).ok
     assert zayavki(onec_emu, lead_id)[0]["start"] == "2021-12-22T09:05:00"
+
+
+@pytest.mark.parametrize("written_in_1c", ["0{id}", " {id} "])
+def test_given_a_zayavka_whose_number_amocrm_reads_as_the_lead_when_flagged_then_it_is_updated_not_doubled(
+        amo_emu, onec_emu, settings, store, written_in_1c):  # noqa: F811
+    """Payments read «030000093» as lead 30000093; registration must find the same «Заявка»."""
+    lead_id = seed_lead(amo_emu, flag=False)
+    for number in (written_in_1c.format(id=lead_id), f"1{lead_id}"):  # the second is another lead
+        requests.post(onec_emu.url + "/_sandbox/zayavki", timeout=5, json={
+            "lead": number, "doctor": EFIMOVA, "start": "2021-12-22T10:00:00"}).raise_for_status()
+    edit_lead(amo_emu, lead_id, **{FLAG: True})
+    result = run(settings, store)
+    assert result.ok, result.errors
+
+    mine = [z for z in zayavki(onec_emu) if z["lead"] == written_in_1c.format(id=lead_id)]
+    assert len(zayavki(onec_emu)) == 2
+    assert [z["start"] for z in mine] == ["2021-12-22T09:05:00"]
+    assert lead(amo_emu, lead_id)["fields"]["Заявка 1С"] == mine[0]["number"].lstrip("0")
