@@ -12,7 +12,8 @@ than 7 requests in a second. It prints a table and exits 0 only if everything he
     .venv/bin/python benchmarks/drill.py --registrations 200 --postings 1000
     .venv/bin/python benchmarks/drill.py --minutes 30          # soak: RSS every minute, no SIGKILL
 
-The pieces live in amo1c_sync/testing/drill.py (shared with tests/drill/test_drill.py).
+The pieces live in tests/support/drill.py (shared with tests/drill/test_drill.py); run this from
+the checkout or anywhere: it puts the checkout first on sys.path to find them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from amo1c_sync.testing.drill import DrillOptions, run_drill  # noqa: E402
+from tests.support.drill import DrillOptions, run_drill  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

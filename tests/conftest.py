@@ -3,7 +3,7 @@ import os
 import pytest
 
 from amo1c_sync.store import Store, sqlite_url_for
-from amo1c_sync.testing.pg import pg_available, temporary_database
+from tests.support.pg import pg_available, temporary_database
 
 REQUIRE_PG = os.environ.get("AMO1C_REQUIRE_PG") == "1"
 

@@ -4,7 +4,6 @@ the lead's budget and «Сумма1С» become 150."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import requests
 
 from amo1c_sync.config import load_settings
 from amo1c_sync.domain.dates import format_time
+from amo1c_sync.sandbox.daemon import launch_daemon
 from amo1c_sync.sandbox.serve import Sandbox
 from amo1c_sync.store import Store, sqlite_url_for
 
@@ -97,11 +97,7 @@ def play(out: TextIO = sys.stdout, *, keep: bool = False, workdir: str | None = 
             raise StoryFailed(f"{TIME} is not free for {DOCTOR}")
 
         tell.step(3, "The daemon starts (amo1c-sync run)")
-        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-        with open(log_path, "ab") as log_file:
-            daemon = subprocess.Popen(
-                [sys.executable, "-m", "amo1c_sync", "--config", str(ini), "--log-format", "json", "run"],
-                stdout=log_file, stderr=subprocess.STDOUT, cwd=str(work), env=env)
+        daemon = launch_daemon(ini, log_path)
         tell.say(f"pid {daemon.pid}, log {log_path}")
 
         tell.step(4, f"A lead is filled in: {DAY:%d.%m.%Y}, {DOCTOR}, {TIME}, «ФИО клиента» empty; "

@@ -25,7 +25,7 @@ from werkzeug.wrappers import Request, Response
 
 from amo1c_sync.config import load_settings
 from amo1c_sync.store import Store, sqlite_url_for
-from amo1c_sync.testing import wait_until
+from tests.support import wait_until
 from amo1c_sync.web import create_app, serve
 
 pytestmark = pytest.mark.browser

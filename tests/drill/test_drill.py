@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from amo1c_sync.testing.drill import (
+from tests.support.drill import (
     ArrivalRecorder,
     DrillError,
     DrillOptions,

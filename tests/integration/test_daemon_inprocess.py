@@ -11,14 +11,14 @@ from amo1c_sync import config, metrics
 from amo1c_sync.daemon import Daemon
 from amo1c_sync.jobs import base
 from amo1c_sync.sdnotify import Notifier
-from amo1c_sync.testing import wait_until
+from tests.support import wait_until
 
-from daemon_helpers import item_pids, runs, write_ini
+from tests.support.daemon import item_pids, runs, write_ini
 
 
 @pytest.fixture
 def fake_jobs(monkeypatch):
-    monkeypatch.setattr(base, "JOBS", {"registration": "_fake_jobs:run"})
+    monkeypatch.setattr(base, "JOBS", {"registration": "tests.support.fake_jobs:run"})
     import amo1c_sync.daemon as daemon_mod
     import amo1c_sync.status as status_mod  # noqa: F401 - reads JOBS through amo1c_sync.jobs
 
@@ -171,7 +171,7 @@ def test_given_the_leader_lock_lost_then_jobs_stop_until_it_is_won_back(store, t
 
 
 def test_given_a_job_failing_whole_runs_then_it_backs_off(store, tmp_path, monkeypatch, fake_jobs):
-    fake_jobs["registration"] = "_fake_jobs:fail"
+    fake_jobs["registration"] = "tests.support.fake_jobs:fail"
     ini = write_ini(tmp_path / "sync.ini", store.url, interval="1s")
     daemon = Daemon(config.load_settings(ini), store, tick=0.1)
     t = _start(daemon)
@@ -190,7 +190,7 @@ def test_given_a_job_failing_whole_runs_then_it_backs_off(store, tmp_path, monke
 
 def test_given_a_job_stuck_past_the_stop_timeout_then_run_returns_and_the_run_is_recorded_interrupted(
         store, tmp_path, fake_jobs, monkeypatch):
-    fake_jobs["registration"] = "_fake_jobs:stuck"
+    fake_jobs["registration"] = "tests.support.fake_jobs:stuck"
     monkeypatch.setenv("FAKE_JOB_STUCK_SECONDS", "2")
     ini = write_ini(tmp_path / "sync.ini", store.url, interval="1h")
     daemon = Daemon(config.load_settings(ini), store, tick=0.1, stop_timeout=0.3)

@@ -11,10 +11,10 @@ import socket
 import pytest
 
 from amo1c_sync.store import Store, sqlite_url_for
-from amo1c_sync.testing import wait_until
-from amo1c_sync.testing.pg import temporary_database
+from tests.support import wait_until
+from tests.support.pg import temporary_database
 
-from daemon_helpers import cli, item_pids, kill_quietly, last_journal_id, runs, start_daemon, stop, write_ini
+from tests.support.daemon import cli, item_pids, kill_quietly, last_journal_id, runs, start_daemon, stop, write_ini
 
 
 @pytest.fixture

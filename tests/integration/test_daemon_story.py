@@ -12,9 +12,9 @@ import pytest
 import requests
 
 from amo1c_sync.store import Store, sqlite_url_for
-from amo1c_sync.testing import wait_until
+from tests.support import wait_until
 
-from daemon_helpers import cli, kill_quietly, runs, start_daemon, stop, write_ini
+from tests.support.daemon import cli, kill_quietly, runs, start_daemon, stop, write_ini
 
 TOKEN = "story-long-lived-token-0123456789"
 

@@ -23,7 +23,7 @@ from werkzeug.wrappers import Response
 from amo1c_sync.amocrm import AmoCRM
 from amo1c_sync.errors import ConfigError, ItemError, RetriableError
 from amo1c_sync.onec import OneC
-from amo1c_sync.testing import quick_amocrm, quick_onec
+from tests.support import quick_amocrm, quick_onec
 
 IIS_PAGE = ("<!DOCTYPE html><html><head><title>IIS Windows Server</title></head>"
             "<body><h1>Вход в систему</h1><p>Введите имя пользователя</p></body></html>")

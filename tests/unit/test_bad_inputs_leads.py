@@ -21,7 +21,7 @@ from amo1c_sync.domain.registration import parse_request
 from amo1c_sync.jobs.base import JobContext, run_job
 from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator
-from amo1c_sync.testing import quick_amocrm, quick_onec
+from tests.support import quick_amocrm, quick_onec
 
 TZ = ZoneInfo("Europe/Moscow")
 TOKEN = "bad-inputs-token"

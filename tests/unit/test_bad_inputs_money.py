@@ -19,7 +19,7 @@ from amo1c_sync.domain.totals import DocState, budget, sum_field_value, total
 from amo1c_sync.jobs.base import JobContext, run_job
 from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator
-from amo1c_sync.testing import quick_amocrm, quick_onec
+from tests.support import quick_amocrm, quick_onec
 
 TOKEN = "bad-inputs-token"
 

@@ -1,49 +1,36 @@
-"""What `pip install` (a wheel, not the checkout) must carry: every package, the migrations, the widget."""
+"""The wheel's package list in pyproject.toml is exactly the package folders: none forgotten, none
+that the checkout no longer has (tests/ and its rig are not among them)."""
 
-import subprocess
-import sys
 import tomllib
-import zipfile
 from pathlib import Path
 
-import pytest
 from setuptools import find_packages
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_given_the_package_folders_when_compared_with_pyproject_then_every_one_is_listed():
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+def _setuptools() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def _package_folders() -> set[str]:
+    """The packages under amo1c_sync/, plus those that package-dir maps in from other folders."""
     found = set(find_packages(str(ROOT), include=["amo1c_sync*"]))
-    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+    for name, folder in _setuptools().get("package-dir", {}).items():
+        found.add(name)
+        base = ROOT / folder
+        found |= {".".join((name, *d.relative_to(base).parts)) for d in base.rglob("*")
+                  if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))}
+    return found
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                    "-w", str(out), str(ROOT)], check=True, timeout=300)
-    return next(out.glob("amo1c_sync-*.whl"))
+def test_given_the_package_folders_when_compared_with_pyproject_then_the_lists_are_equal():
+    listed = set(_setuptools()["packages"])
+    found = _package_folders()
+    assert found - listed == set(), f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+    assert listed - found == set(), f"no such package folder: {sorted(listed - found)}"
 
 
-def test_given_the_wheel_when_listed_then_it_carries_the_migrations_and_the_widget(wheel):
-    names = set(zipfile.ZipFile(wheel).namelist())
-    assert "amo1c_sync/_migrations/env.py" in names
-    assert "amo1c_sync/_migrations/script.py.mako" in names
-    assert any(n.startswith("amo1c_sync/_migrations/versions/0001_") for n in names)
-    assert {"amo1c_sync/_widget/manifest.json", "amo1c_sync/_widget/script.js",
-            "amo1c_sync/_widget/images/logo.png"} <= names
-
-
-def test_given_the_wheel_installed_elsewhere_when_the_store_is_upgraded_then_migrations_are_found(wheel, tmp_path):
-    target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
-                    str(wheel)], check=True, timeout=300)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]);"
-            "import amo1c_sync.store.db as db; assert 'site' in str(db.MIGRATIONS_DIR), db.MIGRATIONS_DIR;"
-            "from amo1c_sync.store import Store; s = Store('sqlite:///' + sys.argv[2]); s.upgrade();"
-            "from amo1c_sync.commands.widget import find_widget_dir; print(find_widget_dir())")
-    proc = subprocess.run([sys.executable, "-c", code, str(target), str(tmp_path / "state.db")],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "_widget" in proc.stdout
+def test_given_the_package_list_when_read_then_no_test_rig_is_shipped():
+    listed = _setuptools()["packages"]
+    assert not [p for p in listed if p.split(".")[0] == "tests" or ".testing" in p], listed

@@ -13,13 +13,15 @@ Pieces, each usable alone:
   emulator's control API when the drill needs more slots than the seed's December 2021 has.
 * :class:`Clinic` — the clinic's staff: creates and flags valid and invalid leads, reschedules,
   posts / re-posts / unposts / deletes «Оказание услуг», deletes a few leads.
-* :class:`Daemon` — ``python -m amo1c_sync --config … run`` as a real subprocess: start, SIGKILL,
-  restart, SIGTERM, RSS from ``/proc/<pid>/status``.
+* :class:`Daemon` — ``python -m amo1c_sync --config … run`` as a real subprocess (started by the
+  sandbox's launcher): start, SIGKILL, restart, SIGTERM, RSS from ``/proc/<pid>/status``.
 * :class:`Chaos` — the fault injector (a thread): ~10 % of 1C requests fail (500 / dropped
   connection), slow 1C answers past the read timeout, amoCRM 429 storms, an access-token expiry, a
   403 block window, and SIGKILL + restart of the daemon at random moments.
 * :func:`check_state` — the convergence checker.
-* :func:`run_drill` — all of it, returning a :class:`DrillReport` (``format_table()``).
+* :func:`run_drill` — its phases :func:`prepare` (the sandbox's emulators and sync.ini, OAuth,
+  the daemon), :func:`act` (clinic and chaos), :func:`converge` and :func:`check_invariants`,
+  returning a :class:`DrillReport` (``format_table()``).
 
 Every loop here is bounded in count and time; all traffic goes to 127.0.0.1.
 """
@@ -27,6 +29,7 @@ Every loop here is bounded in count and time; all traffic goes to 127.0.0.1.
 from __future__ import annotations
 
 import collections
+import configparser
 import os
 import queue
 import random
@@ -46,6 +49,9 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 import requests
+
+from amo1c_sync.sandbox.daemon import child_env, daemon_command, launch_daemon
+from amo1c_sync.sandbox.serve import Sandbox
 
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
@@ -459,18 +465,6 @@ class Clinic:
 # =============================================================================================
 # the daemon as a subprocess
 # =============================================================================================
-def child_env() -> dict[str, str]:
-    """The environment for the daemon: no proxies, no stray amo1c-sync secrets or directories."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AMO1C_") and k not in ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY",
-                                                       "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
-    for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
-        env.pop(k, None)
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost,::1"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     """preexec_fn: SIGKILL this child when the drill process dies (Linux PR_SET_PDEATHSIG), so a
     daemon never outlives a drill that was itself killed."""
@@ -545,8 +539,8 @@ class Daemon:
         self.events: list[tuple[float, str]] = []   # (monotonic time, what): starts and kills
 
     def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "amo1c_sync", "--config", str(self.config), *args],
-                              cwd=self.workdir, env=child_env(), capture_output=True, text=True,
+        return subprocess.run(daemon_command(self.config, *args), cwd=self.workdir,
+                              env=child_env(isolated=True), capture_output=True, text=True,
                               timeout=timeout)
 
     def start(self) -> None:
@@ -555,13 +549,9 @@ class Daemon:
                 return
             with open(self.log_path, "ab") as fh:
                 fh.write(f"\n=== drill: start #{self.starts + 1} at {time.strftime('%H:%M:%S')} ===\n".encode())
-                fh.flush()
-                self.proc = self._spawner.popen(
-                    [sys.executable, "-m", "amo1c_sync", "--config", str(self.config),
-                     "--log-format", "json", "run"],
-                    cwd=self.workdir, env=child_env(), stdout=fh, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
-                    preexec_fn=_die_with_parent(os.getpid()))
+            self.proc = launch_daemon(self.config, self.log_path, env=child_env(isolated=True),
+                                      popen=self._spawner.popen, start_new_session=True,
+                                      preexec_fn=_die_with_parent(os.getpid()))
             self.starts += 1
             self.events.append((time.monotonic(), f"start #{self.starts}"))
             self._exited_at = None
@@ -1050,86 +1040,45 @@ class ArrivalRecorder:
         return best, at
 
 
-def write_sync_ini(path: Path, *, amo, onec, store_url: str, opts: DrillOptions) -> None:
-    text = f"""# written by the amo1c-sync fault drill; points at the in-process emulators on loopback
-[amocrm]
-base_url = {amo.url}
-client_id = {amo.client_id}
-client_secret = {amo.client_secret}
-redirect_uri = {amo.redirect_uri}
-rate_limit = 7
-connect_timeout = 2s
-read_timeout = {opts.amo_read_timeout}s
-
-[onec]
-base_url = {onec.url}/odata/standard.odata
-username = {onec.username}
-password = {onec.password}
-connect_timeout = 2s
-read_timeout = {opts.onec_read_timeout}s
-
-[fields]
-date = {F_DATE}
-doctor = {F_DOCTOR}
-time = {F_TIME}
-client_name = {F_CLIENT}
-sum = {F_SUM}
-flag = {F_FLAG}
-zayavka_number = {F_NUMBER}
-
-[sync]
-timezone = Europe/Moscow
-registration_interval = {opts.registration_interval}
-payments_interval = {opts.payments_interval}
-directory_interval = {opts.directory_interval}
-hot_window = 3d
-lookback = 62d
-full_scan_interval = 30s
-lead_cursor_overlap = 60s
-slot_step_minutes = 5
-appointment_minutes = {opts.appointment_minutes}
-schedule_cache_ttl = 2s
-retry_backoff_base = {opts.retry_backoff_base}
-retry_backoff_max = {opts.retry_backoff_max}
-max_attempts = 0
-
-[store]
-url = {store_url}
-
-[logging]
-level = INFO
-format = json
-"""
-    path.write_text(text, encoding="utf-8")
-    path.chmod(0o600)
+def write_sync_ini(path: Path, sandbox: Sandbox, *, store_url: str, opts: DrillOptions) -> Path:
+    """The sandbox's own sync.ini, with the drill's short timeouts and intervals on top."""
+    sandbox.write_config(path, store_url, registration_interval=opts.registration_interval,
+                         payments_interval=opts.payments_interval,
+                         directory_interval=opts.directory_interval)
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.optionxform = str  # keep the keys as written
+    ini.read(path, encoding="utf-8")
+    overrides = {
+        "amocrm": {"rate_limit": "7", "connect_timeout": "2s", "read_timeout": f"{opts.amo_read_timeout}s"},
+        "onec": {"connect_timeout": "2s", "read_timeout": f"{opts.onec_read_timeout}s"},
+        "fields": {"date": F_DATE, "doctor": F_DOCTOR, "time": F_TIME, "client_name": F_CLIENT,
+                   "sum": F_SUM, "flag": F_FLAG, "zayavka_number": F_NUMBER},
+        "sync": {"timezone": "Europe/Moscow", "hot_window": "3d", "lookback": "62d",
+                 "full_scan_interval": "30s", "lead_cursor_overlap": "60s", "slot_step_minutes": "5",
+                 "appointment_minutes": str(opts.appointment_minutes), "schedule_cache_ttl": "2s",
+                 "retry_backoff_base": opts.retry_backoff_base,
+                 "retry_backoff_max": opts.retry_backoff_max, "max_attempts": "0"},
+        "logging": {"level": "INFO", "format": "json"},
+    }
+    for section, values in overrides.items():
+        if not ini.has_section(section):
+            ini.add_section(section)
+        for key, value in values.items():
+            ini.set(section, key, value)
+    with open(path, "w", encoding="utf-8") as fh:  # the sandbox created it 0600
+        ini.write(fh)
+    return path
 
 
-def bootstrap_oauth(daemon: Daemon, amo_ctl: Control, log: Callable[[str], None]) -> str:
+def bootstrap_oauth(daemon: Daemon, amo_ctl: Control) -> None:
     """Migrate the store and exchange a fresh authorization code, as an administrator would."""
     up = daemon.cli("db", "upgrade")
     if up.returncode != 0:
         raise DrillError(f"`amo1c-sync db upgrade` failed ({up.returncode}): {up.stderr[-2000:]}")
     code = amo_ctl.post("/_sandbox/oauth/code")["code"]
     res = daemon.cli("auth", "--code", code)
-    if res.returncode == 0:
-        return "amo1c-sync auth --code"
-    if "not built yet" not in res.stderr:
+    if res.returncode != 0:
         raise DrillError(f"`amo1c-sync auth --code` failed ({res.returncode}): {res.stderr[-2000:]}")
-    # the auth command is not there yet: exchange the code with the package's own token manager
-    from amo1c_sync import config as cfg
-    from amo1c_sync.amocrm.auth import TokenManager
-    from amo1c_sync.store import Store
-
-    s = cfg.load_settings(daemon.config)
-    store = Store(s.store.resolved_url())
-    try:
-        TokenManager(store, base_url=s.amocrm.base_url, client_id=s.amocrm.client_id,
-                     client_secret=s.amocrm.client_secret,
-                     redirect_uri=s.amocrm.redirect_uri).exchange_code(code)
-    finally:
-        store.dispose()
-    log("drill: `amo1c-sync auth` is not built yet; exchanged the code with TokenManager in-process")
-    return "TokenManager.exchange_code"
 
 
 def _plan_actions(opts: DrillOptions, rng: random.Random) -> list[tuple[float, str]]:
@@ -1155,207 +1104,284 @@ def _plan_actions(opts: DrillOptions, rng: random.Random) -> list[tuple[float, s
     return actions
 
 
-def run_drill(opts: DrillOptions, *, log: Callable[[str], None] = _log_default) -> DrillReport:
-    from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
-    from amo1c_sync.sandbox.onec_emulator import OneCEmulator
+@dataclass
+class DrillRun:
+    """What the phases hand each other: the live emulators, daemon, clinic and fault injector."""
 
-    t_begin = time.monotonic()
-    rng = random.Random(opts.seed)
-    report = DrillReport(options=opts)
-    own_dir = opts.workdir is None
+    opts: DrillOptions
+    report: DrillReport
+    rng: random.Random
+    workdir: Path
+    sandbox: Sandbox
+    amo: Control
+    onec: Control
+    arrivals: ArrivalRecorder
+    daemon: Daemon
+    log: Callable[[str], None]
+    schedule: Schedule | None = None
+    clinic: Clinic | None = None
+    chaos: Chaos | None = None
+    t0: float = 0.0
+    last_fault: float = 0.0
+    steady_from: float | None = None
+
+    @property
+    def soak(self) -> bool:
+        return self.opts.soak_minutes > 0
+
+    def close(self) -> None:
+        try:
+            if self.chaos is not None and self.chaos.is_alive():
+                self.chaos.finish()
+        finally:
+            self.daemon.close()
+            self.sandbox.stop()
+
+
+def _schedule_for(run: DrillRun) -> list[Slot]:
+    """Enough valid slots for every registration and reschedule (January 2022 added when the
+    seed's December 2021 is too small)."""
+    opts, report = run.opts, run.report
+    schedule = Schedule.seed()
+    n_resched = max(1, round(opts.registrations * opts.reschedule_ratio)) if opts.reschedule_ratio else 0
+    need = opts.registrations + n_resched
+    cap = schedule.capacity(opts.appointment_minutes, 5)
+    report.schedule_note = (f"schedule: seed's December 2021 ({cap} free appointments of "
+                            f"{opts.appointment_minutes} min)")
+    if cap < need:
+        ext = january_extension(schedule.doctors)
+        run.onec.post("/_sandbox/schedules", {
+            "date": "2021-12-30T10:00:00", "month": "2022-01-01", "posted": True,
+            "lines": [{"doctor": d, "date": day.isoformat(), "start": s.strftime("%H:%M"),
+                       "end": e.strftime("%H:%M")} for d, day, s, e in ext]})
+        schedule.add(ext)
+        report.schedule_note += (f" + January 2022 added through the 1C control API "
+                                 f"({schedule.capacity(opts.appointment_minutes, 5)} in all)")
+    run.schedule = schedule
+    return schedule.plan(need, opts.appointment_minutes, 5, run.rng)
+
+
+def prepare(opts: DrillOptions, report: DrillReport, log: Callable[[str], None]) -> DrillRun:
+    """Phase 1: both emulators, the schedule, sync.ini, the migrated store, OAuth, the daemon."""
     workdir = Path(opts.workdir or tempfile.mkdtemp(prefix="amo1c-drill-"))
     workdir.mkdir(parents=True, exist_ok=True)
     report.workdir = str(workdir)
-    amo = AmoCRMEmulator(port=0, rate_limit=7).start()
-    onec = OneCEmulator(port=0).start()
-    amo_ctl, onec_ctl = Control(amo.url, "amoCRM"), Control(onec.url, "1C")
-    arrivals = ArrivalRecorder(amo)
-    daemon = Daemon(workdir / "sync.ini", workdir, log=log)
-    chaos: Chaos | None = None
+    sandbox = Sandbox(amo_rate_limit=7).start()
+    run = DrillRun(opts=opts, report=report, rng=random.Random(opts.seed), workdir=workdir,
+                   sandbox=sandbox, amo=Control(sandbox.amo.url, "amoCRM"),
+                   onec=Control(sandbox.onec.url, "1C"), arrivals=ArrivalRecorder(sandbox.amo),
+                   daemon=Daemon(workdir / "sync.ini", workdir, log=log), log=log)
     try:
-        # -- the schedule: enough valid slots for every registration and reschedule --------
-        schedule = Schedule.seed()
-        n_resched = max(1, round(opts.registrations * opts.reschedule_ratio)) if opts.reschedule_ratio else 0
-        need = opts.registrations + n_resched
-        cap = schedule.capacity(opts.appointment_minutes, 5)
-        report.schedule_note = (f"schedule: seed's December 2021 ({cap} free appointments of "
-                                f"{opts.appointment_minutes} min)")
-        if cap < need:
-            ext = january_extension(schedule.doctors)
-            onec_ctl.post("/_sandbox/schedules", {
-                "date": "2021-12-30T10:00:00", "month": "2022-01-01", "posted": True,
-                "lines": [{"doctor": d, "date": day.isoformat(), "start": s.strftime("%H:%M"),
-                           "end": e.strftime("%H:%M")} for d, day, s, e in ext]})
-            schedule.add(ext)
-            report.schedule_note += (f" + January 2022 added through the 1C control API "
-                                     f"({schedule.capacity(opts.appointment_minutes, 5)} in all)")
-        slots = schedule.plan(need, opts.appointment_minutes, 5, rng)
-
-        # -- config, store, OAuth, daemon ---------------------------------------------------
-        write_sync_ini(workdir / "sync.ini", amo=amo, onec=onec,
+        slots = _schedule_for(run)
+        write_sync_ini(workdir / "sync.ini", sandbox,
                        store_url=f"sqlite:///{(workdir / 'state.db').resolve()}", opts=opts)
-        how = bootstrap_oauth(daemon, amo_ctl, log)
-        log(f"drill: workdir {workdir}; emulators amoCRM {amo.url}, 1C {onec.url}; OAuth via {how}")
-        daemon.start()
-        clinic = Clinic(amo_ctl, onec_ctl, schedule, slots, rng,
-                        appointment_minutes=opts.appointment_minutes, log=log)
+        bootstrap_oauth(run.daemon, run.amo)
+        log(f"drill: workdir {workdir}; emulators amoCRM {sandbox.amo.url}, 1C {sandbox.onec.url}")
+        run.daemon.start()
+        run.clinic = Clinic(run.amo, run.onec, run.schedule, slots, run.rng,
+                            appointment_minutes=opts.appointment_minutes, log=log)
+    except BaseException:
+        run.close()
+        raise
+    return run
 
-        # -- the action phase: the clinic works while the chaos thread breaks things -------
-        span = opts.span()
-        soak = opts.soak_minutes > 0
-        # soak: no SIGKILL (RSS must be one process's), and so no 403 window either: after a
-        # block the daemon pauses amoCRM work until a person (here: a restart) acts
-        plan = make_chaos_plan(rng, span, restarts=0 if soak else opts.restarts,
-                               onec_fault_ratio=opts.onec_fault_ratio,
-                               onec_read_timeout=opts.onec_read_timeout, blocks=0 if soak else 1,
-                               storms=max(3, int(span // 120)) if soak else 3,
-                               expiries=max(2, int(span // 300)) if soak else 2,
-                               slow=max(4, int(span // 60)) if soak else 4)
-        chaos = Chaos(amo_ctl, onec_ctl, daemon, plan, random.Random(opts.seed + 1),
-                      kills_enabled=not soak, log=log)
-        actions = _plan_actions(opts, rng)
-        log(f"drill: action phase ~{span:.0f} s: {len(actions)} clinic actions, "
-            f"{len(plan.events)} chaos events, 1C fault ratio {opts.onec_fault_ratio:.0%}")
-        t0 = time.monotonic()
-        chaos.start()
-        hard_stop = t0 + span * 2 + 120
-        give_up = t0 + span + 30        # postponed actions (they need a registered lead)
-        not_done = 0
-        next_rss = t0 + 60.0
-        next_progress = t0 + 15.0
-        pending: collections.deque = collections.deque(actions)
-        steady_from: float | None = None
-        while pending and time.monotonic() < hard_stop:
-            at, action = pending[0]
-            now = time.monotonic()
-            if now >= next_rss:
-                rss = daemon.rss_kb()
-                if rss:
-                    report.rss_kb.append((now - t0, rss))
-                    log(f"drill: minute {len(report.rss_kb)}: daemon RSS {rss / 1024:.1f} MB (pid {daemon.pid})")
-                next_rss += 60.0
-            if now >= next_progress:
-                log(f"drill: t+{now - t0:.0f}s: {dict(clinic.ops)}; faults {dict(chaos.injected)}; "
-                    f"ready leads {len(clinic._ready)}")
-                next_progress += 30.0
-            if t0 + at > now:
-                time.sleep(min(0.2, t0 + at - now))
-                continue
-            pending.popleft()
-            if soak and not clinic.steady and now - t0 > 0.5 * span:
-                clinic.steady = True
-                steady_from = now - t0
-                log("drill: soak: the data set is complete; from now on only re-posts and unposts")
-            done: Any = True
-            if action == "valid":
-                clinic.register_valid()
-            elif action.startswith("invalid:"):
-                clinic.register_invalid(action.split(":", 1)[1])
-            elif action == "posting":
-                done = clinic.posting_op()
-            elif action == "reschedule":
-                done = clinic.reschedule()
-            elif action == "busy":
-                done = clinic.register_busy()
-            elif action == "delete":
-                done = clinic.delete_lead()
-            if done is None:  # nothing ready yet: try again a little later, up to give_up
-                if time.monotonic() < give_up:
-                    pending.append((time.monotonic() - t0 + 0.5, action))
-                    pending = collections.deque(sorted(pending, key=lambda a: a[0]))
-                else:
-                    not_done += 1
-                # do not spin: this process also runs both emulators, and a busy loop here would
-                # delay their request handling (and so the emulators' own per-second counting)
-                time.sleep(0.05)
-        report.ops_not_done = not_done + len(pending)
-        if report.ops_not_done:
-            log(f"drill: the clinic gave up {report.ops_not_done} actions: no registered lead was "
+
+def _start_chaos(run: DrillRun) -> Chaos:
+    opts, span = run.opts, run.opts.span()
+    # soak: no SIGKILL (RSS must be one process's), and so no 403 window either: after a block
+    # the daemon pauses amoCRM work until a person (here: a restart) acts
+    soak = run.soak
+    plan = make_chaos_plan(run.rng, span, restarts=0 if soak else opts.restarts,
+                           onec_fault_ratio=opts.onec_fault_ratio,
+                           onec_read_timeout=opts.onec_read_timeout, blocks=0 if soak else 1,
+                           storms=max(3, int(span // 120)) if soak else 3,
+                           expiries=max(2, int(span // 300)) if soak else 2,
+                           slow=max(4, int(span // 60)) if soak else 4)
+    run.chaos = Chaos(run.amo, run.onec, run.daemon, plan, random.Random(opts.seed + 1),
+                      kills_enabled=not soak, log=run.log)
+    return run.chaos
+
+
+def _do(clinic: Clinic, action: str) -> Any:
+    """One clinic action; None when it needs a registered lead and none is ready yet."""
+    if action == "valid":
+        return clinic.register_valid()
+    if action.startswith("invalid:"):
+        return clinic.register_invalid(action.split(":", 1)[1])
+    return {"posting": clinic.posting_op, "reschedule": clinic.reschedule,
+            "busy": clinic.register_busy, "delete": clinic.delete_lead}[action]()
+
+
+def _observe(run: DrillRun, now: float, marks: dict[str, float]) -> None:
+    """Once a minute the daemon's RSS, every 30 s a progress line."""
+    if now >= marks["rss"]:
+        rss = run.daemon.rss_kb()
+        if rss:
+            run.report.rss_kb.append((now - run.t0, rss))
+            run.log(f"drill: minute {len(run.report.rss_kb)}: daemon RSS {rss / 1024:.1f} MB "
+                    f"(pid {run.daemon.pid})")
+        marks["rss"] += 60.0
+    if now >= marks["progress"]:
+        run.log(f"drill: t+{now - run.t0:.0f}s: {dict(run.clinic.ops)}; faults {dict(run.chaos.injected)}; "
+                f"ready leads {len(run.clinic._ready)}")
+        marks["progress"] += 30.0
+
+
+def _play_actions(run: DrillRun, actions: list[tuple[float, str]], hard_stop: float) -> int:
+    """The clinic's timetable, in time; postponed actions retried until ``give_up``. Returns how
+    many actions were not done."""
+    t0, span, clinic = run.t0, run.opts.span(), run.clinic
+    give_up = t0 + span + 30
+    not_done = 0
+    marks = {"rss": t0 + 60.0, "progress": t0 + 15.0}
+    pending: collections.deque = collections.deque(actions)
+    while pending and time.monotonic() < hard_stop:
+        at, action = pending[0]
+        now = time.monotonic()
+        _observe(run, now, marks)
+        if t0 + at > now:
+            time.sleep(min(0.2, t0 + at - now))
+            continue
+        pending.popleft()
+        if run.soak and not clinic.steady and now - t0 > 0.5 * span:
+            clinic.steady = True
+            run.steady_from = now - t0
+            run.log("drill: soak: the data set is complete; from now on only re-posts and unposts")
+        if _do(clinic, action) is not None:
+            continue
+        if time.monotonic() < give_up:
+            pending.append((time.monotonic() - t0 + 0.5, action))
+            pending = collections.deque(sorted(pending, key=lambda a: a[0]))
+        else:
+            not_done += 1
+        # do not spin: this process also runs both emulators, and a busy loop here would delay
+        # their request handling (and so the emulators' own per-second counting)
+        time.sleep(0.05)
+    return not_done + len(pending)
+
+
+def act(run: DrillRun) -> None:
+    """Phase 2: the clinic works while the fault injector breaks things, to the plan's end."""
+    report, span = run.report, run.opts.span()
+    chaos = _start_chaos(run)
+    actions = _plan_actions(run.opts, run.rng)
+    run.log(f"drill: action phase ~{span:.0f} s: {len(actions)} clinic actions, "
+            f"{len(chaos.plan.events)} chaos events, 1C fault ratio {run.opts.onec_fault_ratio:.0%}")
+    run.t0 = time.monotonic()
+    chaos.start()
+    hard_stop = run.t0 + span * 2 + 120
+    report.ops_not_done = _play_actions(run, actions, hard_stop)
+    if report.ops_not_done:
+        run.log(f"drill: the clinic gave up {report.ops_not_done} actions: no registered lead was "
                 "ready for them (the daemon registered too few in time)")
-        # the chaos plan runs to its end (every kill happens) even if the clinic was quick
-        while chaos.events_left and time.monotonic() < hard_stop:
-            time.sleep(0.2)
-        report.action_seconds = time.monotonic() - t0
-        last_fault = chaos.finish()
-        daemon.check_exit()
-        report.faults = dict(chaos.injected)
-        if chaos.errors:
-            report.problems.append(f"fault injector errors: {chaos.errors[:3]}")
+    # the chaos plan runs to its end (every kill happens) even if the clinic was quick
+    while chaos.events_left and time.monotonic() < hard_stop:
+        time.sleep(0.2)
+    report.action_seconds = time.monotonic() - run.t0
+    run.last_fault = chaos.finish()
+    run.daemon.check_exit()
+    report.faults = dict(chaos.injected)
+    if chaos.errors:
+        report.problems.append(f"fault injector errors: {chaos.errors[:3]}")
 
-        # -- convergence ---------------------------------------------------------------------
-        deadline = time.monotonic() + opts.deadline()
-        log(f"drill: chaos over after {report.action_seconds:.0f} s; waiting up to "
-            f"{opts.deadline():.0f} s for convergence")
-        result = check_state(clinic, amo_ctl, onec_ctl)
-        next_note = time.monotonic() + 15
-        while not result.ok and time.monotonic() < deadline:
-            time.sleep(2.0)
-            daemon.check_exit()
-            result = check_state(clinic, amo_ctl, onec_ctl)
-            if time.monotonic() >= next_note:
-                log(f"drill: not yet converged: {result.problems[:3]}")
-                next_note += 15
-        report.check = result
-        report.converged = result.ok
-        if result.ok:
-            report.converge_seconds = time.monotonic() - last_fault
-        if daemon.rss_kb():
-            report.rss_kb.append((time.monotonic() - t0, daemon.rss_kb()))
 
-        # -- invariants ------------------------------------------------------------------------
-        tokens = amo_ctl.get("/_sandbox/tokens")
-        report.refresh_reuse = tokens.get("refresh_reuse_count")
-        report.refresh_count = tokens.get("refresh_count")
-        report.max_per_second = amo_ctl.get("/_sandbox/requests").get("max_per_second")
-        report.restarts = daemon.kills
-        report.unexpected_exits = list(daemon.unexpected_exits)
-        report.clinic_ops = dict(clinic.ops)
-        report.sigterm_rc = daemon.terminate(timeout=60)
+def converge(run: DrillRun) -> CheckResult:
+    """Phase 3: poll the emulators' state until it is what the clinic did, or the deadline."""
+    report, budget = run.report, run.opts.deadline()
+    deadline = time.monotonic() + budget
+    run.log(f"drill: chaos over after {report.action_seconds:.0f} s; waiting up to {budget:.0f} s "
+            "for convergence")
+    result = check_state(run.clinic, run.amo, run.onec)
+    next_note = time.monotonic() + 15
+    while not result.ok and time.monotonic() < deadline:
+        time.sleep(2.0)
+        run.daemon.check_exit()
+        result = check_state(run.clinic, run.amo, run.onec)
+        if time.monotonic() >= next_note:
+            run.log(f"drill: not yet converged: {result.problems[:3]}")
+            next_note += 15
+    report.check, report.converged = result, result.ok
+    if result.ok:
+        report.converge_seconds = time.monotonic() - run.last_fault
+    else:
+        report.problems.append(f"did not converge within {budget:.0f} s: " + "; ".join(result.problems[:8]))
+    if result.duplicates:
+        report.problems.append(f"{result.duplicates} duplicate «Заявки»")
+    rss = run.daemon.rss_kb()
+    if rss:
+        report.rss_kb.append((time.monotonic() - run.t0, rss))
+    return result
 
-        if not result.ok:
-            report.problems.append("did not converge within "
-                                   f"{opts.deadline():.0f} s: " + "; ".join(result.problems[:8]))
-        if result.duplicates:
-            report.problems.append(f"{result.duplicates} duplicate «Заявки»")
-        if report.refresh_reuse:
-            report.problems.append(f"a refresh token was used again {report.refresh_reuse} time(s)")
-        if report.max_per_second is not None and report.max_per_second > 7:
-            n, at = arrivals.worst_window()
-            near = ""
-            if at is not None and daemon.events:
-                t_ev, what = min(daemon.events, key=lambda e: abs(e[0] - at))
-                near = f"; nearest daemon event: {what} {t_ev - at:+.2f} s from the window's start"
-            report.problems.append(f"amoCRM saw {report.max_per_second} requests in one second (limit 7); "
-                                   f"worst window: {n} requests from t+{(at or t0) - t0:.1f} s{near}")
-        if not soak and report.restarts < opts.restarts:
-            report.problems.append(f"only {report.restarts} SIGKILL restarts (wanted {opts.restarts})")
-        if report.sigterm_rc != 0:
-            report.problems.append(f"SIGTERM: the daemon exited with {report.sigterm_rc} (expected 0)")
-        if report.unexpected_exits:
-            report.problems.append(f"the daemon exited by itself {len(report.unexpected_exits)} time(s) "
-                                   f"with {sorted(set(report.unexpected_exits))}")
-        if soak and len(report.rss_kb) >= 2:
-            # growth while the data set is steady (the first sample after it became so), else
-            # from the first minute
-            after = [kb for t, kb in report.rss_kb if steady_from is not None and t >= steady_from]
-            series = after if len(after) >= 2 else [kb for _, kb in report.rss_kb]
-            report.rss_growth_mb = (max(series[1:]) - series[0]) / 1024
-            report.rss_note = ("while the data set was steady" if len(after) >= 2
-                               else "from the first minute (data still growing)")
-            if report.rss_growth_mb > opts.rss_growth_limit_mb:
-                report.problems.append(f"daemon RSS grew by {report.rss_growth_mb:.1f} MB "
-                                       f"(bound {opts.rss_growth_limit_mb} MB)")
+
+def _rate_problem(run: DrillRun) -> str:
+    report = run.report
+    n, at = run.arrivals.worst_window()
+    near = ""
+    if at is not None and run.daemon.events:
+        t_ev, what = min(run.daemon.events, key=lambda e: abs(e[0] - at))
+        near = f"; nearest daemon event: {what} {t_ev - at:+.2f} s from the window's start"
+    return (f"amoCRM saw {report.max_per_second} requests in one second (limit 7); "
+            f"worst window: {n} requests from t+{(at or run.t0) - run.t0:.1f} s{near}")
+
+
+def _rss_problem(run: DrillRun) -> str | None:
+    """Soak: growth while the data set is steady (from the first sample after it became so), else
+    from the first minute."""
+    report = run.report
+    after = [kb for t, kb in report.rss_kb if run.steady_from is not None and t >= run.steady_from]
+    series = after if len(after) >= 2 else [kb for _, kb in report.rss_kb]
+    report.rss_growth_mb = (max(series[1:]) - series[0]) / 1024
+    report.rss_note = ("while the data set was steady" if len(after) >= 2
+                       else "from the first minute (data still growing)")
+    if report.rss_growth_mb > run.opts.rss_growth_limit_mb:
+        return f"daemon RSS grew by {report.rss_growth_mb:.1f} MB (bound {run.opts.rss_growth_limit_mb} MB)"
+    return None
+
+
+def check_invariants(run: DrillRun) -> None:
+    """Phase 4: what must hold besides the data: no refresh token reused, amoCRM's 7 requests a
+    second, the SIGKILLs happened, SIGTERM ends with 0, no exits by itself, RSS (soak)."""
+    report = run.report
+    tokens = run.amo.get("/_sandbox/tokens")
+    report.refresh_reuse = tokens.get("refresh_reuse_count")
+    report.refresh_count = tokens.get("refresh_count")
+    report.max_per_second = run.amo.get("/_sandbox/requests").get("max_per_second")
+    report.restarts = run.daemon.kills
+    report.unexpected_exits = list(run.daemon.unexpected_exits)
+    report.clinic_ops = dict(run.clinic.ops)
+    report.sigterm_rc = run.daemon.terminate(timeout=60)
+    if report.refresh_reuse:
+        report.problems.append(f"a refresh token was used again {report.refresh_reuse} time(s)")
+    if report.max_per_second is not None and report.max_per_second > 7:
+        report.problems.append(_rate_problem(run))
+    if not run.soak and report.restarts < run.opts.restarts:
+        report.problems.append(f"only {report.restarts} SIGKILL restarts (wanted {run.opts.restarts})")
+    if report.sigterm_rc != 0:
+        report.problems.append(f"SIGTERM: the daemon exited with {report.sigterm_rc} (expected 0)")
+    if report.unexpected_exits:
+        report.problems.append(f"the daemon exited by itself {len(report.unexpected_exits)} time(s) "
+                               f"with {sorted(set(report.unexpected_exits))}")
+    if run.soak and len(report.rss_kb) >= 2:
+        problem = _rss_problem(run)
+        if problem:
+            report.problems.append(problem)
+
+
+def run_drill(opts: DrillOptions, *, log: Callable[[str], None] = _log_default) -> DrillReport:
+    """prepare -> act -> converge -> check invariants; the workdir is removed on success unless
+    it was given or ``keep_workdir``."""
+    t_begin = time.monotonic()
+    report = DrillReport(options=opts)
+    run = prepare(opts, report, log)
+    try:
+        act(run)
+        converge(run)
+        check_invariants(run)
         if report.problems:
-            report.daemon_log_tail = daemon.log_tail(60)
+            report.daemon_log_tail = run.daemon.log_tail(60)
         return report
     finally:
-        try:
-            if chaos is not None and chaos.is_alive():
-                chaos.finish()
-        finally:
-            daemon.close()
-            amo.stop()
-            onec.stop()
+        run.close()
         report.total_seconds = time.monotonic() - t_begin
-        if own_dir and not opts.keep_workdir and report.ok:
-            shutil.rmtree(workdir, ignore_errors=True)
+        if opts.workdir is None and not opts.keep_workdir and report.ok:
+            shutil.rmtree(run.workdir, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""Test helpers shipped with the package, so that tests, benchmarks and drills share them."""
+"""The test rig, shared by tests/ and benchmarks/ and not shipped in the wheel: polling with a
+deadline, quick gateways, PostgreSQL scratch databases, daemon subprocesses, the fault drill."""
 
 from __future__ import annotations
 

@@ -1,27 +1,27 @@
-"""Shared by the daemon tests: sync.ini writing and `amo1c-sync run` as a real subprocess."""
+"""Shared by the daemon tests: a minimal sync.ini, `amo1c-sync run` as a real subprocess (with a
+stand-in job), and readers of what the daemon recorded."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy import select
 
+from amo1c_sync.sandbox.daemon import child_env, daemon_command, launch_daemon
 from amo1c_sync.store.models import JobRun, JournalEntry
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # `amo1c-sync run` with the job registry swapped for the fake job (the real jobs are not needed to
 # test the scheduler, the leader lock and the signals). Everything else is the real CLI.
-FAKE_LAUNCHER = (
-    "import sys; sys.path.insert(0, {here!r});"
-    "from amo1c_sync.jobs import base; base.JOBS.clear(); base.JOBS['registration'] = '_fake_jobs:run';"
-    "from amo1c_sync.cli import main; raise SystemExit(main(sys.argv[1:]))"
-)
+FAKE_JOB = "tests.support.fake_jobs:run"
+FAKE_ENTRY = ("-c",
+              "import sys; from amo1c_sync.jobs import base; base.JOBS.clear();"
+              f"base.JOBS['registration'] = {FAKE_JOB!r};"
+              "from amo1c_sync.cli import main; raise SystemExit(main(sys.argv[1:]))")
 
 
 def write_ini(path: Path, store_url: str, *, interval: str = "1s", extra: str = "") -> Path:
@@ -37,24 +37,22 @@ def write_ini(path: Path, store_url: str, *, interval: str = "1s", extra: str = 
     return path
 
 
+def _env(extra: dict | None) -> dict:
+    """The child's environment, with the checkout importable (for ``tests.support.fake_jobs``)."""
+    env = child_env(extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
 def start_daemon(ini: Path, log_path: Path, *, fake: bool = True, env: dict | None = None,
                  args: tuple[str, ...] = ("run",)) -> subprocess.Popen:
-    full_env = {k: v for k, v in os.environ.items()
-                if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
-    full_env.update(env or {})
-    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    if fake:
-        cmd = [sys.executable, "-c", FAKE_LAUNCHER.format(here=str(HERE)), "--config", str(ini), *args]
-    else:
-        cmd = [sys.executable, "-m", "amo1c_sync", "--config", str(ini), *args]
-    log = open(log_path, "ab")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=str(log_path.parent))
+    return launch_daemon(ini, log_path, *args, env=_env(env), log_format=None,
+                         entry=FAKE_ENTRY if fake else ("-m", "amo1c_sync"))
 
 
 def cli(ini: Path, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "amo1c_sync", "--config", str(ini), *args],
-                          capture_output=True, text=True, env=full_env, timeout=timeout, cwd=str(ini.parent))
+    return subprocess.run(daemon_command(ini, *args), capture_output=True, text=True, env=_env(env),
+                          timeout=timeout, cwd=str(ini.parent))
 
 
 def stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 20) -> int:
