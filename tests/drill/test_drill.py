@@ -95,11 +95,12 @@ def test_given_a_span_when_the_chaos_plan_is_made_then_it_has_every_fault_and_th
 
 def test_given_arrival_times_when_the_worst_window_is_asked_then_it_counts_a_sliding_second():
     class Fake:
-        def _rate_check(self):
-            return None
+        def requests(self):
+            return {"log": [{"path": "/api/v4/leads", "at": t} for t in (0.0, 0.1, 0.2, 1.05, 1.1, 1.15, 1.16, 3.0)]
+                    + [{"path": "/oauth2/access_token", "at": 1.12}]}
 
     rec = ArrivalRecorder(Fake())
-    rec.times = [0.0, 0.1, 0.2, 1.05, 1.1, 1.15, 1.16, 3.0]
+    rec._offset = 0.0
     assert rec.worst_window() == (5, 0.2)
 
 

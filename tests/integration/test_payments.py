@@ -247,7 +247,7 @@ def test_given_no_change_in_1c_when_run_again_then_no_patch_and_only_the_hot_win
 
     assert second.ok and second.counts["window_hot"] == 1 and second.counts["changed"] == 0
     assert sys_.amo_requests()["total"] == 0
-    targets = [unquote(t["target"]) for t in sys_.onec.requests()["targets"]
+    targets = [unquote(t["target"]) for t in sys_.onec.requests()["log"]
                if "ОказаниеУслуг" in unquote(t["target"])]
     assert len(targets) == 1
     lower = re.search(r"Date ge datetime'([^']+)'", targets[0])
@@ -267,7 +267,7 @@ def test_given_a_backfill_since_date_when_run_then_the_window_reaches_back_to_it
     result = sys_.run(since=since)
 
     assert result.ok and result.counts["window_since"] == 1 and result.counts["pushed"] == 1
-    targets = [unquote(t["target"]) for t in sys_.onec.requests()["targets"]
+    targets = [unquote(t["target"]) for t in sys_.onec.requests()["log"]
                if "ОказаниеУслуг" in unquote(t["target"])]
     lowest = min(datetime.fromisoformat(m.group(1)) for t in targets
                  for m in [re.search(r"Date ge datetime'([^']+)'", t)] if m)

@@ -1016,17 +1016,23 @@ class DrillReport:
 
 
 class ArrivalRecorder:
-    """Records when each amoCRM ``/api/`` request reached the emulator's rate check (the moment
-    the emulator counts for ``max_per_second``), to explain a breach: which second, how many."""
+    """When each amoCRM ``/api/`` request arrived (the emulator's ``/_sandbox/requests`` log, on
+    this process's monotonic clock), to explain a breach of the rate: which second, how many."""
 
     def __init__(self, amo):
-        self.times: list[float] = []
-        original = amo._rate_check
+        self._amo = amo
+        self._offset = time.monotonic() - time.time()
+        self._times: list[float] | None = None
 
-        def recording():
-            self.times.append(time.monotonic())
-            return original()
-        amo._rate_check = recording
+    @property
+    def times(self) -> list[float]:
+        if self._times is not None:
+            return self._times
+        return [e["at"] + self._offset for e in self._amo.requests()["log"] if e["path"].startswith("/api/")]
+
+    @times.setter
+    def times(self, value: list[float]) -> None:
+        self._times = list(value)
 
     def worst_window(self, per: float = 1.0) -> tuple[int, float | None]:
         """(most requests in any window of ``per`` seconds, when that window began)."""

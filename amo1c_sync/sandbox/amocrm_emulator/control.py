@@ -1,0 +1,103 @@
+"""The control API under ``/_sandbox/`` (stable; tests, benchmarks and drills drive it).
+
+* ``POST /_sandbox/leads`` ``{"name", "price"?, "fields": {"<field name>": value as typed}}`` ->
+  201 ``{"id"}``. Values are what a person types: ``"22.12.2021"`` (or ``"2021-12-22"``) for a date,
+  the option text for a select (an option not in the list is ADDED to the field, as the clinic's
+  widget/directory sync would), ``true`` for a checkbox, ``"1500.50"`` or a number for numeric,
+  ``null`` clears. ``PATCH /_sandbox/leads/<id>`` same shape; ``GET /_sandbox/leads/<id>`` ->
+  ``{"id","name","price","updated_at","deleted","fields":{name: value},"notes":[text,...]}``
+  (dates shown as ``DD.MM.YYYY``, numeric as a string); ``GET /_sandbox/leads`` lists them;
+  ``DELETE /_sandbox/leads/<id>`` deletes the lead (the API then treats it as unknown).
+* ``GET /_sandbox/fields`` -> the lead fields with their options.
+* ``POST /_sandbox/faults``, ``GET /_sandbox/requests``: see :mod:`amo1c_sync.sandbox.base`
+  (``max_per_second`` counts ``/api/`` requests).
+* ``POST /_sandbox/tokens/expire`` expires every access token; ``GET /_sandbox/tokens`` ->
+  ``{"refresh_reuse_count","refresh_count","code_exchanges","active_refresh_tokens"}``;
+  ``POST /_sandbox/tokens/long_lived`` -> ``{"token"}``.
+* ``POST /_sandbox/oauth/code`` -> ``{"code","client_id","client_secret","redirect_uri"}`` (a fresh
+  authorization code for the preset OAuth client).
+* ``POST /_sandbox/block`` ``{"seconds": S}`` blocks the API (403) as if abused; ``DELETE`` lifts it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from werkzeug.routing import Rule
+from werkzeug.wrappers import Request, Response
+
+from amo1c_sync.sandbox.amocrm_emulator.api import RateLimiter
+from amo1c_sync.sandbox.amocrm_emulator.oauth import Tokens
+from amo1c_sync.sandbox.amocrm_emulator.problems import Problem
+from amo1c_sync.sandbox.amocrm_emulator.state import LeadBook
+from amo1c_sync.sandbox.base import LoopbackEmulator, json_response
+
+
+class AmoControl:
+    def __init__(self, book: LeadBook, tokens: Tokens, limiter: RateLimiter):
+        self.book, self.tokens, self.limiter = book, tokens, limiter
+
+    def rules(self) -> list[tuple[Rule, Callable[..., Response]]]:
+        def rule(path: str, endpoint: str, methods: list[str]) -> tuple[Rule, Callable[..., Response]]:
+            return Rule(path, endpoint=endpoint, methods=methods), self._guarded(getattr(self, f"_c_{endpoint}"))
+        return [
+            rule("/_sandbox/leads", "leads", ["GET", "POST"]),
+            rule("/_sandbox/leads/<int:lid>", "lead", ["GET", "PATCH", "DELETE"]),
+            rule("/_sandbox/fields", "fields", ["GET"]),
+            rule("/_sandbox/tokens", "tokens", ["GET"]),
+            rule("/_sandbox/tokens/expire", "tokens_expire", ["POST"]),
+            rule("/_sandbox/tokens/long_lived", "long_lived", ["POST"]),
+            rule("/_sandbox/oauth/code", "code", ["POST"]),
+            rule("/_sandbox/block", "block", ["POST", "DELETE"]),
+        ]
+
+    @staticmethod
+    def _guarded(fn: Callable[..., Response]) -> Callable[..., Response]:
+        def call(request: Request, **kw) -> Response:
+            try:
+                return fn(request, **kw)
+            except Problem as p:
+                return json_response(p.body, p.status)
+        return call
+
+    def _c_leads(self, request: Request) -> Response:
+        if request.method == "GET":
+            return json_response(self.book.human_list())
+        body = LoopbackEmulator.control_body(request)
+        lid = self.book.create_lead(str(body.get("name") or ""), body.get("fields") or {},
+                                    price=body.get("price"))
+        return json_response({"id": lid}, 201)
+
+    def _c_lead(self, request: Request, lid: int) -> Response:
+        if request.method == "GET":
+            return json_response(self.book.lead(lid))
+        if request.method == "DELETE":
+            self.book.delete_lead(lid)
+            return Response(status=204)
+        body = LoopbackEmulator.control_body(request)
+        self.book.update_lead(lid, body.get("fields") or {}, name=body.get("name"), price=body.get("price"))
+        return json_response(self.book.lead(lid))
+
+    def _c_fields(self, request: Request) -> Response:
+        return json_response(self.book.fields())
+
+    def _c_tokens(self, request: Request) -> Response:
+        return json_response(self.tokens.stats())
+
+    def _c_tokens_expire(self, request: Request) -> Response:
+        self.tokens.expire_all()
+        return json_response(self.tokens.stats())
+
+    def _c_long_lived(self, request: Request) -> Response:
+        return json_response({"token": self.tokens.long_lived()}, 201)
+
+    def _c_code(self, request: Request) -> Response:
+        return json_response(self.tokens.new_code(), 201)
+
+    def _c_block(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.limiter.unblock()
+        else:
+            body = LoopbackEmulator.control_body(request)
+            self.limiter.block(float(body.get("seconds", self.limiter.block_seconds)))
+        return json_response({"blocked": self.limiter.blocked})
