@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -23,7 +24,6 @@ from amo1c_sync.config import Settings, load_settings
 from amo1c_sync.jobs import JobContext, JobResult, run_job
 from amo1c_sync.jobs.payments import (
     CURSOR_FULL_SCAN,
-    KILL_AFTER_WRITE_ENV,
     UNCONFIRMED,
     skipped_documents,
     unsettled_totals,
@@ -394,7 +394,8 @@ def test_given_a_run_stopped_before_the_push_when_run_again_then_the_pending_tot
 
 
 # ---------------------------------------------------------------------------------------------
-# crash between the amoCRM write and the store commit (a subprocess that SIGKILLs itself)
+# crash between the amoCRM write and the store commit: amoCRM carries out the PATCH and holds
+# its answer (an after-commit fault); the `once` subprocess is SIGKILLed while it waits
 # ---------------------------------------------------------------------------------------------
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -413,16 +414,36 @@ def crash_sys(store, tmp_path):
         systems.ini = ini  # type: ignore[attr-defined]
         systems.env = {**os.environ, "AMO1C_AMOCRM_LONG_LIVED_TOKEN": token,  # type: ignore[attr-defined]
                        "AMO1C_ONEC_PASSWORD": onec.password, "PYTHONPATH": str(ROOT)}
-        systems.env.pop(KILL_AFTER_WRITE_ENV, None)
         yield systems
 
 
-def once_payments(sys_, *, kill_after_write: bool) -> subprocess.CompletedProcess:
-    env = dict(sys_.env)
-    if kill_after_write:
-        env[KILL_AFTER_WRITE_ENV] = "1"
+def once_payments(sys_) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "amo1c_sync", "--config", str(sys_.ini), "once", "payments"],
-                          env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+                          env=sys_.env, cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+
+
+def once_payments_killed_after_the_amocrm_write(sys_, lead: int, price: int) -> int:
+    """`once payments` while amoCRM holds the answer to its PATCH for a minute; SIGKILLed as soon
+    as amoCRM shows the lead at ``price`` (written, never confirmed). -> the return code."""
+    requests.post(f"{sys_.amo.url}/_sandbox/faults", timeout=5, json={
+        "count": 1, "phase": "after", "delay_ms": 60_000, "path_prefix": "/api/v4/leads",
+        "method": "PATCH"}).raise_for_status()
+    proc = subprocess.Popen([sys.executable, "-m", "amo1c_sync", "--config", str(sys_.ini), "once", "payments"],
+                            env=sys_.env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while sys_.lead(lead)["price"] != price:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "amoCRM never got the PATCH"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        return proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stderr.close()
+        requests.delete(f"{sys_.amo.url}/_sandbox/faults", timeout=5).raise_for_status()
 
 
 def test_given_a_run_killed_after_the_amocrm_write_when_rerun_then_right_total_and_one_journal_entry(crash_sys):
@@ -430,12 +451,12 @@ def test_given_a_run_killed_after_the_amocrm_write_when_rerun_then_right_total_a
     lead = sys_.new_lead()
     sys_.zayavka(lead)
     ref = sys_.service("150.00", lead=lead)
-    assert once_payments(sys_, kill_after_write=False).returncode == 0
+    assert once_payments(sys_).returncode == 0
     sys_.service_action(ref, "post", amount="200.00")
 
-    killed = once_payments(sys_, kill_after_write=True)
+    killed = once_payments_killed_after_the_amocrm_write(sys_, lead, 200)
 
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert killed == -signal.SIGKILL
     # amoCRM has the new total, the store does not know yet
     assert sys_.lead(lead)["price"] == 200
     with sys_.store.session() as s:
@@ -443,7 +464,7 @@ def test_given_a_run_killed_after_the_amocrm_write_when_rerun_then_right_total_a
         assert (row.status, row.pushed_total) == ("pending", Decimal("150"))
         assert s.get(OnecDocument, ref).data_version != sys_.onec.services()[0]["data_version"]
 
-    rerun = once_payments(sys_, kill_after_write=False)
+    rerun = once_payments(sys_)
 
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert sys_.lead(lead)["price"] == 200 and sys_.sum1c(lead) == Decimal("200")
@@ -463,16 +484,16 @@ def test_given_a_first_push_killed_when_rerun_then_the_new_document_is_counted_o
     sys_.zayavka(lead)
     ref = sys_.service("150.00", lead=lead)
 
-    killed = once_payments(sys_, kill_after_write=True)
+    killed = once_payments_killed_after_the_amocrm_write(sys_, lead, 150)
 
-    assert killed.returncode == -signal.SIGKILL
+    assert killed == -signal.SIGKILL
     with sys_.store.session() as s:
         assert s.get(OnecDocument, ref).data_version == UNCONFIRMED
         assert s.get(LeadTotal, lead).status == "pending"
     # meanwhile a second payment is posted: the rerun pushes both, counted once each
     sys_.service("50.50", lead=lead)
 
-    assert once_payments(sys_, kill_after_write=False).returncode == 0
+    assert once_payments(sys_).returncode == 0
 
     assert sys_.lead(lead)["price"] == 201 and sys_.sum1c(lead) == Decimal("200.50")
     with sys_.store.session() as s:
