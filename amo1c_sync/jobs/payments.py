@@ -28,8 +28,6 @@ A dry run reads both systems and writes nothing anywhere; the would-be PATCHes g
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
@@ -53,9 +51,6 @@ DB_CHUNK = 500            # ids per IN (...) in store queries
 BACKFILL_SLICE_DAYS = 7   # a --since backfill reads 1C a week at a time (one progress step each)
 UNCONFIRMED = ""          # data_version of a document whose facts are stored but not yet confirmed
 
-# TEST-ONLY crash hook: with this variable set to "1" the process SIGKILLs itself right after
-# amoCRM accepted a PATCH and before the store records it (tests/integration/test_payments_crash).
-KILL_AFTER_WRITE_ENV = "AMO1C_TEST_PAYMENTS_KILL_AFTER_AMOCRM_WRITE"
 
 SKIP_NO_BASE = "no base document: 1C does not know which lead this payment is for"
 SKIP_BASE_NOT_ZAYAVKA = "the base document is not a «Заявка» ({type})"
@@ -421,12 +416,6 @@ def _record_facts(ctx: JobContext, result: JobResult, plan: _Plan, now: datetime
                 row.status, row.error, row.attempts, row.next_attempt_at = "ok", None, 0, None
 
 
-def _kill_hook() -> None:
-    """TEST-ONLY: simulate a crash between the amoCRM write and the store commit."""
-    if os.environ.get(KILL_AFTER_WRITE_ENV) == "1":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _patch(field_map, sum_field: str, lead: int, value: Decimal) -> dict:
     return {"id": lead, "price": T.budget(value),
             "custom_fields_values": [{"field_id": field_map.id(sum_field),
@@ -455,7 +444,6 @@ def _push(ctx: JobContext, result: JobResult, plan: _Plan) -> None:
             continue
         outcome = ctx.amocrm.update_leads(patches)
         result.count("patch_batches")
-        _kill_hook()
         accepted = set(outcome.ok) - set(outcome.failed)
         settled |= accepted
         touched = {ref for lead in accepted for ref in plan.changed_of.get(lead, ())}
