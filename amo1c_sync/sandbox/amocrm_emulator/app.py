@@ -63,6 +63,11 @@ class AmoCRMEmulator(LoopbackEmulator):
     def tz(self):
         return self.book.tz
 
+    @tz.setter
+    def tz(self, zone) -> None:
+        self.book.tz = zone
+        self.book.timezone_name = zone.key
+
     @property
     def timezone_name(self) -> str:
         return self.book.timezone_name
