@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from amo1c_sync.domain.lifecycle import STAGE_KEYS, StageName, StateValues, parse_stage_name
 from amo1c_sync.domain.retry import ItemRetry, RequestRetry, RetryPolicy
 from amo1c_sync.errors import ConfigError
 
@@ -92,6 +93,15 @@ class SyncSettings:
     retry_backoff_max: float = field(default=3600.0, metadata={"moved_to": "item_backoff_max"})
     max_attempts: int = field(default=0, metadata={"moved_to": "item_max_attempts"})
     client_name_max_length: int = 150  # 1C clients catalog's Description length; 0 = no check
+    # lifecycle: how a cancel from the card reaches 1C, and the «Заявка» status values it follows
+    cancel_mode: str = "delete_mark"
+    cancelled_states: str = ""
+    no_show_states: str = ""
+
+    @property
+    def state_values(self) -> StateValues:
+        return StateValues(cancelled=split_list(self.cancelled_states),
+                           no_show=split_list(self.no_show_states))
 
     @property
     def tz(self) -> ZoneInfo:
@@ -121,6 +131,27 @@ class RetrySettings:
 MAX_REQUEST_RETRIES = 20  # beyond it one request holds its job for many minutes of backoff
 # [sync] keys that moved to [retry] (old name -> new name); the old names are still read
 MOVED_TO_RETRY = {f.name: f.metadata["moved_to"] for f in fields(SyncSettings) if "moved_to" in f.metadata}
+
+
+def split_list(text: str) -> tuple[str, ...]:
+    """«Отменена, Отказ» -> ("Отменена", "Отказ")."""
+    return tuple(v.strip() for v in (text or "").split(",") if v.strip())
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """``[stages]``: where an event moves the lead, as «Pipeline name / Stage name»; empty = no move.
+    Resolved against amoCRM's pipelines at start-up (``domain.lifecycle.resolve_stages``)."""
+
+    registered: str = ""
+    cancelled: str = ""
+    no_show: str = ""
+    paid: str = ""
+    move_closed: bool = False
+
+    def names(self) -> dict[str, StageName | None]:
+        """Each ``[stages]`` key parsed; the values were checked when the file was loaded."""
+        return {key: parse_stage_name(getattr(self, key)) for key in STAGE_KEYS}
 
 
 @dataclass(frozen=True)
@@ -160,6 +191,7 @@ class Settings:
     onec_names: Any = None  # amo1c_sync.onec.names.OneCNames
     sync: SyncSettings = field(default_factory=SyncSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
+    stages: StageSettings = field(default_factory=StageSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
@@ -186,6 +218,7 @@ _SECTIONS: dict[str, Callable[[], type]] = {
     "onec_names": _onec_names_cls,
     "sync": lambda: SyncSettings,
     "retry": lambda: RetrySettings,
+    "stages": lambda: StageSettings,
     "store": lambda: StoreSettings,
     "http": lambda: HttpSettings,
     "logging": lambda: LoggingSettings,
@@ -204,6 +237,7 @@ _CHOICES = {
     ("logging", "level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
     ("logging", "format"): ("auto", "json", "console"),
     ("onec_names", "base_ref_mode"): ("composite", "single"),
+    ("sync", "cancel_mode"): ("delete_mark", "unpost"),
 }
 
 
@@ -375,6 +409,7 @@ def _validate(s: Settings, where: str) -> None:
         raise ConfigError(f"{where} [sync] slot_step_minutes: {s.sync.slot_step_minutes} must divide "
                           "60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)")
     _validate_retry(s.retry, where)
+    _validate_lifecycle(s, where)
     if s.sync.appointment_minutes == 0:
         raise ConfigError(f"{where} [sync] appointment_minutes: must be at least 1")
     for section, obj in (("amocrm", s.amocrm), ("onec", s.onec)):
@@ -385,6 +420,25 @@ def _validate(s: Settings, where: str) -> None:
                           "AMO1C_HTTP_SECRET / the http_secret credential)")
     if not 0 < s.http.port < 65536:
         raise ConfigError(f"{where} [http] port: {s.http.port} is not a TCP port (1-65535)")
+
+
+def _validate_lifecycle(s: Settings, where: str) -> None:
+    for key in STAGE_KEYS:
+        try:
+            parse_stage_name(getattr(s.stages, key))
+        except ValueError as exc:
+            raise ConfigError(f"{where} [stages] {key}: {exc}") from None
+    state_attribute = getattr(s.onec_names, "zayavka_state", "")
+    for key in ("cancelled_states", "no_show_states"):
+        if split_list(getattr(s.sync, key)) and not state_attribute:
+            raise ConfigError(f"{where} [sync] {key}: needs the «Заявка» attribute that holds the "
+                              "state; set [onec_names] zayavka_state (e.g. Состояние) or leave "
+                              f"{key} empty")
+    both = set(map(str.casefold, s.sync.state_values.cancelled)) & set(
+        map(str.casefold, s.sync.state_values.no_show))
+    if both:
+        raise ConfigError(f"{where} [sync] no_show_states: «{sorted(both)[0]}» is also in "
+                          "cancelled_states; a state means one or the other")
 
 
 def _validate_retry(r: RetrySettings, where: str) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 _NAME = re.compile(r"^[^\W\d]\w*$")
 
 BASE_REF_MODES = ("composite", "single")
+OPTIONAL = frozenset({"zayavka_state"})  # may be empty: the feature it serves is off
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class OneCNames:
     zayavka_end: str = "ВремяОкончания"
     zayavka_lead: str = "НомерAmoCRM"
     zayavka_nomenclature: str = "Номенклатура_Key"
+    # the «Заявка»'s status attribute (e.g. Состояние) the lifecycle follows; "" = the base has none
+    zayavka_state: str = ""
     # «Оказание услуг»
     services: str = "Document_ОказаниеУслуг"
     # base document attribute WITHOUT suffix: composite -> ДокументОснование + ДокументОснование_Type,
@@ -58,6 +61,8 @@ class OneCNames:
         problems = []
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name in OPTIONAL and value == "":
+                continue
             if not isinstance(value, str) or not value.strip():
                 problems.append(f"{f.name} is empty")
             elif f.name in ("default_client", "default_nomenclature", "base_ref_mode"):
