@@ -123,7 +123,7 @@ class FieldMap:
             if eid is None:
                 raise ItemError(f"«{name}» has no option «{value}»; options: "
                                 + ", ".join(e["value"] for e in self.enums(name)),
-                                code="NotSupportedChoice")
+                                code="NotSupportedChoice", origin="amocrm")
             return {"field_id": fid, "values": [{"enum_id": int(eid)}]}
         if ftype in ("date", "birthday"):
             return {"field_id": fid, "values": [{"value": date_to_ts(value, self.tz)}]}

@@ -156,7 +156,7 @@ class AmoCRM:
             return None
         if classify(resp.status_code)[0] is Action.FAIL_ITEM:
             raise ItemError(f"amoCRM GET {path}: {resp.status_code} {_problem_detail(resp)}",
-                            item=path, code=str(resp.status_code))
+                            item=path, code=str(resp.status_code), origin="http")
         return _json_object(resp, "GET", path)
 
     def _pages(self, path: str, params: dict, key: str) -> Iterator[list[dict]]:
@@ -203,7 +203,7 @@ class AmoCRM:
         if classify(resp.status_code)[0] is not Action.OK:
             raise ItemError(f"amoCRM refused the options of field {field_id}: "
                             f"{_problem_detail(resp)}", item=f"field:{field_id}",
-                            code=str(resp.status_code))
+                            code=str(resp.status_code), origin="http")
         fields = _embedded(_json_object(resp, "PATCH", "/api/v4/leads/custom_fields"), "custom_fields",
                            "PATCH", "/api/v4/leads/custom_fields")
         return fields[0] if fields else {}
@@ -337,7 +337,7 @@ class AmoCRM:
             lead_id = id_of(items[0])
             result.failed[lead_id] = ItemError(
                 f"amoCRM refused lead {lead_id}: {resp.status_code} {_problem_detail(resp)}",
-                item=str(lead_id), code=str(resp.status_code))
+                item=str(lead_id), code=str(resp.status_code), origin="http")
             return
         mid = len(items) // 2   # rejected as a whole without saying which: bisect
         self._write_batch(path, items[:mid], key, id_of, result, method=method)
@@ -433,4 +433,4 @@ def _item_error(lead_id: int, item: dict, errors: list[dict]) -> ItemError:
         parts.append(f"{where}: {e.get('code')} {e.get('detail') or ''}".strip())
     code = errors[0].get("code") if errors else None
     return ItemError(f"amoCRM refused lead {lead_id}: " + "; ".join(parts), item=str(lead_id),
-                     code=code)
+                     code=code, origin="amocrm")

@@ -119,8 +119,8 @@ class SlotFinder:
                    else f"{fmt_day(day)} по графику не работает ни один врач.")
         if known:
             raise ItemError(f"Врач «{doctor}» не работает {fmt_day(day)} по графику. {listing}",
-                            item=doctor, code="not_working")
-        raise ItemError(f"Врача «{doctor}» нет в 1С. {listing}", item=doctor, code="unknown_doctor")
+                            item=doctor, code="slots:not_working")
+        raise ItemError(f"Врача «{doctor}» нет в 1С. {listing}", item=doctor, code="slots:unknown_doctor")
 
     def day_of(self, day: date, doctor: str, *, exclude_refs: Iterable[str] = ()) -> DoctorDay:
         """Everything about one doctor's day; ``exclude_refs``: «Заявки» not to count as busy

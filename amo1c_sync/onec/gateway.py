@@ -288,9 +288,9 @@ class OneC:
         if status >= 500 or status in (408, 429):
             if code is not None and status == 500 and what.split("?")[0].endswith(("/Post", "/Unpost")):
                 # 1C refused to (un)post this document: its own error, retrying will not help
-                raise ItemError(detail, item=what, code=code)
+                raise ItemError(detail, item=what, code=f"1c:{code}")
             raise _Transient(detail, sent=True)
-        raise ItemError(detail, item=what, code=code)
+        raise ItemError(detail, item=what, code=f"1c:{code}" if code is not None else f"http:{status}")
 
     def _get(self, query: q.Query) -> list[dict]:
         resp = self._request("GET", query.target())

@@ -151,7 +151,8 @@ class SlotsApp:
         except BadRequest as exc:
             return _error(exc.status, exc.code, exc.message)
         except ItemError as exc:
-            return _error(400, exc.code or "bad_request", str(exc))
+            # the widget's contract: the code without its origin (``slots:unknown_doctor``)
+            return _error(400, (exc.code or "bad_request").rpartition(":")[2], str(exc))
         except (RetriableError, FatalError) as exc:
             log.warning("http.upstream_unavailable", path=request.path, error=str(exc))
             resp = _error(503, "unavailable", "1С сейчас недоступна, попробуйте через минуту. "

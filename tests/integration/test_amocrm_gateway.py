@@ -117,8 +117,8 @@ def test_given_a_batch_with_bad_leads_when_writing_then_each_is_reported_and_the
     result = api.update_leads(patches)
 
     assert {lid: e.code for lid, e in result.failed.items()} == {
-        ids[3]: "NotSupportedChoice", ids[10]: "InvalidType", ids[20]: "NotSupportedChoice",
-        ids[30]: "NotFound"}
+        ids[3]: "amocrm:NotSupportedChoice", ids[10]: "amocrm:InvalidType",
+        ids[20]: "amocrm:NotSupportedChoice", ids[30]: "amocrm:NotFound"}
     assert f"field {fm.id('Врач')}" in str(result.failed[ids[3]])
     assert sorted(result.ok) == sorted(set(ids) - set(result.failed))
     assert emu.lead(ids[4])["fields"]["ФИО клиента"] == "Клиент 4"

@@ -299,7 +299,7 @@ def test_given_a_misnamed_attribute_when_querying_then_the_1c_parse_error_is_sur
     with pytest.raises(ItemError) as err:
         gw.zayavki_by_lead(30000001)
     text = str(err.value)
-    assert err.value.code == "14"
+    assert err.value.code == "1c:14"
     assert "Неизвестное поле в выражении $filter: НомерЛида" in text
     assert "GET /odata/standard.odata/Document_Заявка?$format=json&$filter=substringof('30000001', НомерЛида)" in text
     problems = gw.check_names()

@@ -73,10 +73,10 @@ def test_given_unknown_or_off_duty_doctor_when_asking_then_item_error_lists_who_
     finder = SlotFinder(onec)
     with pytest.raises(ItemError) as exc:
         finder.free_times(SEED_DAY, PETROVA)
-    assert exc.value.code == "not_working" and EFIMOVA in str(exc.value) and ISHAEVA in str(exc.value)
+    assert exc.value.code == "slots:not_working" and EFIMOVA in str(exc.value) and ISHAEVA in str(exc.value)
     with pytest.raises(ItemError) as exc:
         finder.free_times(SEED_DAY, "Иванов И.И.")
-    assert exc.value.code == "unknown_doctor" and EFIMOVA in str(exc.value)
+    assert exc.value.code == "slots:unknown_doctor" and EFIMOVA in str(exc.value)
 
 
 def test_given_a_day_without_schedules_when_asking_then_no_doctors(onec):

@@ -112,7 +112,7 @@ def test_given_fields_when_building_values_then_they_have_amocrm_wire_formats():
         fm.cf("Сумма1С", 1500.5)
     with pytest.raises(ItemError) as exc:
         fm.cf("Врач", "Нет такого")
-    assert "Ефимова Е.В." in str(exc.value)
+    assert "Ефимова Е.В." in str(exc.value) and exc.value.code == "amocrm:NotSupportedChoice"
 
 
 def test_given_a_lead_when_reading_values_then_they_are_typed():

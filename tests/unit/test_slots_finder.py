@@ -87,10 +87,10 @@ def test_given_doctor_not_working_or_unknown_when_asking_then_codes_and_working_
     finder = SlotFinder(FakeOneC())
     with pytest.raises(ItemError) as e:
         finder.free_times(DAY, "Петрова А.С.")
-    assert e.value.code == "not_working" and "Ефимова Е.В., Ишаева М.И." in str(e.value)
+    assert e.value.code == "slots:not_working" and "Ефимова Е.В., Ишаева М.И." in str(e.value)
     with pytest.raises(ItemError) as e:
         finder.free_times(DAY, "Никто")
-    assert e.value.code == "unknown_doctor"
+    assert e.value.code == "slots:unknown_doctor"
 
 
 def test_given_later_document_when_listing_then_it_replaces_the_earlier_for_that_day_only():
