@@ -7,9 +7,11 @@ import importlib
 import os
 import sys
 import warnings
+from typing import Sequence
 
 from amo1c_sync import __version__
 from amo1c_sync.errors import ConfigError, FatalError
+from amo1c_sync.jobs import JOBS, Job
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -75,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, jobs: Sequence[Job] | None = None) -> int:
+    """``jobs``: the jobs `run` and `once` work with instead of the product's (a test's fakes)."""
     args = build_parser().parse_args(argv)
+    args.job_list = JOBS if jobs is None else tuple(jobs)
     try:
         module = importlib.import_module(f"amo1c_sync.commands.{args.command}")
     except ModuleNotFoundError as exc:

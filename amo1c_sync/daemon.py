@@ -19,7 +19,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -32,19 +32,17 @@ from amo1c_sync import config, logs, metrics
 from amo1c_sync.config import Settings
 from amo1c_sync.domain.retry import backoff_seconds
 from amo1c_sync.errors import ConfigError, FatalError
-from amo1c_sync.jobs import JOBS, JobContext, run_job
+from amo1c_sync.jobs import JOBS, Job, JobContext, run_job
 from amo1c_sync.leader import LeaderLock, leader_lock_for
 from amo1c_sync.logs import get_logger
 from amo1c_sync.sdnotify import Notifier, watchdog_interval
-from amo1c_sync.status import (HEARTBEAT_EVERY, clear_heartbeat, clear_other_leaders, job_interval,
-                               write_heartbeat)
+from amo1c_sync.status import HEARTBEAT_EVERY, clear_heartbeat, clear_other_leaders, write_heartbeat
 from amo1c_sync.store import Store
 from amo1c_sync.store.models import JobRun, utcnow
 
 log = get_logger("amo1c_sync.daemon")
 
 JOB_RUN_RETENTION_DAYS = 30
-DEFAULT_INTERVALS = {"registration": 15.0, "payments": 60.0, "directory": 3600.0}
 
 
 class DaemonContext(JobContext):
@@ -74,12 +72,13 @@ class Daemon:
 
     ``run()`` blocks until ``request_stop()`` (or SIGTERM/SIGINT when ``install_signals``) and
     returns the exit code. ``nudge(job)`` runs a job now (the web endpoint calls it).
-    ``role`` is one of starting, standby, leader, stopping, stopped.
+    ``role`` is one of starting, standby, leader, stopping, stopped. ``jobs``: the jobs it
+    schedules (the product's ``JOBS`` unless given).
     """
 
     def __init__(self, settings: Settings, store: Store, *, config_path: str | None = None,
                  lock: LeaderLock | None = None, notifier: Notifier | None = None,
-                 jobs: list[str] | None = None, standby_retry: float = 2.0,
+                 jobs: Sequence[Job] = JOBS, standby_retry: float = 2.0,
                  heartbeat_every: float = HEARTBEAT_EVERY, tick: float = 1.0,
                  stop_timeout: float = 75.0,
                  context_factory: Callable[..., JobContext] | None = None):
@@ -88,10 +87,8 @@ class Daemon:
         self.config_path = config_path
         self.lock = lock or leader_lock_for(store)
         self.notifier = notifier or Notifier()
-        self.jobs = list(jobs if jobs is not None else JOBS)
-        unknown = [j for j in self.jobs if j not in JOBS]
-        if unknown:
-            raise ConfigError(f"unknown job(s) {', '.join(unknown)}; jobs are: {', '.join(JOBS)}")
+        self._jobs = {job.name: job for job in jobs}
+        self.jobs = list(self._jobs)
         self.standby_retry = standby_retry
         self.heartbeat_every = heartbeat_every
         self.tick = tick
@@ -191,7 +188,7 @@ class Daemon:
 
     # --- scheduler ------------------------------------------------------------------------------
     def _interval(self, job: str) -> float:
-        return float(job_interval(self.settings, job) or DEFAULT_INTERVALS.get(job, 60.0))
+        return float(self._jobs[job].interval(self.settings))
 
     def _start_scheduler(self) -> None:
         sched = BackgroundScheduler(
@@ -249,7 +246,7 @@ class Daemon:
     def _run_once(self, ctx: JobContext, name: str) -> None:
         started = time.monotonic()
         try:
-            result = run_job(ctx, name)
+            result = run_job(ctx, self._jobs[name])
         except ConfigError as exc:
             # SPEC §3: an unknown name stops the daemon with the names that do exist (exit 2;
             # the unit does not restart on it), instead of failing every cycle
@@ -279,7 +276,7 @@ class Daemon:
 
     def _after_run(self, name: str, status: str) -> None:
         """A whole run failing (system down, revoked token, 403 block) is retried with exponential
-        backoff instead of every interval: interval x 2^(n-1), at most [sync] retry_backoff_max
+        backoff instead of every interval: interval x 2^(n-1), at most [retry] item_backoff_max
         (never less than the interval). Any other outcome resets it."""
         if status != "failed":
             self._failures.pop(name, None)
@@ -289,7 +286,7 @@ class Daemon:
         if n < 2 or self._scheduler is None:
             return
         interval = self._interval(name)
-        delay = backoff_seconds(n, interval, max(interval, float(self.settings.sync.retry_backoff_max)))
+        delay = backoff_seconds(n, interval, max(interval, self.settings.retry.policy().item.backoff_max))
         if delay > interval:
             try:
                 self._scheduler.modify_job(name, next_run_time=datetime.now(timezone.utc) + timedelta(seconds=delay))

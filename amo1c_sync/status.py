@@ -8,12 +8,15 @@ import os
 import socket
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Sequence
 
 from sqlalchemy import delete, func, select
 
 from amo1c_sync.config import Settings
-from amo1c_sync.store.models import Cursor, JobRun, LeadTotal, OAuthToken, OnecDocument, Registration, utcnow
+from amo1c_sync.jobs import JOBS, Job
+from amo1c_sync.store import retry as retries
+from amo1c_sync.store.models import (Cursor, JobRun, LeadTotal, OAuthToken, OnecDocument, Registration,
+                                     RetryItem, utcnow)
 
 HEARTBEAT_PREFIX = "daemon.heartbeat."
 HEARTBEAT_EVERY = 5.0      # seconds between heartbeats of a running daemon
@@ -75,14 +78,8 @@ def _money(value: Decimal | None) -> str | None:
     return None if value is None else format(value, "f")
 
 
-def job_interval(settings: Settings, job: str) -> float | None:
-    return getattr(settings.sync, f"{job}_interval", None)
-
-
-def _job_names() -> list[str]:
-    from amo1c_sync.jobs import JOBS
-
-    return list(JOBS)
+def _jobs(jobs: Sequence[Job] | None) -> Sequence[Job]:
+    return JOBS if jobs is None else jobs
 
 
 def _instances(s, now: datetime) -> list[dict[str, Any]]:
@@ -118,16 +115,18 @@ def _last_run(s, job: str, statuses: tuple[str, ...] | None = None) -> JobRun | 
     return s.scalars(q.order_by(JobRun.started_at.desc(), JobRun.id.desc()).limit(1)).first()
 
 
-def _stale_after(settings: Settings, job: str) -> float:
+def _stale_after(settings: Settings, job: Job) -> float:
     """/healthz threshold: [http] stale_after, but never less than two of the job's intervals
     (the directory job runs hourly by default)."""
-    interval = job_interval(settings, job) or 0.0
-    return max(settings.http.stale_after, 2 * interval + 30)
+    return max(settings.http.stale_after, 2 * job.interval(settings) + 30)
 
 
-def _item(kind: str, row) -> dict[str, Any]:
-    d = {"kind": kind, "lead_id": row.lead_id, "status": row.status, "error": row.error,
-         "attempts": row.attempts, "next_attempt_at": _iso(row.next_attempt_at),
+def _item(kind: str, row, failure: RetryItem | None) -> dict[str, Any]:
+    d = {"kind": kind, "lead_id": row.lead_id, "status": row.status,
+         "error": failure.error if failure else getattr(row, "error", None),
+         "code": failure.code if failure else None, "retry": failure.state if failure else None,
+         "attempts": failure.attempts if failure else 0,
+         "next_attempt_at": _iso(failure.next_attempt_at) if failure else None,
          "updated_at": _iso(row.updated_at)}
     if kind == "registration":
         d["zayavka_number"] = row.zayavka_number
@@ -137,7 +136,8 @@ def _item(kind: str, row) -> dict[str, Any]:
 
 
 # --- status -------------------------------------------------------------------------------
-def collect_status(store, settings: Settings) -> dict[str, Any]:
+def collect_status(store, settings: Settings, jobs: Sequence[Job] | None = None) -> dict[str, Any]:
+    job_list = _jobs(jobs)
     now = utcnow()
     with store.session() as s:
         instances = _instances(s, now)
@@ -147,13 +147,14 @@ def collect_status(store, settings: Settings) -> dict[str, Any]:
                    and (leader is None or i.get("pid") != leader.get("pid") or i.get("host") != leader.get("host"))]
 
         jobs: dict[str, Any] = {}
-        for name in _job_names():
+        for job in job_list:
+            name = job.name
             last = _last_run(s, name)
             success = _last_run(s, name, SUCCESS)
             success_at = (success.finished_at or success.started_at) if success else None
-            threshold = _stale_after(settings, name)
+            threshold = _stale_after(settings, job)
             jobs[name] = {
-                "interval_s": job_interval(settings, name),
+                "interval_s": job.interval(settings),
                 "last_run": _run_dict(last),
                 "last_success_at": _iso(success_at),
                 "stale": success_at is None or (now - success_at).total_seconds() > threshold,
@@ -165,10 +166,12 @@ def collect_status(store, settings: Settings) -> dict[str, Any]:
         for kind, model, good in (("registration", Registration, "done"), ("payment", LeadTotal, "ok")):
             for status, n in s.execute(select(model.status, func.count()).group_by(model.status)):
                 counts[kind][status] = n
-            rows = s.scalars(select(model).where(model.status != good)
-                             .order_by(model.updated_at.desc()).limit(LIST_LIMIT))
+            rows = list(s.scalars(select(model).where(model.status != good)
+                                  .order_by(model.updated_at.desc()).limit(LIST_LIMIT)))
+            failures = retries.load(s, kind, [r.lead_id for r in rows])
             for row in rows:
-                (pending if row.status == "pending" else failed).append(_item(kind, row))
+                item = _item(kind, row, failures.get(row.lead_id))
+                (pending if row.status == "pending" else failed).append(item)
 
         skipped = [
             {"ref": d.ref, "number": d.number, "date": d.doc_date.isoformat() if d.doc_date else None,
@@ -207,9 +210,11 @@ def collect_status(store, settings: Settings) -> dict[str, Any]:
     }
 
 
-def health(store, settings: Settings, *, role: str | None = None) -> tuple[int, dict[str, Any]]:
+def health(store, settings: Settings, *, role: str | None = None,
+           jobs: Sequence[Job] | None = None) -> tuple[int, dict[str, Any]]:
     """/healthz: 200 when every job had a successful run recently enough, else 503 (also when the
     store cannot be read)."""
+    job_list = _jobs(jobs)
     now = utcnow()
     body: dict[str, Any] = {"at": _iso(now)}
     if role:
@@ -222,11 +227,12 @@ def health(store, settings: Settings, *, role: str | None = None) -> tuple[int, 
                               if leader else None)
             jobs = {}
             stale = []
-            for name in _job_names():
+            for job in job_list:
+                name = job.name
                 run = _last_run(s, name, SUCCESS)
                 at = (run.finished_at or run.started_at) if run else None
                 age = (now - at).total_seconds() if at else None
-                limit = _stale_after(settings, name)
+                limit = _stale_after(settings, job)
                 ok = age is not None and age <= limit
                 jobs[name] = {"last_success_at": _iso(at), "age_s": round(age, 1) if age is not None else None,
                               "stale_after_s": limit, "ok": ok}

@@ -32,6 +32,7 @@ UPDATE_CHUNK = 50     # SPEC: keep PATCH batches <= 50 (amoCRM accepts up to 250
 NOTES_CHUNK = 50
 IDS_CHUNK = 50        # ids per filter[id][] query (keeps the URL short)
 PAGE_LIMIT = 250      # amoCRM's maximum page size
+FIELD_LIST_TTL = 600.0  # seconds the jobs reuse the lead field list (lead_field_map)
 
 # A 403 block applies to every gateway of the process that talks to the same account.
 _BLOCKS: dict[str, float] = {}
@@ -74,6 +75,8 @@ class AmoCRM:
         self.block_cooldown = block_cooldown
         self._http = session or requests.Session()
         self._http.headers.update({"User-Agent": "amo1c-sync", "Accept": "application/json"})
+        self._lead_fields: tuple[float, list[dict]] | None = None
+        self._lead_fields_lock = threading.Lock()
 
     # ------------------------------------------------------------------ transport
     @property
@@ -190,6 +193,19 @@ class AmoCRM:
             tz = self.account().get("timezone") or "Europe/Moscow"
         return FieldMap(self.list_lead_fields(), tz).require(list(required_names))
 
+    def lead_field_map(self, required_names: Iterable[str], *, tz: str,
+                       max_age: float = FIELD_LIST_TTL) -> FieldMap:
+        """``field_map`` from a lead field list kept up to ``max_age`` seconds, for the jobs: an
+        idle cycle then costs no request for it. A change of the options drops the list."""
+        now = time.monotonic()
+        with self._lead_fields_lock:
+            hit = self._lead_fields
+        if hit is None or now - hit[0] >= max_age:
+            hit = (now, self.list_lead_fields())
+            with self._lead_fields_lock:
+                self._lead_fields = hit
+        return FieldMap(hit[1], tz).require(list(required_names))
+
     def update_field_enums(self, field_id: int, enums: Sequence[dict | str]) -> dict:
         """Replace a select field's options. Give ``{"id", "value", "sort"}`` to keep an option's id;
         a plain string (or a dict without ``id``) adds one; options not listed are removed."""
@@ -198,6 +214,8 @@ class AmoCRM:
             item = {"value": e} if isinstance(e, str) else dict(e)
             item.setdefault("sort", (i + 1) * 10)
             payload.append(item)
+        with self._lead_fields_lock:
+            self._lead_fields = None
         resp = self._request("PATCH", "/api/v4/leads/custom_fields",
                              json=[{"id": int(field_id), "enums": payload}])
         if classify(resp.status_code)[0] is not Action.OK:

@@ -7,14 +7,15 @@ import sys
 from amo1c_sync.commands.common import open_store, settings_from
 from amo1c_sync.domain.dates import parse_user_date
 from amo1c_sync.errors import ConfigError
-from amo1c_sync.jobs import JOBS, JobContext, run_job
+from amo1c_sync.jobs import JobContext, run_job
 from amo1c_sync.leader import leader_lock_for
 
 
 def main(args) -> int:
-    unknown = [j for j in args.jobs if j not in JOBS]
+    known = {job.name: job for job in args.job_list}
+    unknown = [j for j in args.jobs if j not in known]
     if unknown:
-        print(f"unknown job(s) {', '.join(unknown)}; jobs are: {', '.join(JOBS)}", file=sys.stderr)
+        print(f"unknown job(s) {', '.join(unknown)}; jobs are: {', '.join(known)}", file=sys.stderr)
         return 2
     since = None
     if args.since:
@@ -33,7 +34,7 @@ def main(args) -> int:
         return 1
     try:
         ctx = JobContext(settings, store, dry_run=args.dry_run, since=since)
-        results = [run_job(ctx, name) for name in (args.jobs or list(JOBS))]
+        results = [run_job(ctx, known[name]) for name in (args.jobs or list(known))]
     finally:
         lock.release()
     for r in results:

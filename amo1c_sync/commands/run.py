@@ -27,7 +27,7 @@ def main(args) -> int:
         raise FatalError(f"store {store.dialect} unreachable at start-up: {first}", system="store") from None
     from amo1c_sync.daemon import Daemon
 
-    daemon = Daemon(settings, store, config_path=getattr(args, "config", None))
+    daemon = Daemon(settings, store, config_path=getattr(args, "config", None), jobs=args.job_list)
     code = daemon.run()
     if daemon.unfinished:
         # a job thread is stuck in a remote call past the stop timeout: its run is recorded as

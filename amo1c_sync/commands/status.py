@@ -14,6 +14,13 @@ def _when(iso: str | None) -> str:
     return iso.replace("T", " ").replace("+00:00", "Z") if iso else "-"
 
 
+def _next_try(item: dict) -> str:
+    """An item error (or given-up retries) is tried again when the lead or its document changes."""
+    if item.get("retry") in ("item_error", "given_up"):
+        return "on change"
+    return _when(item["next_attempt_at"])
+
+
 def _table(rows: list[list[str]], header: list[str]) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -48,8 +55,8 @@ def render(st: dict) -> str:
             continue
         out.append(f"{title}: {len(items)}")
         out += ["  " + line for line in _table(
-            [[i["kind"], i["lead_id"], i["status"], i["attempts"], _when(i["next_attempt_at"]),
-              (i["error"] or "")[:100]] for i in items],
+            [[i["kind"], i["lead_id"], i["status"], i["attempts"], _next_try(i),
+              (f"{i['code']}: " if i.get("code") else "") + (i["error"] or "")[:100]] for i in items],
             ["KIND", "LEAD", "STATUS", "TRIES", "NEXT TRY", "REASON"])]
     docs = st["skipped_documents"]
     out.append(f"skipped documents: {st['skipped_documents_total'] or 'none'}")

@@ -9,11 +9,19 @@ from typing import Any
 from sqlalchemy import select
 
 from amo1c_sync.commands.common import open_store, print_json, settings_from
+from amo1c_sync.store import retry as retries
 from amo1c_sync.store.models import JournalEntry, LeadTotal, OnecDocument, Registration
 
 
 def _iso(dt) -> str | None:
     return dt.astimezone(timezone.utc).isoformat(timespec="seconds") if dt else None
+
+
+def _failure(item, note: str | None) -> dict[str, Any]:
+    if item is None:
+        return {"error": note, "code": None, "retry": None, "attempts": 0, "next_attempt_at": None}
+    return {"error": item.error, "code": item.code, "retry": item.state, "attempts": item.attempts,
+            "next_attempt_at": _iso(item.next_attempt_at)}
 
 
 def collect_trace(store, lead_id: int) -> dict[str, Any]:
@@ -28,19 +36,20 @@ def collect_trace(store, lead_id: int) -> dict[str, Any]:
         ]
         reg = s.get(Registration, lead_id)
         total = s.get(LeadTotal, lead_id)
+        reg_failure = retries.get(s, retries.REGISTRATION, lead_id)
+        total_failure = retries.get(s, retries.PAYMENT, lead_id)
         docs = list(s.scalars(select(OnecDocument).where(OnecDocument.lead_id == lead_id)
                               .order_by(OnecDocument.doc_date)))
         return {
             "lead_id": lead_id,
             "registration": None if reg is None else {
                 "status": reg.status, "zayavka_number": reg.zayavka_number, "zayavka_ref": reg.zayavka_ref,
-                "error": reg.error, "attempts": reg.attempts, "next_attempt_at": _iso(reg.next_attempt_at),
-                "updated_at": _iso(reg.updated_at)},
+                **_failure(reg_failure, reg.error), "updated_at": _iso(reg.updated_at)},
             "payment_total": None if total is None else {
                 "status": total.status,
                 "pushed_total": None if total.pushed_total is None else format(total.pushed_total, "f"),
-                "pushed_at": _iso(total.pushed_at), "error": total.error, "attempts": total.attempts,
-                "next_attempt_at": _iso(total.next_attempt_at), "updated_at": _iso(total.updated_at)},
+                "pushed_at": _iso(total.pushed_at), **_failure(total_failure, None),
+                "updated_at": _iso(total.updated_at)},
             "documents": [
                 {"ref": d.ref, "number": d.number, "date": d.doc_date.isoformat() if d.doc_date else None,
                  "amount": None if d.amount is None else format(d.amount, "f"), "posted": d.posted,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 from sqlalchemy.orm import Session
 
@@ -20,14 +19,6 @@ from amo1c_sync.store import Store
 from amo1c_sync.store.models import JobRun, JournalEntry, utcnow
 
 log = get_logger("amo1c_sync.jobs")
-
-# job name -> "module:function"; the order is the order `once` runs them in
-JOBS: dict[str, str] = {
-    "directory": "amo1c_sync.jobs.directory:run",
-    "registration": "amo1c_sync.jobs.registration:run",
-    "payments": "amo1c_sync.jobs.payments:run",
-}
-
 
 @dataclass
 class JobResult:
@@ -92,17 +83,25 @@ def journal(session: Session, *, job: str, system: str, action: str, lead_id: in
                              message=message, detail=detail or {}, run_id=run_id))
 
 
-def resolve(name: str) -> Callable[[JobContext, JobResult], None]:
-    if name not in JOBS:
-        raise KeyError(f"unknown job {name!r}; jobs are: {', '.join(JOBS)}")
-    module, _, func = JOBS[name].partition(":")
-    return getattr(importlib.import_module(module), func)
+@dataclass(frozen=True)
+class Job:
+    """One job: its name (in `status`, `once`, the journal), what one run does, and how often the
+    daemon runs it (read from the settings in force, so that a SIGHUP reload changes it)."""
+
+    name: str
+    run: Callable[["JobContext", JobResult], None]
+    interval: Callable[[Settings], float]
 
 
-def run_job(ctx: JobContext, name: str) -> JobResult:
+def run_job(ctx: JobContext, job: Union[Job, str]) -> JobResult:
     """Run one job once, record it, and log exactly one summary line. A ConfigError (a name that
-    does not exist in amoCRM or 1C) is recorded, then raised: no later run can succeed either."""
-    func = resolve(name)
+    does not exist in amoCRM or 1C) is recorded, then raised: no later run can succeed either.
+    A name is looked up among the product's jobs (``amo1c_sync.jobs.JOBS``)."""
+    if isinstance(job, str):
+        from amo1c_sync.jobs import job_named
+
+        job = job_named(job)
+    name, func = job.name, job.run
     result = JobResult(job=name)
     started = time.monotonic()
     with ctx.store.session() as s:

@@ -37,9 +37,10 @@ from typing import Any, Iterator, Sequence
 from sqlalchemy import select
 
 from amo1c_sync.domain import totals as T
-from amo1c_sync.domain.retry import backoff_seconds
+from amo1c_sync.errors import ItemError
 from amo1c_sync.jobs.base import JobContext, JobResult, journal
 from amo1c_sync.logs import get_logger
+from amo1c_sync.store import retry as retries
 from amo1c_sync.store.models import Cursor, LeadTotal, OnecDocument, utcnow
 
 log = get_logger("amo1c_sync.jobs.payments")
@@ -289,7 +290,6 @@ def _fresh(svc, leads_by_base: dict[str, str | None], tz) -> _Fresh:
 
 
 def _plan(ctx: JobContext, result: JobResult, services: list, now: datetime) -> _Plan:
-    sync = ctx.settings.sync
     plan = _Plan()
     refs = [svc.ref for svc in services]
     stored_dv: dict[str, str] = {}
@@ -319,6 +319,7 @@ def _plan(ctx: JobContext, result: JobResult, services: list, now: datetime) -> 
         candidates = affected | set(waiting)
         if not candidates:
             return plan
+        failures = retries.load(s, retries.PAYMENT)
         rows: dict[int, LeadTotal] = dict(waiting)
         docs: dict[str, T.DocState] = {}
         numbers: dict[str, str | None] = {}
@@ -337,16 +338,12 @@ def _plan(ctx: JobContext, result: JobResult, services: list, now: datetime) -> 
             plan.docs_of.setdefault(d.lead_id, []).append((d.ref, numbers.get(d.ref), d.amount))
     differing = T.leads_to_push(plan.totals, plan.pushed)
     for lead, value in differing.items():
-        row = rows.get(lead)
-        if row is not None and row.status == "failed":
-            if sync.max_attempts and row.attempts >= sync.max_attempts:
-                result.count("given_up")
-                plan.deferred.add(lead)
-                continue
-            if row.next_attempt_at is not None and row.next_attempt_at > now:
-                result.count("deferred")
-                plan.deferred.add(lead)
-                continue
+        # a changed document of the lead makes a recorded item error worth a new try
+        decision = retries.decide(failures.get(lead), now=now, changed=lead in plan.changed_of)
+        if decision != "due":
+            result.count("deferred" if decision == "deferred" else "waiting_for_change")
+            plan.deferred.add(lead)
+            continue
         plan.push[lead] = value
     result.count("unchanged_leads", len(candidates) - len(differing))
     return plan
@@ -408,12 +405,13 @@ def _record_facts(ctx: JobContext, result: JobResult, plan: _Plan, now: datetime
             row = rows.get(lead)
             if lead in plan.push or lead in plan.deferred:
                 if row is None:
-                    s.add(LeadTotal(lead_id=lead, pushed_total=None, status="pending", attempts=0))
+                    s.add(LeadTotal(lead_id=lead, pushed_total=None, status="pending"))
                 elif row.status == "ok":
                     row.status = "pending"
             elif row is not None and row.status != "ok":
                 # its total is what amoCRM already has: nothing left to do for it
-                row.status, row.error, row.attempts, row.next_attempt_at = "ok", None, 0, None
+                row.status = "ok"
+                retries.clear(s, retries.PAYMENT, [lead])
 
 
 def _patch(field_map, sum_field: str, lead: int, value: Decimal) -> dict:
@@ -425,7 +423,7 @@ def _patch(field_map, sum_field: str, lead: int, value: Decimal) -> dict:
 def _push(ctx: JobContext, result: JobResult, plan: _Plan) -> None:
     sync = ctx.settings.sync
     sum_field = ctx.settings.fields.sum
-    field_map = ctx.amocrm.field_map([sum_field], tz=sync.timezone)
+    field_map = ctx.amocrm.lead_field_map([sum_field], tz=sync.timezone)
     leads = sorted(plan.push)
     settled = set(plan.totals) - set(plan.push) - plan.deferred
     waiting_docs = {ref for ref in plan.fresh if _leads_of(plan, ref) - settled}
@@ -445,51 +443,60 @@ def _push(ctx: JobContext, result: JobResult, plan: _Plan) -> None:
         outcome = ctx.amocrm.update_leads(patches)
         result.count("patch_batches")
         accepted = set(outcome.ok) - set(outcome.failed)
-        settled |= accepted
-        touched = {ref for lead in accepted for ref in plan.changed_of.get(lead, ())}
+        # an item error is settled too: recorded with the DataVersions it failed at, it waits
+        # for one of its documents to change
+        refused = {lead for lead, err in outcome.failed.items() if isinstance(err, ItemError)}
+        settled |= accepted | refused
+        touched = {ref for lead in accepted | refused for ref in plan.changed_of.get(lead, ())}
         confirm = {ref for ref in touched & waiting_docs if not (_leads_of(plan, ref) - settled)}
         waiting_docs -= confirm
-        now = utcnow()
         with ctx.store.session() as s:
-            rows = {r.lead_id: r for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(batch)))}
-            for lead in batch:
-                row = rows.get(lead)
-                if row is None:
-                    row = LeadTotal(lead_id=lead, status="pending", attempts=0)
-                    s.add(row)
-                new = plan.push[lead]
-                if lead in accepted:
-                    old = row.pushed_total
-                    row.pushed_total, row.pushed_at = new, now
-                    row.status, row.error, row.attempts, row.next_attempt_at = "ok", None, 0, None
-                    docs = plan.docs_of.get(lead, [])
-                    changed = sorted(plan.changed_of.get(lead, ()))
-                    journal(s, job=JOB, system="amocrm", action="lead.total_pushed", lead_id=lead,
-                            message=f"«{sum_field}» {_s(old) or '—'} -> {_s(new)}, budget {T.budget(new)}",
-                            detail={"old_total": _s(old), "new_total": _s(new), "price": T.budget(new),
-                                    "documents": [{"ref": r, "number": n, "amount": _s(a)}
-                                                  for r, n, a in sorted(docs, key=lambda x: x[0])],
-                                    "changed_documents": changed},
-                            run_id=result.run_id)
-                    result.count("pushed")
-                else:
-                    err = outcome.failed.get(lead)
-                    reason = str(err) if err is not None else "amoCRM did not confirm the write"
-                    row.status, row.error = "failed", reason
-                    row.attempts = (row.attempts or 0) + 1
-                    row.next_attempt_at = now + timedelta(
-                        seconds=backoff_seconds(row.attempts, sync.retry_backoff_base, sync.retry_backoff_max))
-                    journal(s, job=JOB, system="amocrm", action="lead.total_rejected", lead_id=lead,
-                            message=reason,
-                            detail={"old_total": _s(row.pushed_total), "new_total": _s(new),
-                                    "attempts": row.attempts,
-                                    "next_attempt_at": row.next_attempt_at.isoformat()},
-                            run_id=result.run_id)
-                    result.count("failed")
-                    result.item_failed(f"lead {lead}: {reason}")
+            _record_batch(ctx, s, result, plan, batch, accepted, outcome.failed)
             for chunk in _chunks(sorted(confirm), DB_CHUNK):
                 for row in s.scalars(select(OnecDocument).where(OnecDocument.ref.in_(chunk))):
                     row.data_version = plan.fresh[row.ref].data_version
+
+
+def _record_batch(ctx: JobContext, s, result: JobResult, plan: _Plan, batch: list[int],
+                  accepted: set[int], failed: dict) -> None:
+    """One PATCH's outcome: accepted totals and their journal, or each refusal's retry record."""
+    sum_field = ctx.settings.fields.sum
+    now = utcnow()
+    rows = {r.lead_id: r for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(batch)))}
+    for lead in batch:
+        row = rows.get(lead)
+        if row is None:
+            row = LeadTotal(lead_id=lead, status="pending")
+            s.add(row)
+        new = plan.push[lead]
+        if lead in accepted:
+            old = row.pushed_total
+            row.pushed_total, row.pushed_at, row.status = new, now, "ok"
+            retries.clear(s, retries.PAYMENT, [lead])
+            docs = plan.docs_of.get(lead, [])
+            journal(s, job=JOB, system="amocrm", action="lead.total_pushed", lead_id=lead,
+                    message=f"«{sum_field}» {_s(old) or '—'} -> {_s(new)}, budget {T.budget(new)}",
+                    detail={"old_total": _s(old), "new_total": _s(new), "price": T.budget(new),
+                            "documents": [{"ref": r, "number": n, "amount": _s(a)}
+                                          for r, n, a in sorted(docs, key=lambda x: x[0])],
+                            "changed_documents": sorted(plan.changed_of.get(lead, ()))},
+                    run_id=result.run_id)
+            result.count("pushed")
+            continue
+        err = failed.get(lead)
+        reason = str(err) if err is not None else "amoCRM did not confirm the write"
+        row.status = "failed"
+        item = retries.record_failure(s, retries.PAYMENT, lead, error=reason, now=now,
+                                      retriable=not isinstance(err, ItemError),
+                                      code=getattr(err, "code", None),
+                                      policy=retries.policy_of(ctx.settings))
+        journal(s, job=JOB, system="amocrm", action="lead.total_rejected", lead_id=lead, message=reason,
+                detail={"old_total": _s(row.pushed_total), "new_total": _s(new), "attempts": item.attempts,
+                        "state": item.state, "code": item.code,
+                        "next_attempt_at": item.next_attempt_at.isoformat() if item.next_attempt_at else None},
+                run_id=result.run_id)
+        result.count("failed")
+        result.item_failed(f"lead {lead}: {reason}")
 
 
 def _s(value: Decimal | None) -> str | None:

@@ -2,7 +2,7 @@
 
 One cycle:
 1. One amoCRM request (usually): leads with ``updated_at >= cursor - overlap``. The lead fields are
-   resolved once and cached per account, so an idle cycle costs that single request and nothing in
+   resolved once and kept by the amoCRM gateway (``lead_field_map``), so an idle cycle costs that single request and nothing in
    1C. 1C is touched only when a flagged lead is seen.
 2. Per flagged lead, in ``updated_at`` order: read and validate its fields (missing, unknown
    doctor, doctor not working that day, time off the grid / outside the hours / busy — counting
@@ -11,9 +11,11 @@ One cycle:
    new ref is committed right after creating, before posting); post it; then write ONE note and
    ONE lead PATCH (flag cleared, «Заявка 1С» number). The note goes first: if the PATCH fails the
    lead stays flagged and the whole lead is retried (a duplicate note at worst, never a lost one).
-3. A lead whose 1C or amoCRM calls fail is recorded (status failed, error, attempts,
-   next_attempt_at with exponential backoff) and the others go on. The cursor advances only past
-   the leading run of leads that are fully handled, so a failed lead is seen again.
+3. A lead whose 1C or amoCRM calls fail is recorded (status failed, and its RetryItem) and the
+   others go on. A passing fault (RetriableError) is retried after an exponential backoff, and
+   the cursor advances only past the leading run of leads that are fully handled, so the lead is
+   seen again. An item error (the lead cannot succeed as it is) is not retried until the lead
+   changes: a change moves its updated_at past the cursor, and past the version recorded.
 
 Notes: «Создан документ Заявка № 219» when the lead had no confirmed registration before (also
 when a «Заявка» created by a crashed run is found by the lookup), «Изменён документ Заявка № 219»
@@ -22,9 +24,7 @@ when a confirmed one was changed; unchanged data -> «Запись уже зар
 
 from __future__ import annotations
 
-import threading
 import time as _time
-import weakref
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -32,11 +32,11 @@ from typing import Any
 from amo1c_sync.domain import registration as rules
 from amo1c_sync.domain import slots as slot_rules
 from amo1c_sync.domain.dates import format_time
-from amo1c_sync.domain.retry import backoff_seconds
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
 from amo1c_sync.jobs.base import JobContext, JobResult, journal
 from amo1c_sync.jobs.slots import SlotFinder
 from amo1c_sync.logs import get_logger
+from amo1c_sync.store import retry as retries
 from amo1c_sync.store.models import Cursor, Registration, utcnow
 
 log = get_logger("amo1c_sync.jobs.registration")
@@ -45,13 +45,6 @@ JOB = "registration"
 CURSOR = "registration.updated_at"
 #: with no cursor yet, look back this far (a flagged lead was updated when the button was pressed)
 FIRST_LOOKBACK = 86400
-FIELD_MAP_TTL = 600.0
-
-# per gateway instance (the daemon keeps one per leadership term): a port reused by another
-# account or emulator can never hand out a stale map
-_FIELD_MAPS: "weakref.WeakKeyDictionary[Any, tuple[float, Any]]" = weakref.WeakKeyDictionary()
-_FIELD_MAPS_LOCK = threading.Lock()
-
 
 class Invalid(Exception):
     """The lead's data cannot become a «Заявка»; the message is the lead's note."""
@@ -65,22 +58,13 @@ class Invalid(Exception):
 # --- helpers shared with other modules ----------------------------------------------------------
 
 
-def field_map(amo: Any, settings: Any, *, fresh: bool = False) -> Any:
-    """The lead FieldMap for this account, cached for FIELD_MAP_TTL seconds (one request)."""
-    key = amo
-    now = _time.monotonic()
-    with _FIELD_MAPS_LOCK:
-        hit = _FIELD_MAPS.get(key)
-        if hit and not fresh and now - hit[0] < FIELD_MAP_TTL:
-            return hit[1]
+def field_map(amo: Any, settings: Any) -> Any:
+    """The lead FieldMap of the fields registration reads and writes (the gateway keeps the list)."""
     f = settings.fields
     required = [f.date, f.doctor, f.time, f.client_name, f.flag]
     if f.zayavka_number:
         required.append(f.zayavka_number)
-    fm = amo.field_map(required, tz=settings.sync.timezone)
-    with _FIELD_MAPS_LOCK:
-        _FIELD_MAPS[key] = (now, fm)
-    return fm
+    return amo.lead_field_map(required, tz=settings.sync.timezone)
 
 
 def _raw_value(fm: Any, lead: dict, name: str) -> Any:
@@ -128,7 +112,7 @@ class _Cycle:
                 name = n.default_client if what == "client" else n.default_nomenclature
                 where = n.clients if what == "client" else n.nomenclature
                 raise ItemError(f"в 1С нет элемента «{name}» в {where} (нужен для записи из amoCRM)",
-                                code="no_default")
+                                code="1c:no_default_item")
             self._defaults[what] = item
         return self._defaults[what]
 
@@ -182,30 +166,42 @@ def _handle(c: _Cycle, lead: dict) -> bool:
     result.count("flagged")
     with ctx.store.session() as s:
         reg = s.get(Registration, lead_id)
-        if reg is not None:
-            s.expunge(reg)
-    if reg is not None and reg.status == "failed":
-        touched_after = reg.updated_at is not None and int(lead.get("updated_at") or 0) > reg.updated_at.timestamp()
-        if reg.next_attempt_at is None and not touched_after:
-            result.count("given_up")
-            return True
-        if reg.next_attempt_at is not None and reg.next_attempt_at > c.now and not touched_after:
-            result.count("deferred")
-            return False
+        failure = retries.get(s, retries.REGISTRATION, lead_id)
+        for row in (reg, failure):
+            if row is not None:
+                s.expunge(row)
+    version = _version(lead)
+    decision = retries.decide(failure, now=c.now, changed=failure is not None and failure.version != version)
+    if decision == "waiting":
+        result.count("waiting_for_change")
+        return True
+    if decision == "deferred":
+        result.count("deferred")
+        return False
     try:
         _register(c, lead, reg)
         return True
     except Invalid as inv:
-        return _reject(c, lead_id, inv)
+        return _reject(c, lead, inv)
     except FatalError:
         raise
-    except (RetriableError, ItemError) as exc:
-        _failed(c, lead_id, reg, str(exc))
+    except ItemError as exc:
+        # cannot succeed as it is: recorded, not retried until the lead changes (a change moves
+        # its updated_at past the cursor, so the poll sees it again)
+        _failed(c, lead, str(exc), code=exc.code, retry=False)
+        return True
+    except RetriableError as exc:
+        _failed(c, lead, str(exc))
         return False
     except Exception as exc:  # noqa: BLE001 - one bad lead must not stop the others
         log.exception("registration.lead_crashed", lead_id=lead_id)
-        _failed(c, lead_id, reg, f"{type(exc).__name__}: {exc}")
+        _failed(c, lead, f"{type(exc).__name__}: {exc}")
         return False
+
+
+def _version(lead: dict) -> str:
+    """What the lead looked like, for a recorded failure: amoCRM bumps updated_at on any change."""
+    return str(int(lead.get("updated_at") or 0))
 
 
 def _request_of(c: _Cycle, lead: dict) -> rules.Request:
@@ -251,11 +247,11 @@ def _register(c: _Cycle, lead: dict, reg: Registration | None) -> None:
     try:
         day = c.finder.day_of(req.day, req.doctor, exclude_refs=[z.ref for z in existing])
     except ItemError as exc:
-        if exc.code in ("unknown_doctor", "not_working"):
+        if exc.code in ("slots:unknown_doctor", "slots:not_working"):
             working = c.finder.doctors(req.day)
-            msg = (rules.unknown_doctor_message if exc.code == "unknown_doctor"
+            msg = (rules.unknown_doctor_message if exc.code == "slots:unknown_doctor"
                    else rules.not_working_message)(req.doctor, req.day, working)
-            raise Invalid(exc.code, _kept(msg, zay)) from None
+            raise Invalid(exc.code.partition(":")[2], _kept(msg, zay)) from None
         raise
 
     reason = slot_rules.classify(req.time, day.intervals, day.busy, sync.slot_step_minutes,
@@ -362,7 +358,7 @@ def _record(c: _Cycle, lead_id: int, zay: Any, *, action: str, system: str, mess
     with c.ctx.store.session() as s:
         reg = s.get(Registration, lead_id)
         if reg is None:
-            reg = Registration(lead_id=lead_id, attempts=0)
+            reg = Registration(lead_id=lead_id)
             s.add(reg)
         reg.zayavka_ref = zay.ref
         reg.zayavka_number = zay.number
@@ -420,14 +416,14 @@ def _write_back(c: _Cycle, lead_id: int, number: str, note: str, fp: str, ref: s
         reg.fingerprint = fp
         reg.status = "done"
         reg.error = None
-        reg.attempts = 0
-        reg.next_attempt_at = None
+        retries.clear(s, retries.REGISTRATION, [lead_id])
         journal(s, job=JOB, system="amocrm", action=action, lead_id=lead_id, ref=ref, message=note,
                 detail={"patch": patch}, run_id=c.result.run_id)
 
 
-def _reject(c: _Cycle, lead_id: int, inv: Invalid) -> bool:
+def _reject(c: _Cycle, lead: dict, inv: Invalid) -> bool:
     """Validation failed: note + flag cleared, nothing in 1C. True when amoCRM took both."""
+    lead_id = int(lead["id"])
     note = rules.finish_note(inv.message)
     c.result.count("invalid")
     patch = _lead_patch(c, lead_id, None)
@@ -439,10 +435,11 @@ def _reject(c: _Cycle, lead_id: int, inv: Invalid) -> bool:
         _amo_write(c, lead_id, note, patch)
     except FatalError:
         raise
-    except (RetriableError, ItemError) as exc:
-        with c.ctx.store.session() as s:
-            reg = s.get(Registration, lead_id)
-        _failed(c, lead_id, reg, f"{note} (и не удалось записать заметку: {exc})")
+    except ItemError as exc:
+        _failed(c, lead, f"{note} (и не удалось записать заметку: {exc})", code=exc.code, retry=False)
+        return True
+    except RetriableError as exc:
+        _failed(c, lead, f"{note} (и не удалось записать заметку: {exc})")
         return False
     with c.ctx.store.session() as s:
         reg = s.get(Registration, lead_id)
@@ -451,37 +448,34 @@ def _reject(c: _Cycle, lead_id: int, inv: Invalid) -> bool:
             s.add(reg)
         reg.status = "invalid"
         reg.error = note
-        reg.attempts = 0
-        reg.next_attempt_at = None
+        retries.clear(s, retries.REGISTRATION, [lead_id])
         journal(s, job=JOB, system="amocrm", action="lead.invalid", lead_id=lead_id, message=note,
                 detail={"code": inv.code, "patch": patch}, run_id=c.result.run_id)
     return True
 
 
-def _failed(c: _Cycle, lead_id: int, reg_before: Registration | None, error: str) -> None:
+def _failed(c: _Cycle, lead: dict, error: str, *, code: str | None = None, retry: bool = True) -> None:
+    """Record a lead that failed: with ``retry`` (a passing fault) tried again after a backoff,
+    else (an item error) only once the lead changed."""
+    lead_id = int(lead["id"])
     c.result.count("failed")
     c.result.item_failed(f"lead {lead_id}: {error}")
-    log.warning("registration.lead_failed", lead_id=lead_id, error=error)
+    log.warning("registration.lead_failed", lead_id=lead_id, error=error, code=code, retry=retry)
     if c.ctx.dry_run:
         return
-    sync = c.settings.sync
     with c.ctx.store.session() as s:
         reg = s.get(Registration, lead_id)
         if reg is None:
-            reg = Registration(lead_id=lead_id, attempts=0)
+            reg = Registration(lead_id=lead_id)
             s.add(reg)
         reg.status = "failed"
-        reg.error = error[:4000]
-        reg.attempts = (reg.attempts or 0) + 1
-        if sync.max_attempts and reg.attempts >= sync.max_attempts:
-            reg.next_attempt_at = None
+        item = retries.record_failure(s, retries.REGISTRATION, lead_id, error=error, code=code,
+                                      retriable=retry, version=_version(lead),
+                                      policy=retries.policy_of(c.settings))
+        if item.state == retries.GIVEN_UP:
             c.result.count("given_up")
-        else:
-            delay = backoff_seconds(reg.attempts, sync.retry_backoff_base, sync.retry_backoff_max)
-            reg.next_attempt_at = utcnow() + timedelta(seconds=delay)
-        reg.updated_at = utcnow()
         journal(s, job=JOB, system="store", action="lead.failed", lead_id=lead_id, ref=reg.zayavka_ref,
-                message=error[:2000], detail={"attempts": reg.attempts,
-                                              "next_attempt_at": reg.next_attempt_at.isoformat()
-                                              if reg.next_attempt_at else None},
+                message=error[:2000],
+                detail={"attempts": item.attempts, "code": code, "state": item.state,
+                        "next_attempt_at": item.next_attempt_at.isoformat() if item.next_attempt_at else None},
                 run_id=c.result.run_id)

@@ -91,7 +91,7 @@ class OAuthToken(Base):
 
 
 class Registration(Base):
-    """One lead -> its «Заявка» in 1C (F2)."""
+    """One lead -> its «Заявка» in 1C (F2). A failure's bookkeeping is its RetryItem."""
 
     __tablename__ = "registrations"
 
@@ -99,11 +99,10 @@ class Registration(Base):
     zayavka_ref: Mapped[str | None] = mapped_column(String(36))
     zayavka_number: Mapped[str | None] = mapped_column(String(50))
     fingerprint: Mapped[str | None] = mapped_column(String(64))
-    # pending | done | invalid | failed
+    # pending | done | invalid | failed (failed: see its RetryItem)
     status: Mapped[str] = mapped_column(String(20), default="pending")
+    # the note written on an invalid lead
     error: Mapped[str | None] = mapped_column(Text)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -127,18 +126,37 @@ class OnecDocument(Base):
 
 
 class LeadTotal(Base):
-    """The payment total last accepted by amoCRM for a lead, and any failure pushing a newer one."""
+    """The payment total last accepted by amoCRM for a lead. A failure's bookkeeping is its
+    RetryItem."""
 
     __tablename__ = "lead_totals"
 
     lead_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     pushed_total: Mapped[Decimal | None]
     pushed_at: Mapped[datetime | None]
-    # ok | pending | failed
+    # ok | pending | failed (failed: see its RetryItem)
     status: Mapped[str] = mapped_column(String(20), default="pending")
-    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RetryItem(Base):
+    """Why one lead's registration or payment total failed, and when it may be tried again.
+
+    ``state``: ``retrying`` (a passing fault: again at ``next_attempt_at``), ``item_error`` (it
+    cannot succeed as it is) or ``given_up`` ([retry] item_max_attempts reached); the last two wait
+    until the item changes: the lead's ``updated_at`` differs from ``version`` (registration), or
+    a document of the lead has a new DataVersion (payment)."""
+
+    __tablename__ = "retry_items"
+
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)  # registration | payment
+    lead_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    state: Mapped[str] = mapped_column(String(20))
+    error: Mapped[str] = mapped_column(Text)
+    code: Mapped[str | None] = mapped_column(String(100))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]
+    version: Mapped[str | None] = mapped_column(String(100))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

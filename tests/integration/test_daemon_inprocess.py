@@ -9,24 +9,17 @@ import pytest
 
 from amo1c_sync import config, metrics
 from amo1c_sync.daemon import Daemon
-from amo1c_sync.jobs import base
 from amo1c_sync.sdnotify import Notifier
 from tests.support import wait_until
 
+from tests.support import fake_jobs as _fake_jobs
 from tests.support.daemon import item_pids, runs, write_ini
 
 
 @pytest.fixture
-def fake_jobs(monkeypatch):
-    monkeypatch.setattr(base, "JOBS", {"registration": "tests.support.fake_jobs:run"})
-    import amo1c_sync.daemon as daemon_mod
-    import amo1c_sync.status as status_mod  # noqa: F401 - reads JOBS through amo1c_sync.jobs
-
-    monkeypatch.setattr(daemon_mod, "JOBS", base.JOBS)
-    import amo1c_sync.jobs as jobs_pkg
-
-    monkeypatch.setattr(jobs_pkg, "JOBS", base.JOBS)
-    return base.JOBS
+def fake_jobs():
+    """The daemon is given the fake job instead of the product's (see fake_jobs.jobs)."""
+    return _fake_jobs
 
 
 @pytest.fixture
@@ -60,7 +53,8 @@ def test_given_a_store_when_the_daemon_runs_then_jobs_run_on_their_interval_and_
     monkeypatch.setenv("FAKE_JOB_ITEMS", "2")
     ini = write_ini(tmp_path / "sync.ini", store.url, interval="1s")
     settings = config.load_settings(ini)
-    daemon = Daemon(settings, store, config_path=str(ini), notifier=Notifier(path), tick=0.1)
+    daemon = Daemon(settings, store, config_path=str(ini), notifier=Notifier(path), tick=0.1,
+                    jobs=fake_jobs.jobs())
     t = _start(daemon)
     try:
         wait_until(lambda: len([r for r in runs(store) if r.status == "ok"]) >= 2, timeout=15,
@@ -82,7 +76,7 @@ def test_given_a_store_when_the_daemon_runs_then_jobs_run_on_their_interval_and_
 
 def test_given_a_long_interval_when_nudged_then_the_job_runs_now(store, tmp_path, fake_jobs):
     ini = write_ini(tmp_path / "sync.ini", store.url, interval="1h")
-    daemon = Daemon(config.load_settings(ini), store, tick=0.1)
+    daemon = Daemon(config.load_settings(ini), store, tick=0.1, jobs=fake_jobs.jobs())
     t = _start(daemon)
     try:
         wait_until(lambda: len(runs(store)) == 1 and runs(store)[0].status == "ok", timeout=10,
@@ -102,7 +96,7 @@ def test_given_a_job_mid_run_when_stopped_then_it_stops_between_items_and_is_rec
     monkeypatch.setenv("FAKE_JOB_ITEMS", "1000")
     monkeypatch.setenv("FAKE_JOB_ITEM_SECONDS", "0.02")
     ini = write_ini(tmp_path / "sync.ini", store.url, interval="1s")
-    daemon = Daemon(config.load_settings(ini), store, tick=0.1)
+    daemon = Daemon(config.load_settings(ini), store, tick=0.1, jobs=fake_jobs.jobs())
     t = _start(daemon)
     wait_until(lambda: len(item_pids(store)) >= 3, timeout=10, message="a few items done")
     daemon.request_stop()
@@ -117,7 +111,7 @@ def test_given_a_job_mid_run_when_stopped_then_it_stops_between_items_and_is_rec
 def test_given_a_bad_new_sync_ini_when_reloaded_then_it_is_refused_and_the_old_one_kept(
         store, tmp_path, fake_jobs):
     ini = write_ini(tmp_path / "sync.ini", store.url, interval="1h")
-    daemon = Daemon(config.load_settings(ini), store, config_path=str(ini), tick=0.1)
+    daemon = Daemon(config.load_settings(ini), store, config_path=str(ini), tick=0.1, jobs=fake_jobs.jobs())
     t = _start(daemon)
     try:
         wait_until(lambda: daemon.is_leader, timeout=10, message="leadership")
@@ -152,7 +146,7 @@ def _break_lock(store, daemon):
 
 def test_given_the_leader_lock_lost_then_jobs_stop_until_it_is_won_back(store, tmp_path, fake_jobs):
     ini = write_ini(tmp_path / "sync.ini", store.url, interval="1s")
-    daemon = Daemon(config.load_settings(ini), store, tick=0.1, standby_retry=0.3)
+    daemon = Daemon(config.load_settings(ini), store, tick=0.1, jobs=fake_jobs.jobs(), standby_retry=0.3)
     demotions: list[str] = []
     original = daemon._demote
     daemon._demote = lambda reason: (demotions.append(reason), original(reason))
@@ -171,9 +165,8 @@ def test_given_the_leader_lock_lost_then_jobs_stop_until_it_is_won_back(store, t
 
 
 def test_given_a_job_failing_whole_runs_then_it_backs_off(store, tmp_path, monkeypatch, fake_jobs):
-    fake_jobs["registration"] = "tests.support.fake_jobs:fail"
     ini = write_ini(tmp_path / "sync.ini", store.url, interval="1s")
-    daemon = Daemon(config.load_settings(ini), store, tick=0.1)
+    daemon = Daemon(config.load_settings(ini), store, tick=0.1, jobs=fake_jobs.jobs(fake_jobs.fail))
     t = _start(daemon)
     try:
         wait_until(lambda: daemon._failures.get("registration", 0) >= 2, timeout=10, message="two failures")
@@ -190,10 +183,10 @@ def test_given_a_job_failing_whole_runs_then_it_backs_off(store, tmp_path, monke
 
 def test_given_a_job_stuck_past_the_stop_timeout_then_run_returns_and_the_run_is_recorded_interrupted(
         store, tmp_path, fake_jobs, monkeypatch):
-    fake_jobs["registration"] = "tests.support.fake_jobs:stuck"
     monkeypatch.setenv("FAKE_JOB_STUCK_SECONDS", "2")
     ini = write_ini(tmp_path / "sync.ini", store.url, interval="1h")
-    daemon = Daemon(config.load_settings(ini), store, tick=0.1, stop_timeout=0.3)
+    daemon = Daemon(config.load_settings(ini), store, tick=0.1, jobs=fake_jobs.jobs(fake_jobs.stuck),
+                    stop_timeout=0.3)
     t = _start(daemon)
     wait_until(lambda: [r.status for r in runs(store)] == ["running"], timeout=10, message="the stuck run")
     daemon.request_stop()

@@ -31,7 +31,7 @@ from amo1c_sync.jobs.payments import (
 from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator
 from amo1c_sync.store import Store
-from amo1c_sync.store.models import Cursor, JournalEntry, LeadTotal, OnecDocument
+from amo1c_sync.store.models import Cursor, JournalEntry, LeadTotal, OnecDocument, RetryItem
 
 DOCTOR = "Ефимова Е.В."
 PATCH = "PATCH /api/v4/leads"
@@ -107,6 +107,10 @@ class Systems:
     def lead_total(self, lead_id: int) -> LeadTotal | None:
         with self.store.session() as s:
             return s.get(LeadTotal, lead_id)
+
+    def retry_item(self, lead_id: int) -> RetryItem | None:
+        with self.store.session() as s:
+            return s.get(RetryItem, ("payment", lead_id))
 
 
 def settings_for(amo: AmoCRMEmulator, onec: OneCEmulator, store_url: str, token: str) -> Settings:
@@ -206,8 +210,8 @@ def test_given_documents_without_base_or_lead_number_when_run_then_they_are_skip
     assert len(sys_.journal("document.skipped")) == 3
 
 
-def test_given_a_lead_deleted_in_amocrm_when_run_then_it_fails_alone_and_the_others_go_through(sys_):
-    gone, _ = paid(sys_, "100.00")
+def test_given_a_lead_deleted_in_amocrm_when_run_then_it_fails_alone_and_waits_for_a_document_change(sys_):
+    gone, ref = paid(sys_, "100.00")
     others = [paid(sys_, "150.00")[0], paid(sys_, "99.99")[0]]
     sys_.delete_lead(gone)
 
@@ -215,24 +219,22 @@ def test_given_a_lead_deleted_in_amocrm_when_run_then_it_fails_alone_and_the_oth
 
     assert result.status == "partial"
     assert [sys_.lead(o)["price"] for o in others] == [150, 100]
-    failed = sys_.lead_total(gone)
-    assert failed.status == "failed" and failed.attempts == 1
-    assert "NotFound" in failed.error or "not found" in failed.error.lower()
-    assert failed.next_attempt_at > datetime.now(timezone.utc) + timedelta(seconds=30)
-    assert failed.pushed_total is None
+    assert sys_.lead_total(gone).status == "failed" and sys_.lead_total(gone).pushed_total is None
+    failed = sys_.retry_item(gone)
+    assert (failed.state, failed.attempts, failed.code) == ("item_error", 1, "amocrm:NotFound")
+    assert "NotFound" in failed.error and failed.next_attempt_at is None
     assert len(sys_.journal("lead.total_rejected", gone)) == 1
     assert [(r.lead_id, r.status) for r in unsettled_totals(sys_.store)] == [(gone, "failed")]
 
-    # backoff: the next cycle does not try it again yet, and nothing else is sent
+    # an item error is not retried while nothing changed: no PATCH, the run is ok
     sys_.reset_requests()
     again = sys_.run()
-    assert again.counts["deferred"] == 1
+    assert again.ok and again.counts["waiting_for_change"] == 1
     assert sys_.amo_requests()["counts"].get(PATCH, 0) == 0
-    # once the backoff has passed it is tried again (and fails again, with a longer backoff)
-    with sys_.store.session() as s:
-        s.get(LeadTotal, gone).next_attempt_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+    # a change of its document makes it worth a new try (and it fails again)
+    sys_.service_action(ref, "post", amount="120.00")
     third = sys_.run()
-    assert third.status == "partial" and sys_.lead_total(gone).attempts == 2
+    assert third.status == "partial" and sys_.retry_item(gone).attempts == 2
 
 
 def test_given_no_change_in_1c_when_run_again_then_no_patch_and_only_the_hot_window_is_read(sys_):
@@ -368,7 +370,7 @@ def test_given_a_failed_lead_when_its_total_returns_to_the_pushed_one_then_it_is
     assert result.ok
     assert sys_.amo_requests()["counts"].get(PATCH, 0) == 0
     row = sys_.lead_total(lead)
-    assert (row.status, row.error, row.attempts, row.pushed_total) == ("ok", None, 0, Decimal("150"))
+    assert (row.status, row.pushed_total) == ("ok", Decimal("150")) and sys_.retry_item(lead) is None
 
 
 def test_given_a_run_stopped_before_the_push_when_run_again_then_the_pending_total_is_pushed(sys_):

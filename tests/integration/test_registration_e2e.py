@@ -11,7 +11,7 @@ import requests
 from amo1c_sync.jobs.base import run_job
 from amo1c_sync.jobs.slots import SlotFinder
 from amo1c_sync.sandbox import seed
-from amo1c_sync.store.models import Cursor, JournalEntry, Registration
+from amo1c_sync.store.models import Cursor, JournalEntry, Registration, RetryItem
 
 from test_registration_support import (  # noqa: F401
     EFIMOVA,
@@ -44,6 +44,14 @@ def _reg(store, lead_id) -> Registration | None:
         if r is not None:
             s.expunge(r)
         return r
+
+
+def _retry(store, lead_id) -> RetryItem | None:
+    with store.session() as s:
+        item = s.get(RetryItem, ("registration", lead_id))
+        if item is not None:
+            s.expunge(item)
+        return item
 
 
 def _journal(store, lead_id) -> list[str]:
@@ -150,32 +158,48 @@ def test_given_registered_lead_when_flagged_again_unchanged_then_noop_note_and_n
     assert len(zayavki(onec_emu)) == 1
 
 
-def test_given_amocrm_patch_fails_after_1c_created_when_store_row_lost_and_rerun_then_one_zayavka(
+def test_given_amocrm_refuses_the_patch_after_1c_created_when_lead_changes_and_row_lost_then_one_zayavka(
         amo_emu, onec_emu, settings, store):  # noqa: F811
     lead_id = seed_lead(amo_emu)
     fault(amo_emu, count=1, status=400, path_prefix="/api/v4/leads", method="PATCH")
     result = run(settings, store)
     assert not result.ok and result.counts["failed"] == 1
     assert len(zayavki(onec_emu, lead_id)) == 1
-    reg = _reg(store, lead_id)
-    assert reg.status == "failed" and reg.attempts == 1 and reg.error
-    assert reg.next_attempt_at > datetime.now(timezone.utc) + timedelta(seconds=30)
+    retry = _retry(store, lead_id)
+    assert _reg(store, lead_id).status == "failed" and retry.attempts == 1 and "400" in retry.error
+    assert retry.state == "item_error" and retry.code == "http:400"
+    assert retry.next_attempt_at is None  # no backoff: it waits for the lead to change
     assert lead(amo_emu, lead_id)["fields"].get(FLAG) is True
 
-    # before the backoff is over: nothing is tried again, the cursor does not move past the lead
+    # the lead as it is cannot succeed: the next cycles leave it alone (nothing asked of 1C)
     reset_requests(onec_emu)
     again = run(settings, store)
-    assert again.counts["deferred"] == 1 and requests_of(onec_emu)["total"] == 0
+    assert again.ok and again.counts["waiting_for_change"] == 1 and requests_of(onec_emu)["total"] == 0
 
-    # the crash lost the store row: the 1C lookup by «Номер AmoCRM» still finds the «Заявка»
+    # a change of the lead makes it worth a try; the crash also lost the store row: the 1C lookup
+    # by «Номер AmoCRM» still finds the «Заявка»
     with store.session() as s:
         s.delete(s.get(Registration, lead_id))
+        s.delete(s.get(RetryItem, ("registration", lead_id)))
+    edit_lead(amo_emu, lead_id, **{FLAG: True})
     result = run(settings, store)
     assert result.ok, result.errors
     assert len(zayavki(onec_emu, lead_id)) == 1 and len(zayavki(onec_emu)) == 1
     assert lead(amo_emu, lead_id)["notes"][-1] == "Создан документ Заявка № 219"
     assert lead(amo_emu, lead_id)["fields"].get(FLAG) in (False, None)
     assert _reg(store, lead_id).status == "done"
+
+
+def test_given_an_item_error_recorded_when_the_lead_changes_then_it_is_tried_again(
+        amo_emu, onec_emu, settings, store):  # noqa: F811
+    lead_id = seed_lead(amo_emu)
+    fault(amo_emu, count=1, status=400, path_prefix="/api/v4/leads", method="PATCH")
+    assert run(settings, store).counts["failed"] == 1
+    assert run(settings, store).counts["waiting_for_change"] == 1
+    edit_lead(amo_emu, lead_id, **{FLAG: True})
+    result = run(settings, store)
+    assert result.ok and result.counts["waiting_for_change"] == 0
+    assert _reg(store, lead_id).status == "done" and len(zayavki(onec_emu, lead_id)) == 1
 
 
 def test_given_1c_created_the_zayavka_but_the_answer_was_lost_when_rerun_then_still_one_zayavka(
@@ -193,7 +217,7 @@ def test_given_1c_created_the_zayavka_but_the_answer_was_lost_when_rerun_then_st
     assert lead(amo_emu, lead_id)["notes"] == [] and lead(amo_emu, lead_id)["fields"][FLAG] is True
 
     with store.session() as s:  # the failed lead waits for its backoff: let the rerun be now
-        s.get(Registration, lead_id).next_attempt_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+        s.get(RetryItem, ("registration", lead_id)).next_attempt_at = datetime.now(timezone.utc) - timedelta(seconds=1)
     result = run(settings, store)
     assert result.ok, result.errors
     [z] = zayavki(onec_emu, lead_id)
@@ -261,17 +285,19 @@ def test_given_1c_fails_for_one_lead_when_cycle_runs_then_others_go_on_and_it_is
     assert zayavki(onec_emu, bad) == [] and len(zayavki(onec_emu, good)) == 1
     assert lead(amo_emu, good)["notes"] == ["Создан документ Заявка № 220"] or \
         lead(amo_emu, good)["notes"] == ["Создан документ Заявка № 219"]
-    reg = _reg(store, bad)
-    assert reg.status == "failed" and reg.attempts == 1 and "1C" in reg.error
+    retry = _retry(store, bad)
+    assert _reg(store, bad).status == "failed" and retry.attempts == 1 and "1C" in retry.error
+    assert retry.state == "retrying" and retry.next_attempt_at > datetime.now(timezone.utc)
     assert lead(amo_emu, bad)["fields"][FLAG] is True
     with store.session() as s:
         cursor = int(s.get(Cursor, "registration.updated_at").value)
     assert cursor < amo_emu.lead(bad)["updated_at"]  # not past the failed lead
 
     with store.session() as s:  # the backoff is over
-        s.get(Registration, bad).next_attempt_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+        s.get(RetryItem, ("registration", bad)).next_attempt_at = datetime.now(timezone.utc) - timedelta(seconds=1)
     result = run(settings, store)
     assert result.ok, result.errors
+    assert _retry(store, bad) is None
     assert len(zayavki(onec_emu, bad)) == 1 and _reg(store, bad).status == "done"
     assert lead(amo_emu, bad)["notes"][0].startswith("Создан документ Заявка №")
 

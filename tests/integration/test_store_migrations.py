@@ -1,8 +1,10 @@
+from datetime import datetime, timezone
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select, text
 
-from amo1c_sync.store.models import Base
+from amo1c_sync.store.models import Base, Registration, RetryItem
 
 
 def test_given_a_migrated_store_when_compared_with_the_models_then_no_difference(store):
@@ -16,3 +18,48 @@ def test_given_a_migrated_store_when_compared_with_the_models_then_no_difference
 def test_given_a_migrated_store_when_upgraded_again_then_nothing_changes(store):
     store.upgrade()
     store.upgrade()
+
+
+def _fresh_store(store_url):
+    """A store of its own at no revision (on PostgreSQL the shared database is emptied first)."""
+    from amo1c_sync.store import Store
+
+    s = Store(store_url)
+    with s.engine.begin() as conn:
+        for table in ("alembic_version", *reversed([t.name for t in Base.metadata.sorted_tables])):
+            conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    return s
+
+
+def test_given_failed_items_at_0001_when_upgraded_then_their_retry_records_arrive(store_url):
+    s = _fresh_store(store_url)
+    try:
+        s.upgrade("0001")
+        with s.engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO registrations (lead_id, status, error, attempts, next_attempt_at, updated_at) VALUES "
+                "(1, 'failed', '1C did not answer', 2, '2026-01-01 10:00:00+00:00', '2026-01-01 09:00:00+00:00'),"
+                "(2, 'failed', 'given up', 5, NULL, '2026-01-01 09:00:00+00:00'),"
+                "(3, 'done', NULL, 0, NULL, '2026-01-01 09:00:00+00:00')"))
+            conn.execute(text(
+                "INSERT INTO lead_totals (lead_id, status, error, attempts, next_attempt_at, updated_at) VALUES "
+                "(4, 'failed', 'amoCRM refused lead 4', 1, '2026-01-01 11:00:00+00:00', '2026-01-01 09:00:00+00:00'),"
+                "(5, 'ok', NULL, 0, NULL, '2026-01-01 09:00:00+00:00')"))
+        s.upgrade()
+        with s.session() as session:
+            items = {(r.kind, r.lead_id): r for r in session.scalars(select(RetryItem))}
+            regs = {r.lead_id: r for r in session.scalars(select(Registration))}
+        assert set(items) == {("registration", 1), ("registration", 2), ("payment", 4)}
+        one, two, four = items[("registration", 1)], items[("registration", 2)], items[("payment", 4)]
+        assert (one.state, one.error, one.attempts) == ("retrying", "1C did not answer", 2)
+        assert one.next_attempt_at == datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
+        assert (two.state, two.attempts, two.next_attempt_at, two.version) == ("given_up", 5, None, None)
+        assert (four.state, four.error, four.attempts) == ("retrying", "amoCRM refused lead 4", 1)
+        assert regs[1].status == "failed" and regs[1].error is None and regs[3].status == "done"
+        cols = {c["name"] for c in inspect(s.engine).get_columns("lead_totals")}
+        assert not cols & {"error", "attempts", "next_attempt_at"}
+    finally:
+        with s.engine.begin() as conn:  # the PostgreSQL database is shared by the session
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+        s.dispose()

@@ -15,13 +15,11 @@ from amo1c_sync.store.models import JobRun, JournalEntry
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# `amo1c-sync run` with the job registry swapped for the fake job (the real jobs are not needed to
+# `amo1c-sync run` given the fake job instead of the product's (the real jobs are not needed to
 # test the scheduler, the leader lock and the signals). Everything else is the real CLI.
-FAKE_JOB = "tests.support.fake_jobs:run"
 FAKE_ENTRY = ("-c",
-              "import sys; from amo1c_sync.jobs import base; base.JOBS.clear();"
-              f"base.JOBS['registration'] = {FAKE_JOB!r};"
-              "from amo1c_sync.cli import main; raise SystemExit(main(sys.argv[1:]))")
+              "import sys; from tests.support import fake_jobs;"
+              "from amo1c_sync.cli import main; raise SystemExit(main(sys.argv[1:], jobs=fake_jobs.jobs()))")
 
 
 def write_ini(path: Path, store_url: str, *, interval: str = "1s", extra: str = "") -> Path:

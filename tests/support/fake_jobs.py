@@ -3,8 +3,9 @@ each committed with a journal entry naming the process, stopping between items w
 
 import os
 import time
+from operator import attrgetter
 
-from amo1c_sync.jobs import journal
+from amo1c_sync.jobs import Job, journal
 
 
 def run(ctx, result):
@@ -31,3 +32,8 @@ def stuck(ctx, result):
     """A job stuck in one long remote call that does not look at the stop flag."""
     result.count("started")
     time.sleep(float(os.environ.get("FAKE_JOB_STUCK_SECONDS", "2")))
+
+
+def jobs(run_one=None) -> tuple[Job, ...]:
+    """The daemon's job list for a test: one fake "registration" job (``run`` unless given)."""
+    return (Job("registration", run_one or run, attrgetter("sync.registration_interval")),)

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from amo1c_sync.config import Settings
 from amo1c_sync.status import collect_status, health, write_heartbeat
-from amo1c_sync.store.models import JobRun, LeadTotal, OAuthToken, OnecDocument, Registration
+from amo1c_sync.store.models import JobRun, LeadTotal, OAuthToken, OnecDocument, Registration, RetryItem
 
 NOW = datetime.now(timezone.utc)
 
@@ -21,11 +21,14 @@ def _fill(store, *, age: float = 5):
                          counts={"pushed": 2}))
         s.add(JobRun(job="payments", started_at=at + timedelta(seconds=1), finished_at=None, status="running"))
         s.add(Registration(lead_id=1, status="done", zayavka_number="219"))
-        s.add(Registration(lead_id=2, status="failed", error="1C: no doctor «Петров»", attempts=3,
-                           next_attempt_at=NOW + timedelta(minutes=5)))
+        s.add(Registration(lead_id=2, status="failed"))
+        s.add(RetryItem(kind="registration", lead_id=2, state="retrying", error="1C: no doctor «Петров»",
+                        attempts=3, next_attempt_at=NOW + timedelta(minutes=5)))
         s.add(Registration(lead_id=3, status="pending"))
         s.add(LeadTotal(lead_id=1, status="ok", pushed_total=Decimal("150.00")))
-        s.add(LeadTotal(lead_id=4, status="failed", error="amoCRM: lead 4 deleted", attempts=1))
+        s.add(LeadTotal(lead_id=4, status="failed"))
+        s.add(RetryItem(kind="payment", lead_id=4, state="item_error", error="amoCRM: lead 4 deleted",
+                        code="amocrm:NotFound", attempts=1))
         s.add(OnecDocument(ref="00000000-0000-0000-0000-000000000001", data_version="A", number="0000007",
                            amount=Decimal("300"), posted=True, skip_reason="no base «Заявка»"))
         s.add(OAuthToken(account="clinic", access_token="SECRET-ACCESS", refresh_token="SECRET-REFRESH",
@@ -46,7 +49,8 @@ def test_given_runs_items_and_tokens_then_status_has_every_field_and_no_secret(s
     failed = {(i["kind"], i["lead_id"]): i for i in st["failed"]}
     assert set(failed) == {("registration", 2), ("payment", 4)}
     assert failed[("registration", 2)]["error"] == "1C: no doctor «Петров»"
-    assert failed[("registration", 2)]["attempts"] == 3
+    assert failed[("registration", 2)]["attempts"] == 3 and failed[("registration", 2)]["retry"] == "retrying"
+    assert (failed[("payment", 4)]["retry"], failed[("payment", 4)]["code"]) == ("item_error", "amocrm:NotFound")
     assert st["skipped_documents"][0]["reason"] == "no base «Заявка»" and st["skipped_documents_total"] == 1
     (tok,) = st["tokens"]
     assert tok["generation"] == 4 and tok["expired"] is False and tok["revoked_reason"] is None
