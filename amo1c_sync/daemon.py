@@ -26,7 +26,6 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import delete, select
 
 from amo1c_sync import config, logs, metrics
 from amo1c_sync.config import Settings
@@ -36,9 +35,10 @@ from amo1c_sync.jobs import JOBS, Job, JobContext, run_job
 from amo1c_sync.leader import LeaderLock, leader_lock_for
 from amo1c_sync.logs import get_logger
 from amo1c_sync.sdnotify import Notifier, watchdog_interval
-from amo1c_sync.status import HEARTBEAT_EVERY, clear_heartbeat, clear_other_leaders, write_heartbeat
+from amo1c_sync.store.instances import HEARTBEAT_EVERY, clear_heartbeat, clear_other_leaders, write_heartbeat
 from amo1c_sync.store import Store
-from amo1c_sync.store.models import JobRun, utcnow
+from amo1c_sync.store import runs
+from amo1c_sync.store.models import utcnow
 
 log = get_logger("amo1c_sync.daemon")
 
@@ -352,11 +352,7 @@ class Daemon:
         end): only this thread runs ``name``, so its 'running' rows are this run's."""
         for attempt in range(3):
             try:
-                with self.store.session() as s:
-                    for run in s.scalars(select(JobRun).where(JobRun.job == name, JobRun.status == "running",
-                                                              JobRun.dry_run.is_(False))):
-                        run.status, run.finished_at = "failed", utcnow()
-                        run.error = (run.error + "; " if run.error else "") + why[:500]
+                runs.close_running(self.store, why, job=name, status="failed")
                 return
             except Exception:  # noqa: BLE001
                 time.sleep(0.2 * (attempt + 1))
@@ -365,23 +361,15 @@ class Daemon:
         """JobRun rows left 'running' by a leader that died. Only the leader runs jobs, so when we
         have just won the lock (nothing of ours is running yet) every such row is an orphan."""
         try:
-            with self.store.session() as s:
-                for run in s.scalars(select(JobRun).where(JobRun.status == "running",
-                                                          JobRun.dry_run.is_(False))):
-                    run.status = "interrupted"
-                    run.finished_at = run.finished_at or utcnow()
-                    run.error = (run.error + "; " if run.error else "") + why
+            runs.close_running(self.store, why)
         except Exception as exc:  # noqa: BLE001
             log.warning("daemon.orphan_runs_not_closed", error=f"{type(exc).__name__}: {exc}")
 
     def _prune(self) -> None:
         """Keep job_runs bounded (one row per run: ~6,000 a day at the default intervals).
         The journal is kept: `trace` reads it."""
-        cutoff = utcnow() - timedelta(days=JOB_RUN_RETENTION_DAYS)
         try:
-            with self.store.session() as s:
-                n = s.execute(delete(JobRun).where(JobRun.started_at < cutoff,
-                                                   JobRun.status != "running")).rowcount
+            n = runs.prune(self.store, older_than_days=JOB_RUN_RETENTION_DAYS)
             if n:
                 log.info("daemon.pruned", job_runs=n, older_than_days=JOB_RUN_RETENTION_DAYS)
         except Exception as exc:  # noqa: BLE001

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import socket
 import threading
@@ -25,16 +24,12 @@ from typing import Iterator, Protocol
 from sqlalchemy.engine import make_url
 
 from amo1c_sync.logs import get_logger
+from amo1c_sync.store.db import advisory_lock_key
 
 log = get_logger("amo1c_sync.leader")
 
 LEADER_LOCK_NAME = "amo1c-sync.leader"
 MIGRATE_LOCK_NAME = "amo1c-sync.migrate"
-
-
-def lock_key(name: str) -> int:
-    """A stable signed 64-bit key for pg_advisory_*lock (same derivation as Store.exclusive)."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 def libpq_url(sqlalchemy_url: str) -> str:
@@ -57,7 +52,7 @@ class PgAdvisoryLock:
 
     def __init__(self, url: str, name: str = LEADER_LOCK_NAME, *, connect_timeout: int = 5):
         self._conninfo = libpq_url(url)
-        self.key = lock_key(name)
+        self.key = advisory_lock_key(name)
         self.name = name
         self.connect_timeout = connect_timeout
         self._conn = None
@@ -220,12 +215,12 @@ def migration_lock(store, *, timeout: float = 300.0) -> Iterator[None]:
 
         with psycopg.connect(libpq_url(store.url), autocommit=True, connect_timeout=10) as conn:
             conn.execute(f"SET lock_timeout = '{int(timeout)}s'")
-            conn.execute("SELECT pg_advisory_lock(%s)", (lock_key(MIGRATE_LOCK_NAME),))
+            conn.execute("SELECT pg_advisory_lock(%s)", (advisory_lock_key(MIGRATE_LOCK_NAME),))
             try:
                 yield
             finally:
                 with contextlib.suppress(Exception):
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(MIGRATE_LOCK_NAME),))
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (advisory_lock_key(MIGRATE_LOCK_NAME),))
         return
     path = _sqlite_path(store)
     if path is None:

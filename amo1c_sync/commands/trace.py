@@ -6,11 +6,9 @@ from __future__ import annotations
 from datetime import timezone
 from typing import Any
 
-from sqlalchemy import select
-
 from amo1c_sync.commands.common import open_store, print_json, settings_from
+from amo1c_sync.store import journal, payments, registrations
 from amo1c_sync.store import retry as retries
-from amo1c_sync.store.models import JournalEntry, LeadTotal, OnecDocument, Registration
 
 
 def _iso(dt) -> str | None:
@@ -25,37 +23,33 @@ def _failure(item, note: str | None) -> dict[str, Any]:
 
 
 def collect_trace(store, lead_id: int) -> dict[str, Any]:
-    with store.session() as s:
-        entries = [
-            {"id": e.id, "at": _iso(e.at), "job": e.job, "system": e.system, "action": e.action,
-             "direction": ("-> 1C" if e.system == "1c" else "-> amoCRM" if e.system == "amocrm"
-                           else "store"),
-             "ref": e.ref, "message": e.message, "detail": e.detail or {}, "run_id": e.run_id}
-            for e in s.scalars(select(JournalEntry).where(JournalEntry.lead_id == lead_id)
-                               .order_by(JournalEntry.at, JournalEntry.id))
-        ]
-        reg = s.get(Registration, lead_id)
-        total = s.get(LeadTotal, lead_id)
-        reg_failure = retries.get(s, retries.REGISTRATION, lead_id)
-        total_failure = retries.get(s, retries.PAYMENT, lead_id)
-        docs = list(s.scalars(select(OnecDocument).where(OnecDocument.lead_id == lead_id)
-                              .order_by(OnecDocument.doc_date)))
-        return {
-            "lead_id": lead_id,
-            "registration": None if reg is None else {
-                "status": reg.status, "zayavka_number": reg.zayavka_number, "zayavka_ref": reg.zayavka_ref,
-                **_failure(reg_failure, reg.error), "updated_at": _iso(reg.updated_at)},
-            "payment_total": None if total is None else {
-                "status": total.status,
-                "pushed_total": None if total.pushed_total is None else format(total.pushed_total, "f"),
-                "pushed_at": _iso(total.pushed_at), **_failure(total_failure, None),
-                "updated_at": _iso(total.updated_at)},
-            "documents": [
-                {"ref": d.ref, "number": d.number, "date": d.doc_date.isoformat() if d.doc_date else None,
-                 "amount": None if d.amount is None else format(d.amount, "f"), "posted": d.posted,
-                 "deletion_mark": d.deletion_mark, "skip_reason": d.skip_reason} for d in docs],
-            "journal": entries,
-        }
+    """Everything recorded for a lead, through the store's readers (those the jobs write with)."""
+    reg, reg_failure = registrations.get(store, lead_id)
+    total = payments.total_of(store, lead_id)
+    total_failure = retries.failure_of(store, retries.PAYMENT, lead_id)
+    entries = [
+        {"id": e.id, "at": _iso(e.at), "job": e.job, "system": e.system, "action": e.action,
+         "direction": "-> 1C" if e.system == "1c" else "-> amoCRM" if e.system == "amocrm" else "store",
+         "ref": e.ref, "message": e.message, "detail": e.detail or {}, "run_id": e.run_id}
+        for e in journal.of_lead(store, lead_id)
+    ]
+    return {
+        "lead_id": lead_id,
+        "registration": None if reg is None else {
+            "status": reg.status, "zayavka_number": reg.zayavka_number, "zayavka_ref": reg.zayavka_ref,
+            **_failure(reg_failure, reg.error), "updated_at": _iso(reg.updated_at)},
+        "payment_total": None if total is None else {
+            "status": total.status,
+            "pushed_total": None if total.pushed_total is None else format(total.pushed_total, "f"),
+            "pushed_at": _iso(total.pushed_at), **_failure(total_failure, None),
+            "updated_at": _iso(total.updated_at)},
+        "documents": [
+            {"ref": d.ref, "number": d.number, "date": d.doc_date.isoformat() if d.doc_date else None,
+             "amount": None if d.amount is None else format(d.amount, "f"), "posted": d.posted,
+             "deletion_mark": d.deletion_mark, "skip_reason": d.skip_reason}
+            for d in payments.documents_of(store, lead_id)],
+        "journal": entries,
+    }
 
 
 def render(tr: dict[str, Any]) -> str:

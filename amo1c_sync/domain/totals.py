@@ -138,3 +138,12 @@ def parse_lead_id(text: str | None) -> int | None:
         return None
     n = int(s)
     return n if n > 0 else None
+
+
+def money_text(value: Decimal | None) -> str | None:
+    """Money for people and the journal: at least two decimals ("150.00", "0.00", "1.005")."""
+    if value is None:
+        return None
+    if value.as_tuple().exponent > -2:  # type: ignore[operator]
+        value = value.quantize(Decimal("0.01"))
+    return format(value, "f")

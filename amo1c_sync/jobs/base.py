@@ -1,4 +1,6 @@
-"""What every job shares: its context, its result, the run record and the journal."""
+"""What every job shares: its context, its result, the Job object and the run wrapper.
+
+``journal`` (store/journal.py) is re-exported here for the jobs."""
 
 from __future__ import annotations
 
@@ -10,13 +12,12 @@ from datetime import date
 from functools import cached_property
 from typing import Any, Callable, Union
 
-from sqlalchemy.orm import Session
-
 from amo1c_sync.config import Settings
 from amo1c_sync.errors import ConfigError, FatalError, RetriableError
 from amo1c_sync.logs import get_logger
 from amo1c_sync.store import Store
-from amo1c_sync.store.models import JobRun, JournalEntry, utcnow
+from amo1c_sync.store import runs
+from amo1c_sync.store.journal import journal
 
 log = get_logger("amo1c_sync.jobs")
 
@@ -76,13 +77,6 @@ class JobContext:
         return self.stop.is_set()
 
 
-def journal(session: Session, *, job: str, system: str, action: str, lead_id: int | None = None,
-            ref: str | None = None, message: str | None = None, detail: dict | None = None,
-            run_id: int | None = None) -> None:
-    session.add(JournalEntry(job=job, system=system, action=action, lead_id=lead_id, ref=ref,
-                             message=message, detail=detail or {}, run_id=run_id))
-
-
 @dataclass(frozen=True)
 class Job:
     """One job: its name (in `status`, `once`, the journal), what one run does, and how often the
@@ -104,11 +98,7 @@ def run_job(ctx: JobContext, job: Union[Job, str]) -> JobResult:
     name, func = job.name, job.run
     result = JobResult(job=name)
     started = time.monotonic()
-    with ctx.store.session() as s:
-        run = JobRun(job=name, dry_run=ctx.dry_run)
-        s.add(run)
-        s.flush()
-        result.run_id = run.id
+    result.run_id = runs.start(ctx.store, name, dry_run=ctx.dry_run)
     error: str | None = None
     config_error: ConfigError | None = None
     try:
@@ -127,12 +117,7 @@ def run_job(ctx: JobContext, job: Union[Job, str]) -> JobResult:
     if error:
         result.errors.append(error)
     duration = time.monotonic() - started
-    with ctx.store.session() as s:
-        run = s.get(JobRun, result.run_id)
-        run.finished_at = utcnow()
-        run.status = result.status
-        run.counts = dict(result.counts)
-        run.error = "; ".join(result.errors[:20]) or None
+    runs.finish(ctx.store, result.run_id, status=result.status, counts=result.counts, errors=result.errors)
     summary = dict(job=name, status=result.status, duration_s=round(duration, 3),
                    dry_run=ctx.dry_run, **{f"n_{k}": v for k, v in sorted(result.counts.items())})
     if result.errors:

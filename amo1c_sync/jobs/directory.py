@@ -22,12 +22,12 @@ from typing import Any
 from amo1c_sync.domain import slots as rules
 from amo1c_sync.domain.dates import format_time, parse_user_time
 from amo1c_sync.domain.registration import clean_name
-from amo1c_sync.jobs.base import JobContext, JobResult, journal
-from amo1c_sync.store.models import Cursor
+from amo1c_sync.jobs.base import JobContext, JobResult
+from amo1c_sync.store import doctor_options
+from amo1c_sync.store.journal import record
 
 JOB = "directory"
 ENUM_TYPES = {"select", "multiselect", "radiobutton"}
-LINK_PREFIX = "directory.doctor:"
 MONTHS_AHEAD = 2
 
 
@@ -70,22 +70,6 @@ def _as_time(text: str) -> time | None:
         return parse_user_time(text)
     except ValueError:
         return None
-
-
-def _links(store) -> dict[str, int]:
-    with store.session() as s:
-        rows = s.query(Cursor).filter(Cursor.name.like(LINK_PREFIX + "%")).all()
-        return {r.name[len(LINK_PREFIX):]: int(r.value) for r in rows if r.value.isdigit()}
-
-
-def _save_links(store, links: dict[str, int]) -> None:
-    with store.session() as s:
-        for ref, enum_id in links.items():
-            row = s.get(Cursor, LINK_PREFIX + ref)
-            if row is None:
-                s.add(Cursor(name=LINK_PREFIX + ref, value=str(enum_id)))
-            elif row.value != str(enum_id):
-                row.value = str(enum_id)
 
 
 def plan_doctor_options(enums: list[dict], doctors: list[tuple[str, str]], links: dict[str, int]
@@ -177,12 +161,12 @@ def _sync_doctors(ctx: JobContext, result: JobResult, field: dict, schedules: li
     refs = {ds.doctor_ref.lower() for ds in schedules}
     doctors = sorted(((i.ref.lower(), i.name) for i in ctx.onec.doctors() if i.ref.lower() in refs),
                      key=lambda p: (p[1].casefold(), p[0]))
-    links = _links(ctx.store)
+    links = doctor_options.links(ctx.store)
     payload, added, renamed, known = plan_doctor_options(list(field.get("enums") or []), doctors, links)
     result.count("doctors", len(doctors))
     if not added and not renamed:
         if not ctx.dry_run and any(links.get(r) != e for r, e in known.items()):
-            _save_links(ctx.store, known)
+            doctor_options.save_links(ctx.store, known)
         return
     if ctx.dry_run:
         result.planned.append({"system": "amocrm", "action": "field.options", "field": field["name"],
@@ -193,13 +177,12 @@ def _sync_doctors(ctx: JobContext, result: JobResult, field: dict, schedules: li
     for ref, name in doctors:
         if clean_name(name).casefold() in by_value:
             known[ref] = by_value[clean_name(name).casefold()]
-    _save_links(ctx.store, known)
+    doctor_options.save_links(ctx.store, known)
     result.count("doctor_options_added", len(added))
     result.count("doctor_options_renamed", len(renamed))
-    with ctx.store.session() as s:
-        journal(s, job=JOB, system="amocrm", action="field.options_updated",
-                message=f"«{field['name']}»: добавлено {len(added)}, переименовано {len(renamed)}",
-                detail={"field_id": field["id"], "added": added, "renamed": renamed}, run_id=result.run_id)
+    record(ctx.store, job=JOB, system="amocrm", action="field.options_updated",
+           message=f"«{field['name']}»: добавлено {len(added)}, переименовано {len(renamed)}",
+           detail={"field_id": field["id"], "added": added, "renamed": renamed}, run_id=result.run_id)
 
 
 def _sync_times(ctx: JobContext, result: JobResult, field: dict, grid: list[time]) -> None:
@@ -213,7 +196,6 @@ def _sync_times(ctx: JobContext, result: JobResult, field: dict, grid: list[time
         return
     ctx.amocrm.update_field_enums(int(field["id"]), payload)
     result.count("time_options_added", len(added))
-    with ctx.store.session() as s:
-        journal(s, job=JOB, system="amocrm", action="field.options_updated",
-                message=f"«{field['name']}»: добавлено {len(added)}",
-                detail={"field_id": field["id"], "added": added}, run_id=result.run_id)
+    record(ctx.store, job=JOB, system="amocrm", action="field.options_updated",
+           message=f"«{field['name']}»: добавлено {len(added)}",
+           detail={"field_id": field["id"], "added": added}, run_id=result.run_id)

@@ -3,8 +3,8 @@
 One cycle (``run``):
 
 1. Read the «Оказание услуг» of a window of document dates, only the fields needed: the hot window
-   (``[sync] hot_window``) every cycle; the whole ``lookback`` every ``full_scan_interval`` (Cursor
-   ``payments.last_full_scan``); ``ctx.since`` widens it for a backfill (progress bar on a TTY).
+   (``[sync] hot_window``) every cycle; the whole ``lookback`` every ``full_scan_interval`` (the
+   cursor ``payments.last_full_scan``); ``ctx.since`` widens it for a backfill (progress bar on a TTY).
 2. Documents whose DataVersion differs from the stored one are *changed*. Their base «Заявки» are
    resolved in batches to lead ids; a document without a base «Заявка», or whose «Заявка» has no
    (valid) «Номер AmoCRM», is *skipped* with the reason (journal once per change, counted,
@@ -32,25 +32,24 @@ import sys
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Iterator, Sequence
-
-from sqlalchemy import select
+from typing import Any
 
 from amo1c_sync.domain import totals as T
+from amo1c_sync.domain.registration import display_number
 from amo1c_sync.errors import ItemError
-from amo1c_sync.jobs.base import JobContext, JobResult, journal
+from amo1c_sync.jobs.base import JobContext, JobResult
 from amo1c_sync.logs import get_logger
+from amo1c_sync.store import cursors
+from amo1c_sync.store import payments as store
 from amo1c_sync.store import retry as retries
-from amo1c_sync.store.models import Cursor, LeadTotal, OnecDocument, utcnow
+from amo1c_sync.store.models import utcnow
+from amo1c_sync.store.payments import DocumentFacts
 
 log = get_logger("amo1c_sync.jobs.payments")
 
 JOB = "payments"
-CURSOR_FULL_SCAN = "payments.last_full_scan"
-PATCH_BATCH = 50          # leads per PATCH (SPEC: <= 50)
-DB_CHUNK = 500            # ids per IN (...) in store queries
+PATCH_BATCH = 50          # leads per PATCH (amoCRM: at most 50 per request)
 BACKFILL_SLICE_DAYS = 7   # a --since backfill reads 1C a week at a time (one progress step each)
-UNCONFIRMED = ""          # data_version of a document whose facts are stored but not yet confirmed
 
 
 SKIP_NO_BASE = "no base document: 1C does not know which lead this payment is for"
@@ -104,68 +103,11 @@ def _slices(window: Window, days: int) -> list[tuple[datetime, datetime]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# skipped documents (for `status`)
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SkippedDocument:
-    ref: str
-    number: str | None
-    doc_date: datetime | None
-    amount: Decimal | None
-    posted: bool
-    deletion_mark: bool
-    reason: str
-    updated_at: datetime
-
-    @property
-    def display_number(self) -> str:
-        n = self.number or ""
-        return n.lstrip("0") or n
-
-
-def skipped_documents(store, *, counting_only: bool = False, limit: int | None = None) -> list[SkippedDocument]:
-    """«Оказание услуг» that count for no lead, with the reason, newest first. ``counting_only``:
-    only those posted and not marked for deletion (money that reached no lead)."""
-    with store.session() as s:
-        q = select(OnecDocument).where(OnecDocument.skip_reason.is_not(None))
-        if counting_only:
-            q = q.where(OnecDocument.posted.is_(True), OnecDocument.deletion_mark.is_(False))
-        q = q.order_by(OnecDocument.doc_date.desc(), OnecDocument.ref)
-        if limit:
-            q = q.limit(limit)
-        return [SkippedDocument(ref=r.ref, number=r.number, doc_date=r.doc_date, amount=r.amount,
-                                posted=r.posted, deletion_mark=r.deletion_mark, reason=r.skip_reason,
-                                updated_at=r.updated_at) for r in s.scalars(q)]
-
-
-def unsettled_totals(store) -> list[LeadTotal]:
-    """Leads whose latest total amoCRM has not accepted yet: ``pending`` (waiting for the next push)
-    and ``failed`` (with amoCRM's reason, attempts and the next attempt's time), failed first."""
-    with store.session() as s:
-        q = select(LeadTotal).where(LeadTotal.status.in_(("pending", "failed")))
-        rows = list(s.scalars(q))
-    return sorted(rows, key=lambda r: (r.status != "failed", r.lead_id))
-
-
-# ---------------------------------------------------------------------------------------------
 # the job
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class _Fresh:
-    """A changed document as 1C holds it now."""
-
-    ref: str
-    number: str
-    data_version: str
-    doc_date: datetime | None  # aware UTC
-    lead_id: int | None
-    skip_reason: str | None
-    state: T.DocState
-
-
-@dataclass
 class _Plan:
-    fresh: dict[str, _Fresh] = field(default_factory=dict)
+    fresh: dict[str, DocumentFacts] = field(default_factory=dict)
     stored: dict[str, T.DocState] = field(default_factory=dict)      # stored state of changed docs
     totals: dict[int, Decimal] = field(default_factory=dict)
     pushed: dict[int, Decimal | None] = field(default_factory=dict)
@@ -180,7 +122,7 @@ def run(ctx: JobContext, result: JobResult) -> None:
     sync = ctx.settings.sync
     tz = sync.tz
     now = utcnow()
-    last_full = _last_full_scan(ctx.store)
+    last_full = cursors.last_full_scan(ctx.store)
     window = plan_window(now_utc=now, tz=tz, hot_window=sync.hot_window, lookback=sync.lookback,
                          full_scan_interval=sync.full_scan_interval, last_full_scan=last_full,
                          since=ctx.since)
@@ -199,28 +141,7 @@ def run(ctx: JobContext, result: JobResult) -> None:
     if plan.push and not ctx.stopping():
         _push(ctx, result, plan)
     if window.full and not ctx.dry_run and not ctx.stopping():
-        with ctx.store.session() as s:
-            _set_cursor(s, CURSOR_FULL_SCAN, now.isoformat())
-
-
-def _last_full_scan(store) -> datetime | None:
-    with store.session() as s:
-        row = s.get(Cursor, CURSOR_FULL_SCAN)
-        if row is None:
-            return None
-        try:
-            value = datetime.fromisoformat(row.value)
-        except ValueError:
-            return None
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
-def _set_cursor(s, name: str, value: str) -> None:
-    row = s.get(Cursor, name)
-    if row is None:
-        s.add(Cursor(name=name, value=value))
-    else:
-        row.value = value
+        cursors.record_full_scan(ctx.store, now)
 
 
 def _progress(iterable, *, total: int, desc: str, unit: str, enabled: bool):
@@ -247,18 +168,6 @@ def _read_window(ctx: JobContext, window: Window) -> list:
     return list({svc.ref: svc for svc in ctx.onec.services_in_window(window.date_from, window.date_to)}.values())
 
 
-def _chunks(seq: Sequence, n: int) -> Iterator[list]:
-    seq = list(seq)
-    for i in range(0, len(seq), n):
-        yield seq[i:i + n]
-
-
-def _state_of(row: OnecDocument) -> T.DocState:
-    return T.DocState(ref=row.ref, lead_id=None if row.skip_reason else row.lead_id,
-                      amount=row.amount if row.amount is not None else T.ZERO,
-                      posted=bool(row.posted), deletion_mark=bool(row.deletion_mark))
-
-
 def _to_utc(value: datetime | None, tz) -> datetime | None:
     if value is None:
         return None
@@ -267,7 +176,7 @@ def _to_utc(value: datetime | None, tz) -> datetime | None:
     return value.astimezone(timezone.utc)
 
 
-def _fresh(svc, leads_by_base: dict[str, str | None], tz) -> _Fresh:
+def _fresh(svc, leads_by_base: dict[str, str | None], tz) -> DocumentFacts:
     lead_id: int | None = None
     skip: str | None = None
     if not svc.base_ref:
@@ -285,22 +194,23 @@ def _fresh(svc, leads_by_base: dict[str, str | None], tz) -> _Fresh:
     amount = svc.amount if svc.amount is not None else T.ZERO
     state = T.DocState(ref=svc.ref, lead_id=lead_id, amount=amount, posted=bool(svc.posted),
                        deletion_mark=bool(svc.deletion_mark))
-    return _Fresh(ref=svc.ref, number=svc.number, data_version=svc.data_version,
-                  doc_date=_to_utc(svc.date, tz), lead_id=lead_id, skip_reason=skip, state=state)
+    entry = None
+    if skip:
+        entry = {"system": "store", "action": "document.skipped", "ref": svc.ref,
+                 "message": f"«Оказание услуг» № {display_number(svc.number)}: {skip}",
+                 "detail": {"number": svc.number, "amount": str(amount), "posted": state.posted,
+                            "deletion_mark": state.deletion_mark, "data_version": svc.data_version,
+                            "reason": skip}}
+    return DocumentFacts(ref=svc.ref, number=svc.number, data_version=svc.data_version,
+                         doc_date=_to_utc(svc.date, tz), lead_id=lead_id, skip_reason=skip, state=state,
+                         skipped_entry=entry)
 
 
 def _plan(ctx: JobContext, result: JobResult, services: list, now: datetime) -> _Plan:
     plan = _Plan()
-    refs = [svc.ref for svc in services]
-    stored_dv: dict[str, str] = {}
-    with ctx.store.session() as s:
-        for chunk in _chunks(refs, DB_CHUNK):
-            for row in s.scalars(select(OnecDocument).where(OnecDocument.ref.in_(chunk))):
-                stored_dv[row.ref] = row.data_version
-                plan.stored[row.ref] = _state_of(row)
-    changed = [svc for svc in services if stored_dv.get(svc.ref) != svc.data_version]
-    changed_refs = {svc.ref for svc in changed}
-    plan.stored = {ref: st for ref, st in plan.stored.items() if ref in changed_refs}
+    stored = store.stored_documents(ctx.store, [svc.ref for svc in services])
+    changed = [svc for svc in services if stored.get(svc.ref, (None,))[0] != svc.data_version]
+    plan.stored = {svc.ref: stored[svc.ref][1] for svc in changed if svc.ref in stored}
     result.count("changed", len(changed))
 
     bases = sorted({svc.base_ref for svc in changed if svc.base_ref and svc.base_is_zayavka})
@@ -312,41 +222,32 @@ def _plan(ctx: JobContext, result: JobResult, services: list, now: datetime) -> 
             result.count("skipped")
 
     _index_changed(plan)
-    affected = set(plan.changed_of)
-    with ctx.store.session() as s:
-        waiting = {r.lead_id: r for r in s.scalars(
-            select(LeadTotal).where(LeadTotal.status.in_(("pending", "failed"))))}
-        candidates = affected | set(waiting)
-        if not candidates:
-            return plan
-        failures = retries.load(s, retries.PAYMENT)
-        rows: dict[int, LeadTotal] = dict(waiting)
-        docs: dict[str, T.DocState] = {}
-        numbers: dict[str, str | None] = {}
-        for chunk in _chunks(sorted(candidates), DB_CHUNK):
-            for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(chunk))):
-                rows[r.lead_id] = r
-            for d in s.scalars(select(OnecDocument).where(OnecDocument.lead_id.in_(chunk))):
-                docs[d.ref] = _state_of(d)
-                numbers[d.ref] = d.number
-    merged = T.merge(docs, {ref: f.state for ref, f in plan.fresh.items()})
-    numbers.update({ref: f.number for ref, f in plan.fresh.items()})
+    candidates = set(plan.changed_of) | store.unsettled_leads(ctx.store)
+    if candidates:
+        _plan_leads(result, plan, store.leads_state(ctx.store, candidates), candidates, now)
+    return plan
+
+
+def _plan_leads(result: JobResult, plan: _Plan, state: store.LeadsState, candidates: set[int],
+                now: datetime) -> None:
+    """Each candidate lead's total now, and whether it is pushed now, later or on a change."""
+    merged = T.merge(state.docs, {ref: f.state for ref, f in plan.fresh.items()})
+    numbers = {**state.numbers, **{ref: f.number for ref, f in plan.fresh.items()}}
     plan.totals = T.lead_totals(merged.values(), candidates)
-    plan.pushed = {lead: (rows[lead].pushed_total if lead in rows else None) for lead in candidates}
+    plan.pushed = {lead: state.pushed.get(lead) for lead in candidates}
     for d in merged.values():
         if d.lead_id in candidates and d.counts:
             plan.docs_of.setdefault(d.lead_id, []).append((d.ref, numbers.get(d.ref), d.amount))
     differing = T.leads_to_push(plan.totals, plan.pushed)
     for lead, value in differing.items():
         # a changed document of the lead makes a recorded item error worth a new try
-        decision = retries.decide(failures.get(lead), now=now, changed=lead in plan.changed_of)
+        decision = retries.decide(state.failures.get(lead), now=now, changed=lead in plan.changed_of)
         if decision != "due":
             result.count("deferred" if decision == "deferred" else "waiting_for_change")
             plan.deferred.add(lead)
             continue
         plan.push[lead] = value
     result.count("unchanged_leads", len(candidates) - len(differing))
-    return plan
 
 
 def _leads_of(plan: _Plan, ref: str) -> set[int]:
@@ -365,53 +266,9 @@ def _index_changed(plan: _Plan) -> None:
 def _record_facts(ctx: JobContext, result: JobResult, plan: _Plan, now: datetime) -> None:
     """Changed documents' facts; DataVersions of those touching no unsettled lead; pending leads."""
     unsettled = set(plan.push) | plan.deferred
-    with ctx.store.session() as s:
-        existing: dict[str, OnecDocument] = {}
-        for chunk in _chunks(list(plan.fresh), DB_CHUNK):
-            for row in s.scalars(select(OnecDocument).where(OnecDocument.ref.in_(chunk))):
-                existing[row.ref] = row
-        for ref, f in plan.fresh.items():
-            row = existing.get(ref)
-            confirm = not (_leads_of(plan, ref) & unsettled)
-            if row is None:
-                row = OnecDocument(ref=ref, data_version=UNCONFIRMED)
-                s.add(row)
-                facts_before = None
-            else:
-                facts_before = (row.lead_id, row.amount, row.posted, row.deletion_mark, row.skip_reason)
-            row.number = f.number
-            row.doc_date = f.doc_date
-            row.lead_id = f.lead_id
-            row.amount = f.state.amount
-            row.posted = f.state.posted
-            row.deletion_mark = f.state.deletion_mark
-            row.skip_reason = f.skip_reason
-            if confirm:
-                row.data_version = f.data_version
-            facts_now = (f.lead_id, f.state.amount, f.state.posted, f.state.deletion_mark, f.skip_reason)
-            if f.skip_reason and facts_before != facts_now:
-                journal(s, job=JOB, system="store", action="document.skipped", ref=ref,
-                        message=f"«Оказание услуг» № {f.number.lstrip('0') or f.number}: {f.skip_reason}",
-                        detail={"number": f.number, "amount": str(f.state.amount),
-                                "posted": f.state.posted, "deletion_mark": f.state.deletion_mark,
-                                "data_version": f.data_version, "reason": f.skip_reason},
-                        run_id=result.run_id)
-        leads = set(plan.totals)
-        rows: dict[int, LeadTotal] = {}
-        for chunk in _chunks(sorted(leads), DB_CHUNK):
-            for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(chunk))):
-                rows[r.lead_id] = r
-        for lead in leads:
-            row = rows.get(lead)
-            if lead in plan.push or lead in plan.deferred:
-                if row is None:
-                    s.add(LeadTotal(lead_id=lead, pushed_total=None, status="pending"))
-                elif row.status == "ok":
-                    row.status = "pending"
-            elif row is not None and row.status != "ok":
-                # its total is what amoCRM already has: nothing left to do for it
-                row.status = "ok"
-                retries.clear(s, retries.PAYMENT, [lead])
+    confirmed = {ref for ref in plan.fresh if not (_leads_of(plan, ref) & unsettled)}
+    store.record_facts(ctx.store, plan.fresh.values(), confirmed=confirmed, unsettled=unsettled,
+                       settled=set(plan.totals) - unsettled, job=JOB, run_id=result.run_id)
 
 
 def _patch(field_map, sum_field: str, lead: int, value: Decimal) -> dict:
@@ -427,7 +284,7 @@ def _push(ctx: JobContext, result: JobResult, plan: _Plan) -> None:
     leads = sorted(plan.push)
     settled = set(plan.totals) - set(plan.push) - plan.deferred
     waiting_docs = {ref for ref in plan.fresh if _leads_of(plan, ref) - settled}
-    batches = list(_chunks(leads, PATCH_BATCH))
+    batches = [leads[i:i + PATCH_BATCH] for i in range(0, len(leads), PATCH_BATCH)]
     for batch in _progress(batches, total=len(batches), desc="amoCRM leads", unit="PATCH",
                            enabled=ctx.since is not None):
         if ctx.stopping():
@@ -450,59 +307,31 @@ def _push(ctx: JobContext, result: JobResult, plan: _Plan) -> None:
         touched = {ref for lead in accepted | refused for ref in plan.changed_of.get(lead, ())}
         confirm = {ref for ref in touched & waiting_docs if not (_leads_of(plan, ref) - settled)}
         waiting_docs -= confirm
-        with ctx.store.session() as s:
-            _record_batch(ctx, s, result, plan, batch, accepted, outcome.failed)
-            for chunk in _chunks(sorted(confirm), DB_CHUNK):
-                for row in s.scalars(select(OnecDocument).where(OnecDocument.ref.in_(chunk))):
-                    row.data_version = plan.fresh[row.ref].data_version
+        _record_batch(ctx, result, plan, batch, accepted, outcome.failed,
+                      {ref: plan.fresh[ref].data_version for ref in confirm})
 
 
-def _record_batch(ctx: JobContext, s, result: JobResult, plan: _Plan, batch: list[int],
-                  accepted: set[int], failed: dict) -> None:
-    """One PATCH's outcome: accepted totals and their journal, or each refusal's retry record."""
+def _record_batch(ctx: JobContext, result: JobResult, plan: _Plan, batch: list[int], accepted: set[int],
+                  failed: dict, versions: dict[str, str]) -> None:
+    """One PATCH's outcome: accepted totals and their journal, each refusal's retry record and the
+    DataVersions now confirmed, in one transaction."""
     sum_field = ctx.settings.fields.sum
-    now = utcnow()
-    rows = {r.lead_id: r for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(batch)))}
-    for lead in batch:
-        row = rows.get(lead)
-        if row is None:
-            row = LeadTotal(lead_id=lead, status="pending")
-            s.add(row)
-        new = plan.push[lead]
-        if lead in accepted:
-            old = row.pushed_total
-            row.pushed_total, row.pushed_at, row.status = new, now, "ok"
-            retries.clear(s, retries.PAYMENT, [lead])
-            docs = plan.docs_of.get(lead, [])
-            journal(s, job=JOB, system="amocrm", action="lead.total_pushed", lead_id=lead,
-                    message=f"«{sum_field}» {_s(old) or '—'} -> {_s(new)}, budget {T.budget(new)}",
-                    detail={"old_total": _s(old), "new_total": _s(new), "price": T.budget(new),
-                            "documents": [{"ref": r, "number": n, "amount": _s(a)}
-                                          for r, n, a in sorted(docs, key=lambda x: x[0])],
-                            "changed_documents": sorted(plan.changed_of.get(lead, ()))},
-                    run_id=result.run_id)
-            result.count("pushed")
-            continue
-        err = failed.get(lead)
-        reason = str(err) if err is not None else "amoCRM did not confirm the write"
-        row.status = "failed"
-        item = retries.record_failure(s, retries.PAYMENT, lead, error=reason, now=now,
-                                      retriable=not isinstance(err, ItemError),
-                                      code=getattr(err, "code", None),
-                                      policy=retries.policy_of(ctx.settings))
-        journal(s, job=JOB, system="amocrm", action="lead.total_rejected", lead_id=lead, message=reason,
-                detail={"old_total": _s(row.pushed_total), "new_total": _s(new), "attempts": item.attempts,
-                        "state": item.state, "code": item.code,
-                        "next_attempt_at": item.next_attempt_at.isoformat() if item.next_attempt_at else None},
-                run_id=result.run_id)
+
+    def describe(lead: int, old: Decimal | None, new: Decimal) -> tuple[str, dict]:
+        docs = sorted(plan.docs_of.get(lead, []), key=lambda x: x[0])
+        return (f"«{sum_field}» {_s(old) or '—'} -> {_s(new)}, budget {T.budget(new)}",
+                {"old_total": _s(old), "new_total": _s(new), "price": T.budget(new),
+                 "documents": [{"ref": r, "number": n, "amount": _s(a)} for r, n, a in docs],
+                 "changed_documents": sorted(plan.changed_of.get(lead, ()))})
+
+    refusals = store.record_push(
+        ctx.store, totals={lead: plan.push[lead] for lead in batch}, accepted=accepted, failed=failed,
+        versions=versions, policy=retries.policy_of(ctx.settings), describe=describe, job=JOB,
+        run_id=result.run_id)
+    result.count("pushed", len(accepted & set(batch)))
+    for lead, reason in refusals:
         result.count("failed")
         result.item_failed(f"lead {lead}: {reason}")
 
 
-def _s(value: Decimal | None) -> str | None:
-    """Money for people and the journal: at least two decimals ("150.00", "0.00", "1.005")."""
-    if value is None:
-        return None
-    if value.as_tuple().exponent > -2:  # type: ignore[operator]
-        value = value.quantize(Decimal("0.01"))
-    return format(value, "f")
+_s = T.money_text

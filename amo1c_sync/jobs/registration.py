@@ -33,16 +33,17 @@ from amo1c_sync.domain import registration as rules
 from amo1c_sync.domain import slots as slot_rules
 from amo1c_sync.domain.dates import format_time
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
-from amo1c_sync.jobs.base import JobContext, JobResult, journal
+from amo1c_sync.jobs.base import JobContext, JobResult
 from amo1c_sync.jobs.slots import SlotFinder
 from amo1c_sync.logs import get_logger
+from amo1c_sync.store import cursors, registrations
 from amo1c_sync.store import retry as retries
-from amo1c_sync.store.models import Cursor, Registration, utcnow
+from amo1c_sync.store.journal import record
+from amo1c_sync.store.models import Registration, utcnow
 
 log = get_logger("amo1c_sync.jobs.registration")
 
 JOB = "registration"
-CURSOR = "registration.updated_at"
 #: with no cursor yet, look back this far (a flagged lead was updated when the button was pressed)
 FIRST_LOOKBACK = 86400
 
@@ -117,44 +118,26 @@ class _Cycle:
         return self._defaults[what]
 
 
-def _read_cursor(store) -> int | None:
-    with store.session() as s:
-        row = s.get(Cursor, CURSOR)
-        return int(row.value) if row and row.value.strip().lstrip("-").isdigit() else None
-
-
-def _write_cursor(store, value: int) -> None:
-    with store.session() as s:
-        row = s.get(Cursor, CURSOR)
-        if row is None:
-            s.add(Cursor(name=CURSOR, value=str(int(value))))
-        elif int(row.value or 0) < value:
-            row.value = str(int(value))
-
-
 def run(ctx: JobContext, result: JobResult) -> None:
     settings = ctx.settings
     amo = ctx.amocrm
     fm = field_map(amo, settings)
-    cursor = _read_cursor(ctx.store)
+    cursor = cursors.registration(ctx.store)
     start = cursor if cursor is not None else int(_time.time()) - FIRST_LOOKBACK
     overlap = int(settings.sync.lead_cursor_overlap)
     leads = list(amo.iter_leads_updated_since(start, overlap))
     result.count("leads_seen", len(leads))
     cycle = _Cycle(ctx, result, fm, utcnow())
-    new_cursor = start
-    blocked = False
+    run_of_handled = cursors.LeadingRun(start)
     for lead in leads:
         if ctx.stopping():
-            blocked = True
             break
-        handled = _handle(cycle, lead)
-        if handled and not blocked:
-            new_cursor = max(new_cursor, int(lead.get("updated_at") or 0))
-        elif not handled:
-            blocked = True
-    if not ctx.dry_run and (cursor is None or new_cursor > cursor):
-        _write_cursor(ctx.store, new_cursor)
+        if _handle(cycle, lead):
+            run_of_handled.handled(int(lead.get("updated_at") or 0))
+        else:
+            run_of_handled.unhandled()
+    if not ctx.dry_run and (cursor is None or run_of_handled.value > cursor):
+        cursors.advance_registration(ctx.store, run_of_handled.value)
 
 
 def _handle(c: _Cycle, lead: dict) -> bool:
@@ -164,12 +147,7 @@ def _handle(c: _Cycle, lead: dict) -> bool:
     if not is_flagged(c.fm, lead, f.flag):
         return True
     result.count("flagged")
-    with ctx.store.session() as s:
-        reg = s.get(Registration, lead_id)
-        failure = retries.get(s, retries.REGISTRATION, lead_id)
-        for row in (reg, failure):
-            if row is not None:
-                s.expunge(row)
+    reg, failure = registrations.get(ctx.store, lead_id)
     version = _version(lead)
     decision = retries.decide(failure, now=c.now, changed=failure is not None and failure.version != version)
     if decision == "waiting":
@@ -345,9 +323,8 @@ def _client(c: _Cycle, lead_id: int, req: rules.Request) -> tuple[str, str | Non
                                  "name": req.client_name})
         return c.default("client").ref, None
     item = onec.create_client(req.client_name)
-    with c.ctx.store.session() as s:
-        journal(s, job=JOB, system="1c", action="client.created", lead_id=lead_id, ref=item.ref,
-                message=f"создан клиент «{item.name}»", detail={"code": item.code}, run_id=c.result.run_id)
+    record(c.ctx.store, job=JOB, system="1c", action="client.created", lead_id=lead_id, ref=item.ref,
+           message=f"создан клиент «{item.name}»", detail={"code": item.code}, run_id=c.result.run_id)
     c.result.count("clients_created")
     return item.ref, rules.client_remark(name=req.client_name, created=True, matches=0)
 
@@ -355,25 +332,16 @@ def _client(c: _Cycle, lead_id: int, req: rules.Request) -> tuple[str, str | Non
 def _record(c: _Cycle, lead_id: int, zay: Any, *, action: str, system: str, message: str,
             detail: dict) -> None:
     """Registration row (status pending, with the ref) + journal, in one committed transaction."""
-    with c.ctx.store.session() as s:
-        reg = s.get(Registration, lead_id)
-        if reg is None:
-            reg = Registration(lead_id=lead_id)
-            s.add(reg)
-        reg.zayavka_ref = zay.ref
-        reg.zayavka_number = zay.number
-        reg.status = "pending"
-        journal(s, job=JOB, system=system, action=action, lead_id=lead_id, ref=zay.ref, message=message,
-                detail={"number": zay.number, **detail}, run_id=c.result.run_id)
+    registrations.record_ref(c.ctx.store, lead_id, ref=zay.ref, number=zay.number, entry=dict(
+        job=JOB, system=system, action=action, message=message, detail={"number": zay.number, **detail},
+        run_id=c.result.run_id))
 
 
 def _post(c: _Cycle, lead_id: int, zay: Any) -> None:
     onec = c.ctx.onec
     onec.post(onec.names.zayavka, zay.ref)
-    with c.ctx.store.session() as s:
-        journal(s, job=JOB, system="1c", action="zayavka.posted", lead_id=lead_id, ref=zay.ref,
-                message=f"проведён документ «Заявка» № {rules.display_number(zay.number)}",
-                run_id=c.result.run_id)
+    record(c.ctx.store, job=JOB, system="1c", action="zayavka.posted", lead_id=lead_id, ref=zay.ref,
+           message=f"проведён документ «Заявка» № {rules.display_number(zay.number)}", run_id=c.result.run_id)
 
 
 def _lead_patch(c: _Cycle, lead_id: int, number: str | None) -> dict:
@@ -407,18 +375,8 @@ def _write_back(c: _Cycle, lead_id: int, number: str, note: str, fp: str, ref: s
                                  "patch": patch})
         return
     _amo_write(c, lead_id, note, patch)
-    with c.ctx.store.session() as s:
-        reg = s.get(Registration, lead_id)
-        if reg is None:
-            reg = Registration(lead_id=lead_id)
-            s.add(reg)
-        reg.zayavka_ref, reg.zayavka_number = ref, number
-        reg.fingerprint = fp
-        reg.status = "done"
-        reg.error = None
-        retries.clear(s, retries.REGISTRATION, [lead_id])
-        journal(s, job=JOB, system="amocrm", action=action, lead_id=lead_id, ref=ref, message=note,
-                detail={"patch": patch}, run_id=c.result.run_id)
+    registrations.record_done(c.ctx.store, lead_id, ref=ref, number=number, fingerprint=fp, entry=dict(
+        job=JOB, system="amocrm", action=action, message=note, detail={"patch": patch}, run_id=c.result.run_id))
 
 
 def _reject(c: _Cycle, lead: dict, inv: Invalid) -> bool:
@@ -441,16 +399,9 @@ def _reject(c: _Cycle, lead: dict, inv: Invalid) -> bool:
     except RetriableError as exc:
         _failed(c, lead, f"{note} (и не удалось записать заметку: {exc})")
         return False
-    with c.ctx.store.session() as s:
-        reg = s.get(Registration, lead_id)
-        if reg is None:
-            reg = Registration(lead_id=lead_id)
-            s.add(reg)
-        reg.status = "invalid"
-        reg.error = note
-        retries.clear(s, retries.REGISTRATION, [lead_id])
-        journal(s, job=JOB, system="amocrm", action="lead.invalid", lead_id=lead_id, message=note,
-                detail={"code": inv.code, "patch": patch}, run_id=c.result.run_id)
+    registrations.record_invalid(c.ctx.store, lead_id, note=note, entry=dict(
+        job=JOB, system="amocrm", action="lead.invalid", detail={"code": inv.code, "patch": patch},
+        run_id=c.result.run_id))
     return True
 
 
@@ -463,19 +414,8 @@ def _failed(c: _Cycle, lead: dict, error: str, *, code: str | None = None, retry
     log.warning("registration.lead_failed", lead_id=lead_id, error=error, code=code, retry=retry)
     if c.ctx.dry_run:
         return
-    with c.ctx.store.session() as s:
-        reg = s.get(Registration, lead_id)
-        if reg is None:
-            reg = Registration(lead_id=lead_id)
-            s.add(reg)
-        reg.status = "failed"
-        item = retries.record_failure(s, retries.REGISTRATION, lead_id, error=error, code=code,
-                                      retriable=retry, version=_version(lead),
-                                      policy=retries.policy_of(c.settings))
-        if item.state == retries.GIVEN_UP:
-            c.result.count("given_up")
-        journal(s, job=JOB, system="store", action="lead.failed", lead_id=lead_id, ref=reg.zayavka_ref,
-                message=error[:2000],
-                detail={"attempts": item.attempts, "code": code, "state": item.state,
-                        "next_attempt_at": item.next_attempt_at.isoformat() if item.next_attempt_at else None},
-                run_id=c.result.run_id)
+    item = registrations.record_failure(c.ctx.store, lead_id, error=error, code=code, retriable=retry,
+                                        version=_version(lead), policy=retries.policy_of(c.settings),
+                                        job=JOB, run_id=c.result.run_id)
+    if item.state == retries.GIVEN_UP:
+        c.result.count("given_up")

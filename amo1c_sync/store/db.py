@@ -33,8 +33,9 @@ def sqlite_url_for(path: str | Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
-def _lock_key(name: str) -> int:
-    """A stable signed 64-bit key for pg_advisory_*lock."""
+def advisory_lock_key(name: str) -> int:
+    """A stable signed 64-bit key for pg_advisory_*lock: the one derivation used by the store's
+    exclusive sections and by the leader and migration locks."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
@@ -119,7 +120,7 @@ class Store:
                 if self.dialect == "sqlite":
                     s.connection()  # BEGIN IMMEDIATE: the file's write lock, across processes
                 else:
-                    s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(name)})
+                    s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_lock_key(name)})
                 try:
                     yield s
                     s.commit()

@@ -67,13 +67,37 @@ class Base(DeclarativeBase):
 
 
 class Cursor(Base):
-    """Where an incremental poll resumes (e.g. registration: last leads.updated_at handled)."""
+    """Where an incremental poll resumes (store/cursors.py: the registration cursor, the last
+    full payments scan)."""
 
     __tablename__ = "cursors"
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(String(200))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DoctorOption(Base):
+    """A 1C doctor's «Врач» option in amoCRM (F4): a doctor renamed in 1C keeps its option."""
+
+    __tablename__ = "doctor_options"
+
+    doctor_ref: Mapped[str] = mapped_column(String(36), primary_key=True)
+    enum_id: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DaemonInstance(Base):
+    """A running daemon's heartbeat: what `status` shows as leader and standbys."""
+
+    __tablename__ = "daemon_instances"
+
+    instance: Mapped[str] = mapped_column(String(100), primary_key=True)  # host:pid
+    host: Mapped[str] = mapped_column(String(60))
+    pid: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(20))  # leader | standby
+    since: Mapped[datetime | None]
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class OAuthToken(Base):

@@ -10,13 +10,13 @@ entry that tells it.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from amo1c_sync.domain.retry import ItemRetry
-from amo1c_sync.store.models import RetryItem, utcnow
+from amo1c_sync.store.models import LeadTotal, Registration, RetryItem, utcnow
 
 REGISTRATION = "registration"
 PAYMENT = "payment"
@@ -58,6 +58,15 @@ def get(s: Session, kind: str, lead_id: int) -> RetryItem | None:
     return s.get(RetryItem, (kind, lead_id))
 
 
+def failure_of(store, kind: str, lead_id: int) -> RetryItem | None:
+    """The item's retry record, detached (a read-only copy)."""
+    with store.session() as s:
+        item = get(s, kind, lead_id)
+        if item is not None:
+            s.expunge(item)
+        return item
+
+
 def record_failure(s: Session, kind: str, lead_id: int, *, error: str, policy: ItemRetry,
                    retriable: bool, code: str | None = None, version: str | None = None,
                    now: datetime | None = None) -> RetryItem:
@@ -84,3 +93,19 @@ def clear(s: Session, kind: str, lead_ids: Iterable[int]) -> None:
     """The items succeeded: forget their failures."""
     for item in load(s, kind, lead_ids).values():
         s.delete(item)
+
+
+def unsettled(store, *, limit: int) -> tuple[dict[str, dict[str, int]], list[tuple[str, Any, RetryItem | None]]]:
+    """For `status`: rows per status of each kind, and the newest rows not settled (registration not
+    done, total not ok) of each kind with their retry record: ``(kind, row, failure)``."""
+    counts: dict[str, dict[str, int]] = {}
+    items: list[tuple[str, Any, RetryItem | None]] = []
+    with store.session() as s:
+        for kind, model, good in ((REGISTRATION, Registration, "done"), (PAYMENT, LeadTotal, "ok")):
+            counts[kind] = {st: n for st, n in s.execute(select(model.status, func.count())
+                                                         .group_by(model.status))}
+            rows = list(s.scalars(select(model).where(model.status != good)
+                                  .order_by(model.updated_at.desc()).limit(limit)))
+            failures = load(s, kind, [r.lead_id for r in rows])
+            items += [(kind, row, failures.get(row.lead_id)) for row in rows]
+    return counts, items

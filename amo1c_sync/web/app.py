@@ -33,6 +33,7 @@ from datetime import date, datetime, time
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
@@ -40,6 +41,8 @@ from werkzeug.wrappers import Request, Response
 from amo1c_sync.domain.dates import format_time, parse_user_date
 from amo1c_sync.errors import ConfigError, FatalError, ItemError, RetriableError
 from amo1c_sync.logs import get_logger, register_secret
+from amo1c_sync.metrics import REGISTRY
+from amo1c_sync.status import health
 
 log = get_logger("amo1c_sync.web")
 
@@ -242,10 +245,6 @@ class SlotsApp:
         if self.store is None:  # nothing to judge the jobs by: the process answers, that is all
             return _json({"ok": True})
         try:
-            from amo1c_sync.status import health
-        except ImportError:
-            return _json({"ok": True})
-        try:
             status, body = health(self.store, self.settings)
         except Exception:  # noqa: BLE001
             log.exception("http.health_failed")
@@ -253,12 +252,6 @@ class SlotsApp:
         return _json(body, status=status)
 
     def on_metrics(self, request: Request) -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        try:
-            from amo1c_sync.metrics import REGISTRY
-        except ImportError:
-            from prometheus_client import REGISTRY
         return Response(generate_latest(REGISTRY), status=200, content_type=CONTENT_TYPE_LATEST)
 
 

@@ -22,16 +22,12 @@ from sqlalchemy import select
 
 from amo1c_sync.config import Settings, load_settings
 from amo1c_sync.jobs import JobContext, JobResult, run_job
-from amo1c_sync.jobs.payments import (
-    CURSOR_FULL_SCAN,
-    UNCONFIRMED,
-    skipped_documents,
-    unsettled_totals,
-)
+from amo1c_sync.store import cursors
+from amo1c_sync.store.payments import UNCONFIRMED, skipped_documents, unsettled_totals
 from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator
 from amo1c_sync.store import Store
-from amo1c_sync.store.models import Cursor, JournalEntry, LeadTotal, OnecDocument, RetryItem
+from amo1c_sync.store.models import JournalEntry, LeadTotal, OnecDocument, RetryItem
 
 DOCTOR = "Ефимова Е.В."
 PATCH = "PATCH /api/v4/leads"
@@ -241,8 +237,7 @@ def test_given_no_change_in_1c_when_run_again_then_no_patch_and_only_the_hot_win
     paid(sys_, "150.00")
     first = sys_.run()
     assert first.ok and first.counts["window_full"] == 1
-    with sys_.store.session() as s:
-        assert s.get(Cursor, CURSOR_FULL_SCAN) is not None
+    assert cursors.last_full_scan(sys_.store) is not None
     sys_.reset_requests()
 
     second = sys_.run()
@@ -290,8 +285,8 @@ def test_given_changes_when_dry_run_then_nothing_is_written_and_patches_are_plan
     with sys_.store.session() as s:
         assert s.scalars(select(OnecDocument)).first() is None
         assert s.scalars(select(LeadTotal)).first() is None
-        assert s.get(Cursor, CURSOR_FULL_SCAN) is None
         assert s.scalars(select(JournalEntry)).first() is None
+    assert cursors.last_full_scan(sys_.store) is None
     # and the real run afterwards does it
     assert sys_.run().ok and sys_.lead(lead)["price"] == 150
 

@@ -4,7 +4,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
-from amo1c_sync.store.models import Base, Registration, RetryItem
+from amo1c_sync.store.models import Base, Cursor, DaemonInstance, DoctorOption, Registration, RetryItem
 
 
 def test_given_a_migrated_store_when_compared_with_the_models_then_no_difference(store):
@@ -60,6 +60,36 @@ def test_given_failed_items_at_0001_when_upgraded_then_their_retry_records_arriv
         assert not cols & {"error", "attempts", "next_attempt_at"}
     finally:
         with s.engine.begin() as conn:  # the PostgreSQL database is shared by the session
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+        s.dispose()
+
+
+def test_given_links_and_heartbeats_in_cursors_at_0002_when_upgraded_then_they_move_to_their_tables(store_url):
+    s = _fresh_store(store_url)
+    try:
+        s.upgrade("0002")
+        beat = '{"pid":4242,"host":"clinic-1","role":"leader","at":"2026-01-01T09:00:00+00:00","since":"2026-01-01T08:00:00+00:00"}'
+        with s.engine.begin() as conn:
+            conn.execute(text("INSERT INTO cursors (name, value, updated_at) VALUES "
+                              "('registration.updated_at', '1640000000', '2026-01-01 09:00:00+00:00'),"
+                              "('directory.doctor:8a5e0f47-0000-0000-0000-000000000001', '701', '2026-01-01 09:00:00+00:00'),"
+                              "('daemon.heartbeat.clinic-1:4242', :beat, '2026-01-01 09:00:05+00:00'),"
+                              "('daemon.heartbeat.broken:1', 'not json', '2026-01-01 09:00:05+00:00')"),
+                         {"beat": beat})
+        s.upgrade()
+        with s.session() as session:
+            options = [(o.doctor_ref, o.enum_id) for o in session.scalars(select(DoctorOption))]
+            daemons = list(session.scalars(select(DaemonInstance)))
+            left = sorted(c.name for c in session.scalars(select(Cursor)))
+        assert options == [("8a5e0f47-0000-0000-0000-000000000001", 701)]
+        (d,) = daemons
+        assert (d.instance, d.host, d.pid, d.role) == ("clinic-1:4242", "clinic-1", 4242, "leader")
+        assert d.since == datetime(2026, 1, 1, 8, tzinfo=timezone.utc)
+        assert d.seen_at == datetime(2026, 1, 1, 9, 0, 5, tzinfo=timezone.utc)
+        assert left == ["registration.updated_at"]
+    finally:
+        with s.engine.begin() as conn:
             for table in reversed(Base.metadata.sorted_tables):
                 conn.execute(table.delete())
         s.dispose()

@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from amo1c_sync import metrics
-from amo1c_sync.leader import FileLock, lock_key
+from amo1c_sync.leader import FileLock
+from amo1c_sync.store.db import advisory_lock_key as lock_key
 from amo1c_sync.sdnotify import Notifier, watchdog_interval
 
 

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from amo1c_sync.config import Settings
-from amo1c_sync.status import collect_status, health, write_heartbeat
+from amo1c_sync.status import collect_status, health
+from amo1c_sync.store.instances import write_heartbeat
 from amo1c_sync.store.models import JobRun, LeadTotal, OAuthToken, OnecDocument, Registration, RetryItem
 
 NOW = datetime.now(timezone.utc)

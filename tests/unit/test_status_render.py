@@ -6,7 +6,8 @@ from amo1c_sync.commands.status import render as render_status
 from amo1c_sync.commands.trace import collect_trace, render as render_trace
 from amo1c_sync.config import Settings
 from amo1c_sync.jobs import journal
-from amo1c_sync.status import collect_status, write_heartbeat
+from amo1c_sync.status import collect_status
+from amo1c_sync.store.instances import write_heartbeat
 
 from test_status import _fill
 

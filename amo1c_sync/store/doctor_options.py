@@ -1,0 +1,21 @@
+"""Which «Врач» option in amoCRM each 1C doctor has (F4), so that a rename keeps the option."""
+
+from __future__ import annotations
+
+from amo1c_sync.store.models import DoctorOption
+
+
+def links(store) -> dict[str, int]:
+    """1C doctor ref (lower case) -> amoCRM enum id."""
+    with store.session() as s:
+        return {r.doctor_ref: r.enum_id for r in s.query(DoctorOption)}
+
+
+def save_links(store, known: dict[str, int]) -> None:
+    with store.session() as s:
+        for ref, enum_id in known.items():
+            row = s.get(DoctorOption, ref)
+            if row is None:
+                s.add(DoctorOption(doctor_ref=ref, enum_id=int(enum_id)))
+            elif row.enum_id != int(enum_id):
+                row.enum_id = int(enum_id)

@@ -1,0 +1,240 @@
+"""F3's state: the «Оказание услуг» seen (with the DataVersion each was counted at) and the total
+last accepted by amoCRM per lead. The payments job writes through it; `status`, `trace` and the
+tests read through the same functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from amo1c_sync.domain import totals as T
+from amo1c_sync.domain.retry import ItemRetry
+from amo1c_sync.errors import ItemError
+from amo1c_sync.store import retry as retries
+from amo1c_sync.store.journal import journal
+from amo1c_sync.store.models import LeadTotal, OnecDocument, RetryItem, utcnow
+
+DB_CHUNK = 500            # ids per IN (...) in store queries
+UNCONFIRMED = ""          # data_version of a document whose facts are stored but not yet confirmed
+UNSETTLED = ("pending", "failed")
+
+
+def _chunks(seq: Iterable, n: int = DB_CHUNK) -> Iterator[list]:
+    items = list(seq)
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+# --- readers ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SkippedDocument:
+    ref: str
+    number: str | None
+    doc_date: datetime | None
+    lead_id: int | None
+    amount: Decimal | None
+    posted: bool
+    deletion_mark: bool
+    reason: str
+    updated_at: datetime
+
+
+def skipped_documents(store, *, counting_only: bool = False, limit: int | None = None) -> list[SkippedDocument]:
+    """«Оказание услуг» that count for no lead, with the reason, newest first. ``counting_only``:
+    only those posted and not marked for deletion (money that reached no lead)."""
+    with store.session() as s:
+        q = select(OnecDocument).where(OnecDocument.skip_reason.is_not(None))
+        if counting_only:
+            q = q.where(OnecDocument.posted.is_(True), OnecDocument.deletion_mark.is_(False))
+        q = q.order_by(OnecDocument.doc_date.desc(), OnecDocument.ref)
+        if limit:
+            q = q.limit(limit)
+        return [SkippedDocument(ref=r.ref, number=r.number, doc_date=r.doc_date, lead_id=r.lead_id,
+                                amount=r.amount, posted=r.posted, deletion_mark=r.deletion_mark,
+                                reason=r.skip_reason, updated_at=r.updated_at) for r in s.scalars(q)]
+
+
+def count_skipped(store) -> int:
+    with store.session() as s:
+        return s.scalar(select(func.count()).select_from(OnecDocument)
+                        .where(OnecDocument.skip_reason.is_not(None))) or 0
+
+
+def unsettled_totals(store) -> list[LeadTotal]:
+    """Leads whose latest total amoCRM has not accepted yet: ``pending`` (waiting for the next push)
+    and ``failed`` (see their RetryItem), failed first."""
+    with store.session() as s:
+        rows = list(s.scalars(select(LeadTotal).where(LeadTotal.status.in_(UNSETTLED))))
+    return sorted(rows, key=lambda r: (r.status != "failed", r.lead_id))
+
+
+def total_of(store, lead_id: int) -> LeadTotal | None:
+    with store.session() as s:
+        return s.get(LeadTotal, lead_id)
+
+
+def documents_of(store, lead_id: int) -> list[OnecDocument]:
+    """The documents counted (or once counted) for a lead, by date."""
+    with store.session() as s:
+        return list(s.scalars(select(OnecDocument).where(OnecDocument.lead_id == lead_id)
+                              .order_by(OnecDocument.doc_date)))
+
+
+# --- what the job reads -----------------------------------------------------------------------
+def state_of(row: OnecDocument) -> T.DocState:
+    return T.DocState(ref=row.ref, lead_id=None if row.skip_reason else row.lead_id,
+                      amount=row.amount if row.amount is not None else T.ZERO,
+                      posted=bool(row.posted), deletion_mark=bool(row.deletion_mark))
+
+
+def stored_documents(store, refs: Sequence[str]) -> dict[str, tuple[str, T.DocState]]:
+    """ref -> (the DataVersion recorded, the state counted) of the documents already seen."""
+    out: dict[str, tuple[str, T.DocState]] = {}
+    with store.session() as s:
+        for chunk in _chunks(refs):
+            for row in s.scalars(select(OnecDocument).where(OnecDocument.ref.in_(chunk))):
+                out[row.ref] = (row.data_version, state_of(row))
+    return out
+
+
+@dataclass
+class LeadsState:
+    """The stored side of a set of leads: their pushed totals, their documents, their failures."""
+
+    pushed: dict[int, Decimal | None] = field(default_factory=dict)
+    docs: dict[str, T.DocState] = field(default_factory=dict)
+    numbers: dict[str, str | None] = field(default_factory=dict)
+    failures: dict[int, RetryItem] = field(default_factory=dict)
+
+
+def unsettled_leads(store) -> set[int]:
+    with store.session() as s:
+        return set(s.scalars(select(LeadTotal.lead_id).where(LeadTotal.status.in_(UNSETTLED))))
+
+
+def leads_state(store, leads: set[int]) -> LeadsState:
+    out = LeadsState()
+    with store.session() as s:
+        out.failures = retries.load(s, retries.PAYMENT, leads)
+        for item in out.failures.values():
+            s.expunge(item)
+        for chunk in _chunks(sorted(leads)):
+            for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(chunk))):
+                out.pushed[r.lead_id] = r.pushed_total
+            for d in s.scalars(select(OnecDocument).where(OnecDocument.lead_id.in_(chunk))):
+                out.docs[d.ref] = state_of(d)
+                out.numbers[d.ref] = d.number
+    return out
+
+
+# --- what the job writes ----------------------------------------------------------------------
+@dataclass
+class DocumentFacts:
+    """A changed document as 1C holds it now; ``skipped_entry``: the journal entry to add when it
+    is skipped and its facts changed."""
+
+    ref: str
+    number: str
+    data_version: str
+    doc_date: datetime | None  # aware UTC
+    lead_id: int | None
+    skip_reason: str | None
+    state: T.DocState
+    skipped_entry: dict[str, Any] | None = None
+
+    def facts(self) -> tuple:
+        return (self.lead_id, self.state.amount, self.state.posted, self.state.deletion_mark, self.skip_reason)
+
+
+def record_facts(store, facts: Iterable[DocumentFacts], *, confirmed: set[str], unsettled: set[int],
+                 settled: set[int], job: str, run_id: int | None) -> None:
+    """One transaction: the changed documents' facts (their DataVersion only for ``confirmed``),
+    ``unsettled`` leads marked pending, and ``settled`` leads (amoCRM has their total) ok."""
+    facts = list(facts)
+    with store.session() as s:
+        existing = {}
+        for chunk in _chunks([f.ref for f in facts]):
+            existing.update({r.ref: r for r in s.scalars(select(OnecDocument).where(OnecDocument.ref.in_(chunk)))})
+        for f in facts:
+            row = existing.get(f.ref)
+            before = None
+            if row is None:
+                row = OnecDocument(ref=f.ref, data_version=UNCONFIRMED)
+                s.add(row)
+            else:
+                before = (row.lead_id, row.amount, row.posted, row.deletion_mark, row.skip_reason)
+            row.number, row.doc_date, row.lead_id, row.skip_reason = f.number, f.doc_date, f.lead_id, f.skip_reason
+            row.amount, row.posted, row.deletion_mark = f.state.amount, f.state.posted, f.state.deletion_mark
+            if f.ref in confirmed:
+                row.data_version = f.data_version
+            if f.skipped_entry is not None and before != f.facts():
+                journal(s, job=job, run_id=run_id, **f.skipped_entry)
+        _mark_leads(s, unsettled, settled)
+
+
+def _mark_leads(s: Session, unsettled: set[int], settled: set[int]) -> None:
+    rows: dict[int, LeadTotal] = {}
+    for chunk in _chunks(sorted(unsettled | settled)):
+        rows.update({r.lead_id: r for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(chunk)))})
+    for lead in unsettled:
+        row = rows.get(lead)
+        if row is None:
+            s.add(LeadTotal(lead_id=lead, pushed_total=None, status="pending"))
+        elif row.status == "ok":
+            row.status = "pending"
+    for lead in settled:
+        row = rows.get(lead)
+        if row is not None and row.status != "ok":
+            row.status = "ok"
+            retries.clear(s, retries.PAYMENT, [lead])
+
+
+Describe = Callable[[int, Decimal | None, Decimal], tuple[str, dict[str, Any]]]
+
+
+def record_push(store, *, totals: dict[int, Decimal], accepted: set[int], failed: dict[int, Exception],
+                versions: dict[str, str], policy: ItemRetry, describe: Describe, job: str,
+                run_id: int | None) -> list[tuple[int, str]]:
+    """One PATCH's outcome in one transaction: each accepted total (journalled with
+    ``describe(lead, old, new)``), each refusal's retry record, and the DataVersions now confirmed.
+    Returns the refusals (lead, reason)."""
+    now = utcnow()
+    refusals = []
+    with store.session() as s:
+        rows = {r.lead_id: r for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(list(totals))))}
+        for lead, new in totals.items():
+            row = rows.get(lead)
+            if row is None:
+                row = LeadTotal(lead_id=lead, status="pending")
+                s.add(row)
+            if lead in accepted:
+                message, detail = describe(lead, row.pushed_total, new)
+                row.pushed_total, row.pushed_at, row.status = new, now, "ok"
+                retries.clear(s, retries.PAYMENT, [lead])
+                journal(s, job=job, system="amocrm", action="lead.total_pushed", lead_id=lead,
+                        message=message, detail=detail, run_id=run_id)
+                continue
+            refusals.append((lead, _refused(s, row, lead, new, failed.get(lead), policy, now, job, run_id)))
+        for chunk in _chunks(sorted(versions)):
+            for row in s.scalars(select(OnecDocument).where(OnecDocument.ref.in_(chunk))):
+                row.data_version = versions[row.ref]
+    return refusals
+
+
+def _refused(s: Session, row: LeadTotal, lead: int, new: Decimal, err: Exception | None,
+             policy: ItemRetry, now: datetime, job: str, run_id: int | None) -> str:
+    reason = str(err) if err is not None else "amoCRM did not confirm the write"
+    row.status = "failed"
+    item = retries.record_failure(s, retries.PAYMENT, lead, error=reason, now=now, policy=policy,
+                                  retriable=not isinstance(err, ItemError), code=getattr(err, "code", None))
+    journal(s, job=job, system="amocrm", action="lead.total_rejected", lead_id=lead, message=reason,
+            detail={"old_total": T.money_text(row.pushed_total), "new_total": T.money_text(new),
+                    "attempts": item.attempts, "state": item.state, "code": item.code,
+                    "next_attempt_at": item.next_attempt_at.isoformat() if item.next_attempt_at else None},
+            run_id=run_id)
+    return reason
