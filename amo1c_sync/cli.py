@@ -81,13 +81,7 @@ def main(argv: list[str] | None = None, *, jobs: Sequence[Job] | None = None) ->
     """``jobs``: the jobs `run` and `once` work with instead of the product's (a test's fakes)."""
     args = build_parser().parse_args(argv)
     args.job_list = JOBS if jobs is None else tuple(jobs)
-    try:
-        module = importlib.import_module(f"amo1c_sync.commands.{args.command}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"amo1c_sync.commands.{args.command}":
-            raise
-        print(f"amo1c-sync {args.command}: not built yet", file=sys.stderr)
-        return EXIT_USAGE
+    module = importlib.import_module(f"amo1c_sync.commands.{args.command}")
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         warnings.showwarning = _show_warning

@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
-from amo1c_sync.domain.dates import local_date_to_amo
+from amo1c_sync.domain.dates import amo_date_to_day, local_date_to_amo
 from amo1c_sync.errors import ConfigError, ItemError
 
 ENUM_TYPES = {"select", "multiselect", "radiobutton"}
@@ -148,8 +148,7 @@ def date_to_ts(d: date | datetime, tz: ZoneInfo) -> int:
 
 
 def ts_to_date(ts: Any, tz: ZoneInfo) -> date | None:
+    """A date field's value -> the day (the domain's nearest-midnight rule), None when empty."""
     if ts is None or ts == "":
         return None
-    if isinstance(ts, str) and not ts.lstrip("-").isdigit():
-        return date.fromisoformat(ts[:10])
-    return datetime.fromtimestamp(int(ts), tz).date()
+    return amo_date_to_day(ts, tz)

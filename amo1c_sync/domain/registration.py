@@ -9,57 +9,14 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
-from amo1c_sync.domain.dates import format_time, local_date_to_amo, parse_user_date, parse_user_time
+from amo1c_sync.domain.dates import amo_date_to_day, format_time, parse_user_date, parse_user_time
 from amo1c_sync.domain.slots import BUSY, OFF_GRID, OUTSIDE, TimeRange, format_intervals
 
 # --- date fields ------------------------------------------------------------------------------
-
-
-def amo_date_to_day(value: Any, tz: ZoneInfo) -> date:
-    """An amoCRM ``date`` field value -> the calendar day in the clinic's zone.
-
-    amoCRM keeps a date as the unix time of midnight in the account's zone. We take the local
-    midnight NEAREST to that instant, so that a value written at midnight of a slightly different
-    zone (account zone != [sync] timezone, a DST shift, a zone where midnight does not exist on the
-    day clocks go forward) still lands on the intended day. Accepts an int, a numeric string, or an
-    ISO date/datetime string (as some API versions return).
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a date")
-    if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value)):
-        local = datetime.fromtimestamp(int(value), tz=timezone.utc).astimezone(tz)
-        day = local.date()
-        # nearest midnight: compare to this day's and the next day's local midnight
-        this_mid = datetime.combine(day, time(0), tzinfo=tz)
-        next_mid = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz)
-        if (next_mid - local) < (local - this_mid):
-            day += timedelta(days=1)
-        return day
-    if isinstance(value, datetime):
-        return (value.astimezone(tz) if value.tzinfo else value).date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return parse_user_date(text)
-        except ValueError:
-            pass
-        try:
-            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f'"{value}" is not a date') from None
-        return (dt.astimezone(tz) if dt.tzinfo else dt).date()
-    raise ValueError(f"{value!r} is not a date")
-
-
-def day_to_amo_date(day: date, tz: ZoneInfo) -> int:
-    """The calendar day -> amoCRM's value: the unix time of its midnight in the clinic's zone."""
-    return local_date_to_amo(day, tz)
 
 
 def one_c_datetime(day: date, t: time) -> datetime:

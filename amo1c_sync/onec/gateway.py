@@ -40,6 +40,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from amo1c_sync.domain.registration import display_number
 from amo1c_sync.domain.totals import parse_lead_id
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
 from amo1c_sync.onec import query as q
@@ -103,7 +104,7 @@ class Zayavka:
     @property
     def display_number(self) -> str:
         """The number as people say it: «219», not «00000000219»."""
-        return self.number.lstrip("0") or self.number
+        return display_number(self.number)
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class Service:
 
     @property
     def display_number(self) -> str:
-        return self.number.lstrip("0") or self.number
+        return display_number(self.number)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -142,7 +142,8 @@ def test_given_midnight_in_moscow_when_converting_then_round_trips():
     tz = ZoneInfo("Europe/Moscow")
     assert date_to_ts(date(2021, 12, 22), tz) == 1640120400
     assert ts_to_date(1640120400, tz) == date(2021, 12, 22)
-    assert ts_to_date(1640120400 + 23 * 3600, tz) == date(2021, 12, 22)
+    assert ts_to_date(1640120400 + 3600, tz) == date(2021, 12, 22)
+    assert ts_to_date(1640120400 + 23 * 3600, tz) == date(2021, 12, 23)  # the nearest midnight
 
 
 def test_given_requests_delayed_in_transit_when_sent_through_slots_then_the_server_never_sees_more_than_7_per_second():

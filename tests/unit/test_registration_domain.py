@@ -7,14 +7,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from amo1c_sync.domain.dates import amo_date_to_day, local_date_to_amo
 from amo1c_sync.domain.registration import (
     Invalid,
     Request,
     already_note,
-    amo_date_to_day,
     client_remark,
     created_note,
-    day_to_amo_date,
     display_number,
     fingerprint,
     finish_note,
@@ -41,7 +40,7 @@ def _req(**kw):
 
 
 def test_given_seed_date_when_converting_both_ways_then_midnight_moscow_is_22_12_2021():
-    ts = day_to_amo_date(date(2021, 12, 22), MSK)
+    ts = local_date_to_amo(date(2021, 12, 22), MSK)
     assert ts == int(datetime(2021, 12, 21, 21, 0, tzinfo=timezone.utc).timestamp())
     assert amo_date_to_day(ts, MSK) == date(2021, 12, 22)
     assert amo_date_to_day(str(ts), MSK) == date(2021, 12, 22)
@@ -53,26 +52,26 @@ def test_given_seed_date_when_converting_both_ways_then_midnight_moscow_is_22_12
     (SANTIAGO, date(2024, 9, 8)), (SANTIAGO, date(2024, 4, 6)), (MSK, date(2021, 1, 1)),
 ])
 def test_given_dst_boundary_day_when_round_tripping_then_same_day(tz, day):
-    assert amo_date_to_day(day_to_amo_date(day, tz), tz) == day
+    assert amo_date_to_day(local_date_to_amo(day, tz), tz) == day
 
 
 @pytest.mark.parametrize("tz", [NY, SYD, MSK])
 def test_given_every_day_of_a_year_when_round_tripping_then_same_day(tz):
     d = date(2024, 1, 1)
     while d.year == 2024:
-        assert amo_date_to_day(day_to_amo_date(d, tz), tz) == d
+        assert amo_date_to_day(local_date_to_amo(d, tz), tz) == d
         d += timedelta(days=1)
 
 
 def test_given_ts_one_second_before_or_after_midnight_when_converting_then_nearest_midnight_day():
-    ts = day_to_amo_date(date(2024, 3, 10), NY)
+    ts = local_date_to_amo(date(2024, 3, 10), NY)
     assert amo_date_to_day(ts - 1, NY) == date(2024, 3, 10)
     assert amo_date_to_day(ts + 1, NY) == date(2024, 3, 10)
 
 
 def test_given_midnight_of_an_eastern_zone_when_read_in_a_western_zone_then_intended_day():
     # account in Sydney wrote midnight of 6 Oct 2024 (DST start day); clinic configured for Moscow
-    ts = day_to_amo_date(date(2024, 10, 6), SYD)
+    ts = local_date_to_amo(date(2024, 10, 6), SYD)
     assert amo_date_to_day(ts, MSK) == date(2024, 10, 6)
 
 
@@ -85,7 +84,7 @@ def test_given_iso_or_typed_strings_when_converting_then_day():
 
 
 def test_given_seed_lead_when_parsing_then_request():
-    r = parse_request(7, date_value=day_to_amo_date(date(2021, 12, 22), MSK), doctor_value="Ефимова Е.В.",
+    r = parse_request(7, date_value=local_date_to_amo(date(2021, 12, 22), MSK), doctor_value="Ефимова Е.В.",
                       time_value="9:05", client_value=None, tz=MSK)
     assert r == _req(lead_id=7)
 
