@@ -15,7 +15,7 @@ midnight (24:00).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any, Iterable, Sequence
 
 DAY_MINUTES = 24 * 60
@@ -172,3 +172,10 @@ def day_grid(step_minutes: int, start: time = time(0, 0), end: time | None = Non
     s = to_minutes(start)
     e = DAY_MINUTES - 1 if end is None else to_minutes(end)
     return [from_minutes(m) for m in range(s, e + 1, step_minutes)]
+
+
+def end_time(start: time, minutes: int) -> time | None:
+    """When an appointment starting at ``start`` ends; None when it would end after midnight
+    (1C's «Заявка» then gets no end time)."""
+    end = datetime.combine(date(2000, 1, 1), start) + timedelta(minutes=minutes)
+    return end.time() if end.date() == date(2000, 1, 1) else None

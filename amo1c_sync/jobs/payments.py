@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
 from amo1c_sync.domain import totals as T
+from amo1c_sync.domain.payment_window import Window, plan_window, slices
 from amo1c_sync.domain.registration import display_number
 from amo1c_sync.errors import ItemError
 from amo1c_sync.jobs.base import JobContext, JobResult
@@ -56,50 +57,6 @@ SKIP_NO_BASE = "no base document: 1C does not know which lead this payment is fo
 SKIP_BASE_NOT_ZAYAVKA = "the base document is not a «Заявка» ({type})"
 SKIP_NO_LEAD = "the base «Заявка» has no «Номер AmoCRM» (or no longer exists)"
 SKIP_BAD_LEAD = "«Номер AmoCRM» «{value}» of the base «Заявка» is not a lead id"
-
-
-# ---------------------------------------------------------------------------------------------
-# window
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Window:
-    """Document dates to read: ``date_from <= Date`` (local, naive) up to the end of ``date_to``."""
-
-    date_from: datetime
-    date_to: date
-    full: bool  # covers the whole lookback window (records the full scan)
-    kind: str   # hot | full | since
-
-
-def plan_window(*, now_utc: datetime, tz, hot_window: float, lookback: float,
-                full_scan_interval: float, last_full_scan: datetime | None,
-                since: date | None = None) -> Window:
-    """Which window this cycle reads. Pure: the clock and the cursor are passed in."""
-    now_local = now_utc.astimezone(tz).replace(tzinfo=None, microsecond=0)
-    date_to = now_local.date() + timedelta(days=1)  # tomorrow too: a document dated ahead
-    full_from = now_local - timedelta(seconds=lookback)
-    due = last_full_scan is None or (now_utc - last_full_scan).total_seconds() >= full_scan_interval
-    if due:
-        date_from, kind, full = full_from, "full", True
-    else:
-        date_from, kind, full = now_local - timedelta(seconds=hot_window), "hot", False
-    if since is not None:
-        since_dt = datetime.combine(since, time(0, 0))
-        if since_dt < date_from:
-            date_from, kind = since_dt, "since"
-            full = full or since_dt <= full_from
-    return Window(date_from=date_from, date_to=date_to, full=full, kind=kind)
-
-
-def _slices(window: Window, days: int) -> list[tuple[datetime, datetime]]:
-    """[from, to) slices of ``days`` days covering the window."""
-    end = datetime.combine(window.date_to + timedelta(days=1), time(0, 0))
-    out, lo = [], window.date_from
-    while lo < end:
-        hi = min(lo + timedelta(days=days), end)
-        out.append((lo, hi))
-        lo = hi
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,9 +113,9 @@ def _progress(iterable, *, total: int, desc: str, unit: str, enabled: bool):
 def _read_window(ctx: JobContext, window: Window) -> list:
     """The window's «Оказание услуг», one per ref (the last read wins)."""
     if window.kind == "since":
-        slices = _slices(window, BACKFILL_SLICE_DAYS)
+        parts = slices(window, BACKFILL_SLICE_DAYS)
         out: dict[str, Any] = {}
-        for lo, hi in _progress(slices, total=len(slices), desc="1C «Оказание услуг»", unit="week",
+        for lo, hi in _progress(parts, total=len(parts), desc="1C «Оказание услуг»", unit="week",
                                 enabled=True):
             if ctx.stopping():
                 break

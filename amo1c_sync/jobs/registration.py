@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time as _time
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from typing import Any
 
 from amo1c_sync.domain import registration as rules
@@ -242,7 +242,7 @@ def _register(c: _Cycle, lead: dict, reg: Registration | None) -> None:
 
     client_ref, remark = _client(c, lead_id, req)
     nomenclature = c.default("nomenclature")
-    end = _end_time(req.time, sync.appointment_minutes)
+    end = slot_rules.end_time(req.time, sync.appointment_minutes)
     confirmed_before = reg is not None and reg.fingerprint is not None
     values = dict(client_ref=client_ref, doctor_ref=day.doctor_ref, day=req.day, start=req.time, end=end)
     if zay is not None:
@@ -289,11 +289,6 @@ def _kept(message: str, zay: Any) -> str:
         return message
     return message.replace("Запись в 1С не создана:",
                            f"Документ Заявка № {rules.display_number(zay.number)} в 1С не изменён:", 1)
-
-
-def _end_time(start: time, minutes: int) -> time | None:
-    end = datetime.combine(date(2000, 1, 1), start) + timedelta(minutes=minutes)
-    return end.time() if end.date() == date(2000, 1, 1) else None
 
 
 def _plain(values: dict) -> dict:

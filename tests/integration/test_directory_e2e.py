@@ -7,6 +7,7 @@ from datetime import date, time
 import pytest
 import requests
 
+from amo1c_sync.domain import directory as plan
 from amo1c_sync.jobs import directory
 from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
 from amo1c_sync.store.models import JournalEntry
@@ -120,10 +121,10 @@ def test_given_schedules_when_building_the_grid_then_odd_anchors_kept_and_no_hol
         def __init__(self, *iv):
             self.intervals = iv
 
-    grid = directory.time_grid([DS((time(8, 13), time(8, 40))), DS((time(9, 0), time(9, 20)))], 5, 15)
+    grid = plan.time_grid([DS((time(8, 13), time(8, 40))), DS((time(9, 0), time(9, 20)))], 5, 15)
     assert grid[:4] == [time(8, 13), time(8, 15), time(8, 18), time(8, 20)]
     assert grid[-1] == time(9, 5) and time(8, 50) in grid
-    assert directory.time_grid([], 5, 15) == []
+    assert plan.time_grid([], 5, 15) == []
 
 
 def test_given_today_when_computing_window_then_lookback_to_two_months_ahead():

@@ -1,7 +1,8 @@
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from amo1c_sync.jobs.payments import Window, _slices, plan_window
+from amo1c_sync.domain.payment_window import Window, plan_window
+from amo1c_sync.domain.payment_window import slices as _slices
 
 MSK = ZoneInfo("Europe/Moscow")
 NOW = datetime(2021, 12, 22, 6, 30, tzinfo=timezone.utc)  # 09:30 in Moscow

@@ -114,3 +114,10 @@ def test_given_one_document_with_two_lines_for_a_day_when_choosing_then_both_int
 def test_given_step_when_building_day_grid_then_every_step_from_start_to_end():
     assert day_grid(30)[:3] == [T(0, 0), T(0, 30), T(1, 0)] and len(day_grid(5)) == 288
     assert day_grid(15, T(8, 0), T(9, 0)) == [T(8, 0), T(8, 15), T(8, 30), T(8, 45), T(9, 0)]
+
+
+def test_given_a_start_when_the_appointment_ends_then_its_end_or_none_after_midnight():
+    from amo1c_sync.domain.slots import end_time
+
+    assert end_time(time(9, 5), 15) == time(9, 20)
+    assert end_time(time(23, 50), 15) is None

@@ -10,7 +10,7 @@ from datetime import date, datetime, time
 import pytest
 
 from amo1c_sync.errors import ItemError
-from amo1c_sync.jobs.directory import plan_doctor_options, plan_time_options
+from amo1c_sync.domain.directory import plan_doctor_options, plan_time_options
 from amo1c_sync.jobs.slots import SlotFinder
 from amo1c_sync.onec.gateway import ScheduleLine as Line
 
