@@ -172,7 +172,7 @@ class Daemon:
         if not self.settings.http.enabled:
             return
         from amo1c_sync import onec
-        from amo1c_sync.jobs.slots import SlotFinder
+        from amo1c_sync.services.slots import SlotFinder
         from amo1c_sync.web import serve_settings
 
         gateway = onec.from_settings(self.settings)

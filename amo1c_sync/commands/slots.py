@@ -10,6 +10,8 @@ import sys
 
 from amo1c_sync.commands.common import print_json, settings_from
 from amo1c_sync.domain.dates import format_time, parse_user_date
+from amo1c_sync.domain.registration import no_such_doctor_text
+from amo1c_sync.domain.slots import NotWorking, UnknownDoctor
 from amo1c_sync.errors import ItemError, RetriableError
 
 
@@ -21,31 +23,23 @@ def main(args) -> int:
         return 2
     settings = settings_from(args)
     from amo1c_sync import onec as onec_pkg
-    from amo1c_sync.jobs.slots import SlotFinder
+    from amo1c_sync.services.slots import SlotFinder
 
     finder = SlotFinder.from_settings(settings, onec_pkg.from_settings(settings))
     as_json = getattr(args, "json", False)
     try:
         if not args.doctor:
-            doctors = finder.doctors(day)
-            if as_json:
-                print_json({"date": day.isoformat(), "doctors": doctors})
-            elif doctors:
-                for name in doctors:
-                    print(name)
-            else:
-                print(f"{day:%d.%m.%Y}: по графику не работает ни один врач")
-            return 0
+            return _doctors(day, finder.doctors(day), as_json)
         info = finder.day_of(day, args.doctor)
-    except ItemError as exc:
-        if as_json:
-            print_json({"date": day.isoformat(), "doctor": args.doctor, "error": str(exc),
-                        "code": exc.code})
-        else:
-            print(f"amo1c-sync slots: {exc}", file=sys.stderr)
-        return 1
-    except RetriableError as exc:
+    except (ItemError, RetriableError) as exc:
         print(f"amo1c-sync slots: 1C: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(info, (UnknownDoctor, NotWorking)):
+        if as_json:
+            print_json({"date": day.isoformat(), "doctor": args.doctor, "error": no_such_doctor_text(info),
+                        "code": info.code})
+        else:
+            print(f"amo1c-sync slots: {no_such_doctor_text(info)}", file=sys.stderr)
         return 1
     times = [format_time(t) for t in info.free]
     if as_json:
@@ -58,4 +52,15 @@ def main(args) -> int:
             print(t)
         if not times:
             print(f"{info.doctor}, {day:%d.%m.%Y}: свободного времени нет", file=sys.stderr)
+    return 0
+
+
+def _doctors(day, doctors: list[str], as_json: bool) -> int:
+    if as_json:
+        print_json({"date": day.isoformat(), "doctors": doctors})
+    elif doctors:
+        for name in doctors:
+            print(name)
+    else:
+        print(f"{day:%d.%m.%Y}: по графику не работает ни один врач")
     return 0

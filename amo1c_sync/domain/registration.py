@@ -14,7 +14,8 @@ from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
 from amo1c_sync.domain.dates import amo_date_to_day, format_time, parse_user_date, parse_user_time
-from amo1c_sync.domain.slots import BUSY, OFF_GRID, OUTSIDE, TimeRange, format_intervals
+from amo1c_sync.domain.slots import (BUSY, OFF_GRID, OUTSIDE, NotWorking, TimeRange, UnknownDoctor,
+                                     format_intervals)
 
 # --- date fields ------------------------------------------------------------------------------
 
@@ -148,6 +149,14 @@ def working_list(day: date, working: Sequence[str]) -> str:
     if not working:
         return f"{fmt_day(day)} по графику не работает ни один врач — выберите другую дату."
     return f"{fmt_day(day)} работают: {', '.join(working)}."
+
+
+def no_such_doctor_text(answer: UnknownDoctor | NotWorking) -> str:
+    """For a person asking for a doctor's free times (CLI, widget): who works that day instead."""
+    if isinstance(answer, UnknownDoctor):
+        return f"Врача «{answer.doctor}» нет в 1С. " + working_list(answer.day, answer.working)
+    return (f"Врач «{answer.doctor}» не работает {fmt_day(answer.day)} по графику. "
+            + working_list(answer.day, answer.working))
 
 
 def unknown_doctor_message(doctor: str, day: date, working: Sequence[str]) -> str:

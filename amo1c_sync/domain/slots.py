@@ -179,3 +179,39 @@ def end_time(start: time, minutes: int) -> time | None:
     (1C's «Заявка» then gets no end time)."""
     end = datetime.combine(date(2000, 1, 1), start) + timedelta(minutes=minutes)
     return end.time() if end.date() == date(2000, 1, 1) else None
+
+
+# --- what asking for one doctor's day can give ---------------------------------------------------
+@dataclass(frozen=True)
+class DoctorDay:
+    """One doctor's working day: the winning schedule's intervals, the day's bookings, the free starts."""
+
+    doctor: str
+    doctor_ref: str
+    day: date
+    intervals: tuple[tuple[time, time], ...]
+    busy: tuple[tuple[time, time | None], ...]
+    free: tuple[time, ...]
+
+
+@dataclass(frozen=True)
+class UnknownDoctor:
+    """No doctor of that name in 1C; ``working``: who works that day."""
+
+    doctor: str
+    day: date
+    working: tuple[str, ...]
+    code = "unknown_doctor"
+
+
+@dataclass(frozen=True)
+class NotWorking:
+    """The doctor exists but has no working hours that day; ``working``: who does."""
+
+    doctor: str
+    day: date
+    working: tuple[str, ...]
+    code = "not_working"
+
+
+DayAnswer = DoctorDay | UnknownDoctor | NotWorking

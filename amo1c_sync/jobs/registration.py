@@ -34,8 +34,9 @@ from amo1c_sync.domain import slots as slot_rules
 from amo1c_sync.domain.dates import format_time
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
 from amo1c_sync.jobs.base import JobContext, JobResult
-from amo1c_sync.jobs.slots import SlotFinder
+from amo1c_sync.domain.slots import NotWorking, UnknownDoctor
 from amo1c_sync.logs import get_logger
+from amo1c_sync.services.slots import SlotFinder
 from amo1c_sync.store import cursors, registrations
 from amo1c_sync.store import retry as retries
 from amo1c_sync.store.journal import record
@@ -222,15 +223,11 @@ def _register(c: _Cycle, lead: dict, reg: Registration | None) -> None:
         return
 
     # validation (1C reads only): doctor works that day, the time is free not counting our own
-    try:
-        day = c.finder.day_of(req.day, req.doctor, exclude_refs=[z.ref for z in existing])
-    except ItemError as exc:
-        if exc.code in ("slots:unknown_doctor", "slots:not_working"):
-            working = c.finder.doctors(req.day)
-            msg = (rules.unknown_doctor_message if exc.code == "slots:unknown_doctor"
-                   else rules.not_working_message)(req.doctor, req.day, working)
-            raise Invalid(exc.code.partition(":")[2], _kept(msg, zay)) from None
-        raise
+    day = c.finder.day_of(req.day, req.doctor, exclude_refs=[z.ref for z in existing])
+    if isinstance(day, (UnknownDoctor, NotWorking)):
+        msg = (rules.unknown_doctor_message if isinstance(day, UnknownDoctor)
+               else rules.not_working_message)(req.doctor, req.day, day.working)
+        raise Invalid(day.code, _kept(msg, zay))
 
     reason = slot_rules.classify(req.time, day.intervals, day.busy, sync.slot_step_minutes,
                                  sync.appointment_minutes)

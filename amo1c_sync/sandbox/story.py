@@ -83,7 +83,7 @@ def play(out: TextIO = sys.stdout, *, keep: bool = False, workdir: str | None = 
                  f"{state['expires_in_s'] // 3600} h); refresh tokens are single-use and rotated")
 
         from amo1c_sync import onec as onec_gateway
-        from amo1c_sync.jobs.slots import SlotFinder
+        from amo1c_sync.services.slots import SlotFinder
 
         finder = SlotFinder.from_settings(settings, onec_gateway.from_settings(settings))
         tell.step(2, f"«Дата записи к врачу» = {DAY:%d.%m.%Y}: who works that day?")

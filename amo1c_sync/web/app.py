@@ -29,7 +29,7 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from datetime import date, datetime, time
+from datetime import date
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -39,6 +39,8 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from amo1c_sync.domain.dates import format_time, parse_user_date
+from amo1c_sync.domain.registration import no_such_doctor_text
+from amo1c_sync.domain.slots import NotWorking, UnknownDoctor
 from amo1c_sync.errors import ConfigError, FatalError, ItemError, RetriableError
 from amo1c_sync.logs import get_logger, register_secret
 from amo1c_sync.metrics import REGISTRY
@@ -154,8 +156,7 @@ class SlotsApp:
         except BadRequest as exc:
             return _error(exc.status, exc.code, exc.message)
         except ItemError as exc:
-            # the widget's contract: the code without its origin (``slots:unknown_doctor``)
-            return _error(400, (exc.code or "bad_request").rpartition(":")[2], str(exc))
+            return _error(400, exc.code or "bad_request", str(exc))
         except (RetriableError, FatalError) as exc:
             log.warning("http.upstream_unavailable", path=request.path, error=str(exc))
             resp = _error(503, "unavailable", "1С сейчас недоступна, попробуйте через минуту. "
@@ -206,9 +207,9 @@ class SlotsApp:
             doctors = list(self.slot_finder.doctors(day))
             return _json({"date": day.isoformat(), "doctors": doctors})
         times = self.slot_finder.free_times(day, doctor)
-        return _json({"date": day.isoformat(), "doctor": doctor,
-                      "times": [format_time(t) if isinstance(t, (time, datetime)) else str(t)
-                                for t in times]})
+        if isinstance(times, (UnknownDoctor, NotWorking)):
+            return _error(400, times.code, no_such_doctor_text(times))
+        return _json({"date": day.isoformat(), "doctor": doctor, "times": [format_time(t) for t in times]})
 
     def on_register(self, request: Request) -> Response:
         raw = request.args.get("lead_id")
@@ -269,6 +270,6 @@ def _error(status: int, code: str, message: str) -> Response:
 def create_app(settings, *, slot_finder, store=None, nudge: Callable[[str], Any] | None = None
                ) -> SlotsApp:
     """The endpoint as a WSGI application. ``slot_finder`` has ``doctors(day)`` and
-    ``free_times(day, doctor)`` (amo1c_sync.jobs.slots.SlotFinder); ``nudge(job_name)`` asks the
+    ``free_times(day, doctor)`` (amo1c_sync.services.slots.SlotFinder); ``nudge(job_name)`` asks the
     daemon to run a job now (Daemon.nudge)."""
     return SlotsApp(settings, slot_finder=slot_finder, store=store, nudge=nudge)

@@ -180,7 +180,7 @@ def test_given_the_seed_when_a_person_uses_the_widget_in_the_card_then_1c_gets_z
     from selenium.webdriver.support.ui import Select
 
     from amo1c_sync.jobs import JobContext, run_job
-    from amo1c_sync.jobs.slots import SlotFinder
+    from amo1c_sync.services.slots import SlotFinder
     from amo1c_sync.onec import from_settings as onec_from_settings
 
     amo, onec, store = systems
@@ -286,7 +286,7 @@ def test_given_a_wrong_secret_in_the_widget_settings_when_a_date_is_picked_then_
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    from amo1c_sync.jobs.slots import SlotFinder
+    from amo1c_sync.services.slots import SlotFinder
     from amo1c_sync.onec import from_settings as onec_from_settings
 
     amo, onec, store = systems

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from amo1c_sync.jobs.base import run_job
-from amo1c_sync.jobs.slots import SlotFinder
+from amo1c_sync.services.slots import SlotFinder
 from amo1c_sync.sandbox import seed
 from amo1c_sync.store.models import Cursor, JournalEntry, Registration, RetryItem
 

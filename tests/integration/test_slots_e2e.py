@@ -11,8 +11,9 @@ import pytest
 import requests
 
 from amo1c_sync.cli import main as cli_main
-from amo1c_sync.errors import ItemError
-from amo1c_sync.jobs.slots import SlotFinder
+from amo1c_sync.domain.registration import no_such_doctor_text
+from amo1c_sync.domain.slots import NotWorking, UnknownDoctor
+from amo1c_sync.services.slots import SlotFinder
 from amo1c_sync.onec import OneC
 
 from test_registration_support import EFIMOVA, ISHAEVA, PETROVA, SEED_DAY, onec_emu  # noqa: F401
@@ -69,14 +70,14 @@ def test_given_a_later_posted_schedule_when_listing_then_it_wins(onec_emu, onec)
     assert finder.free_times(SEED_DAY, EFIMOVA) == [time(15, 30), time(15, 35), time(15, 40), time(15, 45)]
 
 
-def test_given_unknown_or_off_duty_doctor_when_asking_then_item_error_lists_who_works(onec):
+def test_given_unknown_or_off_duty_doctor_when_asking_then_the_answer_says_so_and_lists_who_works(onec):
     finder = SlotFinder(onec)
-    with pytest.raises(ItemError) as exc:
-        finder.free_times(SEED_DAY, PETROVA)
-    assert exc.value.code == "slots:not_working" and EFIMOVA in str(exc.value) and ISHAEVA in str(exc.value)
-    with pytest.raises(ItemError) as exc:
-        finder.free_times(SEED_DAY, "Иванов И.И.")
-    assert exc.value.code == "slots:unknown_doctor" and EFIMOVA in str(exc.value)
+    off = finder.free_times(SEED_DAY, PETROVA)
+    assert isinstance(off, NotWorking) and off.working == (EFIMOVA, ISHAEVA)
+    assert EFIMOVA in no_such_doctor_text(off) and "не работает 22.12.2021" in no_such_doctor_text(off)
+    unknown = finder.day_of(SEED_DAY, "Иванов И.И.")
+    assert isinstance(unknown, UnknownDoctor) and unknown.code == "unknown_doctor"
+    assert EFIMOVA in no_such_doctor_text(unknown)
 
 
 def test_given_a_day_without_schedules_when_asking_then_no_doctors(onec):

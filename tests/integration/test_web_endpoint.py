@@ -13,6 +13,7 @@ import structlog
 
 from amo1c_sync import logs
 from amo1c_sync.config import load_settings
+from amo1c_sync.domain.slots import UnknownDoctor
 from amo1c_sync.errors import ConfigError, ItemError, RetriableError
 from amo1c_sync.web import create_app, serve
 
@@ -36,8 +37,7 @@ class FakeSlots:
         if self.explode:
             raise self.explode
         if doctor not in ("Ефимова Е.В.", "Ишаева М.И."):
-            raise ItemError(f"Врач «{doctor}» не найден в 1С; врачи на 22.12.2021: Ефимова Е.В., "
-                            "Ишаева М.И.", code="unknown_doctor")
+            return UnknownDoctor(doctor=doctor, day=day, working=("Ефимова Е.В.", "Ишаева М.И."))
         return [time(8, 15), time(8, 20), time(9, 5), time(12, 45)]
 
 

@@ -7,11 +7,10 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, time
 
-import pytest
 
-from amo1c_sync.errors import ItemError
+from amo1c_sync.domain.slots import NotWorking, UnknownDoctor
 from amo1c_sync.domain.directory import plan_doctor_options, plan_time_options
-from amo1c_sync.jobs.slots import SlotFinder
+from amo1c_sync.services.slots import SlotFinder
 from amo1c_sync.onec.gateway import ScheduleLine as Line
 
 DAY = date(2021, 12, 22)
@@ -85,12 +84,11 @@ def test_given_ttl_when_clock_moves_then_month_and_catalog_reread_only_after_ttl
 
 def test_given_doctor_not_working_or_unknown_when_asking_then_codes_and_working_list():
     finder = SlotFinder(FakeOneC())
-    with pytest.raises(ItemError) as e:
-        finder.free_times(DAY, "Петрова А.С.")
-    assert e.value.code == "slots:not_working" and "Ефимова Е.В., Ишаева М.И." in str(e.value)
-    with pytest.raises(ItemError) as e:
-        finder.free_times(DAY, "Никто")
-    assert e.value.code == "slots:unknown_doctor"
+    off = finder.free_times(DAY, "Петрова А.С.")
+    assert isinstance(off, NotWorking) and off.code == "not_working"
+    assert off.working == ("Ефимова Е.В.", "Ишаева М.И.")
+    unknown = finder.free_times(DAY, "Никто")
+    assert isinstance(unknown, UnknownDoctor) and unknown.code == "unknown_doctor"
 
 
 def test_given_later_document_when_listing_then_it_replaces_the_earlier_for_that_day_only():

@@ -1,4 +1,5 @@
-"""F1 with 1C reads around the pure rules: the doctors working on a day and their free times.
+"""F1, the free-slots service: 1C reads around the pure rules; the doctors working on a day and
+one doctor's day (``DoctorDay | UnknownDoctor | NotWorking``, from domain/slots.py).
 
 Reads per call: the month's posted «Установка графиков работы» (documents + lines) and the
 doctors catalog, both cached for ``cache_ttl`` seconds; the day's «Заявки» of the doctor (never
@@ -10,26 +11,13 @@ from __future__ import annotations
 
 import threading
 import time as _time
-from dataclasses import dataclass
 from datetime import date, time
 from typing import Any, Callable, Iterable
 from zoneinfo import ZoneInfo
 
 from amo1c_sync.domain import slots as rules
-from amo1c_sync.domain.registration import clean_name, fmt_day
-from amo1c_sync.errors import ItemError
-
-
-@dataclass(frozen=True)
-class DoctorDay:
-    """One doctor's working day: the winning schedule's intervals and the day's bookings."""
-
-    doctor: str
-    doctor_ref: str
-    day: date
-    intervals: tuple[tuple[time, time], ...]
-    busy: tuple[tuple[time, time | None], ...]
-    free: tuple[time, ...]
+from amo1c_sync.domain.registration import clean_name
+from amo1c_sync.domain.slots import DayAnswer, DoctorDay, NotWorking, UnknownDoctor
 
 
 class SlotFinder:
@@ -105,27 +93,26 @@ class SlotFinder:
         """Names of the doctors who work on ``day`` (alphabetical: a stable order for a list)."""
         return [name for name, _ in self.working(day)]
 
-    def resolve(self, day: date, doctor: str) -> tuple[str, str, tuple[tuple[time, time], ...]]:
-        """``(name, ref, intervals)`` for a doctor by name who works on ``day``; ItemError
-        ``unknown_doctor`` / ``not_working`` naming the doctors who do work that day."""
+    def _find(self, day: date, doctor: str) -> tuple[str, str] | UnknownDoctor | NotWorking:
+        """``(name, ref)`` of the doctor called ``doctor`` who works on ``day``, else why not."""
         wanted = clean_name(doctor).casefold()
         working = self.working(day)
         for name, ref in working:
             if clean_name(name).casefold() == wanted:
-                return name, ref, self.month_schedule(day)[(ref, day)].intervals
-        names = [n for n, _ in working]
-        known = any(clean_name(i.name).casefold() == wanted for i in self._doctor_catalog())
-        listing = (f"{fmt_day(day)} работают: {', '.join(names)}." if names
-                   else f"{fmt_day(day)} по графику не работает ни один врач.")
-        if known:
-            raise ItemError(f"Врач «{doctor}» не работает {fmt_day(day)} по графику. {listing}",
-                            item=doctor, code="slots:not_working")
-        raise ItemError(f"Врача «{doctor}» нет в 1С. {listing}", item=doctor, code="slots:unknown_doctor")
+                return name, ref
+        names = tuple(n for n, _ in working)
+        if any(clean_name(i.name).casefold() == wanted for i in self._doctor_catalog()):
+            return NotWorking(doctor=doctor, day=day, working=names)
+        return UnknownDoctor(doctor=doctor, day=day, working=names)
 
-    def day_of(self, day: date, doctor: str, *, exclude_refs: Iterable[str] = ()) -> DoctorDay:
+    def day_of(self, day: date, doctor: str, *, exclude_refs: Iterable[str] = ()) -> DayAnswer:
         """Everything about one doctor's day; ``exclude_refs``: «Заявки» not to count as busy
         (a lead's own «Заявка» when it is being moved)."""
-        name, ref, intervals = self.resolve(day, doctor)
+        found = self._find(day, doctor)
+        if not isinstance(found, tuple):
+            return found
+        name, ref = found
+        intervals = self.month_schedule(day)[(ref, day)].intervals
         skip = {str(r).lower() for r in exclude_refs}
         busy = tuple((z.start, z.end) for z in self.onec.zayavki_on(day, ref)
                      if z.start is not None and not z.deletion_mark and z.ref.lower() not in skip
@@ -133,6 +120,8 @@ class SlotFinder:
         free = tuple(rules.free_starts(intervals, busy, self.step_minutes, self.appointment_minutes))
         return DoctorDay(doctor=name, doctor_ref=ref, day=day, intervals=intervals, busy=busy, free=free)
 
-    def free_times(self, day: date, doctor: str, *, exclude_refs: Iterable[str] = ()) -> list[time]:
-        """Free start times of ``doctor`` on ``day``, ascending."""
-        return list(self.day_of(day, doctor, exclude_refs=exclude_refs).free)
+    def free_times(self, day: date, doctor: str, *,
+                   exclude_refs: Iterable[str] = ()) -> list[time] | UnknownDoctor | NotWorking:
+        """Free start times of ``doctor`` on ``day``, ascending, or why there are none to ask for."""
+        answer = self.day_of(day, doctor, exclude_refs=exclude_refs)
+        return list(answer.free) if isinstance(answer, DoctorDay) else answer
