@@ -6,6 +6,7 @@
  *    are offered beside «Врач»;
  *  - a doctor chosen -> that doctor's free times (GET {endpoint}/slots?date=&doctor=) beside
  *    «Время записи»;
+ *  - the field names are the service's ([fields] in its sync.ini, GET {endpoint}/fields);
  *  - «Врач» and «Время записи» cannot be edited by hand: only the widget fills them, so that 1C gets
  *    correct data;
  *  - the button «Зарегистрировать запись к врачу в 1с» sets the flag «Зарегистрировать в 1С», saves the
@@ -19,13 +20,8 @@ define(['jquery'], function ($) {
   'use strict';
 
   var NS = '.amo1c';
-  var FIELDS = {
-    date: 'Дата записи к врачу',
-    doctor: 'Врач',
-    time: 'Время записи',
-    flag: 'Зарегистрировать в 1С',
-    number: 'Заявка 1С'
-  };
+  // the lead field names configured in the service's sync.ini ([fields]), from GET {endpoint}/fields
+  var FIELDS = null;
   var DEFAULT_UI = {
     doctors_placeholder: 'Список врачей',
     times_placeholder: 'Время записи',
@@ -79,6 +75,19 @@ define(['jquery'], function ($) {
         endpoint: String(s.endpoint_url || '').replace(/\/+$/, ''),
         secret: String(s.secret || '')
       };
+    }
+
+    var fieldsLoading = null;
+    function withFields(then) { // runs ``then`` once the field names are known
+      if (FIELDS) { then(); return; }
+      if (!fieldsLoading) {
+        var s = settings();
+        if (!s.endpoint) { return; } // not configured: nothing to mount (the button would say so)
+        fieldsLoading = $.ajax({ url: s.endpoint + '/fields', method: 'GET', dataType: 'json', timeout: 30000 })
+          .done(function (names) { FIELDS = names; })
+          .fail(function () { fieldsLoading = null; });
+      }
+      fieldsLoading.done(function () { then(); });
     }
 
     function leadId() {
@@ -365,7 +374,7 @@ define(['jquery'], function ($) {
       fillPicker($('.amo1c-doctors'), ui('doctors_placeholder'), [], '');
       fillPicker($('.amo1c-times'), ui('times_placeholder'), [], '');
       if (!$('.amo1c-actions').length) {
-        var $anchor = field('Сумма1С') ? field('Сумма1С').$row : fTime.$row;
+        var $anchor = FIELDS.sum && field(FIELDS.sum) ? field(FIELDS.sum).$row : fTime.$row;
         $('<div class="amo1c-actions"/>')
           .append($('<button type="button" class="button-input amo1c-register"/>').text(ui('register_button')))
           .append($('<div class="amo1c-status" role="status" aria-live="polite"/>'))
@@ -415,11 +424,13 @@ define(['jquery'], function ($) {
         return true;
       },
       init: function () {
-        if (mount() && fieldText(field(FIELDS.date))) { loadDoctors(true); }
+        withFields(function () {
+          if (mount() && fieldText(field(FIELDS.date))) { loadDoctors(true); }
+        });
         return true;
       },
       bind_actions: function () {
-        bind();
+        withFields(bind);
         return true;
       },
       settings: function () {

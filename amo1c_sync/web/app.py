@@ -6,6 +6,8 @@ Routes
   POST /register?lead_id=…               -> 202 {"accepted": true, "lead_id", "message"}; nudges the
                                             registration job. The flag on the lead stays the source
                                             of truth: this only makes the daemon look now.
+  GET  /fields                           -> 200 {"date", "doctor", "time", "flag", "number", "sum"}: the
+                                            configured lead field names, for the widget
   GET  /healthz                          -> amo1c_sync.status.health(store, settings)
   GET  /metrics                          -> Prometheus text
   OPTIONS *                              -> CORS preflight
@@ -13,7 +15,7 @@ Routes
 Authentication: the header ``X-Amo1c-Secret`` must equal ``[http] secret`` (constant-time compare).
 The secret is never accepted in the query string: it would end up in proxy and access logs, and the
 widget sends it as a header with jQuery, which amoCRM's widget sandbox allows (the browser makes a
-CORS preflight for it, answered here). /healthz, /metrics and preflights need no secret; they are
+CORS preflight for it, answered here). /fields, /healthz, /metrics and preflights need no secret; they are
 only reachable where the server listens (``[http] host``, loopback by default).
 
 CORS: ``Access-Control-Allow-Origin`` is sent only for the configured origin (``[http]
@@ -113,10 +115,11 @@ class SlotsApp:
         self.url_map = Map([
             Rule("/slots", endpoint="slots", methods=["GET"]),
             Rule("/register", endpoint="register", methods=["POST"]),
+            Rule("/fields", endpoint="fields", methods=["GET"]),
             Rule("/healthz", endpoint="healthz", methods=["GET"]),
             Rule("/metrics", endpoint="metrics", methods=["GET"]),
         ])
-        self._public = {"healthz", "metrics"}
+        self._public = {"fields", "healthz", "metrics"}
 
     # ------------------------------------------------------------------ WSGI
     def __call__(self, environ, start_response):
@@ -241,6 +244,12 @@ class SlotsApp:
                        f"Will be registered in 1C on the next poll (within {minutes} min).")
         return _json({"accepted": True, "lead_id": lead_id, "nudged": nudged, "message": message},
                      status=202)
+
+    def on_fields(self, request: Request) -> Response:
+        """The configured lead field names, for the widget (they are what the card shows anyway)."""
+        f = self.settings.fields
+        return _json({"date": f.date, "doctor": f.doctor, "time": f.time, "flag": f.flag,
+                      "number": f.zayavka_number or None, "sum": f.sum or None})
 
     def on_healthz(self, request: Request) -> Response:
         if self.store is None:  # nothing to judge the jobs by: the process answers, that is all

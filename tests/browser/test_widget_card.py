@@ -210,6 +210,9 @@ def test_given_the_seed_when_a_person_uses_the_widget_in_the_card_then_1c_gets_z
         d.get(site.url + "/")
         wait_until(lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-widget") == "ready",
                    timeout=15, message="the widget to start in the card")
+        # it mounts once it has the field names from the service (GET /fields)
+        wait_until(lambda: d.find_elements(By.CSS_SELECTOR, ".amo1c-status"), timeout=15,
+                   message="the widget to mount with the service's field names")
 
         def options(css):
             return [o.text for o in Select(d.find_element(By.CSS_SELECTOR, css)).options][1:]
@@ -303,6 +306,9 @@ def test_given_a_wrong_secret_in_the_widget_settings_when_a_date_is_picked_then_
         d.get(site.url + "/")
         wait_until(lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-widget") == "ready",
                    timeout=15, message="the widget to start in the card")
+        # it mounts once it has the field names from the service (GET /fields)
+        wait_until(lambda: d.find_elements(By.CSS_SELECTOR, ".amo1c-status"), timeout=15,
+                   message="the widget to mount with the service's field names")
         d.find_element(By.XPATH, '//div[contains(@class,"linked-form__field-date")]//input').send_keys(
             "22.12.2021", Keys.TAB)
         status = d.find_element(By.CSS_SELECTOR, ".amo1c-status")

@@ -330,3 +330,17 @@ def test_given_a_follower_instance_when_post_register_then_202_saying_the_next_p
     assert r.status_code == 202
     assert r.json()["nudged"] is False and "следующей проверке" in r.json()["message"]
     assert calls == ["registration"]
+
+
+def test_given_configured_field_names_when_get_fields_without_a_secret_then_the_widget_gets_them(slots):
+    settings = load_settings(overrides={"amocrm": {"base_url": AMO_ORIGIN + "/"},
+                                        "http": {"secret": SECRET}, "fields": {"doctor": "Доктор"}})
+    srv = serve(create_app(settings, slot_finder=slots), "127.0.0.1", 0)
+    try:
+        r = get(srv, "/fields", secret=None, origin=AMO_ORIGIN)
+    finally:
+        srv.close()
+    assert r.status_code == 200
+    body = r.json()
+    assert body["doctor"] == "Доктор" and body["date"] == "Дата записи к врачу" and body["sum"] == "Сумма1С"
+    assert r.headers["Access-Control-Allow-Origin"] == AMO_ORIGIN
