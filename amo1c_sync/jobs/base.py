@@ -14,6 +14,8 @@ from typing import Any, Callable, Union
 
 from amo1c_sync.config import Settings
 from amo1c_sync.errors import ConfigError, FatalError, RetriableError
+from amo1c_sync.jobs.dry_run import DryRunAmoCRM, DryRunOneC, DryRunStore
+from amo1c_sync.jobs.ports import AmoCRMPort, OneCPort
 from amo1c_sync.logs import get_logger
 from amo1c_sync.store import Store
 from amo1c_sync.store import runs
@@ -46,32 +48,39 @@ class JobResult:
 
 class JobContext:
     """Everything a job needs. Gateways are built on first use so that a job touching only one
-    system does not need the other to be configured."""
+    system does not need the other to be configured. With ``dry_run`` the jobs see the recording
+    adapters of jobs/dry_run.py instead (writes go to ``planned``, store transactions roll back);
+    ``run_store`` is the real store, where the run itself is recorded and the tokens are kept."""
 
     def __init__(self, settings: Settings, store: Store, *, dry_run: bool = False,
                  stop: threading.Event | None = None, since: date | None = None,
-                 amocrm: Any = None, onec: Any = None):
+                 amocrm: AmoCRMPort | None = None, onec: OneCPort | None = None):
         self.settings = settings
-        self.store = store
+        self.run_store = store
         self.dry_run = dry_run
+        self.planned: list[dict[str, Any]] = []
+        self.store: Any = DryRunStore(store) if dry_run else store
         self.stop = stop or threading.Event()
         self.since = since
         if amocrm is not None:
-            self.__dict__["amocrm"] = amocrm
+            self.__dict__["amocrm"] = self._recorded(amocrm, DryRunAmoCRM)
         if onec is not None:
-            self.__dict__["onec"] = onec
+            self.__dict__["onec"] = self._recorded(onec, DryRunOneC)
+
+    def _recorded(self, gateway: Any, recorder: Any) -> Any:
+        return recorder(gateway, self.planned) if self.dry_run else gateway
 
     @cached_property
-    def amocrm(self):
+    def amocrm(self) -> AmoCRMPort:
         from amo1c_sync import amocrm
 
-        return amocrm.from_settings(self.settings, self.store)
+        return self._recorded(amocrm.from_settings(self.settings, self.run_store), DryRunAmoCRM)
 
     @cached_property
-    def onec(self):
+    def onec(self) -> OneCPort:
         from amo1c_sync import onec
 
-        return onec.from_settings(self.settings)
+        return self._recorded(onec.from_settings(self.settings), DryRunOneC)
 
     def stopping(self) -> bool:
         return self.stop.is_set()
@@ -98,7 +107,8 @@ def run_job(ctx: JobContext, job: Union[Job, str]) -> JobResult:
     name, func = job.name, job.run
     result = JobResult(job=name)
     started = time.monotonic()
-    result.run_id = runs.start(ctx.store, name, dry_run=ctx.dry_run)
+    result.run_id = runs.start(ctx.run_store, name, dry_run=ctx.dry_run)
+    planned_before = len(ctx.planned)
     error: str | None = None
     config_error: ConfigError | None = None
     try:
@@ -117,7 +127,8 @@ def run_job(ctx: JobContext, job: Union[Job, str]) -> JobResult:
     if error:
         result.errors.append(error)
     duration = time.monotonic() - started
-    runs.finish(ctx.store, result.run_id, status=result.status, counts=result.counts, errors=result.errors)
+    result.planned = ctx.planned[planned_before:]
+    runs.finish(ctx.run_store, result.run_id, status=result.status, counts=result.counts, errors=result.errors)
     summary = dict(job=name, status=result.status, duration_s=round(duration, 3),
                    dry_run=ctx.dry_run, **{f"n_{k}": v for k, v in sorted(result.counts.items())})
     if result.errors:

@@ -11,7 +11,7 @@
   that time and keep their ids and text; missing times are added as ``8:15``. Options are sorted
   by time, never deleted.
 * A field that is not a select (text field) needs nothing: it is skipped and counted.
-* Nothing changed -> no write. Dry run -> only ``result.planned``.
+* Nothing changed -> no write. A dry run goes through the recording adapters (jobs/dry_run.py).
 """
 
 from __future__ import annotations
@@ -75,15 +75,11 @@ def _sync_doctors(ctx: JobContext, result: JobResult, field: dict, schedules: li
     payload, added, renamed, known = plan.plan_doctor_options(list(field.get("enums") or []), doctors, links)
     result.count("doctors", len(doctors))
     if not added and not renamed:
-        if not ctx.dry_run and any(links.get(r) != e for r, e in known.items()):
+        if any(links.get(r) != e for r, e in known.items()):
             doctor_options.save_links(ctx.store, known)
         return
-    if ctx.dry_run:
-        result.planned.append({"system": "amocrm", "action": "field.options", "field": field["name"],
-                               "add": added, "rename": renamed})
-        return
     updated = ctx.amocrm.update_field_enums(int(field["id"]), payload)
-    by_value = {clean_name(e["value"]).casefold(): int(e["id"]) for e in (updated.get("enums") or [])}
+    by_value = {clean_name(e["value"]).casefold(): int(e["id"]) for e in (updated.get("enums") or []) if "id" in e}
     for ref, name in doctors:
         if clean_name(name).casefold() in by_value:
             known[ref] = by_value[clean_name(name).casefold()]
@@ -99,10 +95,6 @@ def _sync_times(ctx: JobContext, result: JobResult, field: dict, grid: list[time
     payload, added, changed = plan.plan_time_options(list(field.get("enums") or []), grid)
     result.count("grid_times", len(grid))
     if not changed:
-        return
-    if ctx.dry_run:
-        result.planned.append({"system": "amocrm", "action": "field.options", "field": field["name"],
-                               "add": added})
         return
     ctx.amocrm.update_field_enums(int(field["id"]), payload)
     result.count("time_options_added", len(added))

@@ -22,8 +22,8 @@ One cycle (``run``):
    ``attempts`` and an exponential ``next_attempt_at``. A crash between the write and the commit
    means the same (idempotent) PATCH again next cycle, and one journal entry.
 
-A dry run reads both systems and writes nothing anywhere; the would-be PATCHes go to
-``result.planned``.
+A dry run is the same cycle through the recording adapters of jobs/dry_run.py: it reads both
+systems and writes nothing anywhere; the would-be PATCHes go to ``result.planned``.
 """
 
 from __future__ import annotations
@@ -93,11 +93,10 @@ def run(ctx: JobContext, result: JobResult) -> None:
         return
 
     plan = _plan(ctx, result, services, now)
-    if not ctx.dry_run:
-        _record_facts(ctx, result, plan, now)
+    _record_facts(ctx, result, plan, now)
     if plan.push and not ctx.stopping():
         _push(ctx, result, plan)
-    if window.full and not ctx.dry_run and not ctx.stopping():
+    if window.full and not ctx.stopping():
         cursors.record_full_scan(ctx.store, now)
 
 
@@ -247,13 +246,6 @@ def _push(ctx: JobContext, result: JobResult, plan: _Plan) -> None:
         if ctx.stopping():
             break
         patches = [_patch(field_map, sum_field, lead, plan.push[lead]) for lead in batch]
-        if ctx.dry_run:
-            for lead, p in zip(batch, patches):
-                result.planned.append({"system": "amocrm", "request": "PATCH /api/v4/leads",
-                                       "lead_id": lead, "old_total": _s(plan.pushed.get(lead)),
-                                       "new_total": _s(plan.push[lead]), "body": p})
-            result.count("planned", len(batch))
-            continue
         outcome = ctx.amocrm.update_leads(patches)
         result.count("patch_batches")
         accepted = set(outcome.ok) - set(outcome.failed)

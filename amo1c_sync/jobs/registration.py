@@ -17,6 +17,8 @@ One cycle:
    seen again. An item error (the lead cannot succeed as it is) is not retried until the lead
    changes: a change moves its updated_at past the cursor, and past the version recorded.
 
+A dry run is the same cycle through the recording adapters of jobs/dry_run.py.
+
 Notes: «Создан документ Заявка № 219» when the lead had no confirmed registration before (also
 when a «Заявка» created by a crashed run is found by the lookup), «Изменён документ Заявка № 219»
 when a confirmed one was changed; unchanged data -> «Запись уже зарегистрирована …».
@@ -34,7 +36,7 @@ from amo1c_sync.domain import slots as slot_rules
 from amo1c_sync.domain.dates import format_time
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
 from amo1c_sync.jobs.base import JobContext, JobResult
-from amo1c_sync.domain.slots import NotWorking, UnknownDoctor
+from amo1c_sync.domain.slots import DoctorDay, NotWorking, UnknownDoctor
 from amo1c_sync.logs import get_logger
 from amo1c_sync.services.slots import SlotFinder
 from amo1c_sync.store import cursors, registrations
@@ -137,7 +139,7 @@ def run(ctx: JobContext, result: JobResult) -> None:
             run_of_handled.handled(int(lead.get("updated_at") or 0))
         else:
             run_of_handled.unhandled()
-    if not ctx.dry_run and (cursor is None or run_of_handled.value > cursor):
+    if cursor is None or run_of_handled.value > cursor:
         cursors.advance_registration(ctx.store, run_of_handled.value)
 
 
@@ -196,39 +198,49 @@ def _request_of(c: _Cycle, lead: dict) -> rules.Request:
 
 
 def _register(c: _Cycle, lead: dict, reg: Registration | None) -> None:
-    ctx, result, sync = c.ctx, c.result, c.settings.sync
     lead_id = int(lead["id"])
     req = _request_of(c, lead)
-    fp = req.fingerprint
-    onec = ctx.onec
-    existing = [z for z in onec.zayavki_by_lead(lead_id) if not z.deletion_mark]
+    existing = [z for z in c.ctx.onec.zayavki_by_lead(lead_id) if not z.deletion_mark]
     zay = existing[0] if existing else None
     if len(existing) > 1:
         log.warning("registration.several_zayavki", lead_id=lead_id, refs=[z.ref for z in existing])
-
-    unchanged = (zay is not None and reg is not None and reg.fingerprint == fp
-                 and (reg.zayavka_ref or "").lower() == zay.ref.lower()
-                 and zay.day == req.day and zay.start == req.time
-                 and (zay.doctor_ref or "").lower() in c.finder.refs_named(req.doctor))
-    if unchanged:
+    if zay is not None and reg is not None and _unchanged(c, req, reg, zay):
         if not zay.posted:
-            if ctx.dry_run:
-                result.planned.append({"system": "1c", "action": "zayavka.post", "lead_id": lead_id,
-                                       "ref": zay.ref})
-            else:
-                _post(c, lead_id, zay)
-        _write_back(c, lead_id, zay.number, rules.already_note(zay.number, req), fp, zay.ref,
+            _post(c, lead_id, zay)
+        _write_back(c, lead_id, zay.number, rules.already_note(zay.number, req), req.fingerprint, zay.ref,
                     action="lead.already_registered")
-        result.count("unchanged")
+        c.result.count("unchanged")
         return
+    day = _free_day(c, req, existing, zay)
+    client_ref, remark = _client(c, lead_id, req)
+    values = dict(client_ref=client_ref, doctor_ref=day.doctor_ref, day=req.day, start=req.time,
+                  end=slot_rules.end_time(req.time, c.settings.sync.appointment_minutes))
+    created_now = zay is None
+    zay = _write_zayavka(c, lead_id, zay, values)
+    first = created_now or reg is None or reg.fingerprint is None
+    note = rules.created_note(zay.number) if first else rules.updated_note(zay.number)
+    _post(c, lead_id, zay)
+    _write_back(c, lead_id, zay.number, rules.with_remarks(note, remark), req.fingerprint, zay.ref,
+                action="lead.registered")
+    c.result.count("created" if first else "updated")
 
-    # validation (1C reads only): doctor works that day, the time is free not counting our own
+
+def _unchanged(c: _Cycle, req: rules.Request, reg: Registration, zay: Any) -> bool:
+    """The lead asks for what its confirmed «Заявка» already is."""
+    return (reg.fingerprint == req.fingerprint and (reg.zayavka_ref or "").lower() == zay.ref.lower()
+            and zay.day == req.day and zay.start == req.time
+            and (zay.doctor_ref or "").lower() in c.finder.refs_named(req.doctor))
+
+
+def _free_day(c: _Cycle, req: rules.Request, existing: list, zay: Any) -> DoctorDay:
+    """The doctor's day when the asked time is free on it (the lead's own «Заявка» not counted);
+    else Invalid with the note that says why."""
+    sync = c.settings.sync
     day = c.finder.day_of(req.day, req.doctor, exclude_refs=[z.ref for z in existing])
     if isinstance(day, (UnknownDoctor, NotWorking)):
         msg = (rules.unknown_doctor_message if isinstance(day, UnknownDoctor)
                else rules.not_working_message)(req.doctor, req.day, day.working)
         raise Invalid(day.code, _kept(msg, zay))
-
     reason = slot_rules.classify(req.time, day.intervals, day.busy, sync.slot_step_minutes,
                                  sync.appointment_minutes)
     if reason != slot_rules.FREE:
@@ -236,48 +248,24 @@ def _register(c: _Cycle, lead: dict, reg: Registration | None) -> None:
         raise Invalid(f"time_{reason}", _kept(rules.time_message(
             reason, doctor=day.doctor, day=req.day, t=req.time, intervals=day.intervals,
             step_minutes=sync.slot_step_minutes, free_near=near), zay))
+    return day
 
-    client_ref, remark = _client(c, lead_id, req)
-    nomenclature = c.default("nomenclature")
-    end = slot_rules.end_time(req.time, sync.appointment_minutes)
-    confirmed_before = reg is not None and reg.fingerprint is not None
-    values = dict(client_ref=client_ref, doctor_ref=day.doctor_ref, day=req.day, start=req.time, end=end)
+
+def _write_zayavka(c: _Cycle, lead_id: int, zay: Any, values: dict) -> Any:
+    """Update the lead's «Заявка», or create one; its ref is recorded right after, before
+    anything else can fail (a rerun finds it, and so does 1C's lookup by «Номер AmoCRM»)."""
+    onec = c.ctx.onec
     if zay is not None:
-        if ctx.dry_run:
-            result.planned.append({"system": "1c", "action": "zayavka.update", "lead_id": lead_id,
-                                   "ref": zay.ref, "number": zay.number, **_plain(values)})
-        else:
-            zay = onec.update_zayavka(zay.ref, **values)
-            _record(c, lead_id, zay, action="zayavka.updated", system="1c",
-                    message=f"«Заявка» № {rules.display_number(zay.number)} изменена", detail=_plain(values))
-        created_now = False
-    else:
-        if ctx.dry_run:
-            result.planned.append({"system": "1c", "action": "zayavka.create", "lead_id": lead_id,
-                                   **_plain(values), "nomenclature_ref": nomenclature.ref})
-            result.planned.append({"system": "amocrm", "action": "lead.write_back", "lead_id": lead_id,
-                                   "note": rules.created_note("…")})
-            result.count("would_create")
-            return
-        doc_date = datetime.now(sync.tz).replace(tzinfo=None, microsecond=0)  # 1C: naive local
-        zay = onec.create_zayavka(lead_id=lead_id, nomenclature_ref=nomenclature.ref, doc_date=doc_date,
-                                  **values)
-        # record the ref before anything else can fail: a rerun finds it (and 1C's lookup does too)
-        _record(c, lead_id, zay, action="zayavka.created", system="1c",
-                message=f"создан документ «Заявка» № {rules.display_number(zay.number)}",
-                detail=_plain(values))
-        created_now = True
-    first = created_now or not confirmed_before
-    note = rules.created_note(zay.number) if first else rules.updated_note(zay.number)
-    if ctx.dry_run:
-        result.planned.append({"system": "1c", "action": "zayavka.post", "lead_id": lead_id, "ref": zay.ref})
-        result.planned.append({"system": "amocrm", "action": "lead.write_back", "lead_id": lead_id,
-                               "note": rules.with_remarks(note, remark)})
-        return
-    _post(c, lead_id, zay)
-    _write_back(c, lead_id, zay.number, rules.with_remarks(note, remark), fp, zay.ref,
-                action="lead.registered")
-    result.count("created" if first else "updated")
+        zay = onec.update_zayavka(zay.ref, **values)
+        _record(c, lead_id, zay, action="zayavka.updated", system="1c",
+                message=f"«Заявка» № {rules.display_number(zay.number)} изменена", detail=_plain(values))
+        return zay
+    doc_date = datetime.now(c.settings.sync.tz).replace(tzinfo=None, microsecond=0)  # 1C: naive local
+    zay = onec.create_zayavka(lead_id=lead_id, nomenclature_ref=c.default("nomenclature").ref,
+                              doc_date=doc_date, **values)
+    _record(c, lead_id, zay, action="zayavka.created", system="1c",
+            message=f"создан документ «Заявка» № {rules.display_number(zay.number)}", detail=_plain(values))
+    return zay
 
 
 def _kept(message: str, zay: Any) -> str:
@@ -310,10 +298,6 @@ def _client(c: _Cycle, lead_id: int, req: rules.Request) -> tuple[str, str | Non
         chosen = found[0]
         return chosen.ref, rules.client_remark(name=req.client_name, created=False, matches=len(found),
                                                chosen_code=chosen.code)
-    if c.ctx.dry_run:
-        c.result.planned.append({"system": "1c", "action": "client.create", "lead_id": lead_id,
-                                 "name": req.client_name})
-        return c.default("client").ref, None
     item = onec.create_client(req.client_name)
     record(c.ctx.store, job=JOB, system="1c", action="client.created", lead_id=lead_id, ref=item.ref,
            message=f"создан клиент «{item.name}»", detail={"code": item.code}, run_id=c.result.run_id)
@@ -362,10 +346,6 @@ def _confirmed(outcome, lead_id: int, what: str) -> None:
 def _write_back(c: _Cycle, lead_id: int, number: str, note: str, fp: str, ref: str, *, action: str) -> None:
     note = rules.finish_note(note)
     patch = _lead_patch(c, lead_id, number)
-    if c.ctx.dry_run:
-        c.result.planned.append({"system": "amocrm", "action": action, "lead_id": lead_id, "note": note,
-                                 "patch": patch})
-        return
     _amo_write(c, lead_id, note, patch)
     registrations.record_done(c.ctx.store, lead_id, ref=ref, number=number, fingerprint=fp, entry=dict(
         job=JOB, system="amocrm", action=action, message=note, detail={"patch": patch}, run_id=c.result.run_id))
@@ -377,10 +357,6 @@ def _reject(c: _Cycle, lead: dict, inv: Invalid) -> bool:
     note = rules.finish_note(inv.message)
     c.result.count("invalid")
     patch = _lead_patch(c, lead_id, None)
-    if c.ctx.dry_run:
-        c.result.planned.append({"system": "amocrm", "action": "lead.invalid", "lead_id": lead_id,
-                                 "note": note, "patch": patch})
-        return True
     try:
         _amo_write(c, lead_id, note, patch)
     except FatalError:
@@ -404,8 +380,6 @@ def _failed(c: _Cycle, lead: dict, error: str, *, code: str | None = None, retry
     c.result.count("failed")
     c.result.item_failed(f"lead {lead_id}: {error}")
     log.warning("registration.lead_failed", lead_id=lead_id, error=error, code=code, retry=retry)
-    if c.ctx.dry_run:
-        return
     item = registrations.record_failure(c.ctx.store, lead_id, error=error, code=code, retriable=retry,
                                         version=_version(lead), policy=retries.policy_of(c.settings),
                                         job=JOB, run_id=c.result.run_id)

@@ -110,6 +110,16 @@ class Store:
             yield s
 
     @contextmanager
+    def rolled_back(self) -> Iterator[Session]:
+        """A transaction that is always rolled back: what a dry run writes, nobody ever sees."""
+        with self._sessions() as s:
+            s.begin()
+            try:
+                yield s
+            finally:
+                s.rollback()
+
+    @contextmanager
     def exclusive(self, name: str) -> Iterator[Session]:
         """A transaction that no other thread or process using this store runs at the same time
         under the same name."""

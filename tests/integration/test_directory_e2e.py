@@ -111,7 +111,8 @@ def test_given_dry_run_when_syncing_then_plans_only(onec_emu, store):  # noqa: F
     with _emu(FIELDS) as amo_emu:
         settings = make_settings(amo_emu, onec_emu)
         result = run(settings, store, job="directory", dry_run=True)
-        assert result.ok and {p["field"] for p in result.planned} == {"Врач", "Время записи"}
+        assert result.ok and {p["field_id"] for p in result.planned} == {amo_emu.field_id("Врач"),
+                                                                        amo_emu.field_id("Время записи")}
         assert writes(requests_of(amo_emu)) == {}
         assert [v for _, v in _options(amo_emu, "Врач")] == [EFIMOVA, "Уволенный врач"]
 

@@ -279,7 +279,7 @@ def test_given_changes_when_dry_run_then_nothing_is_written_and_patches_are_plan
     assert result.ok
     assert [p["lead_id"] for p in result.planned] == [lead]
     assert result.planned[0]["body"]["price"] == 150
-    assert result.planned[0]["new_total"] == "150.00"
+    assert result.planned[0]["body"]["custom_fields_values"][0]["values"] == [{"value": "150"}]
     assert sys_.amo_requests()["counts"].get(PATCH, 0) == 0
     assert sys_.lead(lead)["price"] == 0
     with sys_.store.session() as s:
