@@ -12,6 +12,10 @@
   validation error rejects the whole batch with 400 ``validation-errors`` per ``request_id`` =
   index), ``PATCH /api/v4/leads/<id>``, ``POST /api/v4/leads/notes``,
   ``GET /api/v4/leads/<id>/notes``, ``GET/PATCH /api/v4/leads/custom_fields[/<id>]``,
+  ``POST /api/v4/leads/custom_fields`` (an array of ``{name, type, sort?, enums?: [{value,
+  sort?}]}``, ``type`` a string — text, numeric, checkbox, select, date, …; enums only for the
+  list types; all or none: one bad item rejects the batch with 400 ``validation-errors``; 200 with
+  the created fields),
   ``GET /api/v4/account``.
 """
 
@@ -137,6 +141,7 @@ class AmoAPI:
             Rule("/api/v4/leads/notes", endpoint="notes_add", methods=["POST"]),
             Rule("/api/v4/leads/custom_fields", endpoint="fields_list", methods=["GET"]),
             Rule("/api/v4/leads/custom_fields", endpoint="fields_patch", methods=["PATCH"]),
+            Rule("/api/v4/leads/custom_fields", endpoint="fields_create", methods=["POST"]),
             Rule("/api/v4/leads/custom_fields/<int:fid>", endpoint="field_get", methods=["GET"]),
             Rule("/api/v4/leads/custom_fields/<int:fid>", endpoint="field_patch_one", methods=["PATCH"]),
             Rule("/api/v4/leads/<int:lid>", endpoint="lead_get", methods=["GET"]),
@@ -296,6 +301,11 @@ class AmoAPI:
     def _h_fields_patch(self, request: Request) -> Response:
         fields = self.book.patch_fields(_array_body(request, limit=None))
         return hal({"_embedded": {"custom_fields": [self._field(f, request) for f in fields]}})
+
+    def _h_fields_create(self, request: Request) -> Response:
+        fields = self.book.create_fields(_array_body(request, limit=None))
+        return hal({"_total_items": len(fields),
+                    "_embedded": {"custom_fields": [self._field(f, request) for f in fields]}})
 
     def _h_field_patch_one(self, request: Request, fid: int) -> Response:
         fields = self.book.patch_fields([{**_object_body(request), "id": fid}])

@@ -274,6 +274,22 @@ class LeadBook:
                 out.append((str(item.get("request_id", i)), note))
             return out
 
+    def create_fields(self, items: list) -> list[dict]:
+        """``POST /api/v4/leads/custom_fields``: all of them, or none when one is invalid."""
+        with self.lock:
+            all_errors = [{"request_id": str(i), "errors": errs}
+                          for i, errs in ((i, validation.field_create(x)) for i, x in enumerate(items)) if errs]
+            if all_errors:
+                raise validation.failed(all_errors)
+            created = []
+            for item in items:
+                enums = sorted(item.get("enums") or [], key=lambda e: e.get("sort", 0))
+                fid = self.add_field(item["name"].strip(), item["type"], [e["value"] for e in enums])
+                if isinstance(item.get("sort"), int):
+                    self.fields_by_id[fid]["sort"] = item["sort"]
+                created.append(self.fields_by_id[fid])
+            return created
+
     def patch_fields(self, items: list) -> list[dict]:
         with self.lock:
             all_errors, plans = [], []

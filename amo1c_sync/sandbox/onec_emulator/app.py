@@ -26,14 +26,16 @@ class OneCEmulator(LoopbackEmulator):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, username: str = "Администратор",
                  password: str = "пароль-песочницы", seed: bool = True, base_ref_mode: str = "composite",
                  next_zayavka_number: int = seed_data.NEXT_ZAYAVKA_NUMBER, names: OneCNames | None = None,
-                 timezone: str = "Europe/Moscow", cold_start_ms: int = 0, idle_after_s: float = 300.0):
+                 timezone: str = "Europe/Moscow", cold_start_ms: int = 0, idle_after_s: float = 300.0,
+                 seed_defaults: bool = True):
         names = names or OneCNames()
         if names.base_ref_mode != base_ref_mode:
             names = OneCNames(**{**{f: getattr(names, f) for f in OneCNames.field_names()},
                                  "base_ref_mode": base_ref_mode})
         super().__init__(host, port)
         self.username, self.password = username, password
-        self.base = OneCBase(names, timezone=timezone, next_zayavka_number=next_zayavka_number, seed=seed)
+        self.base = OneCBase(names, timezone=timezone, next_zayavka_number=next_zayavka_number, seed=seed,
+                             seed_defaults=seed_defaults)
         self.odata = OData(self.base, username=username, password=password,
                            cold_start_ms=cold_start_ms, idle_after_s=idle_after_s)
         self.control = OneCControl(self.base)

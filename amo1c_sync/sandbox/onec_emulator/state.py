@@ -31,7 +31,8 @@ from amo1c_sync.sandbox.onec_emulator.schema import (
 class OneCBase:
     """Every object of the base by entity set and ``Ref_Key``, behind one lock."""
 
-    def __init__(self, names: OneCNames, *, timezone: str, next_zayavka_number: int, seed: bool):
+    def __init__(self, names: OneCNames, *, timezone: str, next_zayavka_number: int, seed: bool,
+                 seed_defaults: bool = True):
         self.lock = threading.RLock()
         self.names = names
         self.base_ref_mode = names.base_ref_mode
@@ -42,7 +43,7 @@ class OneCBase:
         self._counters[names.zayavka] = next_zayavka_number - 1
         self._version = 0
         if seed:
-            self.load_seed()
+            self.load_seed(defaults=seed_defaults)
 
     # ------------------------------------------------------------------ entity sets
     def all_sets(self) -> list[str]:
@@ -142,14 +143,16 @@ class OneCBase:
         return row["Description"] if row else None
 
     # ------------------------------------------------------------------ the seed, and what a person does in 1C
-    def load_seed(self) -> None:
+    def load_seed(self, *, defaults: bool = True) -> None:
+        """The seed's base. ``defaults=False``: without «Клиент из AmoCRM» and «Номенклатура
+        AmoCRM», as a base is before the integration's set-up (`setup 1c --create-defaults`)."""
         n = self.names
         with self.lock:
             for i, name in enumerate(seed_data.DOCTORS, 1):
                 self.insert(n.doctors, {"Ref_Key": seed_data.DOCTOR_REFS[name], "Description": name})
-            for ref, name in seed_data.CLIENTS:
+            for ref, name in seed_data.CLIENTS if defaults else ():
                 self.insert(n.clients, {"Ref_Key": ref, "Description": name})
-            for ref, name in seed_data.NOMENCLATURE:
+            for ref, name in seed_data.NOMENCLATURE if defaults else ():
                 self.insert(n.nomenclature, {"Ref_Key": ref, "Description": name})
             self._counters[n.schedules] = int(seed_data.SCHEDULE_NUMBER) - 1
             self.add_schedule(
