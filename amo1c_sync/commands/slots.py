@@ -10,6 +10,7 @@ import sys
 
 from amo1c_sync.commands.common import print_json, settings_from
 from amo1c_sync.domain.dates import format_time, parse_user_date
+from amo1c_sync.domain.registration import finish_note
 from amo1c_sync.errors import ItemError, RetriableError
 
 
@@ -38,18 +39,13 @@ def main(args) -> int:
             return 0
         info = finder.day_of(day, args.doctor)
     except ItemError as exc:
-        if as_json:
-            print_json({"date": day.isoformat(), "doctor": args.doctor, "error": str(exc),
-                        "code": exc.code})
-        else:
-            print(f"amo1c-sync slots: {exc}", file=sys.stderr)
-        return 1
+        return _failed(as_json, day, args.doctor, finish_note(str(exc)), exc.code)
     except RetriableError as exc:
-        print(f"amo1c-sync slots: 1C: {exc}", file=sys.stderr)
-        return 1
+        # the gateway's message already names 1C and the request; add where 1C was looked for
+        return _failed(as_json, day, args.doctor, f"{exc} (at {settings.onec.base_url})", "unreachable")
     times = [format_time(t) for t in info.free]
     if as_json:
-        print_json({"date": day.isoformat(), "doctor": info.doctor, "free": times,
+        print_json({"date": day.isoformat(), "doctor": info.doctor, "times": times,
                     "working_hours": [[format_time(s), format_time(e)] for s, e in info.intervals],
                     "step_minutes": finder.step_minutes,
                     "appointment_minutes": finder.appointment_minutes})
@@ -59,3 +55,13 @@ def main(args) -> int:
         if not times:
             print(f"{info.doctor}, {day:%d.%m.%Y}: свободного времени нет", file=sys.stderr)
     return 0
+
+
+def _failed(as_json: bool, day, doctor: str | None, message: str, code: str | None) -> int:
+    """Exit 1 with the reason: on stdout as JSON when --json was asked (a script reads one place),
+    else on stderr."""
+    if as_json:
+        print_json({"date": day.isoformat(), "doctor": doctor, "error": message, "code": code})
+    else:
+        print(f"amo1c-sync slots: {message}", file=sys.stderr)
+    return 1
