@@ -26,6 +26,9 @@ def test_given_the_wheel_when_listed_then_it_carries_the_migrations_and_the_widg
     assert any(n.startswith("amo1c_sync/_migrations/versions/0001_") for n in names)
     assert {"amo1c_sync/_widget/manifest.json", "amo1c_sync/_widget/script.js",
             "amo1c_sync/_widget/images/logo.png"} <= names
+    # `amo1c-sync init` writes these two; the root is mapped for sync.ini and nothing else
+    assert {"amo1c_sync/_example/sync.ini", "amo1c_sync/_systemd/amo1c-sync.service"} <= names
+    assert [n for n in names if n.startswith("amo1c_sync/_example/")] == ["amo1c_sync/_example/sync.ini"]
 
 
 def test_given_the_wheel_when_listed_then_it_has_no_testing_package_and_no_tests(wheel):
