@@ -1,6 +1,7 @@
 """What `pip install` (a wheel, not the checkout) must carry: every package, the migrations, the
 widget; and what it must not: the test rig."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,9 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
+    """Built from a copy without build/: setuptools reuses a checkout's build/lib, so modules that
+    were moved away since the last build would reappear in the wheel."""
     out = tmp_path_factory.mktemp("wheel")
+    src = tmp_path_factory.mktemp("src") / "amo1c-sync"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        "build", ".venv", "*.egg-info", ".git", "__pycache__", ".pytest_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                    "-w", str(out), str(ROOT)], check=True, timeout=300)
+                    "-w", str(out), str(src)], check=True, timeout=300)
     return next(out.glob("amo1c_sync-*.whl"))
 
 
