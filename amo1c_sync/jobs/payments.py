@@ -37,6 +37,7 @@ from typing import Any, Iterator, Sequence
 from sqlalchemy import select
 
 from amo1c_sync.domain import totals as T
+from amo1c_sync.domain.registration import display_number
 from amo1c_sync.domain.retry import backoff_seconds
 from amo1c_sync.jobs.base import JobContext, JobResult, journal
 from amo1c_sync.logs import get_logger
@@ -118,8 +119,7 @@ class SkippedDocument:
 
     @property
     def display_number(self) -> str:
-        n = self.number or ""
-        return n.lstrip("0") or n
+        return display_number(self.number)
 
 
 def skipped_documents(store, *, counting_only: bool = False, limit: int | None = None) -> list[SkippedDocument]:
@@ -394,7 +394,7 @@ def _record_facts(ctx: JobContext, result: JobResult, plan: _Plan, now: datetime
             facts_now = (f.lead_id, f.state.amount, f.state.posted, f.state.deletion_mark, f.skip_reason)
             if f.skip_reason and facts_before != facts_now:
                 journal(s, job=JOB, system="store", action="document.skipped", ref=ref,
-                        message=f"«Оказание услуг» № {f.number.lstrip('0') or f.number}: {f.skip_reason}",
+                        message=f"«Оказание услуг» № {display_number(f.number)}: {f.skip_reason}",
                         detail={"number": f.number, "amount": str(f.state.amount),
                                 "posted": f.state.posted, "deletion_mark": f.state.deletion_mark,
                                 "data_version": f.data_version, "reason": f.skip_reason},
