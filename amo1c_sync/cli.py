@@ -39,18 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     once.add_argument("--since", metavar="DATE", help="payments: widen the window back to DATE (backfill)")
 
     status = sub.add_parser("status", help="last runs, leader, pending and failed items, token state")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     trace = sub.add_parser("trace", help="everything done for one lead, in both directions")
-    trace.add_argument("lead_id", type=int, metavar="LEAD_ID")
-    trace.add_argument("--json", action="store_true")
+    trace.add_argument("lead_id", type=int, metavar="LEAD_ID", help="the amoCRM lead id (сделка №)")
+    trace.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     slots = sub.add_parser("slots", help="doctors working on DATE, or one doctor's free times")
     slots.add_argument("date", metavar="DATE", help="22.12.2021 or 2021-12-22")
-    slots.add_argument("--doctor", metavar="NAME")
-    slots.add_argument("--json", action="store_true")
+    slots.add_argument("--doctor", metavar="NAME", help="the doctor as 1C names them, e.g. \"Ефимова Е.В.\"")
+    slots.add_argument("--json", action="store_true", help="print JSON (the shape /slots answers)")
 
-    sub.add_parser("check", help="check the config, the store and both connections")
+    sub.add_parser("check", help="check the config, the store and both connections (read-only)")
 
     auth = sub.add_parser("auth", help="amoCRM OAuth: exchange an authorization code, or show token state")
     auth.add_argument("--code", metavar="CODE", help="authorization code from the integration's settings")
@@ -59,22 +59,65 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="state store maintenance")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     up = db_sub.add_parser("upgrade", help="apply migrations")
-    up.add_argument("--revision", default="head")
+    up.add_argument("--revision", default="head", help="Alembic revision to migrate to (default: head)")
 
+    _add_setup(sub)
+    init = sub.add_parser("init", help="write the example sync.ini and the systemd unit from the installed package")
+    init.add_argument("--dir", metavar="PATH", default=".",
+                      help="where to write sync.ini and amo1c-sync.service (default: here)")
+    init.add_argument("--force", action="store_true", help="overwrite files that exist")
+
+    _add_sandbox_and_widget(sub)
+    _describe(p)
+    return p
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Each subcommand's own --help opens with the line the command list shows for it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, child in action.choices.items():
+                if child.description is None:
+                    child.description = helps.get(name)
+                _describe(child)
+
+
+def _add_sandbox_and_widget(sub) -> None:
     sandbox = sub.add_parser("sandbox", help="emulators of both systems and the seed's story")
     sandbox.add_argument("action", nargs="?", choices=["story", "serve"], default="story",
                          help="story (default): play the seed's story end to end; serve: only serve "
                               "the emulators")
     sandbox.add_argument("--keep", action="store_true", help="story: keep everything running afterwards")
-    sandbox.add_argument("--amo-port", type=int, default=0, metavar="N")
-    sandbox.add_argument("--onec-port", type=int, default=0, metavar="M")
-    sandbox.add_argument("--write-config", metavar="PATH", help="write a sync.ini pointing at the emulators")
+    sandbox.add_argument("--amo-port", type=int, default=0, metavar="N",
+                         help="serve: port of the amoCRM emulator (default: any free one)")
+    sandbox.add_argument("--onec-port", type=int, default=0, metavar="M",
+                         help="serve: port of the 1C emulator (default: any free one)")
+    sandbox.add_argument("--write-config", metavar="PATH",
+                         help="serve: write a sync.ini pointing at the emulators (and authorise it)")
+    sandbox.add_argument("--fresh", action="store_true",
+                         help="serve: a new clinic's systems: no integration fields in amoCRM, no "
+                              "«Клиент из AmoCRM» / «Номенклатура AmoCRM» in 1C (to try `setup`)")
 
     widget = sub.add_parser("widget", help="the amoCRM widget «Интеграция 1С»")
     widget_sub = widget.add_subparsers(dest="widget_command", metavar="ACTION", required=True)
     build = widget_sub.add_parser("build", help="make widget.zip for upload to amoCRM")
-    build.add_argument("--out", default="widget.zip", metavar="PATH")
-    return p
+    build.add_argument("--out", default="widget.zip", metavar="PATH", help="where to write the zip")
+    build.add_argument("--support-email", metavar="EMAIL",
+                       help="support address the widget shows (yours or your integrator's)")
+    build.add_argument("--support-url", metavar="URL", help="support page the widget shows")
+
+
+def _add_setup(sub) -> None:
+    setup = sub.add_parser("setup", help="guided set-up: create what amoCRM lacks, list what 1C lacks")
+    setup_sub = setup.add_subparsers(dest="setup_command", metavar="SYSTEM", required=True)
+    amo = setup_sub.add_parser("amocrm", help="create the lead fields the integration needs (never "
+                                              "changes or deletes a field)")
+    amo.add_argument("--dry-run", action="store_true", help="say what would be created, create nothing")
+    onec = setup_sub.add_parser("1c", help="list which configured 1C objects and attributes are published "
+                                           "(read-only unless --create-defaults)")
+    onec.add_argument("--create-defaults", action="store_true",
+                      help="create «Клиент из AmoCRM» and «Номенклатура AmoCRM» if they are missing")
 
 
 def main(argv: list[str] | None = None, *, jobs: Sequence[Job] | None = None) -> int:

@@ -18,6 +18,11 @@ from amo1c_sync.domain.retry import ItemRetry, RequestRetry, RetryPolicy
 from amo1c_sync.errors import ConfigError
 
 DEFAULT_PATHS = (Path("sync.ini"), Path("/etc/amo1c-sync/sync.ini"))
+# where the systemd unit keeps its config and its state (StateDirectory=amo1c-sync): a shell that
+# reads the service's config finds the service's SQLite store, not one in its own directory
+SERVICE_CONFIG_DIR = Path("/etc/amo1c-sync")
+SERVICE_STATE_DIR = Path("/var/lib/amo1c-sync")
+STORE_FILE = "amo1c-sync.db"
 
 # secret key -> (section, key, environment variable, systemd credential name)
 SECRETS = {
@@ -157,14 +162,17 @@ class StageSettings:
 @dataclass(frozen=True)
 class StoreSettings:
     url: str = ""
+    # the folder an empty url means when there is no $STATE_DIRECTORY (set by load_settings)
+    default_dir: str = field(default="", repr=False, metadata={"internal": True})
 
     def resolved_url(self) -> str:
-        """Empty -> a SQLite file in systemd's StateDirectory, else in the working directory."""
+        """Empty -> a SQLite file in systemd's StateDirectory; outside the unit, the same file when
+        the config is the service's (/etc/amo1c-sync), else one in the working directory."""
         if self.url:
             return self.url
         state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-        base = Path(state_dir) if state_dir else Path.cwd()
-        return f"sqlite:///{(base / 'amo1c-sync.db').resolve()}"
+        base = Path(state_dir or self.default_dir or Path.cwd())
+        return f"sqlite:///{(base / STORE_FILE).resolve()}"
 
 
 @dataclass(frozen=True)
@@ -355,7 +363,7 @@ def load_settings(path: str | Path | None = None, *, overrides: dict[str, dict[s
     for section, cls_factory in _SECTIONS.items():
         cls = cls_factory()
         defaults = cls()
-        known = {f.name: f for f in fields(cls)}
+        known = {f.name: f for f in fields(cls) if not f.metadata.get("internal")}
         kwargs: dict[str, Any] = {}
         for key, raw in values.get(section, {}).items():
             if key not in known:
@@ -368,6 +376,8 @@ def load_settings(path: str | Path | None = None, *, overrides: dict[str, dict[s
         except ValueError as exc:  # the dataclass's own validation (e.g. OneCNames)
             raise ConfigError(f"{where} [{section}]: {exc}") from None
     built["sync"], built["retry"] = _moved_to_retry(built["sync"], built["retry"], values, where)
+    if path is not None and Path(path).resolve().parent == SERVICE_CONFIG_DIR.resolve():
+        built["store"] = replace(built["store"], default_dir=str(SERVICE_STATE_DIR))
     settings = Settings(**built, source=where)
     _validate(settings, where)
     return settings
@@ -415,9 +425,6 @@ def _validate(s: Settings, where: str) -> None:
     for section, obj in (("amocrm", s.amocrm), ("onec", s.onec)):
         if not re.match(r"^https?://[^/\s]+", obj.base_url):
             raise ConfigError(f'{where} [{section}] base_url: "{obj.base_url}" is not an http(s) URL')
-    if s.http.enabled and not s.http.secret:
-        raise ConfigError(f"{where} [http] secret: required when [http] enabled = yes (or set "
-                          "AMO1C_HTTP_SECRET / the http_secret credential)")
     if not 0 < s.http.port < 65536:
         raise ConfigError(f"{where} [http] port: {s.http.port} is not a TCP port (1-65535)")
 
@@ -450,6 +457,46 @@ def _validate_retry(r: RetrySettings, where: str) -> None:
         if cap < base:
             raise ConfigError(f"{where} [retry] {level}_backoff_max: {cap:g} s is less than "
                               f"{level}_backoff_base ({base:g} s); use at least {base:g}s")
+
+
+def require_http_secret(s: Settings) -> None:
+    """Only what serves HTTP needs the widget's secret: `check` or `status` run from a shell, where
+    the service's http_secret credential is not visible, must not fail for want of it."""
+    if s.http.enabled and not s.http.secret:
+        raise ConfigError(f"{s.source} [http] secret: required when [http] enabled = yes (or set "
+                          "AMO1C_HTTP_SECRET / the http_secret credential)")
+
+
+EXAMPLE_AMOCRM_URL = AmoCRMSettings().base_url
+EXAMPLE_ONEC_URL = OneCSettings().base_url
+
+
+def missing_required(s: Settings) -> list[str]:
+    """Each value the example leaves empty (or as the example) that the integration cannot run
+    without, with what to put there; empty when nothing is missing."""
+    a, o = s.amocrm, s.onec
+    out = []
+    if a.base_url.rstrip("/") == EXAMPLE_AMOCRM_URL:
+        out.append(f"[amocrm] base_url: still the example {EXAMPLE_AMOCRM_URL}; put your account's "
+                   "address, e.g. https://yourclinic.amocrm.ru")
+    if not a.long_lived_token:
+        for key, what in (("client_id", "the integration's «ID интеграции» (amoCRM: Настройки -> "
+                                        "Интеграции -> your integration -> Ключи и доступы)"),
+                          ("client_secret", "the integration's «Секретный ключ» from the same tab "
+                                            "(or AMO1C_AMOCRM_CLIENT_SECRET / the amocrm_client_secret "
+                                            "credential)"),
+                          ("redirect_uri", "the redirect URI you entered when creating the "
+                                           "integration, exactly as entered")):
+            if not (getattr(a, key) or "").strip():
+                out.append(f"[amocrm] {key}: empty; put {what}")
+    if o.base_url.rstrip("/") == EXAMPLE_ONEC_URL:
+        out.append(f"[onec] base_url: still the example {EXAMPLE_ONEC_URL}; put the address of your "
+                   "1C publication's standard OData interface, e.g. "
+                   "http://1c-server/clinic/odata/standard.odata")
+    if not o.username.strip():
+        out.append("[onec] username: empty; put the 1C user the integration works as (a user with "
+                   "the rights listed in docs/setup-1c.md)")
+    return out
 
 
 def load(explicit: str | None = None) -> Settings:

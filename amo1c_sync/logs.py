@@ -87,8 +87,25 @@ def configure(level: str = "INFO", fmt: str = "auto", stream=None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    # libraries that log through stdlib: only warnings and worse, never request lines with tokens
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    _route_stdlib(shared, tail, stream)
+
+
+def _route_stdlib(shared: list, tail: list, stream) -> None:
+    """Libraries log through the standard library (APScheduler, waitress, alembic, urllib3): their
+    records are rendered by the same processors, so every line is JSON off a TTY and masked.
+    Only warnings and worse: request lines could carry tokens."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name,
+                           structlog.stdlib.ExtraAdder()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail])
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_amo1c", False)]:
+        root.removeHandler(old)
+    handler._amo1c = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
     for noisy in ("werkzeug", "alembic", "waitress", "apscheduler", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

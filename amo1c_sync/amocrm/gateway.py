@@ -177,8 +177,12 @@ class AmoCRM:
             page += 1
 
     # ------------------------------------------------------------------ account & fields
-    def account(self) -> dict:
-        return self._get_json("/api/v4/account") or {}
+    def account(self, *, with_: Sequence[str] = ()) -> dict:
+        return self._get_json("/api/v4/account", {"with": ",".join(with_)} if with_ else None) or {}
+
+    def account_timezone(self) -> str | None:
+        """The account's IANA time zone, which amoCRM gives only with ``with=datetime_settings``."""
+        return account_timezone(self.account(with_=("datetime_settings",)))
 
     def list_lead_fields(self) -> list[dict]:
         """All lead custom fields, with ``enums`` ``[{id, value, sort}]`` for selects."""
@@ -190,7 +194,7 @@ class AmoCRM:
     def field_map(self, required_names: Iterable[str] = (), *, tz: str | None = None) -> FieldMap:
         """Resolve configured field names (ConfigError lists the existing ones if one is unknown)."""
         if tz is None:
-            tz = self.account().get("timezone") or "Europe/Moscow"
+            tz = self.account_timezone() or "Europe/Moscow"
         return FieldMap(self.list_lead_fields(), tz).require(list(required_names))
 
     def lead_field_map(self, required_names: Iterable[str], *, tz: str,
@@ -360,6 +364,13 @@ class AmoCRM:
         mid = len(items) // 2   # rejected as a whole without saying which: bisect
         self._write_batch(path, items[:mid], key, id_of, result, method=method)
         self._write_batch(path, items[mid:], key, id_of, result, method=method)
+
+
+def account_timezone(account: dict) -> str | None:
+    """``_embedded.datetime_settings.timezone`` of a ``GET /api/v4/account`` answer, or None."""
+    settings = ((account.get("_embedded") or {}).get("datetime_settings") or {})
+    zone = settings.get("timezone") if isinstance(settings, dict) else None
+    return zone if isinstance(zone, str) and zone else None
 
 
 def _chunks(seq: list, n: int) -> Iterator[list]:

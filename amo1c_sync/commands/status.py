@@ -6,7 +6,7 @@ import sys
 
 from sqlalchemy.exc import DBAPIError
 
-from amo1c_sync.commands.common import open_store, print_json, settings_from
+from amo1c_sync.commands.common import open_existing_store, print_json, settings_from, store_location
 from amo1c_sync.status import collect_status
 
 
@@ -27,26 +27,43 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
     return [fmt.format(*header).rstrip(), *(fmt.format(*map(str, r)).rstrip() for r in rows)]
 
 
+def _counts(run: dict) -> str:
+    """A run's counts for a person: what changed, or "no changes" when every count is 0."""
+    if not run:
+        return "-"
+    nonzero = {k: v for k, v in (run.get("counts") or {}).items() if v}
+    if not nonzero:
+        return "no changes"
+    return " ".join(f"{k}={v}" for k, v in sorted(nonzero.items()))
+
+
+def _job_row(name: str, j: dict) -> list[str]:
+    r = j["last_run"] or {}
+    if not r:
+        success = "never ran"
+    elif j["last_success_at"] is None:
+        success = "never succeeded"
+    else:
+        success = _when(j["last_success_at"]) + (" STALE" if j["stale"] else "")
+    return [name, r.get("status", "never ran"), _when(r.get("started_at")),
+            f"{r['duration_s']:.1f}s" if r.get("duration_s") is not None else "-",
+            _counts(r), success, (r.get("error") or "")[:80]]
+
+
 def render(st: dict) -> str:
     out: list[str] = []
-    out.append(f"store: {st['store']}    config: {st['config']}    at: {_when(st['generated_at'])}")
+    out.append(f"store: {st.get('store_at') or st['store']}    config: {st['config']}    "
+               f"at: {_when(st['generated_at'])}")
     leader = st.get("leader")
     if leader:
         out.append(f"leader:  {leader.get('host')} pid {leader.get('pid')} (heartbeat {leader['age_s']:.0f} s ago"
                    + (f", leader since {_when(leader.get('since'))}" if leader.get("since") else "") + ")")
     else:
-        out.append("leader:  none running")
+        out.append(f"leader:  {st.get('role') or 'not running'}")
     for sb in st.get("standby") or []:
         out.append(f"standby: {sb.get('host')} pid {sb.get('pid')} (heartbeat {sb['age_s']:.0f} s ago)")
     out.append("")
-    rows = []
-    for name, j in st["jobs"].items():
-        r = j["last_run"] or {}
-        counts = " ".join(f"{k}={v}" for k, v in sorted((r.get("counts") or {}).items()))
-        rows.append([name, r.get("status", "never run"), _when(r.get("started_at")),
-                     f"{r['duration_s']:.1f}s" if r.get("duration_s") is not None else "-",
-                     counts or "-", _when(j["last_success_at"]) + (" STALE" if j["stale"] else ""),
-                     (r.get("error") or "")[:80]])
+    rows = [_job_row(name, j) for name, j in st["jobs"].items()]
     out += _table(rows, ["JOB", "LAST RUN", "STARTED", "TOOK", "COUNTS", "LAST SUCCESS", "ERROR"])
     out.append("")
     for title, items in (("pending", st["pending"]), ("failed", st["failed"])):
@@ -76,15 +93,16 @@ def render(st: dict) -> str:
 
 
 def main(args) -> int:
-    settings = settings_from(args)
-    store = open_store(settings)
+    settings = settings_from(args, say_which=True)
+    store = open_existing_store(settings)
     try:
         st = collect_status(store, settings)
     except DBAPIError as exc:
         first = str(exc.orig if exc.orig is not None else exc).splitlines()[0]
-        print(f"cannot read the state store ({store.dialect}): {first}; if it is new, run "
-              "`amo1c-sync db upgrade` or start the daemon", file=sys.stderr)
+        print(f"cannot read the state store ({store.dialect}): {first}; if it was made by an older "
+              "amo1c-sync, run `amo1c-sync db upgrade`", file=sys.stderr)
         return 1
+    st["store_at"] = store_location(store)
     if args.json:
         print_json(st)
     else:

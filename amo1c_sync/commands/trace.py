@@ -4,9 +4,11 @@ registration and payment-total rows and the 1C documents counted for it."""
 from __future__ import annotations
 
 from datetime import timezone
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from amo1c_sync.commands.common import open_store, print_json, settings_from
+from amo1c_sync.commands.common import open_existing_store, print_json, settings_from
+from amo1c_sync.domain.totals import sum_field_value
 from amo1c_sync.store import journal, payments, registrations
 from amo1c_sync.store import retry as retries
 
@@ -52,7 +54,26 @@ def collect_trace(store, lead_id: int) -> dict[str, Any]:
     }
 
 
-def render(tr: dict[str, Any]) -> str:
+def _as_lead_holds(amount: str | None) -> str | None:
+    """Money as «Сумма1С» on the lead shows it ("150", not "150.00")."""
+    if amount in (None, ""):
+        return None
+    try:
+        return sum_field_value(Decimal(str(amount)))
+    except (InvalidOperation, ValueError):
+        return str(amount)
+
+
+def _message(e: dict[str, Any], sum_name: str) -> str:
+    d = e.get("detail") or {}
+    if e["action"] == "lead.total_pushed" and "new_total" in d:
+        old = _as_lead_holds(d.get("old_total"))
+        return (f"«{sum_name}» {old if old is not None else 'empty'} -> {_as_lead_holds(d['new_total'])}"
+                f", budget {d.get('price', '-')}")
+    return e["message"] or ""
+
+
+def render(tr: dict[str, Any], *, sum_name: str = "Сумма1С") -> str:
     out = [f"lead {tr['lead_id']}"]
     reg = tr["registration"]
     if reg:
@@ -66,31 +87,33 @@ def render(tr: dict[str, Any]) -> str:
         out.append("  registration: none")
     pt = tr["payment_total"]
     if pt:
-        line = f"  payment total: {pt['status']}, pushed {pt['pushed_total'] or '-'} at {pt['pushed_at'] or '-'}"
+        line = (f"  payment total: {pt['status']}, pushed {_as_lead_holds(pt['pushed_total']) or '-'} "
+                f"at {pt['pushed_at'] or '-'}")
         if pt["error"]:
             line += f"; {pt['error']} (tries {pt['attempts']}, next {pt['next_attempt_at'] or '-'})"
         out.append(line)
     else:
         out.append("  payment total: none")
     for d in tr["documents"]:
-        out.append(f"  document {d['number'] or d['ref']} {d['date'] or ''} amount {d['amount'] or '-'}"
+        out.append(f"  document {d['number'] or d['ref']} {d['date'] or ''} amount "
+                   f"{_as_lead_holds(d['amount']) or '-'}"
                    + (" posted" if d["posted"] else " not posted")
                    + (f" — skipped: {d['skip_reason']}" if d["skip_reason"] else ""))
     if not tr["journal"]:
         out.append("  journal: nothing recorded for this lead")
     for e in tr["journal"]:
-        out.append(f"  {e['at']}  {e['direction']:<9}  {e['action']:<22} {e['message'] or ''}"
+        out.append(f"  {e['at']}  {e['direction']:<9}  {e['action']:<22} {_message(e, sum_name)}"
                    + (f" [{e['ref']}]" if e["ref"] else ""))
     return "\n".join(out)
 
 
 def main(args) -> int:
-    settings = settings_from(args)
-    store = open_store(settings)
+    settings = settings_from(args, say_which=True)
+    store = open_existing_store(settings)
     tr = collect_trace(store, args.lead_id)
     if args.json:
         print_json(tr)
     else:
-        print(render(tr))
+        print(render(tr, sum_name=settings.fields.sum or "Сумма1С"))
     found = tr["journal"] or tr["registration"] or tr["payment_total"] or tr["documents"]
     return 0 if found else 1

@@ -4,16 +4,21 @@ amoCRM takes a zip with manifest.json at its root (not inside a folder), script.
 for each locale in the manifest and the logos in images/ at the documented sizes, each at most
 300 KB. The widget's source folder is $AMO1C_WIDGET_DIR, else widget/ of the source checkout, else
 ./widget, else the copy installed with the package.
+
+The shipped manifest names no real support contact (amoCRM shows it to every user of the widget):
+the build takes it from --support-email / --support-url and refuses to pack a placeholder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import sys
 import zipfile
 from pathlib import Path
+from urllib.parse import urlparse
 
 from amo1c_sync.resources import installed_dir
 
@@ -31,6 +36,8 @@ IMAGES = {
 MAX_IMAGE_BYTES = 300 * 1024
 # a fixed timestamp keeps the zip byte-identical between builds of the same files
 _ZIP_TIME = (2021, 12, 22, 9, 5, 0)
+_PLACEHOLDER_HOSTS = re.compile(r"(^|[@.])example\.(com|org|net)$|^localhost$", re.IGNORECASE)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class WidgetError(Exception):
@@ -146,9 +153,36 @@ def validate(src: Path) -> dict:
     return manifest
 
 
-def build(src: Path, out: Path) -> Path:
-    """Validate, then write the zip with manifest.json at its root. Returns ``out``."""
-    validate(src)
+def _host(value: str) -> str:
+    if "@" in value and "://" not in value:
+        return value.rsplit("@", 1)[1]
+    return urlparse(value).hostname or ""
+
+
+def with_support(manifest: dict, email: str | None, url: str | None) -> dict:
+    """The manifest with the support contact given to the build; WidgetError when a contact is
+    malformed or only the placeholder would ship."""
+    problems = []
+    if email is not None and not _EMAIL.match(email):
+        problems.append(f'--support-email "{email}" is not an e-mail address (e.g. it@yourclinic.ru)')
+    if url is not None and not (urlparse(url).scheme in ("http", "https") and urlparse(url).hostname):
+        problems.append(f'--support-url "{url}" is not an http(s) address (e.g. https://yourclinic.ru/help)')
+    if problems:
+        raise WidgetError(problems)
+    support = dict(manifest["widget"].get("support") or {})
+    if email or url:  # what the build was given replaces the shipped contact entirely
+        support = {k: v for k, v in (("link", url), ("email", email)) if v}
+    left = [v for v in support.values() if isinstance(v, str) and _PLACEHOLDER_HOSTS.search(_host(v))]
+    if left or not support:
+        raise WidgetError([f"manifest.json: widget.support is still a placeholder ({', '.join(left) or 'none'}); "
+                           "amoCRM shows it to every user of the widget: pass --support-email "
+                           "it@yourclinic.ru and/or --support-url https://yourclinic.ru/help"])
+    return {**manifest, "widget": {**manifest["widget"], "support": support}}
+
+
+def build(src: Path, out: Path, *, support_email: str | None = None, support_url: str | None = None) -> Path:
+    """Validate, then write the zip with manifest.json (with the support contact) at its root."""
+    manifest = with_support(validate(src), support_email, support_url)
     files = sorted(p for p in src.rglob("*")
                    if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +192,10 @@ def build(src: Path, out: Path) -> Path:
             info = zipfile.ZipInfo(p.relative_to(src).as_posix(), date_time=_ZIP_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            zf.writestr(info, p.read_bytes())
+            data = p.read_bytes()
+            if p == src / "manifest.json":
+                data = (json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+            zf.writestr(info, data)
     tmp.replace(out)
     return out
 
@@ -169,7 +206,8 @@ def main(args) -> int:
         return 2
     try:
         src = find_widget_dir()
-        out = build(src, Path(args.out))
+        out = build(src, Path(args.out), support_email=getattr(args, "support_email", None),
+                    support_url=getattr(args, "support_url", None))
     except WidgetError as exc:
         print("widget is not valid for amoCRM:", file=sys.stderr)
         for p in exc.problems:

@@ -196,9 +196,11 @@ def time_message(reason: str, *, doctor: str, day: date, t: time, intervals: Seq
 
 
 def display_number(number: str) -> str:
-    """«00000000219» -> «219» (1C pads document numbers with zeros; people do not)."""
+    """A 1C document number as the clinic sees it: «219» from «00000000219» (1C zero-fills a
+    numeric number; people do not), but a number with a prefix as it is: «МС00-000232»,
+    «0000-000001». Padding spaces never count."""
     text = (number or "").strip()
-    return text.lstrip("0") or text
+    return (text.lstrip("0") or text) if text.isdigit() else text
 
 
 def created_note(number: str) -> str:

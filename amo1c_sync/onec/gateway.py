@@ -103,7 +103,7 @@ class Zayavka:
 
     @property
     def display_number(self) -> str:
-        """The number as people say it: «219», not «00000000219»."""
+        """The number as people say it: «219», not «00000000219»; «МС00-000232» as it is."""
         return display_number(self.number)
 
 
@@ -296,7 +296,7 @@ class OneC:
     def _get(self, query: q.Query) -> list[dict]:
         resp = self._request("GET", query.target())
         body = resp.body or {}
-        return list(body.get("value", [])) if isinstance(body, dict) else []
+        return [plain_row(r) for r in body.get("value", [])] if isinstance(body, dict) else []
 
     def _get_all(self, query: q.Query) -> Iterator[dict]:
         """Client-driven paging: $top/$skip with $orderby ending in Ref_Key."""
@@ -342,7 +342,7 @@ class OneC:
             else:
                 hi = mid - 1
         flt = q.and_(q.substringof(description[:lo], "Description"), live) if lo else live
-        return [item for item in self._catalog(entity_set, flt) if item.name == description]
+        return [item for item in self._catalog(entity_set, flt) if item.name == text_of(description)]
 
     def _fits(self, entity_set: str, flt: str) -> bool:
         """Whether a catalog query with this filter stays within the request target limit on every
@@ -424,7 +424,7 @@ class OneC:
     def _zayavka(self, r: Mapping[str, Any]) -> Zayavka:
         n = self.names
         return Zayavka(
-            ref=r["Ref_Key"], number=r.get("Number", ""), date=q.parse_datetime(r.get("Date")),
+            ref=r["Ref_Key"], number=text_of(r.get("Number")), date=q.parse_datetime(r.get("Date")),
             posted=bool(r.get("Posted")), deletion_mark=bool(r.get("DeletionMark")),
             data_version=r.get("DataVersion", ""),
             client_ref=_ref(r.get(n.zayavka_client)), doctor_ref=_ref(r.get(n.zayavka_doctor)),
@@ -512,10 +512,11 @@ class OneC:
 
     def post(self, entity_set: str, ref: str) -> None:
         """Post (провести) a document, non-operational mode. Idempotent, so retried."""
-        self._request("POST", q.entity_path(entity_set, ref, "Post") + "?PostingModeOperational=false&$format=json")
+        self._request("POST", q.entity_path(entity_set, ref, "Post") + "?PostingModeOperational=false&$format=json",
+                      raw=True)  # any 2xx is done, whatever its body
 
     def unpost(self, entity_set: str, ref: str) -> None:
-        self._request("POST", q.entity_path(entity_set, ref, "Unpost") + "?$format=json")
+        self._request("POST", q.entity_path(entity_set, ref, "Unpost") + "?$format=json", raw=True)
 
     # --- «Оказание услуг» --------------------------------------------------------------------
     def services_in_window(self, date_from: date | datetime, date_to: date | datetime) -> list[Service]:
@@ -541,7 +542,7 @@ class OneC:
             base = _ref(raw if _is_guid(raw) else None)
             is_zayavka = base is not None and base_type == n.zayavka_type_name
         amount = r.get(n.services_amount)
-        return Service(ref=r["Ref_Key"], number=r.get("Number", ""), date=q.parse_datetime(r.get("Date")),
+        return Service(ref=r["Ref_Key"], number=text_of(r.get("Number")), date=q.parse_datetime(r.get("Date")),
                        data_version=r.get("DataVersion", ""), posted=bool(r.get("Posted")),
                        deletion_mark=bool(r.get("DeletionMark")), base_ref=base, base_type=base_type,
                        amount=_decimal(amount), base_is_zayavka=is_zayavka)
@@ -785,8 +786,22 @@ def _decimal(value: Any) -> Decimal:
     return Decimal(str(value))
 
 
+def plain_row(row: Any) -> Any:
+    """A row without its ``@``-annotations (``Клиент@navigationLinkUrl``, ``X@odata.type``) and
+    ``odata.*`` keys, in its tabular sections too: 1C adds them; nothing here reads them."""
+    if not isinstance(row, dict):
+        return row
+    return {k: ([plain_row(x) for x in v] if isinstance(v, list) else v) for k, v in row.items()
+            if "@" not in k and not k.startswith("odata.")}
+
+
+def text_of(value: Any) -> str:
+    """A 1C string as compared and shown here: without the spaces that pad a fixed-length one."""
+    return str(value or "").strip(" ")
+
+
 def _catalog_item(r: Mapping[str, Any]) -> CatalogItem:
-    return CatalogItem(ref=r["Ref_Key"], code=str(r.get("Code", "")), name=r.get("Description", ""),
+    return CatalogItem(ref=r["Ref_Key"], code=text_of(r.get("Code")), name=text_of(r.get("Description")),
                        deletion_mark=bool(r.get("DeletionMark")))
 
 

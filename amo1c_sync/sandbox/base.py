@@ -264,6 +264,7 @@ class LoopbackEmulator:
 
     def _base_control_rules(self) -> list[tuple[Rule, Callable[..., Response]]]:
         return [
+            (Rule("/_sandbox/", endpoint="index", methods=["GET"]), self._c_index),
             (Rule("/_sandbox/faults", endpoint="faults", methods=["GET", "POST", "DELETE"]),
              self._c_faults),
             (Rule("/_sandbox/requests", endpoint="requests", methods=["GET", "DELETE"]),
@@ -278,6 +279,13 @@ class LoopbackEmulator:
         if not isinstance(body, dict):
             raise ValueError("body must be a JSON object")
         return body
+
+    def _c_index(self, request: Request) -> Response:
+        """``GET /_sandbox/``: the control routes, so that the address a person is shown answers."""
+        routes = [{"methods": sorted(rule.methods - {"HEAD", "OPTIONS"}), "path": rule.rule}
+                  for rule in self._control_map.iter_rules() if rule.endpoint != "index"]
+        return json_response({"emulator": type(self).__name__, "url": self.url,
+                              "routes": sorted(routes, key=lambda r: r["path"])})
 
     def _c_faults(self, request: Request) -> Response:
         if request.method == "POST":

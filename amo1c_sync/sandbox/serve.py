@@ -18,10 +18,14 @@ class Sandbox:
     amo_port: int = 0
     onec_port: int = 0
     amo_rate_limit: float = 7.0
+    # a new clinic's systems: no lead fields of the integration in amoCRM, and no «Клиент из
+    # AmoCRM» / «Номенклатура AmoCRM» in 1C — what `setup amocrm` and `setup 1c` are for
+    fresh: bool = False
 
     def __post_init__(self):
-        self.amo = AmoCRMEmulator(port=self.amo_port, rate_limit=self.amo_rate_limit)
-        self.onec = OneCEmulator(port=self.onec_port)
+        kwargs = {"lead_fields": ()} if self.fresh else {}
+        self.amo = AmoCRMEmulator(port=self.amo_port, rate_limit=self.amo_rate_limit, **kwargs)
+        self.onec = OneCEmulator(port=self.onec_port, seed_defaults=not self.fresh)
 
     def start(self) -> "Sandbox":
         self.amo.start()
@@ -45,6 +49,14 @@ class Sandbox:
     def urls(self) -> dict[str, str]:
         return {"amocrm": self.amo.url, "onec": self.onec_odata_url,
                 "amocrm_control": f"{self.amo.url}/_sandbox/", "onec_control": f"{self.onec.url}/_sandbox/"}
+
+    def credentials(self) -> dict[str, str]:
+        """What a person copies into sync.ini: the integration's keys as amoCRM's «Ключи и доступы»
+        tab shows them, and the 1C user (the emulators' own test values, nothing real)."""
+        return {"client_id": self.amo.client_id, "client_secret": self.amo.client_secret,
+                "redirect_uri": self.amo.redirect_uri, "onec_username": self.onec.username,
+                "onec_password": self.onec.password,
+                "auth_code_from": f"{self.amo.url}/_sandbox/oauth/code (POST)"}
 
     def config_text(self, store_url: str, *, registration_interval: str = "2s",
                     payments_interval: str = "2s", directory_interval: str = "1h",

@@ -1,16 +1,22 @@
 """The seed's story, played end to end on the emulators with the real daemon, narrated for a person:
 slots for 22.12.2021 -> register Ефимова Е.В. at 9:05 -> «Заявка № 219» -> «Оказание услуг» 150 ->
-the lead's budget and «Сумма1С» become 150."""
+the lead's budget and «Сумма1С» become 150.
+
+The daemon child never outlives the story: it is asked to die with its parent (PR_SET_PDEATHSIG,
+so even a SIGKILL of the parent ends it), and a SIGTERM or SIGHUP to the parent (a closed
+terminal) stops it the way Ctrl-C does."""
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Callable, TextIO
@@ -27,10 +33,53 @@ DAY = date(2021, 12, 22)
 DOCTOR = "Ефимова Е.В."
 TIME = "9:05"
 AMOUNT = "150.00"
+_PR_SET_PDEATHSIG = 1
 
 
 class StoryFailed(Exception):
     pass
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP reached the story: clean up as after Ctrl-C."""
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the signal handlers below still stop the child
+
+
+def _on_stop_signals() -> Callable[[], None]:
+    """SIGTERM/SIGHUP raise _Stopped in the story's thread; returns what puts the old handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum, _frame):
+        raise _Stopped(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    return lambda: [signal.signal(sig, handler) for sig, handler in old.items()] and None
+
+
+def number(text: str) -> str:
+    """A 1C number as the clinic writes it: «00000000219» -> «219»."""
+    return text.lstrip("0") or "0"
+
+
+def when(iso: str) -> str:
+    """«2021-12-22T09:05:00» -> «22.12.2021 9:05»."""
+    at = datetime.fromisoformat(iso)
+    return f"{at:%d.%m.%Y} {format_time(at.time())}"
+
+
+def roubles(value) -> str:
+    """150, «150», «150.00» -> «150 ₽» (kopecks only when there are some: «250,50 ₽»)."""
+    amount = Decimal(str(value))
+    if amount == amount.to_integral_value():
+        return f"{int(amount)} ₽"
+    return f"{amount.quantize(Decimal('0.01'))} ₽".replace(".", ",")
 
 
 @dataclass
@@ -55,131 +104,168 @@ def _wait(what: str, probe: Callable[[], object], timeout: float) -> object:
         time.sleep(0.2)
 
 
-def play(out: TextIO = sys.stdout, *, keep: bool = False, workdir: str | None = None,
-         step_timeout: float = 90.0) -> int:
-    """Returns the exit code: 0 when every step happened as the seed tells it."""
-    tell = Narrator(out)
-    tmp = tempfile.TemporaryDirectory(prefix="amo1c-sandbox-") if workdir is None else None
-    work = Path(workdir or tmp.name)
-    work.mkdir(parents=True, exist_ok=True)
-    daemon: subprocess.Popen | None = None
-    log_path = work / "daemon.log"
-    sb = Sandbox().start()
-    try:
-        store_url = sqlite_url_for(work / "state.db")
-        ini = sb.write_config(work / "sync.ini", store_url)
-        print("amo1c-sync sandbox: the clinic's story (22.12.2021, «Ефимова Е.В.», 9:05, 150 ₽)",
-              file=out)
-        print(f"   amoCRM emulator  {sb.amo.url}\n   1C emulator      {sb.onec_odata_url}\n"
-              f"   config           {ini}\n   state store      {work / 'state.db'}", file=out)
+class _Story:
+    """The story's steps, each a short method; ``play`` runs them and always cleans up."""
 
-        settings = load_settings(ini)
-        store = Store(store_url)
-        store.upgrade()
+    def __init__(self, out: TextIO, work: Path, step_timeout: float):
+        self.out, self.work, self.timeout = out, work, step_timeout
+        self.tell = Narrator(out)
+        self.daemon: subprocess.Popen | None = None
+        self.log_path = work / "daemon.log"
+        self.sb = Sandbox().start()
 
-        tell.step(1, "The administrator authorises the integration (amo1c-sync auth --code …)")
-        state = sb.authorise(settings, store)
-        tell.say(f"token stored (generation {state['generation']}, expires in "
-                 f"{state['expires_in_s'] // 3600} h); refresh tokens are single-use and rotated")
+    def prepare(self) -> None:
+        store_url = sqlite_url_for(self.work / "state.db")
+        self.ini = self.sb.write_config(self.work / "sync.ini", store_url)
+        print(f"amo1c-sync sandbox: the clinic's story ({DAY:%d.%m.%Y} {TIME}, «{DOCTOR}», "
+              f"{roubles(AMOUNT)})", file=self.out)
+        print(f"   amoCRM emulator  {self.sb.amo.url}\n   1C emulator      {self.sb.onec_odata_url}\n"
+              f"   config           {self.ini}\n   state store      {self.work / 'state.db'}", file=self.out)
+        self.settings = load_settings(self.ini)
+        self.fields = self.settings.fields
+        self.store = Store(store_url)
+        self.store.upgrade()
 
+    def authorise(self) -> None:
+        self.tell.step(1, "The administrator authorises the integration (amo1c-sync auth --code …)")
+        state = self.sb.authorise(self.settings, self.store)
+        self.tell.say(f"token stored (generation {state['generation']}, expires in "
+                      f"{state['expires_in_s'] // 3600} h); refresh tokens are single-use and rotated")
+
+    def free_times(self) -> None:
         from amo1c_sync import onec as onec_gateway
         from amo1c_sync.services.slots import SlotFinder
 
-        finder = SlotFinder.from_settings(settings, onec_gateway.from_settings(settings))
-        tell.step(2, f"«Дата записи к врачу» = {DAY:%d.%m.%Y}: who works that day?")
-        doctors = finder.doctors(DAY)
-        tell.say("doctors: " + ", ".join(doctors))
+        self.finder = SlotFinder.from_settings(self.settings, onec_gateway.from_settings(self.settings))
+        self.tell.step(2, f"«Дата записи к врачу» = {DAY:%d.%m.%Y}: who works that day?")
+        doctors = self.finder.doctors(DAY)
+        self.tell.say("doctors: " + ", ".join(doctors))
         if DOCTOR not in doctors:
             raise StoryFailed(f"{DOCTOR} is not among the doctors of {DAY:%d.%m.%Y}")
-        times = [format_time(t) for t in finder.free_times(DAY, DOCTOR)]
-        tell.say(f"free times of {DOCTOR}: " + ", ".join(times[:6]) + f" … ({len(times)} in all)")
+        times = [format_time(t) for t in self.finder.free_times(DAY, DOCTOR)]
+        self.tell.say(f"free times of {DOCTOR}: " + ", ".join(times[:6]) + f" … ({len(times)} in all)")
         if TIME not in times:
             raise StoryFailed(f"{TIME} is not free for {DOCTOR}")
 
-        tell.step(3, "The daemon starts (amo1c-sync run)")
-        daemon = launch_daemon(ini, log_path)
-        tell.say(f"pid {daemon.pid}, log {log_path}")
+    def start_daemon(self) -> None:
+        self.tell.step(3, "The daemon starts (amo1c-sync run)")
+        self.daemon = launch_daemon(self.ini, self.log_path,
+                                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        self.tell.say(f"pid {self.daemon.pid}, log {self.log_path}")
 
-        tell.step(4, f"A lead is filled in: {DAY:%d.%m.%Y}, {DOCTOR}, {TIME}, «ФИО клиента» empty; "
-                     "the button «Зарегистрировать запись к врачу в 1с» is pressed")
-        fields = settings.fields
-        lead_id = requests.post(f"{sb.amo.url}/_sandbox/leads", timeout=10, json={
+    def register(self) -> None:
+        f, amo = self.fields, self.sb.amo.url
+        self.tell.step(4, f"A lead is filled in: {DAY:%d.%m.%Y}, {DOCTOR}, {TIME}, «ФИО клиента» empty; "
+                          "the button «Зарегистрировать запись к врачу в 1с» is pressed")
+        self.lead_id = requests.post(f"{amo}/_sandbox/leads", timeout=10, json={
             "name": "Новый контакт по звонку с +7 (911) 123-45-67",
-            "fields": {fields.date: DAY.strftime("%d.%m.%Y"), fields.doctor: DOCTOR,
-                       fields.time: TIME}}).json()["id"]
-        requests.patch(f"{sb.amo.url}/_sandbox/leads/{lead_id}", timeout=10,
-                       json={"fields": {fields.flag: True}}).raise_for_status()
-        tell.say(f"lead #{lead_id}, flag set")
-
-        def zayavka():
-            if daemon.poll() is not None:
-                raise StoryFailed(f"the daemon exited with {daemon.returncode}; see {log_path}")
-            rows = requests.get(f"{sb.onec.url}/_sandbox/zayavki", params={"lead": lead_id},
-                                timeout=10).json()
-            return rows[0] if rows and rows[0].get("posted") else None
-
-        z = _wait("the «Заявка» in 1C", zayavka, step_timeout)
-        tell.say(f"1C: «Заявка» № {z['number']} — client «{z['client']}», doctor «{z['doctor']}», "
-                 f"{z['start'].replace('T', ' ')}, «Номер AmoCRM» = {z['lead']}, posted")
-
-        def lead():
-            return requests.get(f"{sb.amo.url}/_sandbox/leads/{lead_id}", timeout=10).json()
-
-        def written_back():
-            card = lead()
-            return card if card["notes"] and not card["fields"].get(fields.flag) else None
-
-        card = _wait("the note on the lead", written_back, step_timeout)
-        tell.say(f"amoCRM: note «{card['notes'][-1]}»; flag cleared; "
-                 f"«{fields.zayavka_number}» = {card['fields'].get(fields.zayavka_number)}")
-        finder.invalidate()
-        still_free = TIME in [format_time(t) for t in finder.free_times(DAY, DOCTOR)]
-        tell.say(f"{TIME} is {'STILL free (wrong!)' if still_free else 'no longer free'} for {DOCTOR}")
+            "fields": {f.date: DAY.strftime("%d.%m.%Y"), f.doctor: DOCTOR, f.time: TIME}}).json()["id"]
+        requests.patch(f"{amo}/_sandbox/leads/{self.lead_id}", timeout=10,
+                       json={"fields": {f.flag: True}}).raise_for_status()
+        self.tell.say(f"lead #{self.lead_id}, flag set")
+        z = self.zayavka = _wait("the «Заявка» in 1C", self._posted_zayavka, self.timeout)
+        self.tell.say(f"1C: «Заявка» № {number(z['number'])} — client «{z['client']}», doctor "
+                      f"«{z['doctor']}», {when(z['start'])}, «Номер AmoCRM» = {z['lead']}, posted")
+        card = _wait("the note on the lead", self._written_back, self.timeout)
+        self.tell.say(f"amoCRM: note «{card['notes'][-1]}»; flag cleared; "
+                      f"«{f.zayavka_number}» = {card['fields'].get(f.zayavka_number)}")
+        self.finder.invalidate()
+        still_free = TIME in [format_time(t) for t in self.finder.free_times(DAY, DOCTOR)]
+        self.tell.say(f"{TIME} is {'STILL free (wrong!)' if still_free else 'no longer free'} for {DOCTOR}")
         if still_free:
             raise StoryFailed(f"{TIME} is still free after the registration")
 
-        tell.step(5, f"In 1C, «Оказание услуг» на основании «Заявки» № {z['number']} for "
-                     f"{AMOUNT.replace('.', ',')} is posted")
-        svc = requests.post(f"{sb.onec.url}/_sandbox/services", timeout=10,
-                            json={"lead": lead_id, "amount": AMOUNT}).json()
-        tell.say(f"1C: «Оказание услуг» № {svc['number']} posted")
+    def _posted_zayavka(self):
+        if self.daemon.poll() is not None:
+            raise StoryFailed(f"the daemon exited with {self.daemon.returncode}; see {self.log_path}")
+        rows = requests.get(f"{self.sb.onec.url}/_sandbox/zayavki", params={"lead": self.lead_id},
+                            timeout=10).json()
+        return rows[0] if rows and rows[0].get("posted") else None
+
+    def _lead(self) -> dict:
+        return requests.get(f"{self.sb.amo.url}/_sandbox/leads/{self.lead_id}", timeout=10).json()
+
+    def _written_back(self):
+        card = self._lead()
+        return card if card["notes"] and not card["fields"].get(self.fields.flag) else None
+
+    def pay(self) -> None:
+        self.tell.step(5, f"The client pays {roubles(AMOUNT)}: in 1C, «Оказание услуг» на основании "
+                          f"«Заявки» № {number(self.zayavka['number'])} is posted")
+        svc = requests.post(f"{self.sb.onec.url}/_sandbox/services", timeout=10,
+                            json={"lead": self.lead_id, "amount": AMOUNT}).json()
+        self.tell.say(f"1C: «Оказание услуг» № {number(svc['number'])} for {roubles(AMOUNT)} posted (paid)")
 
         def paid():
-            c = lead()
-            value = c["fields"].get(fields.sum)
+            c = self._lead()
+            value = c["fields"].get(self.fields.sum)
             return c if value not in (None, "") and Decimal(str(value)) == Decimal(AMOUNT) else None
 
-        card = _wait("the sum on the lead", paid, step_timeout)
-        tell.say(f"amoCRM: Бюджет {card['price']} ₽, {fields.sum} {card['fields'][fields.sum]}")
+        card = _wait("the sum on the lead", paid, self.timeout)
+        self.tell.say(f"amoCRM: the lead shows it paid: Бюджет {roubles(card['price'])}, "
+                      f"«{self.fields.sum}» {roubles(card['fields'][self.fields.sum])}")
         if card["price"] != 150:
             raise StoryFailed(f"the budget is {card['price']}, not 150")
 
-        if keep:
-            tell.step(6, "Everything keeps running (--keep). Ctrl-C stops it.")
-            tell.say(f"try: amo1c-sync --config {ini} status | trace {lead_id} | slots 22.12.2021")
-            try:
-                while daemon.poll() is None:
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                pass
-        tell.step(6, "The daemon is stopped (SIGTERM)")
-        daemon.send_signal(signal.SIGTERM)
-        code = daemon.wait(timeout=60)
-        daemon = None
-        tell.say(f"exit code {code}")
+    def keep_running(self) -> None:
+        self.tell.step(6, "Everything keeps running (--keep). Ctrl-C stops it (so does closing the "
+                          "terminal); then the daemon is stopped and the temporary directory removed.")
+        self.tell.say(f"try: amo1c-sync --config {self.ini} status | trace {self.lead_id} | "
+                      f"slots {DAY:%d.%m.%Y}")
+        self.tell.say(f"daemon pid {self.daemon.pid}")
+        try:
+            while self.daemon.poll() is None:
+                time.sleep(1)
+        except (KeyboardInterrupt, _Stopped):
+            pass
+
+    def stop_daemon(self) -> None:
+        self.tell.step(6, "The daemon is stopped (SIGTERM)")
+        self.daemon.send_signal(signal.SIGTERM)
+        code = self.daemon.wait(timeout=60)
+        self.daemon = None
+        self.tell.say(f"exit code {code}")
         if code != 0:
             raise StoryFailed(f"the daemon exited with {code} on SIGTERM")
+
+    def close(self) -> None:
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.kill()
+            self.daemon.wait(timeout=10)
+        self.sb.stop()
+
+
+def play(out: TextIO = sys.stdout, *, keep: bool = False, workdir: str | None = None,
+         step_timeout: float = 90.0) -> int:
+    """Returns the exit code: 0 when every step happened as the seed tells it."""
+    tmp = tempfile.TemporaryDirectory(prefix="amo1c-sandbox-") if workdir is None else None
+    work = Path(workdir or tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    story = _Story(out, work, step_timeout)
+    restore = _on_stop_signals()
+    try:
+        story.prepare()
+        for step in (story.authorise, story.free_times, story.start_daemon, story.register, story.pay):
+            step()
+        if keep:
+            story.keep_running()
+        story.stop_daemon()
         print("\nThe story happened as the clinic told it.", file=out)
+        if tmp is not None:
+            print(f"(the temporary directory {work} is removed now; `amo1c-sync sandbox --keep` "
+                  "keeps everything running to look around)", file=out)
         return 0
+    except _Stopped as exc:
+        print(f"\nstopped by {exc}", file=out)
+        return 130
     except StoryFailed as exc:
         print(f"\nSTORY FAILED: {exc}", file=out)
-        if log_path.exists():
-            print("last daemon log lines:\n" + "\n".join(log_path.read_text().splitlines()[-15:]), file=out)
+        if story.log_path.exists():
+            print("last daemon log lines:\n" + "\n".join(story.log_path.read_text().splitlines()[-15:]),
+                  file=out)
         return 1
     finally:
-        if daemon is not None and daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(timeout=10)
-        sb.stop()
+        story.close()
+        restore()
         if tmp is not None:
             tmp.cleanup()

@@ -50,7 +50,7 @@ def test_given_an_authorization_code_when_exchanged_then_the_pair_is_stored_and_
     assert status["has_token"] and status["generation"] == 1 and status["revoked_reason"] is None
     assert status["expires_in_s"] > 86000
     assert "access_token" not in status and "refresh_token" not in status
-    assert AmoCRM(emu.url, token_manager=tm).account()["timezone"] == "Europe/Moscow"
+    assert AmoCRM(emu.url, token_manager=tm).account_timezone() == "Europe/Moscow"
 
 
 def test_given_an_access_token_expired_at_amocrm_when_calling_then_it_refreshes_once_and_rotates(emu, store):

@@ -3,6 +3,8 @@ limiting, 429/5xx retries, 403 stop, fields and enums."""
 
 from __future__ import annotations
 
+import itertools
+
 import threading
 from datetime import date
 from decimal import Decimal
@@ -52,6 +54,8 @@ def api(emu, store):
 
 
 def test_given_seven_leads_when_listing_three_per_page_then_all_come_once_in_updated_order(emu, api):
+    seconds = itertools.count(1_700_000_000)  # each write in a second of its own
+    emu.book.clock = lambda: next(seconds)
     ids = [emu.create_lead(f"Лид {i}") for i in range(7)]
     emu.update_lead(ids[0], {"ФИО клиента": "Петров"})   # now the most recently updated
 
@@ -71,7 +75,9 @@ def test_given_no_lead_changed_since_the_cursor_when_listing_then_204_ends_it(em
 
 
 def test_given_a_cursor_when_listing_then_the_overlap_brings_back_recent_leads(emu, api):
+    emu.book.clock = lambda: 1_700_000_000
     a = emu.create_lead("A")
+    emu.book.clock = lambda: 1_700_000_030
     b = emu.create_lead("B")
     ts_b = emu.lead(b)["updated_at"]
 
@@ -255,7 +261,7 @@ def test_given_5xx_and_a_dropped_connection_when_reading_then_it_retries_and_suc
     emu.add_fault(count=2, status=503, path_prefix="/api/v4/account")
     emu.add_fault(count=1, status=None, drop=True, path_prefix="/api/v4/account")
 
-    assert api.account()["timezone"] == "Europe/Moscow"
+    assert api.account_timezone() == "Europe/Moscow"
     assert emu.requests()["counts"]["GET /api/v4/account"] == 4
 
 

@@ -45,8 +45,9 @@ def test_given_no_credentials_when_requesting_then_401_with_basic_challenge(emu)
     assert r.status_code == 401
 
 
-def test_given_no_format_when_requesting_then_406_odata_error(emu, http):
-    r = http.get(f"{emu.odata_url}Catalog_Сотрудники", headers={"Accept": "application/atom+xml"})
+def test_given_a_write_without_format_when_sent_then_406_odata_error(emu, http):
+    r = http.post(f"{emu.odata_url}Catalog_Клиенты", json={"Description": "X"},
+                  headers={"Accept": "application/atom+xml"})
     assert r.status_code == 406 and "$format=json" in r.json()["odata.error"]["message"]["value"]
 
 
@@ -79,10 +80,12 @@ def test_given_a_schedule_document_when_read_by_key_then_its_tabular_section_is_
     r = http.get(url(emu, f"Document_УстановкаГрафиковРаботы(guid'{seed.SCHEDULE_REF}')"))
     doc = r.json()
     assert (doc["Number"], doc["Date"], doc["МесяцГрафика"], doc["Posted"]) == (
-        "00000000006", "2021-12-08T00:00:00", "2021-12-01T00:00:00", True)
+        emu.number(6, "Document_УстановкаГрафиковРаботы"), "2021-12-08T00:00:00", "2021-12-01T00:00:00", True)
     assert doc["odata.metadata"].endswith("#Document_УстановкаГрафиковРаботы/@Element")
     line = doc["ГрафикиРаботы"][0]
-    assert set(line) == {"Ref_Key", "LineNumber", "Сотрудник_Key", "Дата", "ВремяНачала", "ВремяОкончания"}
+    assert set(line) == {"Ref_Key", "LineNumber", "Сотрудник_Key", "Сотрудник@navigationLinkUrl", "Дата",
+                         "ВремяНачала", "ВремяОкончания"}
+    assert line["LineNumber"] == "1"  # Edm.Int64, sent as a JSON string
 
 
 @pytest.mark.parametrize("flt", ["Description eq 'O'Brien'", "Description eq", "(Code eq '1'",

@@ -139,7 +139,7 @@ def test_given_the_cli_when_listing_doctors_and_times_then_seed_output(onec_emu,
     assert capsys.readouterr().out.splitlines()[:6] == ["8:15", "8:20", "8:25", "8:30", "8:35", "8:40"]
     assert cli_main(["--config", cfg, "slots", "22.12.2021", "--doctor", EFIMOVA, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["doctor"] == EFIMOVA and data["free"][:2] == ["8:15", "8:20"]
+    assert data["doctor"] == EFIMOVA and data["times"][:2] == ["8:15", "8:20"]
     assert data["working_hours"] == [["8:15", "13:00"]]
     assert cli_main(["--config", cfg, "slots", "22.12.2021", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"date": "2021-12-22", "doctors": [EFIMOVA, ISHAEVA]}

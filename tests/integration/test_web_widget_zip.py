@@ -16,11 +16,12 @@ from amo1c_sync.cli import main as cli_main
 from amo1c_sync.commands.widget import IMAGES, REQUIRED_WIDGET_KEYS, png_size
 
 WIDGET = Path(__file__).resolve().parents[2] / "widget"
+SUPPORT = "it@clinic-test.ru"
 
 
 def test_given_the_shipped_widget_when_built_then_the_zip_has_a_valid_manifest_at_its_root(tmp_path, capsys):
     out = tmp_path / "dist" / "widget.zip"
-    assert cli_main(["widget", "build", "--out", str(out)]) == 0
+    assert cli_main(["widget", "build", "--support-email", SUPPORT, "--out", str(out)]) == 0
     assert str(out) in capsys.readouterr().out
     with zipfile.ZipFile(out) as zf:
         names = zf.namelist()
@@ -51,8 +52,8 @@ def test_given_the_shipped_widget_when_built_then_the_zip_has_a_valid_manifest_a
 
 def test_given_two_builds_of_the_same_files_then_the_zips_are_identical(tmp_path):
     a, b = tmp_path / "a.zip", tmp_path / "b.zip"
-    assert cli_main(["widget", "build", "--out", str(a)]) == 0
-    assert cli_main(["widget", "build", "--out", str(b)]) == 0
+    assert cli_main(["widget", "build", "--support-email", SUPPORT, "--out", str(a)]) == 0
+    assert cli_main(["widget", "build", "--support-email", SUPPORT, "--out", str(b)]) == 0
     assert a.read_bytes() == b.read_bytes()
 
 
@@ -78,7 +79,7 @@ def test_given_a_broken_widget_when_built_then_exit_1_naming_the_problem(tmp_pat
     src = _broken_copy(tmp_path, edit)
     monkeypatch.setenv("AMO1C_WIDGET_DIR", str(src))
     out = tmp_path / "widget.zip"
-    assert cli_main(["widget", "build", "--out", str(out)]) == 1
+    assert cli_main(["widget", "build", "--support-email", SUPPORT, "--out", str(out)]) == 1
     assert expected in capsys.readouterr().err
     assert not out.exists()
 
@@ -91,7 +92,7 @@ def _edit_manifest(src: Path, change) -> None:
 
 def test_given_the_installed_command_when_widget_build_then_it_works_from_a_shell(tmp_path):
     out = tmp_path / "widget.zip"
-    proc = subprocess.run([sys.executable, "-m", "amo1c_sync", "widget", "build", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "amo1c_sync", "widget", "build", "--support-email", SUPPORT, "--out", str(out)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     with zipfile.ZipFile(io.BytesIO(out.read_bytes())) as zf:
@@ -105,3 +106,26 @@ def test_given_the_script_then_node_parses_it_when_node_is_there():
     proc = subprocess.run([node, "--check", str(WIDGET / "script.js")], capture_output=True, text=True,
                           timeout=30)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    ([], "widget.support is still a placeholder (https://example.com/amo1c-sync/support, support@example.com)"),
+    (["--support-email", "help@example.com"], "still a placeholder (help@example.com)"),
+    (["--support-email", "not-an-address"], '--support-email "not-an-address" is not an e-mail address'),
+    (["--support-url", "ftp://x"], '--support-url "ftp://x" is not an http(s) address'),
+])
+def test_given_no_real_support_contact_when_widget_build_then_it_refuses_and_says_what_to_pass(
+        tmp_path, capsys, args, expected):
+    out = tmp_path / "widget.zip"
+    assert cli_main(["widget", "build", *args, "--out", str(out)]) == 1
+    assert expected in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_given_a_support_contact_when_widget_build_then_the_zip_carries_it(tmp_path):
+    out = tmp_path / "widget.zip"
+    assert cli_main(["widget", "build", "--support-email", "it@clinic-test.ru", "--support-url",
+                     "https://clinic-test.ru/help", "--out", str(out)]) == 0
+    with zipfile.ZipFile(out) as zf:
+        support = json.loads(zf.read("manifest.json").decode("utf-8"))["widget"]["support"]
+    assert support == {"link": "https://clinic-test.ru/help", "email": "it@clinic-test.ru"}

@@ -1,6 +1,7 @@
 """What `pip install` (a wheel, not the checkout) must carry: every package, the migrations, the
 widget; and what it must not: the test rig."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,9 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
+    """Built from a copy without build/: setuptools reuses a checkout's build/lib, so modules that
+    were moved away since the last build would reappear in the wheel."""
     out = tmp_path_factory.mktemp("wheel")
+    src = tmp_path_factory.mktemp("src") / "amo1c-sync"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        "build", ".venv", "*.egg-info", ".git", "__pycache__", ".pytest_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                    "-w", str(out), str(ROOT)], check=True, timeout=300)
+                    "-w", str(out), str(src)], check=True, timeout=300)
     return next(out.glob("amo1c_sync-*.whl"))
 
 
@@ -26,6 +32,9 @@ def test_given_the_wheel_when_listed_then_it_carries_the_migrations_and_the_widg
     assert any(n.startswith("amo1c_sync/_migrations/versions/0001_") for n in names)
     assert {"amo1c_sync/_widget/manifest.json", "amo1c_sync/_widget/script.js",
             "amo1c_sync/_widget/images/logo.png"} <= names
+    # `amo1c-sync init` writes these two; the root is mapped for sync.ini and nothing else
+    assert {"amo1c_sync/_example/sync.ini", "amo1c_sync/_systemd/amo1c-sync.service"} <= names
+    assert [n for n in names if n.startswith("amo1c_sync/_example/")] == ["amo1c_sync/_example/sync.ini"]
 
 
 def test_given_the_wheel_when_listed_then_it_has_no_testing_package_and_no_tests(wheel):

@@ -145,3 +145,33 @@ def test_given_settings_when_building_from_settings_then_names_and_timeouts_are_
     assert gw.timeout == (3, 40)
     assert gw.names.zayavka_lead == "НомерЛида"
     assert gw.root.endswith("/clinic/odata/standard.odata/")
+
+
+def _greedy_batches(refs, make_query, prefix):
+    """The obvious packing: add refs while the target fits (renders once per ref)."""
+    out, chunk = [], []
+    for ref in dict.fromkeys(str(uuid.UUID(r)) for r in refs):
+        flt = q.or_(*(q.eq("Ref_Key", q.Guid(x)) for x in chunk + [ref]))
+        if prefix + len(make_query(flt).target()) < q.MAX_TARGET_BYTES:
+            chunk.append(ref)
+        else:
+            out.append(chunk)
+            chunk = [ref]
+    return out + ([chunk] if chunk else [])
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 28, 29, 30, 58, 59, 2_000])
+def test_given_refs_when_batching_then_chunks_equal_the_greedy_packing_with_one_render_per_chunk(count):
+    refs = [str(uuid.UUID(int=i + 1)) for i in range(count)]
+    prefix = len("/clinic/odata/standard.odata/")
+    renders = []
+
+    def make_query(flt):
+        renders.append(flt)
+        return q.Query("Document_Заявка", filter=q.and_(flt, q.eq("DeletionMark", False)),
+                       select=("Ref_Key", "НомерAmoCRM"))
+
+    batches = list(q.ref_batches(refs, make_query, prefix_bytes=prefix))
+    rendered = len(renders)
+    assert [chunk for chunk, _ in batches] == _greedy_batches(refs, make_query, prefix)
+    assert rendered <= 3 + len(batches)  # three probes, then one render per chunk

@@ -18,6 +18,8 @@ def _package_folders() -> set[str]:
     found = set(find_packages(str(ROOT), include=["amo1c_sync*"]))
     for name, folder in _setuptools().get("package-dir", {}).items():
         found.add(name)
+        if Path(folder) == Path("."):
+            continue  # the root is mapped for sync.ini alone (package-data); nothing under it is shipped
         base = ROOT / folder
         found |= {".".join((name, *d.relative_to(base).parts)) for d in base.rglob("*")
                   if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))}

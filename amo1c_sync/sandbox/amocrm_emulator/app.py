@@ -37,7 +37,7 @@ class AmoCRMEmulator(LoopbackEmulator):
         self.book = LeadBook(timezone=timezone, account_id=account_id, lead_fields=lead_fields)
         self.tokens = Tokens(client_id=client_id, client_secret=client_secret, redirect_uri=redirect_uri,
                              access_token_ttl=access_token_ttl, refresh_token_ttl=refresh_token_ttl,
-                             long_lived_token=long_lived_token)
+                             long_lived_token=long_lived_token, account_id=account_id)
         self.limiter = RateLimiter(rate_limit, block_after, block_window, block_seconds)
         self.api = AmoAPI(self.book, self.tokens, self.limiter, subdomain=subdomain)
         self.control = AmoControl(self.book, self.tokens, self.limiter)

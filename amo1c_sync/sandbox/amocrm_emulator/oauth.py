@@ -1,12 +1,24 @@
 """OAuth 2 as amoCRM runs it: authorization codes (20 minutes), access tokens that expire,
 single-use refresh tokens (a reuse answers 401 ``"hint": "Token has been revoked"`` and is
-counted), and long-lived tokens (private integrations) that never expire."""
+counted), and long-lived tokens (private integrations) that never expire here.
+
+Access and long-lived tokens are JWTs, ``header.payload.signature`` in base64url, as amoCRM
+issues them: header ``{"typ": "JWT", "alg": "RS256", "jti"}``, payload ``aud`` (the client id),
+``jti``, ``iat``, ``nbf``, ``exp``, ``sub`` (the user), ``grant_type``, ``account_id``,
+``base_domain``, ``version``, ``scopes``, ``hash_uuid``, ``api_domain`` — the claims of a real
+token published in yosytone/roistat_task src/config.php. Clients such as Krukov/amocrm_api
+(amocrm/v2/tokens.py) decode ``exp`` before each call. The signature here is random bytes: nobody
+outside amoCRM holds its key, so clients never verify it.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import threading
 import time
+import uuid
 
 from amo1c_sync.sandbox.amocrm_emulator.problems import Problem
 
@@ -19,7 +31,9 @@ def oauth_problem(hint: str, status: int = 401) -> Problem:
 
 class Tokens:
     def __init__(self, *, client_id: str, client_secret: str, redirect_uri: str,
-                 access_token_ttl: int, refresh_token_ttl: int, long_lived_token: str | None = None):
+                 access_token_ttl: int, refresh_token_ttl: int, long_lived_token: str | None = None,
+                 account_id: int = 29000001, user_id: int = 8000001):
+        self.account_id, self.user_id = account_id, user_id
         self.client_id, self.client_secret, self.redirect_uri = client_id, client_secret, redirect_uri
         self.access_token_ttl, self.refresh_token_ttl = access_token_ttl, refresh_token_ttl
         self._lock = threading.Lock()
@@ -59,14 +73,25 @@ class Tokens:
 
     def long_lived(self) -> str:
         with self._lock:
-            tok = "ll." + secrets.token_urlsafe(48)
+            now = int(time.time())
+            tok = self.jwt(now, now + 5 * 365 * 86400, grant_type="")  # amoCRM offers up to 5 years
             self._access[tok] = float("inf")
             return tok
 
+    def jwt(self, iat: int, exp: int, *, grant_type: str) -> str:
+        jti = secrets.token_hex(40)
+        header = {"typ": "JWT", "alg": "RS256", "jti": jti}
+        payload = {"aud": self.client_id, "jti": jti, "iat": iat, "nbf": iat, "exp": exp,
+                   "sub": str(self.user_id), "grant_type": grant_type, "account_id": self.account_id,
+                   "base_domain": "amocrm.ru", "version": 2, "scopes": ["crm", "files", "notifications"],
+                   "hash_uuid": str(uuid.uuid4()), "api_domain": "api-b.amocrm.ru"}
+        return ".".join(_b64url(part) for part in (json.dumps(header).encode(), json.dumps(payload).encode(),
+                                                   secrets.token_bytes(256)))
+
     def _new_pair(self) -> dict:
-        access = "at." + secrets.token_urlsafe(48)
-        refresh = "rt." + secrets.token_urlsafe(48)
         now = time.time()
+        access = self.jwt(int(now), int(now) + self.access_token_ttl, grant_type="authorization_code")
+        refresh = "def502" + secrets.token_hex(200)  # opaque, as amoCRM's refresh tokens are
         self._access[access] = now + self.access_token_ttl
         self._refresh[refresh] = {"used": False, "expires_at": now + self.refresh_token_ttl}
         return {"token_type": "Bearer", "expires_in": self.access_token_ttl,
@@ -105,3 +130,7 @@ class Tokens:
         rt["used"] = True
         self.refresh_count += 1
         return self._new_pair()
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")

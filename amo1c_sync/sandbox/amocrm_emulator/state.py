@@ -1,7 +1,10 @@
 """The account's data: lead fields (with select options), leads, notes.
 
-``updated_at`` is bumped on every change of a lead, strictly increasing across the account
-(``max(now, last + 1)``), so that ordering by it is well defined. Adding a note does NOT bump it.
+``updated_at`` is the wall-clock second of a lead's last change (``clock``, injectable), and
+every lead written by one request shares it: ties are normal, as in amoCRM, where a batch PATCH
+stamps all its leads with one second and busy accounts have many leads on the same second (the
+API gives ``updated_at`` as an int unix timestamp, whole seconds: the leads reference,
+https://www.amocrm.ru/developers/content/crm_platform/leads-api). Adding a note does NOT bump it.
 Date fields are stored as the unix time of midnight in the account's time zone.
 """
 
@@ -12,7 +15,7 @@ import threading
 import time
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from zoneinfo import ZoneInfo
 
 from werkzeug.exceptions import NotFound
@@ -61,7 +64,7 @@ class LeadBook:
         self._next_enum_id = 5000001
         self._next_lead_id = 30000001
         self._next_note_id = 70000001
-        self._last_updated_at = 0
+        self.clock: Callable[[], float] = time.time
         for name, ftype, options in lead_fields:
             self.add_field(name, ftype, options)
 
@@ -107,7 +110,7 @@ class LeadBook:
         with self.lock:
             lid = self._next_lead_id
             self._next_lead_id += 1
-            now = int(time.time())
+            now = int(self.clock())
             self.leads[lid] = {"id": lid, "name": name or f"Сделка #{lid}", "price": 0,
                                "created_at": now, "updated_at": now, "deleted": False,
                                "cf": {}, "notes": []}
@@ -139,10 +142,8 @@ class LeadBook:
             raise NotFound(f"lead {lead_id} does not exist")
         return lead
 
-    def bump(self, lead: dict) -> None:
-        ts = max(int(time.time()), self._last_updated_at + 1)
-        self._last_updated_at = ts
-        lead["updated_at"] = ts
+    def bump(self, lead: dict, second: int | None = None) -> None:
+        lead["updated_at"] = int(self.clock()) if second is None else second
 
     def midnight(self, d: date) -> int:
         return int(datetime(d.year, d.month, d.day, tzinfo=self.tz).timestamp())
@@ -228,7 +229,7 @@ class LeadBook:
                 changes.append((rid, change))
             if all_errors:
                 raise validation.failed(all_errors)
-            out = []
+            out, second = [], int(self.clock())  # one request, one updated_at for all its leads
             for rid, change in changes:
                 lead = self.leads[change["id"]]
                 if "name" in change:
@@ -240,7 +241,7 @@ class LeadBook:
                         lead["cf"].pop(fid, None)
                     else:
                         lead["cf"][fid] = values
-                self.bump(lead)
+                self.bump(lead, second)
                 out.append((rid, lead))
             return out
 
@@ -268,11 +269,27 @@ class LeadBook:
             for i, item in enumerate(items):
                 eid = entity_id if entity_id is not None else item["entity_id"]
                 note = {"id": self._next_note_id, "entity_id": eid, "note_type": item["note_type"],
-                        "params": {"text": item["params"]["text"]}, "created_at": int(time.time())}
+                        "params": {"text": item["params"]["text"]}, "created_at": int(self.clock())}
                 self._next_note_id += 1
                 self.leads[eid]["notes"].append(note)
                 out.append((str(item.get("request_id", i)), note))
             return out
+
+    def create_fields(self, items: list) -> list[dict]:
+        """``POST /api/v4/leads/custom_fields``: all of them, or none when one is invalid."""
+        with self.lock:
+            all_errors = [{"request_id": str(i), "errors": errs}
+                          for i, errs in ((i, validation.field_create(x)) for i, x in enumerate(items)) if errs]
+            if all_errors:
+                raise validation.failed(all_errors)
+            created = []
+            for item in items:
+                enums = sorted(item.get("enums") or [], key=lambda e: e.get("sort", 0))
+                fid = self.add_field(item["name"].strip(), item["type"], [e["value"] for e in enums])
+                if isinstance(item.get("sort"), int):
+                    self.fields_by_id[fid]["sort"] = item["sort"]
+                created.append(self.fields_by_id[fid])
+            return created
 
     def patch_fields(self, items: list) -> list[dict]:
         with self.lock:

@@ -9,6 +9,10 @@ from typing import Any
 from amo1c_sync.sandbox.amocrm_emulator.problems import Problem, validation_failed
 
 ENUM_TYPES = {"select", "multiselect", "radiobutton"}
+# lead field types amoCRM creates through the API (its documented list of field types)
+FIELD_TYPES = {"text", "numeric", "checkbox", "select", "multiselect", "date", "url", "textarea",
+               "radiobutton", "streetaddress", "birthday", "date_time", "price", "category",
+               "legal_entity", "tracking_data", "monetary", "file", "smart_address"}
 
 
 def failed(errors: list[dict]) -> Problem:
@@ -178,6 +182,23 @@ def field_patch(field: dict | None, item: Any) -> list[dict]:
             errors.extend(_enum_errors(field, enums))
     if "name" in item and not isinstance(item["name"], str):
         errors.append(_wrong_type("name", "string"))
+    return errors
+
+
+def field_create(item: Any) -> list[dict]:
+    """Errors of one item of ``POST /api/v4/leads/custom_fields``."""
+    if not isinstance(item, dict):
+        return [_wrong_type("", "object")]
+    errors = []
+    if not isinstance(item.get("name"), str) or not item["name"].strip():
+        errors.append(_err("NotBlank", "name", "This value should not be blank."))
+    if item.get("type") not in FIELD_TYPES:
+        errors.append(_not_a_choice("type"))
+    enums = item.get("enums")
+    if enums is not None and item.get("type") not in ENUM_TYPES:
+        errors.append(_err("InvalidType", "enums", "This field has no enums."))
+    elif enums is not None:
+        errors.extend(_enum_errors({"enums": []}, enums if isinstance(enums, list) else [None]))
     return errors
 
 

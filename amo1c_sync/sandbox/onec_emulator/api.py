@@ -6,15 +6,20 @@ publication is. Cyrillic names arrive percent-encoded (UTF-8).
 * Entity sets ``Catalog_…``, ``Document_…`` and tabular sections ``Document_…_<ТЧ>`` (read-only,
   rows carry the owner's ``Ref_Key`` and ``LineNumber``); tabular sections also appear as arrays
   inside the document.
-* ``$format=json`` (or ``Accept: application/json``) is required. Without it real 1C answers Atom
-  XML; this emulator answers **406** with an ``odata.error`` body instead.
-* ``$filter`` (:mod:`.filters`), ``$select``, ``$top``, ``$skip``, ``$orderby`` (``asc``/``desc``,
-  several keys), ``$inlinecount=allpages``. Paging is client-driven (no ``odata.nextLink``).
+* ``$format=json`` (or ``Accept: application/json``) gives JSON; without it reads answer Atom XML
+  (:mod:`.atom`), as 1C does. Writes (POST/PATCH) take JSON only here (406 otherwise).
+* ``$filter`` (:mod:`.filters`), ``$select`` and ``$expand`` (:mod:`.views`), ``$top``, ``$skip``,
+  ``$orderby`` (``asc``/``desc``, several keys), ``$inlinecount=allpages`` — which makes 1C
+  ignore ``$top`` and ``$skip`` («Использование параметра $inlinecount приводит к игнорированию
+  параметров $skip и $top», the 1C OData docs 17.4.6.2, see :mod:`.schema`) — and ``Set/$count``,
+  the bare number (17.4.6.1). Paging is client-driven (no ``odata.nextLink``).
+* ``Set(guid'…')/X`` (a navigation property) answers the object the reference ``X_Key`` points to.
 * The service root lists the entity sets: ``{"odata.metadata": …, "value": [{"name", "url"}]}``;
   ``$metadata``: :mod:`.metadata`.
 * ``POST`` set -> 201 with the full object; ``PATCH`` set(guid'…') -> 200 with the full object
   (``Posted`` cannot be written: 400); ``DELETE`` -> 204;
-  ``POST Document_X(guid'…')/Post?PostingModeOperational=false`` and ``/Unpost`` -> 200, empty body;
+  ``POST Document_X(guid'…')/Post?PostingModeOperational=false`` and ``/Unpost`` -> 200, empty body,
+  with or without ``$format`` (the docs' URL for it has none, 17.4.13.1.7);
   posting a document marked for deletion -> 500 ``odata.error``.
 * Errors: ``{"odata.error":{"code":"…","message":{"lang":"ru","value":"…"}}}``; codes used here:
   14 parse error (400), 6 not found (404), 13 unsupported operation (400), -1 internal (500).
@@ -38,6 +43,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from amo1c_sync.sandbox.onec_emulator import atom, views
 from amo1c_sync.sandbox.onec_emulator.errors import ODataError, json_response
 from amo1c_sync.sandbox.onec_emulator.filters import (
     DATETIME_TEXT, _evaluate, _key_lookup, _norm_str, _order_key, _truth, parse_filter)
@@ -105,21 +111,22 @@ class OData:
             time.sleep(self.cold_start_ms / 1000.0)
 
     @staticmethod
-    def _require_json(request: Request) -> None:
+    def _json(request: Request) -> bool:
         fmt = request.args.get("$format")
         if fmt is not None:
-            wants = fmt.lower() in ("json", "application/json")
-        else:
-            wants = "application/json" in request.headers.get("Accept", "")
-        if not wants:
-            raise ODataError(406, "14", "Эмулятор отдаёт только JSON: укажите $format=json "
-                                        "(реальная 1С без него отвечает в формате Atom XML)")
+            return fmt.lower().split(";")[0] in ("json", "application/json")
+        return "application/json" in request.headers.get("Accept", "")
+
+    def _require_json(self, request: Request) -> None:
+        if not self._json(request):
+            raise ODataError(406, "14", "Эмулятор принимает запись только в JSON: укажите $format=json")
 
     # ------------------------------------------------------------------ routes
     def _h_service_root(self, request: Request, root: str) -> Response:
         if request.method != "GET":
             raise ODataError(400, "13", f"Метод {request.method} не поддерживается")
-        self._require_json(request)
+        if not self._json(request):
+            return atom.service(root, self.base.all_sets())
         return json_response({"odata.metadata": root + "$metadata",
                               "value": [{"name": s, "url": s} for s in self.base.all_sets()]})
 
@@ -127,7 +134,8 @@ class OData:
         return metadata_response(self.base)
 
     def _h_resource(self, request: Request, root: str, resource: str) -> Response:
-        self._require_json(request)
+        if request.method in ("POST", "PATCH", "MERGE", "PUT"):
+            self._require_json(request)
         set_name, ref = _split_key(resource)
         etype, ts = self.base.resolve_set(set_name)
         with self.base.lock:
@@ -141,9 +149,14 @@ class OData:
             return self._entity(request, root, etype, ref)
 
     def _h_action(self, request: Request, root: str, resource: str, action: str) -> Response:
-        self._require_json(request)
         set_name, ref = _split_key(resource)
         etype, ts = self.base.resolve_set(set_name)
+        if action == "$count" and ref is None and request.method == "GET":
+            return self._count(request, etype, ts)
+        if request.method == "GET" and ref is not None and ts is None:
+            with self.base.lock:
+                target, row = views.navigate(self.base, etype, ref, action)
+                return self._one(request, root, target, row, views.Shape())
         if request.method != "POST" or ref is None or ts is not None or action not in ("Post", "Unpost"):
             raise ODataError(400, "13", f"Операция {action} не поддерживается")
         if etype.kind != "Document":
@@ -155,6 +168,25 @@ class OData:
                 self.base.unpost(set_name, ref)
         return Response(b"", status=200)
 
+    def _count(self, request: Request, etype: EntityType, ts: str | None) -> Response:
+        """``Set/$count``: «только число элементов коллекции, отформатированное как обычное число»."""
+        with self.base.lock:
+            if ts is None:
+                rows, types = list(self.base.data[etype.name].values()), etype.fields
+            else:
+                rows, types = self.base.ts_rows(etype, ts), self.base.ts_types(etype, ts)
+            flt = request.args.get("$filter")
+            if flt is not None:
+                tree = parse_filter(flt, lambda name: name in types)
+                rows = [r for r in rows if _truth(_evaluate(tree, r, types))]
+            return Response(str(len(rows)), content_type="text/plain;charset=utf-8")
+
+    def _one(self, request: Request, root: str, etype: EntityType, row: dict, shape: "views.Shape") -> Response:
+        if not self._json(request):
+            return atom.entry(root, etype.name, etype, views.entity(self.base, etype, row, shape))
+        return json_response({"odata.metadata": f"{root}$metadata#{etype.name}/@Element",
+                              **views.entity(self.base, etype, row, shape)})
+
     def _collection(self, request: Request, root: str, etype: EntityType) -> Response:
         if request.method == "GET":
             return self._query(request, root, etype.name, list(self.base.data[etype.name].values()),
@@ -162,22 +194,25 @@ class OData:
         if request.method == "POST":
             values, tabular = self._body(request, etype, creating=True)
             row = self.base.insert(etype.name, values, tabular=tabular)
-            return json_response({"odata.metadata": f"{root}$metadata#{etype.name}/@Element", **row}, 201)
+            return json_response({"odata.metadata": f"{root}$metadata#{etype.name}/@Element",
+                                  **views.entity(self.base, etype, row, views.Shape())}, 201)
         raise ODataError(400, "13", f"Метод {request.method} не поддерживается для {etype.name}")
 
     def _entity(self, request: Request, root: str, etype: EntityType, ref: str) -> Response:
         method, element = request.method, f"{root}$metadata#{etype.name}/@Element"
         row = self.base.find(etype.name, ref)
         if method == "GET":
-            return json_response({"odata.metadata": element,
-                                  **_project(row, _select(request, etype.fields, etype))})
+            shape = views.parse_shape(request.args.get("$select"), request.args.get("$expand"), etype,
+                                      etype.fields, single=True)
+            return self._one(request, root, etype, row, shape)
         if method in ("PATCH", "MERGE"):
             values, tabular = self._body(request, etype, creating=False)
+            self.base.pad(etype, values)
             row.update(values)
             for name, lines in tabular.items():
                 row[name] = self.base.lines(ref, lines)
             self.base.touch(row)
-            return json_response({"odata.metadata": element, **row})
+            return json_response({"odata.metadata": element, **views.entity(self.base, etype, row, views.Shape())})
         if method == "DELETE":
             del self.base.data[etype.name][ref]
             return Response(b"", status=204)
@@ -190,21 +225,32 @@ class OData:
         etype = self.base.schema.get(set_name)
         flt = args.get("$filter")
         tree = parse_filter(flt, lambda name: name in types) if flt is not None else None
-        select = _select(request, types, etype)
+        shape = views.parse_shape(args.get("$select"), args.get("$expand"), etype, types)
         keys = _key_lookup(tree) if tree is not None else None
         if keys is not None:
             rows = [r for r in rows if _norm_str(str(r.get("Ref_Key") or "")) in keys]
         elif tree is not None:
             rows = [r for r in rows if _truth(_evaluate(tree, r, types))]
         rows = _ordered(rows, args.get("$orderby"), types)
-        count = len(rows)
         skip, top = _paging(args)
-        rows = rows[skip:] if top is None else rows[skip:skip + top]
+        count = len(rows) if args.get("$inlinecount") == "allpages" else None
+        if count is None:  # with $inlinecount=allpages 1C ignores $skip and $top
+            rows = rows[skip:] if top is None else rows[skip:skip + top]
+        out = [self._row(etype, set_name, r, shape) for r in rows]
+        if not self._json(request):
+            return atom.feed(root, set_name, etype, out, count)
         body: dict[str, Any] = {"odata.metadata": f"{root}$metadata#{set_name}"}
-        if args.get("$inlinecount") == "allpages":
+        if count is not None:
             body["odata.count"] = str(count)
-        body["value"] = [_project(r, select) for r in rows]
+        body["value"] = out
         return json_response(body)
+
+    def _row(self, etype: EntityType | None, set_name: str, row: dict, shape: "views.Shape") -> dict:
+        if etype is not None:
+            return views.entity(self.base, etype, row, shape)
+        owner, ts = self.base.resolve_set(set_name)
+        line = views.section_row(owner, ts, row)
+        return line if shape.top is None else {k: line[k] for k in shape.top if k in line}
 
     # ------------------------------------------------------------------ writing
     def _body(self, request: Request, etype: EntityType, *, creating: bool) -> tuple[dict, dict]:
@@ -246,24 +292,6 @@ def _split_key(resource: str) -> tuple[str, str | None]:
         return set_name, str(uuid.UUID(km.group(1)))
     except ValueError:
         raise ODataError(400, "14", f"Неверный литерал типа Guid: {km.group(1)}")
-
-
-def _select(request: Request, types: dict[str, str], etype: EntityType | None = None) -> list[str] | None:
-    raw = request.args.get("$select")
-    if raw is None or raw.strip() in ("", "*"):
-        return None
-    names = [s.strip() for s in raw.split(",")]
-    allowed = set(types) | (set(etype.tabular) if etype else set())
-    for name in names:
-        if name not in allowed:
-            raise ODataError(400, "14", f"Ошибка разбора $select: неизвестное поле {name}")
-    return names
-
-
-def _project(row: dict, select: list[str] | None) -> dict:
-    if select is None:
-        return dict(row)
-    return {k: row[k] for k in select if k in row}
 
 
 def _ordered(rows: list[dict], orderby: str | None, types: dict[str, str]) -> list[dict]:

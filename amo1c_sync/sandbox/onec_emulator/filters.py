@@ -201,8 +201,8 @@ def _evaluate(node, row: dict, types: dict[str, str]):
         name = node[1]
         kind = types.get(name, "string")
         value = row.get(name)
-        if kind == "number" and value is not None:
-            value = Decimal(str(value))
+        if kind in ("number", "int64") and value is not None:
+            return ("number", Decimal(str(value)))
         return (kind, value)
     if op == "and":
         return ("bool", _truth(_evaluate(node[1], row, types)) and _truth(_evaluate(node[2], row, types)))
@@ -270,7 +270,7 @@ def _order_key(kind: str, value: Any):
         return (0, "")
     if kind == "string":
         return (1, _norm_str(value))
-    if kind == "number":
+    if kind in ("number", "int64"):
         return (1, Decimal(str(value)))
     return (1, value)
 

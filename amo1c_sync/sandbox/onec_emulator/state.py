@@ -31,7 +31,9 @@ from amo1c_sync.sandbox.onec_emulator.schema import (
 class OneCBase:
     """Every object of the base by entity set and ``Ref_Key``, behind one lock."""
 
-    def __init__(self, names: OneCNames, *, timezone: str, next_zayavka_number: int, seed: bool):
+    def __init__(self, names: OneCNames, *, timezone: str, next_zayavka_number: int, seed: bool,
+                 seed_defaults: bool = True, number_prefix: str = ""):
+        self.number_prefix = number_prefix
         self.lock = threading.RLock()
         self.names = names
         self.base_ref_mode = names.base_ref_mode
@@ -42,7 +44,7 @@ class OneCBase:
         self._counters[names.zayavka] = next_zayavka_number - 1
         self._version = 0
         if seed:
-            self.load_seed()
+            self.load_seed(defaults=seed_defaults)
 
     # ------------------------------------------------------------------ entity sets
     def all_sets(self) -> list[str]:
@@ -63,7 +65,7 @@ class OneCBase:
 
     @staticmethod
     def ts_types(etype: EntityType, ts: str) -> dict[str, str]:
-        return {"Ref_Key": "guid", "LineNumber": "number", **etype.tabular[ts]}
+        return {"Ref_Key": "guid", "LineNumber": "int64", **etype.tabular[ts]}
 
     def ts_rows(self, etype: EntityType, ts: str) -> list[dict]:
         return [line for row in self.data[etype.name].values() for line in row[ts]]
@@ -78,7 +80,8 @@ class OneCBase:
 
     def _next_number(self, etype: EntityType) -> str:
         self._counters[etype.name] += 1
-        return str(self._counters[etype.name]).zfill(etype.number_width)
+        prefix = self.number_prefix if etype.kind == "Document" else ""
+        return etype.format_number(self._counters[etype.name], prefix)
 
     def insert(self, set_name: str, values: dict, *, tabular: dict[str, list[dict]] | None = None) -> dict:
         """Create an object (already validated values). Caller holds the lock."""
@@ -87,6 +90,7 @@ class OneCBase:
         if etype.kind == "Document" and etype.name == self.names.services and self.base_ref_mode == "composite":
             row[f"{self.names.services_base}_Type"] = "StandardODATA.Undefined"
         row.update(values)
+        self.pad(etype, row)
         if row["Ref_Key"] == EMPTY_REF:
             row["Ref_Key"] = str(uuid.uuid4())
         if row["Ref_Key"] in self.data[set_name]:
@@ -101,6 +105,13 @@ class OneCBase:
         row["DataVersion"] = self.next_version()
         self.data[set_name][row["Ref_Key"]] = row
         return row
+
+    @staticmethod
+    def pad(etype: EntityType, values: dict) -> None:
+        """Fixed-length strings as 1C keeps them: cut to the length, padded with spaces."""
+        for name, length in etype.fixed.items():
+            if isinstance(values.get(name), str):
+                values[name] = values[name][:length].ljust(length)
 
     @staticmethod
     def lines(ref: str, lines: list[dict]) -> list[dict]:
@@ -142,14 +153,16 @@ class OneCBase:
         return row["Description"] if row else None
 
     # ------------------------------------------------------------------ the seed, and what a person does in 1C
-    def load_seed(self) -> None:
+    def load_seed(self, *, defaults: bool = True) -> None:
+        """The seed's base. ``defaults=False``: without «Клиент из AmoCRM» and «Номенклатура
+        AmoCRM», as a base is before the integration's set-up (`setup 1c --create-defaults`)."""
         n = self.names
         with self.lock:
             for i, name in enumerate(seed_data.DOCTORS, 1):
                 self.insert(n.doctors, {"Ref_Key": seed_data.DOCTOR_REFS[name], "Description": name})
-            for ref, name in seed_data.CLIENTS:
+            for ref, name in seed_data.CLIENTS if defaults else ():
                 self.insert(n.clients, {"Ref_Key": ref, "Description": name})
-            for ref, name in seed_data.NOMENCLATURE:
+            for ref, name in seed_data.NOMENCLATURE if defaults else ():
                 self.insert(n.nomenclature, {"Ref_Key": ref, "Description": name})
             self._counters[n.schedules] = int(seed_data.SCHEDULE_NUMBER) - 1
             self.add_schedule(
@@ -208,7 +221,7 @@ class OneCBase:
                             "client": self.name_of(n.clients, row[n.zayavka_client]),
                             "doctor": self.name_of(n.doctors, row[n.zayavka_doctor]),
                             "start": at(row[n.zayavka_start]), "end": at(row[n.zayavka_end]),
-                            "lead": row[n.zayavka_lead], "posted": row["Posted"],
+                            "lead": row[n.zayavka_lead].rstrip(" "), "posted": row["Posted"],
                             "deletion_mark": row["DeletionMark"]})
             out.sort(key=lambda z: z["number"])
             return out
@@ -277,7 +290,7 @@ class OneCBase:
                 out.append({"ref": row["Ref_Key"], "number": row["Number"], "date": row["Date"],
                             "posted": row["Posted"], "deletion_mark": row["DeletionMark"],
                             "amount": str(row[n.services_amount]), "zayavka_ref": base,
-                            "lead": (z[n.zayavka_lead] if z else None), "data_version": row["DataVersion"]})
+                            "lead": (z[n.zayavka_lead].rstrip(" ") if z else None), "data_version": row["DataVersion"]})
             out.sort(key=lambda s: s["number"])
             return out
 
