@@ -26,6 +26,8 @@ when a confirmed one was changed; unchanged data -> «Запись уже зар
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time as _time
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -181,8 +183,10 @@ def _handle(c: _Cycle, lead: dict) -> bool:
 
 
 def _version(lead: dict) -> str:
-    """What the lead looked like, for a recorded failure: amoCRM bumps updated_at on any change."""
-    return str(int(lead.get("updated_at") or 0))
+    """What the lead looked like, for a recorded failure: its updated_at (amoCRM moves it on any
+    change, to the second) and a digest of its field values (a change within that same second)."""
+    values = json.dumps(lead.get("custom_fields_values") or [], sort_keys=True, ensure_ascii=False, default=str)
+    return f"{int(lead.get('updated_at') or 0)}:{hashlib.sha256(values.encode()).hexdigest()[:16]}"
 
 
 def _request_of(c: _Cycle, lead: dict) -> rules.Request:

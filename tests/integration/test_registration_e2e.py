@@ -181,7 +181,7 @@ def test_given_amocrm_refuses_the_patch_after_1c_created_when_lead_changes_and_r
     with store.session() as s:
         s.delete(s.get(Registration, lead_id))
         s.delete(s.get(RetryItem, ("registration", lead_id)))
-    edit_lead(amo_emu, lead_id, **{FLAG: True})
+    edit_lead(amo_emu, lead_id, **{"Время записи": "9:10", FLAG: True})
     result = run(settings, store)
     assert result.ok, result.errors
     assert len(zayavki(onec_emu, lead_id)) == 1 and len(zayavki(onec_emu)) == 1
@@ -196,7 +196,7 @@ def test_given_an_item_error_recorded_when_the_lead_changes_then_it_is_tried_aga
     fault(amo_emu, count=1, status=400, path_prefix="/api/v4/leads", method="PATCH")
     assert run(settings, store).counts["failed"] == 1
     assert run(settings, store).counts["waiting_for_change"] == 1
-    edit_lead(amo_emu, lead_id, **{FLAG: True})
+    edit_lead(amo_emu, lead_id, **{"Время записи": "9:10", FLAG: True})
     result = run(settings, store)
     assert result.ok and result.counts["waiting_for_change"] == 0
     assert _reg(store, lead_id).status == "done" and len(zayavki(onec_emu, lead_id)) == 1
