@@ -154,9 +154,9 @@ def working_list(day: date, working: Sequence[str]) -> str:
 def no_such_doctor_text(answer: UnknownDoctor | NotWorking) -> str:
     """For a person asking for a doctor's free times (CLI, widget): who works that day instead."""
     if isinstance(answer, UnknownDoctor):
-        return f"Врача «{answer.doctor}» нет в 1С. " + working_list(answer.day, answer.working)
-    return (f"Врач «{answer.doctor}» не работает {fmt_day(answer.day)} по графику. "
-            + working_list(answer.day, answer.working))
+        return finish_note(f"Врача «{answer.doctor}» нет в 1С. " + working_list(answer.day, answer.working))
+    return finish_note(f"Врач «{answer.doctor}» не работает {fmt_day(answer.day)} по графику. "
+                       + working_list(answer.day, answer.working))
 
 
 def unknown_doctor_message(doctor: str, day: date, working: Sequence[str]) -> str:
