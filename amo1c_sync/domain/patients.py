@@ -39,11 +39,18 @@ class Phone:
     e164: str  # "+79111234567"
     national: str  # "9111234567": the national significant number, without trunk prefix or code
     display: str  # "+7 911 123-45-67"
+    dialled: str = ""  # "89111234567": the digits as dialled inside the country (trunk prefix)
 
     @property
     def digits(self) -> str:
         """The digits of the full international number («79111234567»)."""
         return self.e164.lstrip("+")
+
+    @property
+    def spellings(self) -> tuple[str, ...]:
+        """The ways a base that keeps a number as digits may hold this one: with the country code,
+        as dialled at home, the bare national number, and E.164 with its «+»."""
+        return tuple(dict.fromkeys(x for x in (self.digits, self.dialled, self.national, self.e164) if x))
 
 
 @dataclass(frozen=True)
@@ -80,9 +87,11 @@ def parse_phone(raw: str, region: str) -> Phone | BadPhone:
     if not phonenumbers.is_valid_number(number):
         return BadPhone(text, "такого номера не бывает (не хватает или лишние цифры?)")
     number.extension = None
-    return Phone(e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+    fmt = phonenumbers.PhoneNumberFormat
+    return Phone(e164=phonenumbers.format_number(number, fmt.E164),
                  national=phonenumbers.national_significant_number(number),
-                 display=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL))
+                 display=phonenumbers.format_number(number, fmt.INTERNATIONAL),
+                 dialled=re.sub(r"\D", "", phonenumbers.format_number(number, fmt.NATIONAL)))
 
 
 def parse_phones(raws: Iterable[str], region: str) -> tuple[tuple[Phone, ...], tuple[BadPhone, ...]]:

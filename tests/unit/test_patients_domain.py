@@ -38,8 +38,16 @@ def client(name: str, code: str, *phones: str, ref: str = "", deleted: bool = Fa
 ])
 def test_given_spellings_of_one_russian_number_when_parsed_then_one_phone(raw):
     phone = parse_phone(raw, "RU")
-    assert phone == Phone(e164="+79111234567", national="9111234567", display="+7 911 123-45-67")
+    assert phone == Phone(e164="+79111234567", national="9111234567", display="+7 911 123-45-67",
+                          dialled="89111234567")
     assert phone.digits == "79111234567"
+
+
+def test_given_a_number_when_spelled_as_digits_then_every_way_a_base_may_keep_it():
+    assert parse_phone("8 (911) 123-45-67", "RU").spellings == (
+        "79111234567", "89111234567", "9111234567", "+79111234567")
+    # a country without a trunk prefix dials the national number as it is
+    assert parse_phone("+39 06 1234 5678", "RU").spellings == ("390612345678", "0612345678", "+390612345678")
 
 
 @pytest.mark.parametrize("raw, reason", [
