@@ -10,8 +10,10 @@ module only normalises and decides. The rules, in order:
 3. a phone matches but no name does -> a family member (relatives share one phone and must stay
    separate patients): a new client with this name and phone;
 4. the name matches and the lead has no (readable) phone -> that client, first by code;
-5. nothing matches -> a new client with the name and the phones;
-6. no name and no phone -> the default client («Клиент из AmoCRM»).
+5. nothing matches -> a new client with the name and the phones (with a phone but no name at all,
+   named by the phone: a visit on the default client could never be attributed to anyone);
+6. no name and no phone -> the default client («Клиент из AmoCRM»); so is a phone without a name
+   that several patients share.
 
 A phone that cannot be read is left out with a note, never guessed: a wrong digit would attach the
 visit to somebody else's card.
@@ -260,6 +262,12 @@ def choose_client(p: Patient, *, by_key: KnownClient | None = None, by_phone: Se
     holders = _phone_holders(p.phones, by_phone, region)
     if holders:
         return _by_phone(p, holders, remarks, default_name)
+    if not p.name and p.phones:
+        phone = p.phones[0]
+        return NewClient(Rule.NEW, phone.display, p.phones, _note(
+            f"Клиента с телефоном {_phone_list(p.phones)} в 1С нет, а имени нет ни в сделке, ни в "
+            f"контакте — создан новый клиент «{phone.display}» с этим телефоном. Впишите ФИО пациента "
+            "в 1С или в «ФИО клиента».", remarks))
     if not p.name:
         return _default(p, remarks, default_name)
     if not p.phones:
@@ -317,15 +325,14 @@ def _by_phone(p: Patient, holders: list[tuple[Phone, KnownClient]], remarks: lis
 
 def _default(p: Patient, remarks: list[str], default_name: str, *,
              holders: Sequence[tuple[Phone, KnownClient]] = ()) -> DefaultClient:
+    """No name and no phone; or no name and a phone that several patients (a family) share, where
+    picking one would be a guess."""
     if holders:
         head = (f"По телефону {holders[0][0].display} в 1С найдено клиентов: {len(holders)} "
                 f"({_names([c for _, c in holders])}), а имени нет ни в сделке, ни в контакте")
-    elif p.phones:
-        head = (f"Клиента с телефоном {_phone_list(p.phones)} в 1С нет, а имени нет ни в сделке, "
-                "ни в контакте")
+        tail = " Заполните «ФИО клиента», чтобы запись была на пациента."
     else:
-        head = "Имени и телефона клиента нет ни в сделке, ни в контакте"
-    tail = " Заполните «ФИО клиента», чтобы запись была на пациента." if p.phones else ""
+        head, tail = "Имени и телефона клиента нет ни в сделке, ни в контакте", ""
     return DefaultClient(Rule.DEFAULT, _note(f"{head} — выбран клиент «{default_name}».{tail}", remarks))
 
 

@@ -248,10 +248,13 @@ def test_given_no_name_and_a_phone_of_a_family_when_choosing_then_default_client
                         "запись была на пациента.")
 
 
-def test_given_no_name_and_an_unknown_phone_when_choosing_then_default_client():
-    got = choose(contact_phones=[SEED_PHONE])
-    assert isinstance(got, DefaultClient) and got.note.startswith(
-        "Клиента с телефоном +7 911 123-45-67 в 1С нет, а имени нет ни в сделке, ни в контакте")
+def test_given_no_name_and_an_unknown_phone_when_choosing_then_new_client_named_by_the_phone():
+    got = choose(contact_name="+7 (911) 123-45-67", contact_phones=[SEED_PHONE])
+    assert isinstance(got, NewClient) and got.rule is Rule.NEW
+    assert got.name == "+7 911 123-45-67" and [p.e164 for p in got.phones] == ["+79111234567"]
+    assert got.note == ("Клиента с телефоном +7 911 123-45-67 в 1С нет, а имени нет ни в сделке, ни в "
+                        "контакте — создан новый клиент «+7 911 123-45-67» с этим телефоном. Впишите ФИО "
+                        "пациента в 1С или в «ФИО клиента».")
 
 
 # --- bad input ----------------------------------------------------------------------------------
