@@ -14,6 +14,7 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from amo1c_sync.domain.lifecycle import STAGE_KEYS, StageName, StateValues, parse_stage_name
+from amo1c_sync.domain.patients import is_phone_region
 from amo1c_sync.domain.retry import ItemRetry, RequestRetry, RetryPolicy
 from amo1c_sync.errors import ConfigError
 
@@ -102,6 +103,7 @@ class SyncSettings:
     cancel_mode: str = "delete_mark"
     cancelled_states: str = ""
     no_show_states: str = ""
+    phone_region: str = "RU"  # the country of a phone number typed without its code
 
     @property
     def state_values(self) -> StateValues:
@@ -415,6 +417,9 @@ def _validate(s: Settings, where: str) -> None:
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f'{where} [sync] timezone: "{s.sync.timezone}" is not an IANA time zone; '
                           "use e.g. Europe/Moscow") from None
+    if not is_phone_region(s.sync.phone_region):
+        raise ConfigError(f'{where} [sync] phone_region: "{s.sync.phone_region}" is not a region code; '
+                          "use two capital letters, e.g. RU, KZ or BY")
     if s.sync.slot_step_minutes == 0 or 60 % s.sync.slot_step_minutes:
         raise ConfigError(f"{where} [sync] slot_step_minutes: {s.sync.slot_step_minutes} must divide "
                           "60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)")

@@ -51,6 +51,13 @@ class OneCNames:
     schedule_date: str = "Дата"
     schedule_start: str = "ВремяНачала"
     schedule_end: str = "ВремяОкончания"
+    # clients' contact information: a tabular section of the clients catalog (entity set
+    # f"{clients}_{client_contacts}"), the kind of each line and the phone's columns
+    client_contacts: str = "КонтактнаяИнформация"
+    client_contact_type: str = "Тип"
+    client_contact_phone_type: str = "Телефон"  # the value of the kind column on a phone line
+    client_contact_phone: str = "НомерТелефона"  # the number as digits: what the phone search compares
+    client_contact_presentation: str = "Представление"  # the number as a person reads it
     # default catalog items (by Description)
     default_client: str = "Клиент из AmoCRM"
     default_nomenclature: str = "Номенклатура AmoCRM"
@@ -78,6 +85,10 @@ class OneCNames:
     @property
     def schedules_lines_set(self) -> str:
         return f"{self.schedules}_{self.schedules_lines}"
+
+    @property
+    def client_contacts_set(self) -> str:
+        return f"{self.clients}_{self.client_contacts}"
 
     @property
     def services_lines_set(self) -> str:

@@ -150,7 +150,8 @@ def test_given_a_service_with_a_base_when_read_then_composite_reference_and_deci
     listed = requests.get(f"{emu.url}/_sandbox/zayavki", params={"lead": "30000001"}).json()
     assert listed == [{"ref": z["ref"], "number": "00000000219", "client": "Клиент из AmoCRM",
                        "doctor": "Ефимова Е.В.", "start": "2021-12-22T09:05:00", "end": "2021-12-22T09:20:00",
-                       "lead": "30000001", "posted": True, "deletion_mark": False}]
+                       "lead": "30000001", "posted": True, "deletion_mark": False,
+                       "client_ref": seed.DEFAULT_CLIENT_REF}]
 
 
 def test_given_single_typed_mode_when_reading_a_service_then_only_the_key_property_exists():
@@ -172,7 +173,8 @@ def test_given_control_api_when_faults_and_requests_are_used_then_they_count(emu
     assert stats["by_status"] == {"503": 1, "200": 1}
     assert requests.delete(f"{emu.url}/_sandbox/requests").json()["total"] == 0
     assert requests.get(f"{emu.url}/_sandbox/clients").json() == [
-        {"ref": seed.DEFAULT_CLIENT_REF, "code": "000000001", "name": "Клиент из AmoCRM", "deletion_mark": False}]
+        {"ref": seed.DEFAULT_CLIENT_REF, "code": "000000001", "name": "Клиент из AmoCRM", "deletion_mark": False,
+         "phones": []}]
 
 
 # --- a third-party 1C OData client (PyPI: python-1c-odata) ---------------------------------------

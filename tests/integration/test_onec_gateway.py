@@ -134,7 +134,7 @@ def test_given_a_lead_when_creating_and_posting_a_zayavka_then_it_is_number_219_
     [row] = emu.zayavki("30000001")
     assert row == {"ref": z.ref, "number": "00000000219", "client": "Клиент из AmoCRM", "doctor": "Ефимова Е.В.",
                    "start": "2021-12-22T09:05:00", "end": "2021-12-22T09:20:00", "lead": "30000001",
-                   "posted": True, "deletion_mark": False}
+                   "posted": True, "deletion_mark": False, "client_ref": seed.DEFAULT_CLIENT_REF}
     assert new_zayavka(onec, lead="30000002").number == "00000000220"
 
 
@@ -316,8 +316,8 @@ def test_given_an_unknown_entity_set_when_checking_names_then_the_sets_of_that_k
     gw = OneC(emu.url, emu.username, emu.password, names=OneCNames(clients="Catalog_Пациенты"), **FAST)
     [problem] = gw.check_names()
     assert problem.startswith("[onec_names] clients: 1C has no entity set «Catalog_Пациенты»")
-    assert problem.endswith("Catalog entity sets that exist: Catalog_Клиенты, Catalog_Номенклатура, "
-                            "Catalog_Сотрудники")
+    assert problem.endswith("Catalog entity sets that exist: Catalog_Клиенты, "
+                            "Catalog_Клиенты_КонтактнаяИнформация, Catalog_Номенклатура, Catalog_Сотрудники")
     assert "Document_" not in problem.split("exist:")[1]
 
 

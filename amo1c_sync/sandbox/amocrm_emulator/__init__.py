@@ -1,6 +1,7 @@
 """An amoCRM API v4 emulator: a real HTTP server on loopback (werkzeug WSGI, threaded).
 
-:mod:`.state` holds the account (fields, leads, notes), :mod:`.oauth` its tokens,
+:mod:`.state` holds the account (fields, leads, notes), :mod:`.contacts` its contacts (and
+their API and control routes), :mod:`.oauth` its tokens,
 :mod:`.validation` amoCRM's ``validation-errors``, :mod:`.api` the API v4 routes and the rate
 limit, :mod:`.control` the ``/_sandbox/`` API, :mod:`.app` the server that joins them.
 """

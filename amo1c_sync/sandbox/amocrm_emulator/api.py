@@ -34,6 +34,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from amo1c_sync.sandbox.amocrm_emulator.contacts import ContactBook, ContactRoutes
 from amo1c_sync.sandbox.amocrm_emulator.oauth import Tokens
 from amo1c_sync.sandbox.amocrm_emulator.problems import (
     HTML_403, HTML_429, Problem, hal, html, problem_response)
@@ -130,8 +131,13 @@ def _object_body(request: Request) -> dict:
 class AmoAPI:
     """The API: rate limit, then Bearer auth, then the handler for the route."""
 
-    def __init__(self, book: LeadBook, tokens: Tokens, limiter: RateLimiter, *, subdomain: str):
+    def __init__(self, book: LeadBook, tokens: Tokens, limiter: RateLimiter, *, subdomain: str,
+                 contacts: ContactBook | None = None):
         self.book, self.tokens, self.limiter, self.subdomain = book, tokens, limiter, subdomain
+        self.contacts = contacts if contacts is not None else ContactBook(book)
+        contact_routes = ContactRoutes(self.contacts, page_args=page_args, page_links=page_links,
+                                       array_body=_array_body, object_body=_object_body,
+                                       id_filter=_lead_filter)
         self.url_map = Map([
             Rule("/oauth2/access_token", endpoint="token", methods=["POST"]),
             Rule("/api/v4/account", endpoint="account", methods=["GET"]),
@@ -147,6 +153,7 @@ class AmoAPI:
             Rule("/api/v4/leads/<int:lid>", endpoint="lead_get", methods=["GET"]),
             Rule("/api/v4/leads/<int:lid>", endpoint="lead_patch_one", methods=["PATCH"]),
             Rule("/api/v4/leads/<int:lid>/notes", endpoint="lead_notes", methods=["GET", "POST"]),
+            *contact_routes.rules(),
         ])
 
     def __call__(self, request: Request) -> Response:
@@ -158,7 +165,8 @@ class AmoAPI:
             endpoint, args = self.url_map.bind_to_environ(request.environ).match()
             if request.path.startswith("/api/"):
                 self._authenticate(request)
-            return getattr(self, f"_h_{endpoint}")(request, **args)
+            handler = endpoint if callable(endpoint) else getattr(self, f"_h_{endpoint}")
+            return handler(request, **args)
         except Problem as p:
             return problem_response(p.status, p.body)
         except HTTPException as e:
@@ -190,7 +198,7 @@ class AmoAPI:
                 "_links": {"self": {"href": f"{request.host_url}api/v4/leads/{lead['id']}"}},
                 "_embedded": {"tags": [], "companies": []}}
         if "contacts" in with_:
-            body["_embedded"]["contacts"] = []
+            body["_embedded"]["contacts"] = self.contacts.embedded(lead["id"], request.host_url)
         return body
 
     def _field(self, field: dict, request: Request) -> dict:

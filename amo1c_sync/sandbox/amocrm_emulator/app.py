@@ -7,6 +7,7 @@ from typing import Iterable
 from werkzeug.wrappers import Request, Response
 
 from amo1c_sync.sandbox.amocrm_emulator.api import AmoAPI, RateLimiter
+from amo1c_sync.sandbox.amocrm_emulator.contacts import ContactBook
 from amo1c_sync.sandbox.amocrm_emulator.control import AmoControl
 from amo1c_sync.sandbox.amocrm_emulator.oauth import Tokens
 from amo1c_sync.sandbox.amocrm_emulator.problems import (
@@ -39,8 +40,9 @@ class AmoCRMEmulator(LoopbackEmulator):
                              access_token_ttl=access_token_ttl, refresh_token_ttl=refresh_token_ttl,
                              long_lived_token=long_lived_token, account_id=account_id)
         self.limiter = RateLimiter(rate_limit, block_after, block_window, block_seconds)
-        self.api = AmoAPI(self.book, self.tokens, self.limiter, subdomain=subdomain)
-        self.control = AmoControl(self.book, self.tokens, self.limiter)
+        self.contacts = ContactBook(self.book)
+        self.api = AmoAPI(self.book, self.tokens, self.limiter, subdomain=subdomain, contacts=self.contacts)
+        self.control = AmoControl(self.book, self.tokens, self.limiter, contacts=self.contacts)
 
     # ------------------------------------------------------------------ server parts
     def handle(self, request: Request, environ) -> Response:

@@ -9,6 +9,8 @@
   (dates shown as ``DD.MM.YYYY``, numeric as a string); ``GET /_sandbox/leads`` lists them;
   ``DELETE /_sandbox/leads/<id>`` deletes the lead (the API then treats it as unknown).
 * ``GET /_sandbox/fields`` -> the lead fields with their options.
+* A lead's contacts (``"contact"``, ``"contacts"`` in the bodies above; the lead view adds
+  ``"contact"``, the main one, and ``"contacts"``) and ``/_sandbox/contacts``: see :mod:`.contacts`.
 * ``POST /_sandbox/faults``, ``GET /_sandbox/requests``: see :mod:`amo1c_sync.sandbox.base`
   (``max_per_second`` counts ``/api/`` requests).
 * ``POST /_sandbox/tokens/expire`` expires every access token; ``GET /_sandbox/tokens`` ->
@@ -27,6 +29,7 @@ from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
 from amo1c_sync.sandbox.amocrm_emulator.api import RateLimiter
+from amo1c_sync.sandbox.amocrm_emulator.contacts import ContactBook
 from amo1c_sync.sandbox.amocrm_emulator.oauth import Tokens
 from amo1c_sync.sandbox.amocrm_emulator.problems import Problem
 from amo1c_sync.sandbox.amocrm_emulator.state import LeadBook
@@ -34,8 +37,10 @@ from amo1c_sync.sandbox.base import LoopbackEmulator, json_response
 
 
 class AmoControl:
-    def __init__(self, book: LeadBook, tokens: Tokens, limiter: RateLimiter):
+    def __init__(self, book: LeadBook, tokens: Tokens, limiter: RateLimiter, *,
+                 contacts: ContactBook | None = None):
         self.book, self.tokens, self.limiter = book, tokens, limiter
+        self.contacts = contacts if contacts is not None else ContactBook(book)
 
     def rules(self) -> list[tuple[Rule, Callable[..., Response]]]:
         def rule(path: str, endpoint: str, methods: list[str]) -> tuple[Rule, Callable[..., Response]]:
@@ -44,6 +49,8 @@ class AmoControl:
             rule("/_sandbox/leads", "leads", ["GET", "POST"]),
             rule("/_sandbox/leads/<int:lid>", "lead", ["GET", "PATCH", "DELETE"]),
             rule("/_sandbox/fields", "fields", ["GET"]),
+            rule("/_sandbox/contacts", "contacts", ["POST"]),
+            rule("/_sandbox/contacts/<int:cid>", "contact", ["GET", "PATCH"]),
             rule("/_sandbox/tokens", "tokens", ["GET"]),
             rule("/_sandbox/tokens/expire", "tokens_expire", ["POST"]),
             rule("/_sandbox/tokens/long_lived", "long_lived", ["POST"]),
@@ -62,21 +69,37 @@ class AmoControl:
 
     def _c_leads(self, request: Request) -> Response:
         if request.method == "GET":
-            return json_response(self.book.human_list())
+            return json_response([{**lead, **self.contacts.lead_view(lead["id"])}
+                                  for lead in self.book.human_list()])
         body = LoopbackEmulator.control_body(request)
-        lid = self.book.create_lead(str(body.get("name") or ""), body.get("fields") or {},
-                                    price=body.get("price"))
+        with self.book.lock:
+            lid = self.book.create_lead(str(body.get("name") or ""), body.get("fields") or {},
+                                        price=body.get("price"))
+            self.contacts.attach(lid, body)
         return json_response({"id": lid}, 201)
 
     def _c_lead(self, request: Request, lid: int) -> Response:
         if request.method == "GET":
-            return json_response(self.book.lead(lid))
+            return json_response({**self.book.lead(lid), **self.contacts.lead_view(lid)})
         if request.method == "DELETE":
             self.book.delete_lead(lid)
             return Response(status=204)
         body = LoopbackEmulator.control_body(request)
-        self.book.update_lead(lid, body.get("fields") or {}, name=body.get("name"), price=body.get("price"))
-        return json_response(self.book.lead(lid))
+        with self.book.lock:
+            self.book.update_lead(lid, body.get("fields") or {}, name=body.get("name"), price=body.get("price"))
+            self.contacts.attach(lid, body)
+        return json_response({**self.book.lead(lid), **self.contacts.lead_view(lid)})
+
+    def _c_contacts(self, request: Request) -> Response:
+        body = LoopbackEmulator.control_body(request)
+        cid = self.contacts.create(str(body.get("name") or ""), body.get("phones") or (), body.get("fields"))
+        return json_response({"id": cid}, 201)
+
+    def _c_contact(self, request: Request, cid: int) -> Response:
+        with self.contacts.lock:
+            if request.method == "PATCH":
+                self.contacts.human_update(cid, LoopbackEmulator.control_body(request))
+            return json_response(self.contacts.human_view(self.contacts.contact_or_404(cid)))
 
     def _c_fields(self, request: Request) -> Response:
         return json_response(self.book.fields())

@@ -1,7 +1,7 @@
 """The control API under ``/_sandbox/`` (no auth; stable — tests, the story and drills drive it).
 
 * ``GET /_sandbox/zayavki[?lead=<id>]`` -> ``[{"ref","number","client","doctor","start","end",
-  "lead","posted","deletion_mark"}]`` (client/doctor as names; start/end as ISO local datetimes,
+  "lead","posted","deletion_mark","client_ref"}]`` (client/doctor as names; start/end as ISO local datetimes,
   end null when empty; lead "" when empty).
 * ``POST /_sandbox/zayavki`` ``{"lead": null|id, "doctor": name, "start": "2021-12-22T09:05:00",
   "end"?: …, "client"?: name, "posted"?: true}`` -> 201 ``{"ref","number"}`` (a «Заявка» made by hand).
@@ -14,7 +14,10 @@
   ``GET /_sandbox/services`` lists them.
 * ``POST /_sandbox/schedules`` ``{"date": iso, "month": "2021-12-01", "posted": true,
   "lines": [{"doctor","date","start":"08:15","end":"13:00"}]}`` -> 201 ``{"ref","number"}``.
-* ``GET /_sandbox/clients`` -> ``[{"ref","code","name","deletion_mark"}]``.
+* ``GET /_sandbox/clients`` -> ``[{"ref","code","name","deletion_mark","phones"}]`` (phones as
+  their presentations); ``POST /_sandbox/clients`` ``{"name", "phones"?: ["+7 (911) 123-45-67"],
+  "deletion_mark"?: false}`` -> 201 ``{"ref","code"}``: a client entered by hand in 1C, its phones in
+  the contact information (:mod:`.clients`).
 * ``POST /_sandbox/faults``, ``GET /_sandbox/requests``: see :mod:`amo1c_sync.sandbox.base`.
 """
 
@@ -28,6 +31,7 @@ from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
 from amo1c_sync.sandbox.base import LoopbackEmulator, json_response
+from amo1c_sync.sandbox.onec_emulator import clients
 from amo1c_sync.sandbox.onec_emulator.errors import ODataError
 from amo1c_sync.sandbox.onec_emulator.state import OneCBase
 
@@ -44,7 +48,7 @@ class OneCControl:
             rule("/_sandbox/services", "services", ["GET", "POST"]),
             rule("/_sandbox/services/<uuid:ref>/<any(post, unpost, delete):action>", "service_action", ["POST"]),
             rule("/_sandbox/schedules", "schedules", ["POST"]),
-            rule("/_sandbox/clients", "clients", ["GET"]),
+            rule("/_sandbox/clients", "clients", ["GET", "POST"]),
         ]
 
     @staticmethod
@@ -107,4 +111,12 @@ class OneCControl:
         return json_response({"ref": row["Ref_Key"], "number": row["Number"]}, 201)
 
     def _c_clients(self, request: Request) -> Response:
-        return json_response(self.base.clients())
+        if request.method == "GET":
+            return json_response(clients.client_views(self.base))
+        body = LoopbackEmulator.control_body(request)
+        phones = body.get("phones") or []
+        if not str(body.get("name") or "").strip() or not isinstance(phones, list):
+            return json_response({"error": 'give {"name": "…", "phones": ["…"]}'}, 400)
+        row = clients.add_client(self.base, str(body["name"]), [str(p) for p in phones],
+                                 deletion_mark=bool(body.get("deletion_mark", False)))
+        return json_response({"ref": row["Ref_Key"], "code": row["Code"]}, 201)

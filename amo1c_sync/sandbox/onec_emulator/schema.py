@@ -88,7 +88,10 @@ def build_schema(names: OneCNames) -> dict[str, EntityType]:
     else:
         base_fields = {n.services_base: "string", f"{n.services_base}_Type": "string"}
     types = [
-        catalog(n.doctors), catalog(n.clients), catalog(n.nomenclature),
+        catalog(n.doctors), catalog(n.nomenclature),
+        EntityType(n.clients, "Catalog", {}, number_width=9, tabular={n.client_contacts: {
+            n.client_contact_type: "string", "Вид_Key": "guid", n.client_contact_presentation: "string",
+            n.client_contact_phone: "string", "НомерТелефонаБезКодов": "string"}}),
         EntityType(n.zayavka, "Document", {
             n.zayavka_client: "guid", n.zayavka_doctor: "guid", n.zayavka_date: "datetime",
             n.zayavka_start: "datetime", n.zayavka_end: "datetime", n.zayavka_lead: "string",

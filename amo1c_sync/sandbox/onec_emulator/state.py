@@ -219,6 +219,7 @@ class OneCBase:
                     return None if t == EMPTY_DATE or day.startswith("0001") else f"{day}T{t[11:19]}"
                 out.append({"ref": row["Ref_Key"], "number": row["Number"],
                             "client": self.name_of(n.clients, row[n.zayavka_client]),
+                            "client_ref": row[n.zayavka_client],
                             "doctor": self.name_of(n.doctors, row[n.zayavka_doctor]),
                             "start": at(row[n.zayavka_start]), "end": at(row[n.zayavka_end]),
                             "lead": row[n.zayavka_lead].rstrip(" "), "posted": row["Posted"],
