@@ -39,6 +39,7 @@ from amo1c_sync import config, logs, metrics
 from amo1c_sync.config import Settings
 from amo1c_sync.domain.retry import backoff_seconds
 from amo1c_sync.errors import ConfigError, FatalError
+from amo1c_sync.amocrm.auth import wait_for_refreshes
 from amo1c_sync.jobs import JOBS, JobContext, run_job
 from amo1c_sync.leader import LeaderLock, leader_lock_for
 from amo1c_sync.logs import get_logger
@@ -557,6 +558,10 @@ class Daemon:
             while self._running and time.monotonic() < deadline:
                 self._cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
             self.unfinished = sorted(self._running)
+        if not wait_for_refreshes(self.settings.amocrm.token_timeout
+                                  + self.settings.amocrm.connect_timeout + 5):
+            log.error("daemon.refresh_unfinished", note="an amoCRM token refresh is still waiting "
+                      "for its answer; exiting anyway")
         if self.unfinished:
             log.error("daemon.jobs_unfinished", jobs=self.unfinished,
                       note=f"still running after {self.stop_timeout:g} s; exiting anyway")

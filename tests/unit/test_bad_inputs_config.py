@@ -55,6 +55,8 @@ def write(tmp_path: Path, text: str, *, raw: bytes | None = None) -> Path:
     ("[store]\ntimeout = 30s\nlock_lease = 15s\n",
      "[store] lock_lease: 15s must be at least [store] timeout + 5s (35s)"),
     ("[store]\ntimeout = 0\n", '[store] timeout: "0" must be greater than 0'),
+    # a token wait that a stop (systemd: 90 s) could not sit out
+    ("[amocrm]\ntoken_timeout = 5m\n", "[amocrm] token_timeout: 300s is too long; at most 70s"),
 ])
 def test_given_a_malformed_value_when_loaded_then_one_message_names_the_key_and_what_is_valid(
         tmp_path, text, expected):
