@@ -56,6 +56,7 @@ class AmoCRMSettings:
     rate_limit: float = 7.0
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    token_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,8 @@ class StoreSettings:
     url: str = ""
     # the folder an empty url means when there is no $STATE_DIRECTORY (set by load_settings)
     default_dir: str = field(default="", repr=False, metadata={"internal": True})
+    timeout: float = 10.0
+    lock_lease: float = 15.0
 
     def resolved_url(self) -> str:
         """Empty -> a SQLite file in systemd's StateDirectory; outside the unit, the same file when
@@ -239,9 +242,11 @@ _DURATION_KEYS = {
     "directory_interval", "hot_window", "lookback", "full_scan_interval", "lead_cursor_overlap",
     "schedule_cache_ttl", "retry_backoff_base", "retry_backoff_max", "stale_after",
     "request_backoff_base", "request_backoff_max", "item_backoff_base", "item_backoff_max",
+    "timeout", "lock_lease", "token_timeout",
 }
 _MAY_BE_ZERO = {"lead_cursor_overlap"}
 _REQUIRED_NAMES = ("date", "doctor", "time", "flag")  # [fields] registration cannot do without
+TOKEN_TIMEOUT_MAX = 70.0  # a stop waits this long for a refresh in flight; TimeoutStopSec=90s
 AMOCRM_MAX_RATE = 7.0  # requests per second per integration; above it: 429s, then a 403 block
 _CHOICES = {
     ("logging", "level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -430,6 +435,14 @@ def _validate(s: Settings, where: str) -> None:
     for section, obj in (("amocrm", s.amocrm), ("onec", s.onec)):
         if not re.match(r"^https?://[^/\s]+", obj.base_url):
             raise ConfigError(f'{where} [{section}] base_url: "{obj.base_url}" is not an http(s) URL')
+    if s.store.lock_lease < s.store.timeout + 5:
+        raise ConfigError(f"{where} [store] lock_lease: {s.store.lock_lease:g}s must be at least "
+                          f"[store] timeout + 5s ({s.store.timeout + 5:g}s): a leader held up by one "
+                          "slow store operation would lose its lock")
+    if s.amocrm.token_timeout > TOKEN_TIMEOUT_MAX:
+        raise ConfigError(f"{where} [amocrm] token_timeout: {s.amocrm.token_timeout:g}s is too long; "
+                          f"at most {TOKEN_TIMEOUT_MAX:g}s, so that a stop (systemd allows 90 s) "
+                          "can wait for a token refresh in flight")
     if not 0 < s.http.port < 65536:
         raise ConfigError(f"{where} [http] port: {s.http.port} is not a TCP port (1-65535)")
 

@@ -8,8 +8,15 @@ Threads:
   this process is a standby and resumed (every job due at once) when it wins the lock.
 
 Each leadership term gets its own stop event and ``JobContext``: losing the lock or SIGTERM sets
-it, and jobs stop between items (``ctx.stopping()``). ``run_job`` records every run (JobRun) and
-this module adds the Prometheus metrics and the systemd STATUS line.
+it, and jobs stop between items (``ctx.stopping()``, which also confirms the lock, with a time
+limit). ``run_job`` records every run (JobRun) and this module adds the Prometheus metrics and the
+systemd STATUS line.
+
+Every store operation has a time limit (``[store] timeout``), so a store that stops answering
+makes operations fail instead of hanging; the heartbeat notices it (a log line every
+``STORE_NOTE_EVERY`` seconds while it lasts) and, once the store answers again, the jobs that
+failed meanwhile run at once instead of after their backoff. A stop waits for a token refresh in
+flight: its answer holds the only copy of the new refresh token.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from amo1c_sync import config, logs, metrics
 from amo1c_sync.config import Settings
 from amo1c_sync.domain.retry import backoff_seconds
 from amo1c_sync.errors import ConfigError, FatalError
+from amo1c_sync.amocrm.auth import wait_for_refreshes
 from amo1c_sync.jobs import JOBS, Job, JobContext, run_job
 from amo1c_sync.leader import LeaderLock, leader_lock_for
 from amo1c_sync.logs import get_logger
@@ -43,12 +51,28 @@ from amo1c_sync.store.models import utcnow
 log = get_logger("amo1c_sync.daemon")
 
 JOB_RUN_RETENTION_DAYS = 30
+STORE_NOTE_EVERY = 30.0   # seconds between log lines while the store does not answer
 
 
 class DaemonContext(JobContext):
-    """A JobContext whose gateways are instrumented for /metrics when first built."""
+    """A JobContext whose gateways are instrumented for /metrics when first built, and which stops
+    its job between items once the leader lock cannot be confirmed."""
 
     _build_lock = threading.Lock()
+    lock: LeaderLock | None = None
+
+    def stopping(self) -> bool:
+        if self.stop.is_set():
+            return True
+        if self.lock is not None and not self.lock.still_held():
+            self.stop.set()
+            return True
+        return False
+
+    def fence(self) -> None:
+        """Raise LeadershipLost unless this process still holds the leader lock (before a write)."""
+        if self.lock is not None:
+            self.lock.fence()
 
     @cached_property
     def amocrm(self):
@@ -85,7 +109,7 @@ class Daemon:
         self.settings = settings
         self.store = store
         self.config_path = config_path
-        self.lock = lock or leader_lock_for(store)
+        self.lock = lock or leader_lock_for(store, lease=settings.store.lock_lease)
         self.notifier = notifier or Notifier()
         self._jobs = {job.name: job for job in jobs}
         self.jobs = list(self._jobs)
@@ -114,6 +138,8 @@ class Daemon:
         self._scheduler: BackgroundScheduler | None = None
         self.web = None
         self._ready_sent = False
+        self._store_down_since: float | None = None
+        self._store_next_note = 0.0
         self.started = threading.Event()   # set once the main loop made its first lock attempt
 
     # --- public -------------------------------------------------------------------------------
@@ -213,7 +239,10 @@ class Daemon:
                 self._again.add(event.job_id)
 
     def _new_context(self) -> JobContext:
-        return self.context_factory(self.settings, self.store, stop=self._term_stop)
+        ctx = self.context_factory(self.settings, self.store, stop=self._term_stop)
+        if isinstance(ctx, DaemonContext):
+            ctx.lock = self.lock
+        return ctx
 
     def _run_scheduled(self, name: str) -> None:
         if self._stop.is_set() or self._term_stop.is_set() or not self.is_leader:
@@ -380,7 +409,37 @@ class Daemon:
             write_heartbeat(self.store, self.role if self.role in ("leader", "standby") else "standby",
                             since=self.leader_since)
         except Exception as exc:  # noqa: BLE001 - the store may be briefly unreachable
-            log.warning("daemon.heartbeat_failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+            self._store_failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            return
+        self._store_answered()
+
+    def _store_failed(self, why: str) -> None:
+        now = time.monotonic()
+        if self._store_down_since is None:
+            self._store_down_since, self._store_next_note = now, now
+        if now >= self._store_next_note:
+            self._store_next_note = now + STORE_NOTE_EVERY
+            log.error("store.unavailable", store=self.store.dialect, error=why,
+                      down_for_s=round(now - self._store_down_since, 1),
+                      note="store operations fail within [store] timeout and are retried; "
+                           "the jobs resume by themselves when the store answers again")
+
+    def _store_answered(self) -> None:
+        if self._store_down_since is None:
+            return
+        down = time.monotonic() - self._store_down_since
+        self._store_down_since = None
+        failed = sorted(self._failures)
+        self._failures.clear()
+        log.info("store.available_again", store=self.store.dialect, down_for_s=round(down, 1),
+                 resumed=failed)
+        if not self.is_leader or self._scheduler is None:
+            return
+        for name in failed:   # not after the backoff their failures earned meanwhile
+            try:
+                self._scheduler.modify_job(name, next_run_time=datetime.now(timezone.utc))
+            except Exception:  # noqa: BLE001 - scheduler shutting down
+                return
 
     # --- main loop ------------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -484,6 +543,10 @@ class Daemon:
             while self._running and time.monotonic() < deadline:
                 self._cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
             self.unfinished = sorted(self._running)
+        if not wait_for_refreshes(self.settings.amocrm.token_timeout
+                                  + self.settings.amocrm.connect_timeout + 5):
+            log.error("daemon.refresh_unfinished", note="an amoCRM token refresh is still waiting "
+                      "for its answer; exiting anyway")
         if self.unfinished:
             log.error("daemon.jobs_unfinished", jobs=self.unfinished,
                       note=f"still running after {self.stop_timeout:g} s; exiting anyway")

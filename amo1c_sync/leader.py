@@ -2,13 +2,17 @@
 
 * PostgreSQL: a session-level advisory lock (``pg_try_advisory_lock``) held on a dedicated
   connection opened outside the SQLAlchemy pool, so that no pool recycling or pre-ping can drop
-  it by accident. The server releases it the moment that connection dies (process killed, host
-  gone: TCP keepalives are on), and ``still_held()`` notices a broken connection.
+  it by accident. The server releases it the moment that connection ends. So that it also ends
+  within about ``lease`` seconds when the leader's host or path dies silently, the connection
+  asks the server for short TCP keepalives, ``tcp_user_timeout`` and ``idle_session_timeout``
+  (the leader checks its lock every second or so, so only a leader that stopped checking idles
+  that long). Every check has its own limit (``check_timeout``, below the lease): a leader whose
+  check gets no answer counts the lock as lost and stops before the server can hand it on.
 * SQLite: ``fcntl.flock`` on ``<database>.lock`` next to the database file; the kernel releases
   it when the process dies, whatever the way.
 
-The standby calls ``try_acquire()`` every few seconds; the leader calls ``still_held()`` before
-each job.
+The standby calls ``try_acquire()`` every few seconds; the leader calls ``still_held()`` (or
+``fence()``, which raises) before each job and between items.
 """
 
 from __future__ import annotations
@@ -24,12 +28,18 @@ from typing import Iterator, Protocol
 from sqlalchemy.engine import make_url
 
 from amo1c_sync.logs import get_logger
+from amo1c_sync.store import pgtimeout
 from amo1c_sync.store.db import advisory_lock_key
 
 log = get_logger("amo1c_sync.leader")
 
 LEADER_LOCK_NAME = "amo1c-sync.leader"
 MIGRATE_LOCK_NAME = "amo1c-sync.migrate"
+DEFAULT_LEASE = 15.0   # seconds; [store] lock_lease
+
+
+class LeadershipLost(Exception):
+    """``fence()``: this process can no longer confirm that it holds the leader lock."""
 
 
 def libpq_url(sqlalchemy_url: str) -> str:
@@ -44,17 +54,22 @@ class LeaderLock(Protocol):
 
     def still_held(self) -> bool: ...
 
+    def fence(self) -> None: ...
+
     def release(self) -> None: ...
 
 
 class PgAdvisoryLock:
-    """Session advisory lock on its own psycopg connection (autocommit, keepalives on)."""
+    """Session advisory lock on its own connection (autocommit, every round trip timed)."""
 
-    def __init__(self, url: str, name: str = LEADER_LOCK_NAME, *, connect_timeout: int = 5):
+    def __init__(self, url: str, name: str = LEADER_LOCK_NAME, *, connect_timeout: int = 5,
+                 lease: float = DEFAULT_LEASE, check_timeout: float | None = None):
         self._conninfo = libpq_url(url)
         self.key = advisory_lock_key(name)
         self.name = name
         self.connect_timeout = connect_timeout
+        self.lease = float(lease)
+        self.check_timeout = float(check_timeout if check_timeout is not None else check_timeout_for(lease))
         self._conn = None
         self._held = False
         self._guard = threading.Lock()
@@ -62,13 +77,18 @@ class PgAdvisoryLock:
         self.description = f"PostgreSQL advisory lock {name!r} on {safe.host or 'localhost'}/{safe.database}"
 
     def _connect(self):
-        import psycopg
-
-        return psycopg.connect(
-            self._conninfo, autocommit=True, connect_timeout=self.connect_timeout,
+        conn = pgtimeout.connect(
+            self._conninfo, op_timeout=self.check_timeout, what="leader lock", autocommit=True,
+            connect_timeout=max(2, int(self.connect_timeout)),
             application_name=f"amo1c-sync leader {socket.gethostname()}:{os.getpid()}",
-            keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
-        )
+            **pgtimeout.client_keepalives(self.lease))
+        try:
+            for setting, value in server_lease_settings(self.lease, conn.info.server_version):
+                conn.execute(f"SET {setting} = {int(value)}")
+        except Exception:
+            conn.close()
+            raise
+        return conn
 
     def _drop(self) -> None:
         self._held = False
@@ -113,6 +133,10 @@ class PgAdvisoryLock:
             if not self._held or self._conn is None:
                 return False
             return self._check_locked()
+
+    def fence(self) -> None:
+        if not self.still_held():
+            raise LeadershipLost(f"{self.description} is no longer confirmed")
 
     def release(self) -> None:
         with self._guard:
@@ -164,6 +188,10 @@ class FileLock:
         with self._guard:
             return self._fd is not None and self._check()
 
+    def fence(self) -> None:
+        if not self.still_held():
+            raise LeadershipLost(f"{self.description} is no longer held")
+
     def _close(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
@@ -187,6 +215,9 @@ class AlwaysLeader:
     def still_held(self) -> bool:
         return True
 
+    def fence(self) -> None:
+        pass
+
     def release(self) -> None:
         pass
 
@@ -198,9 +229,29 @@ def _sqlite_path(store) -> Path | None:
     return Path(db).resolve()
 
 
-def leader_lock_for(store) -> LeaderLock:
+def check_timeout_for(lease: float) -> float:
+    """A lock check must give up well before the server frees the lock of a silent leader."""
+    return max(1.0, min(5.0, lease / 3))
+
+
+def server_lease_settings(lease: float, server_version: int) -> list[tuple[str, float]]:
+    """Per-session server settings that end the lock's session within about ``lease`` seconds
+    once its client is gone: keepalive probes, unacknowledged data, and idleness (PostgreSQL 14+;
+    ``tcp_user_timeout`` 12+)."""
+    t = max(3, int(round(lease)))
+    settings: list[tuple[str, float]] = [("tcp_keepalives_idle", max(1, t // 2)),
+                                         ("tcp_keepalives_interval", max(1, t // 6)),
+                                         ("tcp_keepalives_count", 3)]
+    if server_version >= 120000:
+        settings.append(("tcp_user_timeout", t * 1000))
+    if server_version >= 140000:
+        settings.append(("idle_session_timeout", t * 1000))
+    return settings
+
+
+def leader_lock_for(store, *, lease: float = DEFAULT_LEASE) -> LeaderLock:
     if store.dialect == "postgresql":
-        return PgAdvisoryLock(store.url)
+        return PgAdvisoryLock(store.url, connect_timeout=max(2, int(store.timeout)), lease=lease)
     path = _sqlite_path(store)
     if path is None:
         return AlwaysLeader()
@@ -211,9 +262,9 @@ def leader_lock_for(store) -> LeaderLock:
 def migration_lock(store, *, timeout: float = 300.0) -> Iterator[None]:
     """Serialise ``store.upgrade()`` between instances starting at the same time."""
     if store.dialect == "postgresql":
-        import psycopg
-
-        with psycopg.connect(libpq_url(store.url), autocommit=True, connect_timeout=10) as conn:
+        with pgtimeout.connect(libpq_url(store.url), op_timeout=timeout + pgtimeout.GRACE_S,
+                               what="migration lock", autocommit=True, connect_timeout=10,
+                               **pgtimeout.client_keepalives(store.timeout)) as conn:
             conn.execute(f"SET lock_timeout = '{int(timeout)}s'")
             conn.execute("SELECT pg_advisory_lock(%s)", (advisory_lock_key(MIGRATE_LOCK_NAME),))
             try:

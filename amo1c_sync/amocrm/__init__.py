@@ -30,7 +30,7 @@ def token_manager_from_settings(settings, store) -> TokenManager:
     return TokenManager(store, base_url=a.base_url, client_id=a.client_id,
                         client_secret=a.client_secret, redirect_uri=a.redirect_uri,
                         long_lived_token=a.long_lived_token,
-                        connect_timeout=a.connect_timeout, read_timeout=a.read_timeout)
+                        connect_timeout=a.connect_timeout, token_timeout=a.token_timeout)
 
 
 def from_settings(settings, store) -> AmoCRM:

@@ -47,7 +47,7 @@ def setup_logging(args, settings: Settings, *, default_level: str | None = None)
 
 def open_store(settings: Settings, *, upgrade: bool = False) -> Store:
     """For the commands that may create the store (run, once, db upgrade, auth --code)."""
-    store = Store(settings.store.resolved_url())
+    store = Store(settings.store.resolved_url(), timeout=settings.store.timeout)
     if upgrade:
         store.upgrade()
     return store
@@ -86,7 +86,7 @@ def open_existing_store(settings: Settings) -> Store:
     if path is not None and not path.is_file():
         raise StoreMissing(f"no state store at {path} (config {settings.source})", system="store",
                            action=CREATE_HINT)
-    store = Store(url)
+    store = Store(url, timeout=settings.store.timeout)
     try:
         revision = store_revision(store)
     except (DBAPIError, OperationalError, OSError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 from contextlib import contextmanager
@@ -16,6 +17,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from amo1c_sync.errors import ConfigError
 from amo1c_sync.logs import register_secret
 from amo1c_sync.resources import installed_dir
+from amo1c_sync.store import pgtimeout
+from amo1c_sync.store.pgtimeout import GRACE_S, client_keepalives
+
+DEFAULT_TIMEOUT = 10.0   # seconds; [store] timeout
 
 
 def _migrations_dir() -> Path:
@@ -54,7 +59,7 @@ class Store:
     process at a time may run (token refresh): it holds a lock that spans processes for the
     duration of one transaction."""
 
-    def __init__(self, url: str, *, echo: bool = False):
+    def __init__(self, url: str, *, echo: bool = False, timeout: float = DEFAULT_TIMEOUT):
         try:
             parsed = make_url(url)
         except Exception as exc:  # sqlalchemy raises ArgumentError with the url in it
@@ -62,6 +67,7 @@ class Store:
                               f"postgresql+psycopg://user@host/db ({type(exc).__name__})") from None
         self.url = url
         register_secret(parsed.password)
+        self.timeout = float(timeout)
         self.dialect = parsed.get_backend_name()
         if self.dialect == "postgresql" and parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
@@ -70,21 +76,41 @@ class Store:
             db = parsed.database
             if db and db != ":memory:":
                 _private_file(Path(db))
-            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+            kwargs["connect_args"] = {"timeout": self.timeout, "check_same_thread": False}
         elif self.dialect == "postgresql":
-            kwargs["pool_pre_ping"] = True
+            kwargs.update(pool_pre_ping=True, pool_timeout=self.timeout,
+                          connect_args=self._pg_connect_args(parsed))
         else:
             raise ConfigError(f"[store] url: backend {self.dialect!r} is not supported; "
                               "use sqlite:/// or postgresql+psycopg://")
         self.engine: Engine = create_engine(parsed, **kwargs)
         if self.dialect == "sqlite":
-            self._sqlite_tweaks(self.engine)
+            self._sqlite_tweaks(self.engine, self.timeout)
+        else:
+            self._pg_timed(self.engine, self.timeout + GRACE_S)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._local_locks: dict[str, threading.Lock] = {}
         self._local_guard = threading.Lock()
 
+    def _pg_connect_args(self, parsed) -> dict:
+        """Every wait bounded: the connect, each statement and lock wait on the server, a dead
+        peer through keepalives and ``tcp_user_timeout``, and (``_pg_timed``) any round trip the
+        server does not answer at all."""
+        ms = int(self.timeout * 1000)
+        options = f"-c statement_timeout={ms} -c lock_timeout={ms}"
+        if parsed.query.get("options"):
+            options += f" {parsed.query['options']}"   # the URL's own settings win
+        return {"connect_timeout": max(2, math.ceil(self.timeout)), "options": options,
+                **client_keepalives(self.timeout)}
+
     @staticmethod
-    def _sqlite_tweaks(engine: Engine) -> None:
+    def _pg_timed(engine: Engine, limit: float) -> None:
+        @event.listens_for(engine, "do_connect")
+        def _connect(_dialect, _record, cargs, cparams):
+            return pgtimeout.connect(*cargs, op_timeout=limit, **cparams)
+
+    @staticmethod
+    def _sqlite_tweaks(engine: Engine, timeout: float) -> None:
         # pysqlite opens transactions lazily and never with BEGIN IMMEDIATE; take control of BEGIN,
         # and turn on WAL so that readers never wait for the writer.
         @event.listens_for(engine, "connect")
@@ -92,7 +118,7 @@ class Store:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 

@@ -287,12 +287,13 @@ def test_given_settings_when_building_from_them_then_the_gateway_uses_them(emu, 
     settings = SimpleNamespace(
         amocrm=SimpleNamespace(base_url=emu.url, client_id="", client_secret=None, redirect_uri="",
                                long_lived_token=token, rate_limit=50.0, connect_timeout=2.0,
-                               read_timeout=3.0),
+                               read_timeout=3.0, token_timeout=4.0),
         fields=SimpleNamespace(date="Дата записи к врачу", doctor="Врач", zayavka_number=""))
 
     api = from_settings(settings, store)
 
     assert api.timeouts == (2.0, 3.0) and api.rate_limiter.rate == 50.0
+    assert api.tokens.timeouts == (2.0, 4.0)   # the token endpoint's own, generous read timeout
     assert from_settings(settings, store).rate_limiter is api.rate_limiter   # one per process
     assert api.field_map(field_names(settings)).id("Врач") == emu.field_id("Врач")
 

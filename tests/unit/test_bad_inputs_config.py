@@ -51,6 +51,12 @@ def write(tmp_path: Path, text: str, *, raw: bytes | None = None) -> Path:
      '[onec_names] base_ref_mode: "Composite" is not valid; use one of composite, single'),
     ("[onec_names]\ndoctors_catalog = Catalog_Врачи\n", "[onec_names] doctors_catalog: unknown key; valid keys are"),
     ("[fields]\ndoctor_name = Врач\n", "[fields] doctor_name: unknown key; valid keys are date, doctor, time"),
+    # a lease that one slow store operation would outlast
+    ("[store]\ntimeout = 30s\nlock_lease = 15s\n",
+     "[store] lock_lease: 15s must be at least [store] timeout + 5s (35s)"),
+    ("[store]\ntimeout = 0\n", '[store] timeout: "0" must be greater than 0'),
+    # a token wait that a stop (systemd: 90 s) could not sit out
+    ("[amocrm]\ntoken_timeout = 5m\n", "[amocrm] token_timeout: 300s is too long; at most 70s"),
 ])
 def test_given_a_malformed_value_when_loaded_then_one_message_names_the_key_and_what_is_valid(
         tmp_path, text, expected):
