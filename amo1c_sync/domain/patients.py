@@ -111,7 +111,7 @@ def parse_phones(raws: Iterable[str], region: str) -> tuple[tuple[Phone, ...], t
 
 # --- names --------------------------------------------------------------------------------------
 
-_WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
+_WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*")
 _CYRILLIC = re.compile(r"[а-я]")
 # Latin letters that look like Cyrillic ones: a name typed on a mixed layout («Aнна» with a Latin A)
 _LOOKALIKES = str.maketrans("aeopcxykmthb", "аеорсхукмтнв")
@@ -271,7 +271,8 @@ def choose_client(p: Patient, *, by_key: KnownClient | None = None, by_phone: Se
     if not p.name:
         return _default(p, remarks, default_name)
     if not p.phones:
-        named = sorted((c for c in by_name if not c.deleted and names_match(p.name, c.name)), key=_by_code)
+        named = sorted((c for c in by_name if not c.deleted and (
+            c.name.casefold() == p.name.casefold() or names_match(p.name, c.name))), key=_by_code)
         if named:
             return UseClient(Rule.NAME_ONLY, named[0], _note(_name_only_note(p.name, named), remarks))
     with_phones = f" с телефоном {_phone_list(p.phones)}" if p.phones else ""
@@ -331,6 +332,8 @@ def _default(p: Patient, remarks: list[str], default_name: str, *,
         head = (f"По телефону {holders[0][0].display} в 1С найдено клиентов: {len(holders)} "
                 f"({_names([c for _, c in holders])}), а имени нет ни в сделке, ни в контакте")
         tail = " Заполните «ФИО клиента», чтобы запись была на пациента."
+    elif not remarks:
+        return DefaultClient(Rule.DEFAULT, "")  # the seed's case: its note says nothing about the client
     else:
         head, tail = "Имени и телефона клиента нет ни в сделке, ни в контакте", ""
     return DefaultClient(Rule.DEFAULT, _note(f"{head} — выбран клиент «{default_name}».{tail}", remarks))
@@ -338,7 +341,7 @@ def _default(p: Patient, remarks: list[str], default_name: str, *,
 
 def _name_only_note(name: str, named: Sequence[KnownClient]) -> str:
     if len(named) == 1:
-        return f"Клиент найден по имени: {_who(named[0])}; телефона в контакте нет."
+        return ""  # as before phones were known: one client of that name needs no word
     return (f"В 1С найдено клиентов «{name}»: {len(named)}; выбран первый по коду ({named[0].code}); "
             "телефона в контакте нет.")
 
@@ -362,4 +365,4 @@ def _phone_list(phones: Sequence[Phone]) -> str:
 
 
 def _note(head: str, remarks: Sequence[str]) -> str:
-    return "\n".join([head, *remarks])
+    return "\n".join(x for x in (head, *remarks) if x)
