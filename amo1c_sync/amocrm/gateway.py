@@ -230,6 +230,18 @@ class AmoCRM:
                            "PATCH", "/api/v4/leads/custom_fields")
         return fields[0] if fields else {}
 
+    def create_lead_fields(self, fields: Sequence[dict]) -> list[dict]:
+        """Create lead custom fields (``[{name, type, enums?}]``) in one request, sent once: a POST
+        that timed out may have created them, and a retry would make a second field of the same
+        name. A caller that failed lists the fields again before trying once more."""
+        path = "/api/v4/leads/custom_fields"
+        resp = self._send_once("POST", path, params=None, json=list(fields))
+        if classify(resp.status_code)[0] is not Action.OK:
+            raise ItemError(f"amoCRM refused to create the lead fields "
+                            f"{', '.join(repr(f.get('name')) for f in fields)}: {resp.status_code} "
+                            f"{_problem_detail(resp)}", item="custom_fields", code=str(resp.status_code))
+        return _embedded(_json_object(resp, "POST", path), "custom_fields", "POST", path)
+
     # ------------------------------------------------------------------ leads
     def iter_leads_updated_since(self, ts: int, overlap: int = 60, *, limit: int = PAGE_LIMIT,
                                  with_: Sequence[str] = ()) -> Iterator[dict]:

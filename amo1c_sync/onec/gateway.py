@@ -363,6 +363,10 @@ class OneC:
         row = self._create(self.names.clients, {"Description": description})
         return _catalog_item(row)
 
+    def create_catalog_item(self, entity_set: str, description: str) -> CatalogItem:
+        """A new catalog element (the set-up's «Номенклатура AmoCRM», «Клиент из AmoCRM»)."""
+        return _catalog_item(self._create(entity_set, {"Description": description}))
+
     def default_client(self) -> CatalogItem | None:
         return self.find_catalog_item(self.names.clients, self.names.default_client)
 
