@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 
+import psycopg
 import pytest
 
 
@@ -37,7 +38,7 @@ def pure(monkeypatch):
     for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "execv", "execve"):
         if hasattr(__import__("os"), name):
             monkeypatch.setattr(f"os.{name}", refuse(f"start a process (os.{name})"))
-    real_connect = sqlite3.connect
+    real_connect = sqlite3.dbapi2.connect
 
     def memory_only(database, *args, **kwargs):
         if str(database) not in (":memory:", "") and "mode=memory" not in str(database):
@@ -45,5 +46,9 @@ def pure(monkeypatch):
         return real_connect(database, *args, **kwargs)
 
     monkeypatch.setattr(sqlite3, "connect", memory_only)
+    monkeypatch.setattr(sqlite3.dbapi2, "connect", memory_only)  # what SQLAlchemy calls
+    # libpq opens its sockets in C, out of the socket module's sight
+    monkeypatch.setattr(psycopg, "connect", refuse("connect to PostgreSQL"))
+    monkeypatch.setattr(psycopg.Connection, "connect", refuse("connect to PostgreSQL"))
     yield
     assert not attempts, f"a unit test tried to: {sorted(set(attempts))}"
