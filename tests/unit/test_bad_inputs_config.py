@@ -105,11 +105,8 @@ def test_given_a_rate_limit_above_amocrms_7_when_loaded_then_the_user_is_told(tm
     path = write(tmp_path, "[amocrm]\nrate_limit = 50\n")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            load_settings(path)
-        except ConfigError as exc:
-            assert "[amocrm] rate_limit" in str(exc) and "7" in str(exc)
-            return
+        settings = load_settings(path)  # a warning, not an error: a test server may allow more
+    assert settings.amocrm.rate_limit == 50
     assert any("rate_limit" in str(w.message) and "7" in str(w.message) for w in caught)
 
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from amo1c_sync.domain.registration import parse_request
+from amo1c_sync.domain.registration import Invalid, parse_request
 
 TZ = ZoneInfo("Europe/Moscow")
 TOKEN = "bad-inputs-token"
@@ -43,7 +43,7 @@ def test_given_a_missing_or_garbage_date_or_time_when_parsed_then_the_note_names
         date_value, time_value, expected):
     got = parse_request(1, date_value=date_value, doctor_value=EFIMOVA, time_value=time_value,
                         client_value=None, tz=TZ)
-    assert hasattr(got, "message"), got
+    assert isinstance(got, Invalid), got
     assert expected in got.message
 
 

@@ -33,9 +33,15 @@ def test_given_the_lock_file_removed_then_leadership_is_reported_lost(tmp_path):
     assert lock.still_held() is False
 
 
-def test_lock_key_is_stable_and_signed_64_bit():
-    k = lock_key("amo1c-sync.leader")
-    assert k == lock_key("amo1c-sync.leader") and -(2 ** 63) <= k < 2 ** 63
+def test_given_the_lock_names_when_keyed_then_the_keys_are_the_released_ones_and_both_derivations_agree():
+    """A changed key would let an old and a new daemon both lead during an upgrade; the leader
+    module and Store.exclusive derive keys separately, and must agree."""
+    from amo1c_sync.store.db import _lock_key
+
+    pinned = {"amo1c-sync.leader": -7302225382066811879, "amo1c-sync.migrate": 8815983806893754438,
+              "amocrm-token": 8870785231583955774}
+    assert {name: lock_key(name) for name in pinned} == pinned
+    assert {name: _lock_key(name) for name in pinned} == pinned
 
 
 def test_given_a_gateway_then_its_session_attribute_is_found():
