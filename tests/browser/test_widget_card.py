@@ -190,7 +190,6 @@ def test_given_the_seed_when_a_person_uses_the_widget_in_the_card_then_1c_gets_z
         systems, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import Select
 
     from amo1c_sync.jobs import JobContext, run_job
@@ -225,11 +224,8 @@ def test_given_the_seed_when_a_person_uses_the_widget_in_the_card_then_1c_gets_z
         wait(lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-widget") == "ready",
              lambda: "the widget to start in the card")
 
-        def options(css):
-            try:
-                return [o.text for o in Select(d.find_element(By.CSS_SELECTOR, css)).options][1:]
-            except StaleElementReferenceException:  # the widget re-rendered the list while we read it
-                return []
+        def options(css):  # may raise StaleElementReferenceException: the waits retry it
+            return [o.text for o in Select(d.find_element(By.CSS_SELECTOR, css)).options][1:]
 
         def status():
             return d.find_element(By.CSS_SELECTOR, ".amo1c-status").text
