@@ -42,6 +42,19 @@ EFIMOVA, ISHAEVA = "Ефимова Е.В.", "Ишаева М.И."
 BUTTON = "Зарегистрировать запись к врачу в 1с"
 
 
+def _dom_changing() -> tuple[type[BaseException], ...]:
+    """What reading the card may raise while the widget re-renders it: the element just read was
+    replaced (stale), or is not there yet. A wait retries on these instead of failing."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    return StaleElementReferenceException, NoSuchElementException
+
+
+def wait(predicate, message, timeout: float = 15):
+    """wait_until for the card: ``message`` is a function, read only if the wait fails."""
+    return wait_until(predicate, timeout=timeout, message=message, ignoring=_dom_changing())
+
+
 def _need(path: Path | str, what: str) -> None:
     if not Path(path).exists():
         msg = f"{what} missing ({path}); scripts/test-prereqs.sh installs it"
@@ -177,7 +190,6 @@ def test_given_the_seed_when_a_person_uses_the_widget_in_the_card_then_1c_gets_z
         systems, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import Select
 
     from amo1c_sync.jobs import JobContext, run_job
@@ -209,55 +221,57 @@ def test_given_the_seed_when_a_person_uses_the_widget_in_the_card_then_1c_gets_z
     d = browser
     try:
         d.get(site.url + "/")
-        wait_until(lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-widget") == "ready",
-                   timeout=15, message="the widget to start in the card")
+        wait(lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-widget") == "ready",
+             lambda: "the widget to start in the card")
         # it mounts once it has the field names from the service (GET /fields)
-        wait_until(lambda: d.find_elements(By.CSS_SELECTOR, ".amo1c-status"), timeout=15,
-                   message="the widget to mount with the service's field names")
+        wait(lambda: d.find_elements(By.CSS_SELECTOR, ".amo1c-status"),
+             lambda: "the widget to mount with the service's field names")
 
-        def options(css):
-            try:
-                return [o.text for o in Select(d.find_element(By.CSS_SELECTOR, css)).options][1:]
-            except StaleElementReferenceException:  # the widget re-rendered the list while we read it
-                return []
+        def options(css):  # may raise StaleElementReferenceException: the waits retry it
+            return [o.text for o in Select(d.find_element(By.CSS_SELECTOR, css)).options][1:]
 
         def status():
             return d.find_element(By.CSS_SELECTOR, ".amo1c-status").text
 
-        # «Врач» and «Время записи» are not editable by hand
-        for name in ("Врач", "Время записи"):
+        def locked(name):
             row = d.find_element(By.XPATH, f'//div[contains(@class,"linked-form__field")][.//span[text()="{name}"]]')
             control = row.find_element(By.CSS_SELECTOR, ".control--select")
-            assert "amo1c-locked" in control.get_attribute("class"), name
-            assert control.value_of_css_property("pointer-events") == "none"
+            return ("amo1c-locked" in control.get_attribute("class")
+                    and control.value_of_css_property("pointer-events") == "none")
+
+        # «Врач» and «Время записи» are not editable by hand
+        for name in ("Врач", "Время записи"):
+            wait(lambda: locked(name), lambda: f"«{name}» to be locked")
 
         # pick 22.12.2021 in «Дата записи к врачу» -> the doctors working that day
         date_input = d.find_element(By.XPATH, '//div[contains(@class,"linked-form__field-date")]//input')
         date_input.send_keys("22.12.2021", Keys.TAB)
-        wait_until(lambda: options(".amo1c-doctors") == [EFIMOVA, ISHAEVA], timeout=15,
-                   message=f"the two doctors (now {options('.amo1c-doctors')}, status {status()!r})")
+        wait(lambda: options(".amo1c-doctors") == [EFIMOVA, ISHAEVA],
+             lambda: f"the two doctors (now {options('.amo1c-doctors')}, status {status()!r})")
 
         # pick Ефимова -> her free times, 8:15 first
         Select(d.find_element(By.CSS_SELECTOR, ".amo1c-doctors")).select_by_visible_text(EFIMOVA)
-        wait_until(lambda: options(".amo1c-times")[:1] == ["8:15"], timeout=15,
-                   message=f"free times (now {options('.amo1c-times')[:3]}, status {status()!r})")
-        times = options(".amo1c-times")
+        times = wait(lambda: (t := options(".amo1c-times"))[:1] == ["8:15"] and t,
+                     lambda: f"free times (now {options('.amo1c-times')[:3]}, status {status()!r})")
         assert times[:6] == ["8:15", "8:20", "8:25", "8:30", "8:35", "8:40"]
         assert "9:05" in times
 
         # pick 9:05; the card's fields show what the widget put there
         Select(d.find_element(By.CSS_SELECTOR, ".amo1c-times")).select_by_visible_text("9:05")
-        shown = {el.find_element(By.XPATH, "ancestor::div[contains(@class,'linked-form__field')]")
-                 .find_element(By.CSS_SELECTOR, ".linked-form__field__label").text: el.text
-                 for el in d.find_elements(By.CSS_SELECTOR, ".control--select--button-inner")}
-        assert shown["Врач"] == EFIMOVA
-        assert shown["Время записи"] in ("9:05", "09:05")
+
+        def shown():
+            return {el.find_element(By.XPATH, "ancestor::div[contains(@class,'linked-form__field')]")
+                    .find_element(By.CSS_SELECTOR, ".linked-form__field__label").text: el.text
+                    for el in d.find_elements(By.CSS_SELECTOR, ".control--select--button-inner")}
+
+        wait(lambda: (c := shown()).get("Врач") == EFIMOVA and c.get("Время записи") in ("9:05", "09:05"),
+             lambda: f"the card to show {EFIMOVA} at 9:05 (it shows {shown()})")
 
         # press the button: flag set, card saved (into the amoCRM emulator), daemon nudged
         button = d.find_element(By.XPATH, f'//button[text()="{BUTTON}"]')
         button.click()
-        wait_until(lambda: runs or errors, timeout=20,
-                   message=f"the registration job to be nudged (status {status()!r})")
+        wait(lambda: runs or errors, lambda: f"the registration job to be nudged (status {status()!r})",
+             timeout=20)
         saved = requests.get(f"{amo.url}/_sandbox/leads/{lead_id}", timeout=5).json()["fields"]
         assert saved["Дата записи к врачу"] == "22.12.2021"
         assert saved["Врач"] == EFIMOVA
@@ -269,17 +283,23 @@ def test_given_the_seed_when_a_person_uses_the_widget_in_the_card_then_1c_gets_z
         def zayavki():
             r = requests.get(onec.url + "/_sandbox/zayavki", params={"lead": str(lead_id)}, timeout=5)
             return r.json()
-        found = wait_until(zayavki, timeout=20, message=f"«Заявка» in 1C (job runs: "
-                                                         f"{[(x.status, x.errors) for x in runs]})")
+        found = wait(zayavki, lambda: f"«Заявка» in 1C (job runs: {[(x.status, x.errors) for x in runs]})",
+                     timeout=20)
         assert [z["number"] for z in found] == ["00000000219"]
         assert found[0]["doctor"] == EFIMOVA and found[0]["start"] == "2021-12-22T09:05:00"
-        wait_until(lambda: "219" in status(), timeout=20, message=f"the result in the card ({status()!r})")
-        assert "Заявка № 219" in status()
-        number = d.find_element(By.XPATH, '//div[contains(@class,"linked-form__field")]'
-                                          '[.//span[text()="Заявка 1С"]]//input')
-        assert "219" in number.get_attribute("value")
-        flag = d.find_element(By.XPATH, '//div[contains(@class,"linked-form__field-checkbox")]//input')
-        assert not flag.is_selected()  # the service cleared the flag; the card shows it
+        wait(lambda: "Заявка № 219" in status(), lambda: f"the result in the card ({status()!r})", timeout=20)
+
+        def number():
+            return d.find_element(By.XPATH, '//div[contains(@class,"linked-form__field")]'
+                                            '[.//span[text()="Заявка 1С"]]//input').get_attribute("value")
+
+        def flag_set():
+            return d.find_element(By.XPATH, '//div[contains(@class,"linked-form__field-checkbox")]'
+                                            '//input').is_selected()
+
+        wait(lambda: "219" in number(), lambda: f"«Заявка 1С» to show 219 (it shows {number()!r})")
+        # the service cleared the flag; the card shows it
+        wait(lambda: not flag_set(), lambda: "the card's flag to be cleared")
         assert not d.execute_script("return window.__errors"), d.execute_script("return window.__errors")
     finally:
         d.save_screenshot(str(tmp_path / "card.png"))
@@ -308,16 +328,20 @@ def test_given_a_wrong_secret_in_the_widget_settings_when_a_date_is_picked_then_
     d = browser
     try:
         d.get(site.url + "/")
-        wait_until(lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-widget") == "ready",
-                   timeout=15, message="the widget to start in the card")
+        wait(lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-widget") == "ready",
+             lambda: "the widget to start in the card")
         # it mounts once it has the field names from the service (GET /fields)
-        wait_until(lambda: d.find_elements(By.CSS_SELECTOR, ".amo1c-status"), timeout=15,
-                   message="the widget to mount with the service's field names")
+        wait(lambda: d.find_elements(By.CSS_SELECTOR, ".amo1c-status"),
+             lambda: "the widget to mount with the service's field names")
         d.find_element(By.XPATH, '//div[contains(@class,"linked-form__field-date")]//input').send_keys(
             "22.12.2021", Keys.TAB)
-        status = d.find_element(By.CSS_SELECTOR, ".amo1c-status")
-        wait_until(lambda: "секрет" in status.text, timeout=15, message=f"the auth error ({status.text!r})")
-        assert "amo1c-error" in status.get_attribute("class")
+
+        def status():
+            return d.find_element(By.CSS_SELECTOR, ".amo1c-status")
+
+        wait(lambda: "секрет" in status().text, lambda: f"the auth error ({status().text!r})")
+        wait(lambda: "amo1c-error" in status().get_attribute("class"),
+             lambda: f"the status to be marked an error ({status().get_attribute('class')!r})")
     finally:
         endpoint.close()
         site.close()

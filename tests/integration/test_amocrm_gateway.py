@@ -299,8 +299,9 @@ def test_given_settings_when_building_from_them_then_the_gateway_uses_them(emu, 
 
 
 def test_given_the_real_settings_class_when_building_then_it_fits(emu, store):
-    config = pytest.importorskip("amo1c_sync.config")
     import dataclasses
+
+    from amo1c_sync import config
 
     defaults = config.Settings()
     settings = dataclasses.replace(defaults, amocrm=dataclasses.replace(
@@ -308,4 +309,6 @@ def test_given_the_real_settings_class_when_building_then_it_fits(emu, store):
 
     api = from_settings(settings, store)
 
-    api.field_map(field_names(settings))   # the default names are the sandbox account's fields
+    fm = api.field_map(field_names(settings))   # the default names are the sandbox account's fields
+    assert fm.id(settings.fields.doctor) == emu.field_id("Врач")
+    assert fm.id(settings.fields.flag) == emu.field_id(settings.fields.flag)

@@ -54,6 +54,10 @@ def test_given_a_running_daemon_when_sigterm_mid_item_then_it_exits_0_and_the_ru
         (run,) = runs(store)
         assert run.status == "interrupted" and run.finished_at is not None
         assert run.counts["items"] == len(item_pids(store))  # nothing done was lost
+        # and `status` (its own queries) says the same
+        shown = json.loads(cli(ini, "status", "--json").stdout)["jobs"]["registration"]["last_run"]
+        assert (shown["id"], shown["status"], shown["counts"]) == (run.id, "interrupted", run.counts)
+        assert shown["finished_at"] is not None
         log = (tmp_path / "daemon.log").read_text()
         assert '"daemon.stopped"' in log
         assert "STOPPING=1" in received()

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from datetime import date, time
 
+import psycopg  # noqa: F401 - imported before the clock is frozen, so its C part sees the real datetime
 import pytest
 import requests
+from freezegun import freeze_time
 
 from amo1c_sync.domain import directory as plan
 from amo1c_sync.jobs import directory
 from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
 from amo1c_sync.store.models import JournalEntry
-
-from test_registration_support import (  # noqa: F401
+from tests.support.e2e import (
     EFIMOVA,
     ISHAEVA,
     PETROVA,
     TOKEN,
     make_settings,
-    onec_emu,
     requests_of,
     reset_requests,
     run,
@@ -29,9 +29,11 @@ SINCE = date(2021, 12, 1)
 
 
 @pytest.fixture(autouse=True)
-def december_2021(monkeypatch):
-    """The seed's schedules are for December 2021: pretend that is now."""
-    monkeypatch.setattr(directory, "today", lambda tz: date(2021, 12, 10))
+def december_2021():
+    """The seed's schedules are for December 2021: pretend that is now (the clock still ticks,
+    for the emulators' and the gateways' timeouts)."""
+    with freeze_time("2021-12-10 12:00:00", tick=True):
+        yield
 
 
 def _emu(fields):
@@ -54,7 +56,7 @@ def _options(emu, name):
     return [(e["id"], e["value"]) for e in sorted(field["enums"], key=lambda e: e["sort"])]
 
 
-def test_given_1c_doctors_with_schedules_when_syncing_then_options_added_kept_never_deleted(onec_emu, store):  # noqa: F811
+def test_given_1c_doctors_with_schedules_when_syncing_then_options_added_kept_never_deleted(onec_emu, store):
     with _emu(FIELDS) as amo_emu:
         settings = make_settings(amo_emu, onec_emu)
         before = dict((v, i) for i, v in _options(amo_emu, "Врач"))
@@ -80,7 +82,7 @@ def test_given_1c_doctors_with_schedules_when_syncing_then_options_added_kept_ne
         assert writes(requests_of(amo_emu)) == {}
 
 
-def test_given_doctor_renamed_in_1c_when_syncing_then_option_renamed_in_place(onec_emu, store):  # noqa: F811
+def test_given_doctor_renamed_in_1c_when_syncing_then_option_renamed_in_place(onec_emu, store):
     with _emu(FIELDS) as amo_emu:
         settings = make_settings(amo_emu, onec_emu)
         assert run(settings, store, job="directory").ok
@@ -97,7 +99,7 @@ def test_given_doctor_renamed_in_1c_when_syncing_then_option_renamed_in_place(on
         assert after["Ишаева-Смирнова М.И."] == ids[ISHAEVA] and ISHAEVA not in after
 
 
-def test_given_text_fields_when_syncing_then_nothing_to_do(onec_emu, store):  # noqa: F811
+def test_given_text_fields_when_syncing_then_nothing_to_do(onec_emu, store):
     fields = tuple((n, "text" if n in ("Врач", "Время записи") else t, o) for n, t, o in FIELDS)
     with _emu(fields) as amo_emu:
         settings = make_settings(amo_emu, onec_emu)
@@ -107,7 +109,7 @@ def test_given_text_fields_when_syncing_then_nothing_to_do(onec_emu, store):  # 
         assert requests_of(onec_emu)["total"] == 0 and writes(requests_of(amo_emu)) == {}
 
 
-def test_given_dry_run_when_syncing_then_plans_only(onec_emu, store):  # noqa: F811
+def test_given_dry_run_when_syncing_then_plans_only(onec_emu, store):
     with _emu(FIELDS) as amo_emu:
         settings = make_settings(amo_emu, onec_emu)
         result = run(settings, store, job="directory", dry_run=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time
 from decimal import Decimal
+from time import monotonic
 from urllib.parse import unquote
 
 import pytest
@@ -112,7 +113,15 @@ def test_given_default_names_when_looking_up_default_items_then_both_exist(onec)
     assert onec.default_client().ref == seed.DEFAULT_CLIENT_REF
     assert onec.default_nomenclature().ref == seed.DEFAULT_NOMENCLATURE_REF
     assert onec.check_names() == []
-    assert onec.ping() >= 0
+
+
+def test_given_the_emulator_when_pinged_then_one_cheap_read_is_made_and_its_seconds_returned(emu, onec):
+    emu.reset_requests()
+    started = monotonic()
+    elapsed = onec.ping()
+    assert 0 < elapsed <= monotonic() - started
+    (target,) = [unquote(t["target"]) for t in odata_targets(emu)]
+    assert "Catalog_Сотрудники" in target and "$top=1" in target
 
 
 # --- «Заявка» -----------------------------------------------------------------------------------
@@ -282,7 +291,9 @@ def test_given_nothing_listening_when_calling_then_retriable_error(emu):
 def test_given_a_cyrillic_login_when_calling_then_it_is_accepted(emu):
     assert emu.username == "Администратор"
     gw = OneC(emu.url, "Администратор", emu.password, **FAST)
-    assert gw.ping() >= 0
+    emu.reset_requests()
+    gw.ping()  # a refused login raises (FatalError, see the next test)
+    assert {str(k): v for k, v in emu.requests()["by_status"].items()} == {"200": 1}
 
 
 def test_given_a_wrong_password_when_calling_then_fatal_error_without_the_password(emu):

@@ -12,25 +12,20 @@ from amo1c_sync.jobs.base import run_job
 from amo1c_sync.services.slots import SlotFinder
 from amo1c_sync.sandbox import seed
 from amo1c_sync.store.models import Cursor, JournalEntry, Registration, RetryItem
-
-from test_registration_support import (  # noqa: F401
+from tests.support.e2e import (
     EFIMOVA,
-    ISHAEVA,
     PETROVA,
     SEED_DAY,
-    amo_emu,
     edit_lead,
     fault,
     lead,
     make_ctx,
     make_onec,
     make_settings,
-    onec_emu,
     requests_of,
     reset_requests,
     run,
     seed_lead,
-    settings,
     writes,
     zayavki,
 )
@@ -60,7 +55,7 @@ def _journal(store, lead_id) -> list[str]:
 
 
 def test_given_seed_lead_when_flagged_then_zayavka_219_note_flag_cleared_and_time_busy(
-        amo_emu, onec_emu, settings, store):  # noqa: F811
+        amo_emu, onec_emu, settings, store):
     lead_id = seed_lead(amo_emu)
     result = run(settings, store)
     assert result.ok, result.errors
@@ -89,7 +84,7 @@ def test_given_seed_lead_when_flagged_then_zayavka_219_note_flag_cleared_and_tim
 
 
 def test_given_client_names_when_registering_then_unknown_created_known_reused_and_quotes_work(
-        amo_emu, onec_emu, settings, store):  # noqa: F811
+        amo_emu, onec_emu, settings, store):
     first = seed_lead(amo_emu, client="Петров П.П.", time="9:05")
     second = seed_lead(amo_emu, client="  Петров   П.П. ", time="10:00")
     third = seed_lead(amo_emu, client="O'Brien", time="11:00")
@@ -108,14 +103,14 @@ def test_given_client_names_when_registering_then_unknown_created_known_reused_a
     assert "client.created" in _journal(store, first) and "client.created" not in _journal(store, second)
 
 
-def make_onec_clients(onec_emu):  # noqa: F811
+def make_onec_clients(onec_emu):
     import requests
 
     return requests.get(onec_emu.url + "/_sandbox/clients", timeout=5).json()
 
 
 def test_given_two_clients_with_the_name_when_registering_then_first_by_code_and_said_in_note(
-        amo_emu, onec_emu, settings, store):  # noqa: F811
+        amo_emu, onec_emu, settings, store):
     onec_emu.add_catalog_item(onec_emu.names.clients, "Сидоров С.С.")
     onec_emu.add_catalog_item(onec_emu.names.clients, "Сидоров С.С.")
     lead_id = seed_lead(amo_emu, client="Сидоров С.С.")
@@ -127,7 +122,7 @@ def test_given_two_clients_with_the_name_when_registering_then_first_by_code_and
 
 
 def test_given_registered_lead_when_flagged_again_with_new_time_then_same_zayavka_updated(
-        amo_emu, onec_emu, settings, store):  # noqa: F811
+        amo_emu, onec_emu, settings, store):
     lead_id = seed_lead(amo_emu)
     assert run(settings, store).ok
     edit_lead(amo_emu, lead_id, **{"Время записи": "9:10", FLAG: True})  # overlaps its own 9:05
@@ -144,7 +139,7 @@ def test_given_registered_lead_when_flagged_again_with_new_time_then_same_zayavk
 
 
 def test_given_registered_lead_when_flagged_again_unchanged_then_noop_note_and_no_1c_write(
-        amo_emu, onec_emu, settings, store):  # noqa: F811
+        amo_emu, onec_emu, settings, store):
     lead_id = seed_lead(amo_emu)
     assert run(settings, store).ok
     edit_lead(amo_emu, lead_id, **{FLAG: True})
@@ -158,8 +153,8 @@ def test_given_registered_lead_when_flagged_again_unchanged_then_noop_note_and_n
     assert len(zayavki(onec_emu)) == 1
 
 
-def test_given_amocrm_refuses_the_patch_after_1c_created_when_lead_changes_and_row_lost_then_one_zayavka(
-        amo_emu, onec_emu, settings, store):  # noqa: F811
+def test_given_amocrm_patch_fails_after_1c_created_when_store_row_lost_and_rerun_then_one_zayavka(
+        amo_emu, onec_emu, settings, store):
     lead_id = seed_lead(amo_emu)
     fault(amo_emu, count=1, status=400, path_prefix="/api/v4/leads", method="PATCH")
     result = run(settings, store)
@@ -191,7 +186,7 @@ def test_given_amocrm_refuses_the_patch_after_1c_created_when_lead_changes_and_r
 
 
 def test_given_an_item_error_recorded_when_the_lead_changes_then_it_is_tried_again(
-        amo_emu, onec_emu, settings, store):  # noqa: F811
+        amo_emu, onec_emu, settings, store):
     lead_id = seed_lead(amo_emu)
     fault(amo_emu, count=1, status=400, path_prefix="/api/v4/leads", method="PATCH")
     assert run(settings, store).counts["failed"] == 1
@@ -203,7 +198,7 @@ def test_given_an_item_error_recorded_when_the_lead_changes_then_it_is_tried_aga
 
 
 def test_given_1c_created_the_zayavka_but_the_answer_was_lost_when_rerun_then_still_one_zayavka(
-        amo_emu, onec_emu, settings, store):  # noqa: F811
+        amo_emu, onec_emu, settings, store):
     lead_id = seed_lead(amo_emu)
     # 1C carries out the POST that creates the «Заявка», then the connection drops before the answer
     fault(onec_emu, count=1, phase="after", drop=True, method="POST",
@@ -237,7 +232,7 @@ def test_given_1c_created_the_zayavka_but_the_answer_was_lost_when_rerun_then_st
     ({"Время записи": "9:10"}, "time_busy", ["время 9:10 занято", "Ближайшее свободное время: 8:45, 8:50"]),
 ])
 def test_given_invalid_lead_when_flagged_then_note_names_problem_flag_cleared_nothing_in_1c(
-        amo_emu, onec_emu, settings, store, fields, code, expected):  # noqa: F811
+        amo_emu, onec_emu, settings, store, fields, code, expected):
     onec_emu.add_zayavka(lead=None, doctor=EFIMOVA, start=datetime(2021, 12, 22, 9, 5))
     lead_id = seed_lead(amo_emu)
     edit_lead(amo_emu, lead_id, **fields)
@@ -260,7 +255,7 @@ def test_given_invalid_lead_when_flagged_then_note_names_problem_flag_cleared_no
 
 
 def test_given_nothing_changed_when_cycle_runs_then_one_amocrm_request_and_no_1c_request(
-        amo_emu, onec_emu, settings, store):  # noqa: F811
+        amo_emu, onec_emu, settings, store):
     lead_id = seed_lead(amo_emu)
     ctx = make_ctx(settings, store)  # as the daemon does: one context (and gateways) per term
     assert run_job(ctx, "registration").ok
@@ -276,7 +271,7 @@ def test_given_nothing_changed_when_cycle_runs_then_one_amocrm_request_and_no_1c
 
 
 def test_given_1c_fails_for_one_lead_when_cycle_runs_then_others_go_on_and_it_is_retried_later(
-        amo_emu, onec_emu, settings, store):  # noqa: F811
+        amo_emu, onec_emu, settings, store):
     bad = seed_lead(amo_emu, time="9:05")
     good = seed_lead(amo_emu, time="10:00")
     fault(onec_emu, count=1, status=500, method="POST", path_prefix="/odata/standard.odata/Document_")
@@ -302,7 +297,7 @@ def test_given_1c_fails_for_one_lead_when_cycle_runs_then_others_go_on_and_it_is
     assert lead(amo_emu, bad)["notes"][0].startswith("Создан документ Заявка №")
 
 
-def test_given_flagged_lead_when_dry_run_then_plans_and_writes_nothing(amo_emu, onec_emu, settings, store):  # noqa: F811
+def test_given_flagged_lead_when_dry_run_then_plans_and_writes_nothing(amo_emu, onec_emu, settings, store):
     lead_id = seed_lead(amo_emu, client="Новиков Н.Н.")
     reset_requests(amo_emu)
     reset_requests(onec_emu)
@@ -317,7 +312,7 @@ def test_given_flagged_lead_when_dry_run_then_plans_and_writes_nothing(amo_emu, 
     assert lead(amo_emu, lead_id)["fields"][FLAG] is True and lead(amo_emu, lead_id)["notes"] == []
 
 
-def test_given_other_time_zone_when_registering_then_date_is_the_clinics_day(amo_emu, onec_emu, store):  # noqa: F811
+def test_given_other_time_zone_when_registering_then_date_is_the_clinics_day(amo_emu, onec_emu, store):
     # account and clinic in New York; the date field is midnight in New York
     ny = make_settings(amo_emu, onec_emu, timezone="America/New_York")
     amo_emu.tz = __import__("zoneinfo").ZoneInfo("America/New_York")
@@ -328,7 +323,7 @@ def test_given_other_time_zone_when_registering_then_date_is_the_clinics_day(amo
 
 @pytest.mark.parametrize("written_in_1c", ["0{id}", " {id} "])
 def test_given_a_zayavka_whose_number_amocrm_reads_as_the_lead_when_flagged_then_it_is_updated_not_doubled(
-        amo_emu, onec_emu, settings, store, written_in_1c):  # noqa: F811
+        amo_emu, onec_emu, settings, store, written_in_1c):
     """Payments read «030000093» as lead 30000093; registration must find the same «Заявка»."""
     lead_id = seed_lead(amo_emu, flag=False)
     for number in (written_in_1c.format(id=lead_id), f"1{lead_id}"):  # the second is another lead

@@ -8,18 +8,7 @@ import time
 from urllib.parse import unquote
 
 from amo1c_sync.store.models import Cursor
-
-from test_registration_support import (  # noqa: F401
-    EFIMOVA,
-    amo_emu,
-    lead,
-    onec_emu,
-    requests_of,
-    reset_requests,
-    run,
-    settings,
-    zayavki,
-)
+from tests.support.e2e import EFIMOVA, lead, requests_of, reset_requests, run, zayavki
 
 FLAG = "Зарегистрировать в 1С"
 
@@ -30,7 +19,7 @@ def flag(amo_emu, lead_id: int, at: str) -> None:
 
 
 def test_given_300_leads_on_one_second_across_pages_when_registering_then_none_is_skipped_and_none_loops(
-        amo_emu, onec_emu, settings, store):  # noqa: F811
+        amo_emu, onec_emu, settings, store):
     second = int(time.time()) - 60
     amo_emu.book.clock = lambda: second   # every write below, and the job's own, on this second
     ids = [amo_emu.create_lead(f"Сделка {i}") for i in range(300)]

@@ -15,13 +15,11 @@ from amo1c_sync.domain.registration import no_such_doctor_text
 from amo1c_sync.domain.slots import NotWorking, UnknownDoctor
 from amo1c_sync.services.slots import SlotFinder
 from amo1c_sync.onec import OneC
-
-from test_registration_support import EFIMOVA, ISHAEVA, PETROVA, SEED_DAY, onec_emu  # noqa: F401
-from test_registration_support import requests_of, reset_requests
+from tests.support.e2e import EFIMOVA, ISHAEVA, PETROVA, SEED_DAY, requests_of, reset_requests
 
 
 @pytest.fixture
-def onec(onec_emu):  # noqa: F811
+def onec(onec_emu):
     return OneC(onec_emu.url, onec_emu.username, onec_emu.password, max_retries=0)
 
 
@@ -45,7 +43,7 @@ def test_given_seed_schedule_when_asking_efimova_then_first_free_times_are_the_s
     assert free[-1] == time(12, 45)
 
 
-def test_given_a_booking_when_listing_then_its_times_are_busy(onec_emu, onec):  # noqa: F811
+def test_given_a_booking_when_listing_then_its_times_are_busy(onec_emu, onec):
     onec_emu.add_zayavka(lead=None, doctor=EFIMOVA, start=datetime(2021, 12, 22, 9, 5))
     onec_emu.add_zayavka(lead=None, doctor=ISHAEVA, start=datetime(2021, 12, 22, 10, 0),
                          end=datetime(2021, 12, 22, 11, 0))
@@ -56,7 +54,7 @@ def test_given_a_booking_when_listing_then_its_times_are_busy(onec_emu, onec):  
     assert time(9, 45) in ish and time(9, 50) not in ish and time(10, 55) not in ish and time(11, 0) in ish
 
 
-def test_given_a_later_posted_schedule_when_listing_then_it_wins(onec_emu, onec):  # noqa: F811
+def test_given_a_later_posted_schedule_when_listing_then_it_wins(onec_emu, onec):
     r = requests.post(onec_emu.url + "/_sandbox/schedules", timeout=5, json={
         "date": "2021-12-15T00:00:00", "month": "2021-12-01",
         "lines": [{"doctor": EFIMOVA, "date": "2021-12-22", "start": "15:30", "end": "16:00"},
@@ -85,7 +83,7 @@ def test_given_a_day_without_schedules_when_asking_then_no_doctors(onec):
     assert SlotFinder(onec).doctors(date(2021, 12, 25)) == []
 
 
-def test_given_cache_ttl_when_asking_twice_then_schedules_read_once_until_it_expires(onec_emu, onec):  # noqa: F811
+def test_given_cache_ttl_when_asking_twice_then_schedules_read_once_until_it_expires(onec_emu, onec):
     clock = Clock()
     finder = SlotFinder(onec, cache_ttl=60, clock=clock)
     reset_requests(onec_emu)
@@ -122,7 +120,7 @@ def keep_logging(monkeypatch):
     structlog.configure(**saved)
 
 
-def _config(tmp_path, onec_emu):  # noqa: F811
+def _config(tmp_path, onec_emu):
     path = tmp_path / "sync.ini"
     path.write_text(f"[onec]\nbase_url = {onec_emu.url}\nusername = {onec_emu.username}\n"
                     f"password = {onec_emu.password}\n[logging]\nformat = console\nlevel = WARNING\n",
@@ -131,7 +129,7 @@ def _config(tmp_path, onec_emu):  # noqa: F811
     return str(path)
 
 
-def test_given_the_cli_when_listing_doctors_and_times_then_seed_output(onec_emu, tmp_path, capsys):  # noqa: F811
+def test_given_the_cli_when_listing_doctors_and_times_then_seed_output(onec_emu, tmp_path, capsys):
     cfg = _config(tmp_path, onec_emu)
     assert cli_main(["--config", cfg, "slots", "22.12.2021"]) == 0
     assert capsys.readouterr().out.splitlines() == [EFIMOVA, ISHAEVA]
@@ -145,7 +143,7 @@ def test_given_the_cli_when_listing_doctors_and_times_then_seed_output(onec_emu,
     assert json.loads(capsys.readouterr().out) == {"date": "2021-12-22", "doctors": [EFIMOVA, ISHAEVA]}
 
 
-def test_given_the_cli_when_bad_date_or_doctor_then_clear_error_and_exit_code(onec_emu, tmp_path, capsys):  # noqa: F811
+def test_given_the_cli_when_bad_date_or_doctor_then_clear_error_and_exit_code(onec_emu, tmp_path, capsys):
     cfg = _config(tmp_path, onec_emu)
     assert cli_main(["--config", cfg, "slots", "31.02.2021"]) == 2
     assert "not a real date" in capsys.readouterr().err

@@ -3,6 +3,7 @@ import sys
 import threading
 import time
 
+import pytest
 from sqlalchemy import select
 
 from amo1c_sync.store.models import Cursor
@@ -54,3 +55,21 @@ def test_given_two_processes_when_both_run_exclusive_increments_then_none_is_los
     procs = [subprocess.Popen([sys.executable, "-c", CHILD, store.url]) for _ in range(2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert _value(store) == 31
+
+
+@pytest.mark.postgres
+def test_given_store_exclusive_held_when_the_leader_lock_asks_for_the_same_name_then_it_waits_its_turn(pg_url):
+    """Store.exclusive (a transaction lock) and the leader's session lock share PostgreSQL's key
+    space: the same name must be the same lock, whichever module derived the key."""
+    from amo1c_sync.leader import PgAdvisoryLock
+    from amo1c_sync.store import Store
+
+    store = Store(pg_url)
+    other = PgAdvisoryLock(pg_url, "amo1c-sync.migrate")
+    try:
+        with store.exclusive("amo1c-sync.migrate"):
+            assert other.try_acquire() is False
+        assert other.try_acquire() is True
+    finally:
+        other.release()
+        store.dispose()

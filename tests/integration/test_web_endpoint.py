@@ -272,20 +272,31 @@ def test_given_no_secret_when_get_healthz_and_metrics_then_they_answer(server):
     assert m.headers["Content-Type"].startswith("text/plain")
 
 
-def test_given_a_store_when_get_healthz_then_the_status_module_answers(slots, sqlite_url):
-    pytest.importorskip("amo1c_sync.status")
-    from amo1c_sync.store import Store
+def test_given_a_store_where_no_job_ran_when_get_healthz_then_503_names_every_job(slots, sqlite_store):
+    app = create_app(make_settings(), slot_finder=slots, store=sqlite_store)
+    with serve(app) as srv:
+        r = get(srv, "/healthz", secret=None)
+    assert r.status_code == 503
+    body = r.json()
+    assert body["status"] == "stale"
+    assert set(body["stale"]) == {"directory", "registration", "payments"}
+    assert "Traceback" not in r.text
 
-    store = Store(sqlite_url)
-    store.upgrade()
-    try:
-        app = create_app(make_settings(), slot_finder=slots, store=store)
-        with serve(app) as srv:
-            r = get(srv, "/healthz", secret=None)
-        assert r.status_code in (200, 503)  # no job has run yet: stale is a fair answer
-        assert isinstance(r.json(), dict) and "Traceback" not in r.text
-    finally:
-        store.dispose()
+
+def test_given_every_job_succeeded_just_now_when_get_healthz_then_200(slots, sqlite_store):
+    from datetime import datetime, timedelta, timezone
+
+    from amo1c_sync.store.models import JobRun
+
+    now = datetime.now(timezone.utc)
+    with sqlite_store.session() as s:
+        for job in ("directory", "registration", "payments"):
+            s.add(JobRun(job=job, started_at=now - timedelta(seconds=2), finished_at=now, status="ok"))
+    app = create_app(make_settings(), slot_finder=slots, store=sqlite_store)
+    with serve(app) as srv:
+        r = get(srv, "/healthz", secret=None)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "ok" and "stale" not in r.json()
 
 
 def test_given_an_unknown_path_then_404_json(server):

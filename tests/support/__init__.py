@@ -10,21 +10,35 @@ T = TypeVar("T")
 
 
 def wait_until(predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02,
-               message: str = "condition") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+               message: str | Callable[[], str] = "condition",
+               ignoring: tuple[type[BaseException], ...] = ()) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    An AssertionError, or one of ``ignoring`` (say, a browser element replaced while it was read),
+    counts as "not yet". ``message`` may be a function: it is then called only on failure, so that
+    describing the state cannot itself fail before the wait starts."""
     deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
+    last_exc: BaseException | None = None
     while True:
         try:
             result = predicate()
             if result:
                 return result
-        except AssertionError as exc:
+        except (AssertionError, *ignoring) as exc:
             last_exc = exc
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}"
-                                 + (f": {last_exc}" if last_exc else ""))
+            raise AssertionError(f"timed out after {timeout}s waiting for {_describe(message, ignoring)}"
+                                 + (f": {type(last_exc).__name__}: {last_exc}" if last_exc else ""))
         time.sleep(interval)
+
+
+def _describe(message: str | Callable[[], str], ignoring: tuple[type[BaseException], ...]) -> str:
+    if not callable(message):
+        return message
+    try:
+        return message()
+    except (AssertionError, *ignoring) as exc:
+        return f"(the state could not be read: {type(exc).__name__})"
 
 
 def quick_amocrm(url: str, store, *, token: str, max_retries: int = 0):

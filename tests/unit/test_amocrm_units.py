@@ -58,26 +58,6 @@ def test_given_a_fractional_rate_when_acquiring_then_it_spaces_requests():
     assert [b - a for a, b in zip(sent, sent[1:])] == [pytest.approx(2.0), pytest.approx(2.0)]
 
 
-def test_given_threads_sharing_a_limiter_when_busy_then_the_real_clock_sees_at_most_the_rate():
-    import time
-
-    rl = RateLimiter(20)
-    sent, lock = [], threading.Lock()
-
-    def work():
-        for _ in range(10):
-            rl.acquire()
-            with lock:
-                sent.append(time.monotonic())
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(sent) == 40 and _max_in_window(sent) <= 20
-
-
 @pytest.mark.parametrize("status,action", [
     (200, Action.OK), (204, Action.EMPTY), (400, Action.FAIL_ITEM), (401, Action.REFRESH_AUTH),
     (402, Action.STOP), (403, Action.STOP), (404, Action.FAIL_ITEM), (429, Action.RETRY),

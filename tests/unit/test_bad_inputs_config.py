@@ -7,8 +7,6 @@ xfail(strict=True) with the reason, so that it turns into a failure the day it s
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -87,18 +85,6 @@ def test_given_a_wrong_store_url_when_the_store_opens_then_the_message_says_whic
     assert expected in str(err.value)
 
 
-def test_given_a_malformed_ini_when_the_daemon_starts_then_it_exits_2_with_one_line_and_no_traceback(tmp_path):
-    path = write(tmp_path, "[sync]\nregistration_interval = every 15 seconds\n")
-    proc = subprocess.run([sys.executable, "-m", "amo1c_sync", "--config", str(path), "run"],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("config error: ")
-    assert '[sync] registration_interval: "every 15 seconds" is not a duration' in lines[0]
-
-
 # --- once routed to the foundation (they were strict xfails) -----------------------------------
 
 def test_given_a_utf8_file_with_a_bom_when_loaded_then_it_loads(tmp_path):
@@ -119,11 +105,8 @@ def test_given_a_rate_limit_above_amocrms_7_when_loaded_then_the_user_is_told(tm
     path = write(tmp_path, "[amocrm]\nrate_limit = 50\n")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            load_settings(path)
-        except ConfigError as exc:
-            assert "[amocrm] rate_limit" in str(exc) and "7" in str(exc)
-            return
+        settings = load_settings(path)  # a warning, not an error: a test server may allow more
+    assert settings.amocrm.rate_limit == 50
     assert any("rate_limit" in str(w.message) and "7" in str(w.message) for w in caught)
 
 

@@ -1,5 +1,3 @@
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -64,24 +62,6 @@ def test_given_a_world_readable_file_with_a_secret_when_loaded_then_a_warning_sa
         warnings.simplefilter("always")
         load_settings(path)
     assert any("chmod 600" in str(w.message) for w in caught)
-
-
-def test_given_a_broken_ini_when_check_runs_then_one_line_names_section_and_key_and_exit_is_nonzero(tmp_path):
-    path = write(tmp_path, "[sync]\npayments_interval = 5x\n")
-    proc = subprocess.run([sys.executable, "-m", "amo1c_sync", "--config", str(path), "check"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "[sync] payments_interval" in lines[0] and "use 30s, 5m or 1h" in lines[0]
-
-
-def test_given_the_cli_when_asked_for_help_then_every_command_is_listed():
-    proc = subprocess.run([sys.executable, "-m", "amo1c_sync", "--help"], capture_output=True,
-                          text=True, timeout=60)
-    assert proc.returncode == 0
-    for cmd in ("run", "once", "status", "trace", "slots", "check", "auth", "db", "sandbox"):
-        assert f"    {cmd} " in proc.stdout, cmd
 
 
 def test_given_a_bad_1c_name_when_loaded_then_the_error_names_the_section_and_key(tmp_path):

@@ -1,36 +1,22 @@
-"""Shared set-up for the F1/F2/F4 end-to-end tests (no tests here): both emulators on loopback,
-settings pointing at them, gateways with a high rate limit and no slow retries, and small helpers
-for the emulators' control APIs (over HTTP, as a person in either UI would act)."""
+"""Helpers for the F1/F2/F4 end-to-end tests (their fixtures ``amo_emu``, ``onec_emu`` and
+``settings`` are in tests/integration/conftest.py): settings pointing at the emulators, gateways
+with a high rate limit and no slow retries, and small helpers for the emulators' control APIs
+(over HTTP, as a person in either UI would act)."""
 
 from __future__ import annotations
 
 from datetime import date
 
-import pytest
 import requests
 
 from amo1c_sync.amocrm import AmoCRM, RateLimiter, TokenManager
 from amo1c_sync.config import load_settings
 from amo1c_sync.jobs.base import JobContext, run_job
 from amo1c_sync.onec import OneC
-from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
-from amo1c_sync.sandbox.onec_emulator import OneCEmulator
 
 TOKEN = "long-lived-test-token"
 SEED_DAY = date(2021, 12, 22)
 EFIMOVA, PETROVA, ISHAEVA = "Ефимова Е.В.", "Петрова А.С.", "Ишаева М.И."
-
-
-@pytest.fixture
-def amo_emu():
-    with AmoCRMEmulator(rate_limit=1000, long_lived_token=TOKEN) as e:
-        yield e
-
-
-@pytest.fixture
-def onec_emu():
-    with OneCEmulator() as e:
-        yield e
 
 
 def make_settings(amo_emu, onec_emu, **sync):
@@ -40,11 +26,6 @@ def make_settings(amo_emu, onec_emu, **sync):
         "sync": {k: str(v) for k, v in sync.items()},
     }
     return load_settings(None, overrides=overrides)
-
-
-@pytest.fixture
-def settings(amo_emu, onec_emu):
-    return make_settings(amo_emu, onec_emu)
 
 
 def make_amo(settings, store) -> AmoCRM:
