@@ -79,32 +79,9 @@ def _lookup(i18n: dict, dotted: str):
 
 def validate(src: Path) -> dict:
     """Every problem at once, each saying what is wrong and what would be right. Returns the manifest."""
-    problems: list[str] = []
-    try:
-        manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise WidgetError([f"{src}/manifest.json: missing"]) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WidgetError([f"{src}/manifest.json: not valid UTF-8 JSON: {exc}"]) from None
-    if not isinstance(manifest, dict):
-        raise WidgetError(["manifest.json: must be a JSON object"])
-    widget = manifest.get("widget")
-    if not isinstance(widget, dict):
-        raise WidgetError(['manifest.json: missing the "widget" object'])
-    for key in REQUIRED_WIDGET_KEYS:
-        if key not in widget:
-            problems.append(f'manifest.json: widget.{key} is required')
-    version = widget.get("version")
-    if version is not None and not (isinstance(version, str) and all(p.isdigit() for p in version.split("."))):
-        problems.append(f'manifest.json: widget.version "{version}" must look like 1.0.0')
-    if "interface_version" in widget and widget["interface_version"] != 2:
-        problems.append("manifest.json: widget.interface_version must be 2")
-    for key in ("init_once", "installation"):
-        if key in widget and not isinstance(widget[key], bool):
-            problems.append(f"manifest.json: widget.{key} must be true or false")
-    support = widget.get("support")
-    if "support" in widget and not (isinstance(support, dict) and (support.get("link") or support.get("email"))):
-        problems.append("manifest.json: widget.support needs a link or an email")
+    manifest = _read_manifest(src)
+    widget = manifest["widget"]
+    problems = _widget_problems(widget)
     locales = widget.get("locale")
     if not (isinstance(locales, list) and locales and all(isinstance(x, str) for x in locales)):
         problems.append('manifest.json: widget.locale must be a list such as ["ru", "en"]')
@@ -116,28 +93,69 @@ def validate(src: Path) -> dict:
     if not isinstance(settings, dict):
         problems.append('manifest.json: "settings" must be an object')
         settings = {}
-    for key, spec in settings.items():
-        if not isinstance(spec, dict) or spec.get("type") not in SETTING_TYPES or not spec.get("name"):
-            problems.append(f"manifest.json: settings.{key} needs a name and a type among "
-                            + ", ".join(sorted(SETTING_TYPES)))
+    problems += _settings_problems(settings)
     # every text key the manifest names must be translated in every locale
     keys = [widget.get(k) for k in ("name", "description", "short_description")]
     keys += [spec.get("name") for spec in settings.values() if isinstance(spec, dict)]
     for loc in locales:
-        path = src / "i18n" / f"{loc}.json"
-        try:
-            i18n = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            problems.append(f"i18n/{loc}.json: missing (the manifest lists the locale {loc!r})")
-            continue
-        except (ValueError, UnicodeDecodeError) as exc:
-            problems.append(f"i18n/{loc}.json: not valid UTF-8 JSON: {exc}")
-            continue
-        for k in keys:
-            if isinstance(k, str) and not isinstance(_lookup(i18n, k), str):
-                problems.append(f'i18n/{loc}.json: no text for "{k}"')
-    if not (src / "script.js").is_file():
-        problems.append("script.js: missing")
+        problems += _i18n_problems(src, loc, keys)
+    problems += _file_problems(src)
+    if problems:
+        raise WidgetError(problems)
+    return manifest
+
+
+def _read_manifest(src: Path) -> dict:
+    """The manifest, or the one problem that stops every other check."""
+    try:
+        manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WidgetError([f"{src}/manifest.json: missing"]) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WidgetError([f"{src}/manifest.json: not valid UTF-8 JSON: {exc}"]) from None
+    if not isinstance(manifest, dict):
+        raise WidgetError(["manifest.json: must be a JSON object"])
+    if not isinstance(manifest.get("widget"), dict):
+        raise WidgetError(['manifest.json: missing the "widget" object'])
+    return manifest
+
+
+def _widget_problems(widget: dict) -> list[str]:
+    problems = [f"manifest.json: widget.{key} is required" for key in REQUIRED_WIDGET_KEYS
+                if key not in widget]
+    version = widget.get("version")
+    if version is not None and not (isinstance(version, str) and all(p.isdigit() for p in version.split("."))):
+        problems.append(f'manifest.json: widget.version "{version}" must look like 1.0.0')
+    if "interface_version" in widget and widget["interface_version"] != 2:
+        problems.append("manifest.json: widget.interface_version must be 2")
+    for key in ("init_once", "installation"):
+        if key in widget and not isinstance(widget[key], bool):
+            problems.append(f"manifest.json: widget.{key} must be true or false")
+    support = widget.get("support")
+    if "support" in widget and not (isinstance(support, dict) and (support.get("link") or support.get("email"))):
+        problems.append("manifest.json: widget.support needs a link or an email")
+    return problems
+
+
+def _settings_problems(settings: dict) -> list[str]:
+    return [f"manifest.json: settings.{key} needs a name and a type among " + ", ".join(sorted(SETTING_TYPES))
+            for key, spec in settings.items()
+            if not isinstance(spec, dict) or spec.get("type") not in SETTING_TYPES or not spec.get("name")]
+
+
+def _i18n_problems(src: Path, loc: str, keys: list) -> list[str]:
+    try:
+        i18n = json.loads((src / "i18n" / f"{loc}.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [f"i18n/{loc}.json: missing (the manifest lists the locale {loc!r})"]
+    except (ValueError, UnicodeDecodeError) as exc:
+        return [f"i18n/{loc}.json: not valid UTF-8 JSON: {exc}"]
+    return [f'i18n/{loc}.json: no text for "{k}"' for k in keys
+            if isinstance(k, str) and not isinstance(_lookup(i18n, k), str)]
+
+
+def _file_problems(src: Path) -> list[str]:
+    problems = [] if (src / "script.js").is_file() else ["script.js: missing"]
     for name, (w, h) in IMAGES.items():
         path = src / "images" / name
         if not path.is_file():
@@ -148,9 +166,7 @@ def validate(src: Path) -> dict:
             problems.append(f"images/{name}: is {size or 'not a PNG'}, must be a {w}x{h} PNG")
         if path.stat().st_size > MAX_IMAGE_BYTES:
             problems.append(f"images/{name}: {path.stat().st_size} bytes, at most {MAX_IMAGE_BYTES}")
-    if problems:
-        raise WidgetError(problems)
-    return manifest
+    return problems
 
 
 def _host(value: str) -> str:
