@@ -10,6 +10,7 @@ from urllib.parse import unquote
 import pytest
 import requests
 
+from amo1c_sync.domain.registration import display_number
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
 from amo1c_sync.onec import OneC, OneCNames
 from amo1c_sync.onec.query import MAX_TARGET_BYTES
@@ -44,11 +45,12 @@ def test_given_the_seed_when_listing_doctors_then_three_doctors_by_code(onec):
     assert [d.name for d in onec.doctors()] == ["Ефимова Е.В.", "Петрова А.С.", "Ишаева М.И."]
 
 
-def test_given_the_seed_schedule_when_asking_for_22_12_2021_then_efimova_and_ishaeva_work(onec):
+def test_given_the_seed_schedule_when_asking_for_22_12_2021_then_efimova_and_ishaeva_work(emu, onec):
     lines = onec.schedule_for_day(DAY)
     by_doctor = {line.doctor_ref: (line.start, line.end) for line in lines}
     assert by_doctor == {EFIMOVA: (time(8, 15), time(13, 0)), ISHAEVA: (time(8, 0), time(16, 0))}
-    assert {(line.doc_number, line.doc_date) for line in lines} == {("00000000006", datetime(2021, 12, 8))}
+    schedule = emu.number(6, "Document_УстановкаГрафиковРаботы")
+    assert {(line.doc_number, line.doc_date) for line in lines} == {(schedule, datetime(2021, 12, 8))}
 
 
 def test_given_the_seed_schedule_when_asking_for_the_month_then_every_cell_of_the_table_is_there(onec):
@@ -65,9 +67,10 @@ def test_given_two_posted_schedules_and_an_unposted_one_when_reading_then_posted
     emu.add_schedule([(EFIMOVA, DAY, time(6, 0), time(7, 0))], month=date(2021, 12, 1),
                      doc_date=datetime(2021, 12, 20), posted=False)
     lines = [line for line in onec.schedule_for_day(DAY) if line.doctor_ref == EFIMOVA]
-    assert [(line.doc_number, line.start) for line in lines] == [("00000000006", time(8, 15)),
+    schedule = emu.number(6, "Document_УстановкаГрафиковРаботы")
+    assert [(line.doc_number, line.start) for line in lines] == [(schedule, time(8, 15)),
                                                                    (later["Number"], time(14, 0))]
-    assert later["Number"] == "00000000007"
+    assert later["Number"] == emu.number(7, "Document_УстановкаГрафиковРаботы")
 
 
 def test_given_few_rows_per_page_when_reading_then_all_pages_are_fetched_in_a_stable_order(emu):
@@ -133,7 +136,7 @@ def new_zayavka(onec, lead="30000001", start=time(9, 5), end=time(9, 20)):
 
 def test_given_a_lead_when_creating_and_posting_a_zayavka_then_it_is_number_219_and_findable(emu, onec):
     z = new_zayavka(onec)
-    assert z.number == "00000000219" and z.display_number == "219" and not z.posted
+    assert z.number == emu.number(219) and z.display_number == display_number(emu.number(219)) and not z.posted
     assert (z.day, z.start, z.end, z.lead) == (DAY, time(9, 5), time(9, 20), "30000001")
     onec.post("Document_Заявка", z.ref)
     [found] = onec.zayavki_by_lead(30000001)
@@ -141,10 +144,10 @@ def test_given_a_lead_when_creating_and_posting_a_zayavka_then_it_is_number_219_
     assert [x.ref for x in onec.zayavki_on(DAY, EFIMOVA)] == [z.ref]
     assert onec.zayavki_on(DAY, ISHAEVA) == [] and onec.zayavki_on(date(2021, 12, 23)) == []
     [row] = emu.zayavki("30000001")
-    assert row == {"ref": z.ref, "number": "00000000219", "client": "Клиент из AmoCRM", "doctor": "Ефимова Е.В.",
+    assert row == {"ref": z.ref, "number": emu.number(219), "client": "Клиент из AmoCRM", "doctor": "Ефимова Е.В.",
                    "start": "2021-12-22T09:05:00", "end": "2021-12-22T09:20:00", "lead": "30000001",
                    "posted": True, "deletion_mark": False, "client_ref": seed.DEFAULT_CLIENT_REF}
-    assert new_zayavka(onec, lead="30000002").number == "00000000220"
+    assert new_zayavka(onec, lead="30000002").number == emu.number(220)
 
 
 def test_given_a_zayavka_when_updating_then_only_given_fields_change_and_end_can_be_cleared(onec):
@@ -200,7 +203,7 @@ def test_given_either_base_shape_when_reading_services_then_bases_resolve_to_lea
         assert set(services) == {paid["ref"], unbased["ref"], nolead["ref"]}
         s = services[paid["ref"]]
         assert (s.base_ref, s.base_is_zayavka, s.posted, s.amount) == (z.ref, True, True, Decimal("150.00"))
-        assert isinstance(s.amount, Decimal) and s.number == "00000000001"
+        assert isinstance(s.amount, Decimal) and s.number == emu.number(1, "Document_ОказаниеУслуг")
         assert services[unbased["ref"]].base_ref is None and not services[unbased["ref"]].base_is_zayavka
         assert services[unbased["ref"]].amount == Decimal("99.90")
         if mode == "composite":

@@ -8,6 +8,7 @@ from datetime import datetime, time, timedelta, timezone
 import pytest
 import requests
 
+from amo1c_sync.domain.registration import display_number
 from amo1c_sync.jobs.base import run_job
 from amo1c_sync.services.slots import SlotFinder
 from amo1c_sync.sandbox import seed
@@ -22,10 +23,12 @@ from tests.support.e2e import (
     make_ctx,
     make_onec,
     make_settings,
+    number,
     requests_of,
     reset_requests,
     run,
     seed_lead,
+    shown,
     writes,
     zayavki,
 )
@@ -61,22 +64,22 @@ def test_given_seed_lead_when_flagged_then_zayavka_219_note_flag_cleared_and_tim
     assert result.ok, result.errors
 
     [z] = zayavki(onec_emu, lead_id)
-    assert z["number"] == "00000000219" and z["client"] == "Клиент из AmoCRM" and z["doctor"] == EFIMOVA
+    assert z["number"] == number(onec_emu) and z["client"] == "Клиент из AmoCRM" and z["doctor"] == EFIMOVA
     assert z["start"] == "2021-12-22T09:05:00" and z["end"] == "2021-12-22T09:20:00"
     assert z["lead"] == str(lead_id) and z["posted"] and not z["deletion_mark"]
     [full] = make_onec(settings).zayavki_by_lead(lead_id)
     assert full.nomenclature_ref == seed.DEFAULT_NOMENCLATURE_REF
 
     view = lead(amo_emu, lead_id)
-    assert view["notes"] == ["Создан документ Заявка № 219"]
+    assert view["notes"] == [f"Создан документ Заявка № {shown(onec_emu, 219)}"]
     assert view["fields"].get(FLAG) in (False, None)
-    assert view["fields"]["Заявка 1С"] == "219"
+    assert view["fields"]["Заявка 1С"] == shown(onec_emu)
 
     free = SlotFinder(make_onec(settings)).free_times(SEED_DAY, EFIMOVA)
     assert time(9, 5) not in free and time(8, 50) in free and time(9, 20) in free
 
     reg = _reg(store, lead_id)
-    assert reg.status == "done" and reg.zayavka_ref == z["ref"] and reg.zayavka_number == "00000000219"
+    assert reg.status == "done" and reg.zayavka_ref == z["ref"] and reg.zayavka_number == number(onec_emu)
     assert len(reg.fingerprint) == 64
     assert _journal(store, lead_id) == ["zayavka.created", "zayavka.posted", "lead.registered"]
     with store.session() as s:
@@ -97,9 +100,9 @@ def test_given_client_names_when_registering_then_unknown_created_known_reused_a
     assert zayavki(onec_emu, second)[0]["client"] == "Петров П.П."
     assert zayavki(onec_emu, third)[0]["client"] == "O'Brien"
     assert lead(amo_emu, first)["notes"] == [
-        "Создан документ Заявка № 219\nКлиент «Петров П.П.» не найден в 1С — создан новый клиент."]
-    assert lead(amo_emu, second)["notes"] == ["Создан документ Заявка № 220"]
-    assert lead(amo_emu, third)["notes"][0].startswith("Создан документ Заявка № 221")
+        f"Создан документ Заявка № {shown(onec_emu, 219)}\nКлиент «Петров П.П.» не найден в 1С — создан новый клиент."]
+    assert lead(amo_emu, second)["notes"] == [f"Создан документ Заявка № {shown(onec_emu, 220)}"]
+    assert lead(amo_emu, third)["notes"][0].startswith(f"Создан документ Заявка № {shown(onec_emu, 221)}")
     assert "client.created" in _journal(store, first) and "client.created" not in _journal(store, second)
 
 
@@ -116,7 +119,8 @@ def test_given_two_clients_with_the_name_when_registering_then_first_by_code_and
     lead_id = seed_lead(amo_emu, client="Сидоров С.С.")
     assert run(settings, store).ok
     note = lead(amo_emu, lead_id)["notes"][0]
-    assert note.startswith("Создан документ Заявка № 219\n") and "найдено клиентов «Сидоров С.С.»: 2" in note
+    assert note.startswith(f"Создан документ Заявка № {shown(onec_emu, 219)}\n")
+    assert "найдено клиентов «Сидоров С.С.»: 2" in note
     codes = sorted(c["code"] for c in make_onec_clients(onec_emu) if c["name"] == "Сидоров С.С.")
     assert codes[0] in note
 
@@ -130,10 +134,11 @@ def test_given_registered_lead_when_flagged_again_with_new_time_then_same_zayavk
     assert result.ok, result.errors
 
     [z] = zayavki(onec_emu, lead_id)
-    assert z["number"] == "00000000219" and z["start"] == "2021-12-22T09:10:00" and z["posted"]
+    assert z["number"] == number(onec_emu) and z["start"] == "2021-12-22T09:10:00" and z["posted"]
     assert len(zayavki(onec_emu)) == 1
     view = lead(amo_emu, lead_id)
-    assert view["notes"] == ["Создан документ Заявка № 219", "Изменён документ Заявка № 219"]
+    assert view["notes"] == [f"Создан документ Заявка № {shown(onec_emu)}",
+                             f"Изменён документ Заявка № {shown(onec_emu)}"]
     assert view["fields"].get(FLAG) in (False, None)
     assert "zayavka.updated" in _journal(store, lead_id)
 
@@ -148,7 +153,7 @@ def test_given_registered_lead_when_flagged_again_unchanged_then_noop_note_and_n
     assert result.ok and result.counts["unchanged"] == 1
     assert writes(requests_of(onec_emu)) == {}
     notes = lead(amo_emu, lead_id)["notes"]
-    assert len(notes) == 2 and "уже зарегистрирована" in notes[1] and "№ 219" in notes[1]
+    assert len(notes) == 2 and "уже зарегистрирована" in notes[1] and f"№ {shown(onec_emu)}" in notes[1]
     assert lead(amo_emu, lead_id)["fields"].get(FLAG) in (False, None)
     assert len(zayavki(onec_emu)) == 1
 
@@ -180,7 +185,7 @@ def test_given_amocrm_patch_fails_after_1c_created_when_store_row_lost_and_rerun
     result = run(settings, store)
     assert result.ok, result.errors
     assert len(zayavki(onec_emu, lead_id)) == 1 and len(zayavki(onec_emu)) == 1
-    assert lead(amo_emu, lead_id)["notes"][-1] == "Создан документ Заявка № 219"
+    assert lead(amo_emu, lead_id)["notes"][-1] == f"Создан документ Заявка № {shown(onec_emu, 219)}"
     assert lead(amo_emu, lead_id)["fields"].get(FLAG) in (False, None)
     assert _reg(store, lead_id).status == "done"
 
@@ -216,8 +221,8 @@ def test_given_1c_created_the_zayavka_but_the_answer_was_lost_when_rerun_then_st
     result = run(settings, store)
     assert result.ok, result.errors
     [z] = zayavki(onec_emu, lead_id)
-    assert z["posted"] and z["number"] == "00000000219"
-    assert lead(amo_emu, lead_id)["notes"] == ["Создан документ Заявка № 219"]
+    assert z["posted"] and z["number"] == number(onec_emu)
+    assert lead(amo_emu, lead_id)["notes"] == [f"Создан документ Заявка № {shown(onec_emu, 219)}"]
 
 
 @pytest.mark.parametrize("fields,code,expected", [
@@ -267,7 +272,7 @@ def test_given_nothing_changed_when_cycle_runs_then_one_amocrm_request_and_no_1c
     amo = requests_of(amo_emu)
     assert amo["total"] == 1 and amo["counts"] == {"GET /api/v4/leads": 1}
     assert requests_of(onec_emu)["total"] == 0
-    assert lead(amo_emu, lead_id)["notes"] == ["Создан документ Заявка № 219"]
+    assert lead(amo_emu, lead_id)["notes"] == [f"Создан документ Заявка № {shown(onec_emu, 219)}"]
 
 
 def test_given_1c_fails_for_one_lead_when_cycle_runs_then_others_go_on_and_it_is_retried_later(
@@ -278,8 +283,8 @@ def test_given_1c_fails_for_one_lead_when_cycle_runs_then_others_go_on_and_it_is
     result = run(settings, store)
     assert result.status == "partial" and result.counts["failed"] == 1
     assert zayavki(onec_emu, bad) == [] and len(zayavki(onec_emu, good)) == 1
-    assert lead(amo_emu, good)["notes"] == ["Создан документ Заявка № 220"] or \
-        lead(amo_emu, good)["notes"] == ["Создан документ Заявка № 219"]
+    assert lead(amo_emu, good)["notes"] == [f"Создан документ Заявка № {shown(onec_emu, 220)}"] or \
+        lead(amo_emu, good)["notes"] == [f"Создан документ Заявка № {shown(onec_emu, 219)}"]
     retry = _retry(store, bad)
     assert _reg(store, bad).status == "failed" and retry.attempts == 1 and "1C" in retry.error
     assert retry.state == "retrying" and retry.next_attempt_at > datetime.now(timezone.utc)
@@ -326,9 +331,9 @@ def test_given_a_zayavka_whose_number_amocrm_reads_as_the_lead_when_flagged_then
         amo_emu, onec_emu, settings, store, written_in_1c):
     """Payments read «030000093» as lead 30000093; registration must find the same «Заявка»."""
     lead_id = seed_lead(amo_emu, flag=False)
-    for number in (written_in_1c.format(id=lead_id), f"1{lead_id}"):  # the second is another lead
+    for written in (written_in_1c.format(id=lead_id), f"1{lead_id}"):  # the second is another lead
         requests.post(onec_emu.url + "/_sandbox/zayavki", timeout=5, json={
-            "lead": number, "doctor": EFIMOVA, "start": "2021-12-22T10:00:00"}).raise_for_status()
+            "lead": written, "doctor": EFIMOVA, "start": "2021-12-22T10:00:00"}).raise_for_status()
     edit_lead(amo_emu, lead_id, **{FLAG: True})
     result = run(settings, store)
     assert result.ok, result.errors
@@ -337,4 +342,4 @@ def test_given_a_zayavka_whose_number_amocrm_reads_as_the_lead_when_flagged_then
     mine = [z for z in zayavki(onec_emu) if z["lead"] == written_in_1c.format(id=lead_id).rstrip()]
     assert len(zayavki(onec_emu)) == 2
     assert [z["start"] for z in mine] == ["2021-12-22T09:05:00"]
-    assert lead(amo_emu, lead_id)["fields"]["Заявка 1С"] == mine[0]["number"].lstrip("0")
+    assert lead(amo_emu, lead_id)["fields"]["Заявка 1С"] == display_number(mine[0]["number"])

@@ -11,6 +11,7 @@ import requests
 
 from amo1c_sync.amocrm import AmoCRM, RateLimiter, TokenManager
 from amo1c_sync.config import load_settings
+from amo1c_sync.domain.registration import display_number
 from amo1c_sync.jobs.base import JobContext, run_job
 from amo1c_sync.onec import OneC
 
@@ -92,6 +93,16 @@ def reset_requests(emu) -> None:
 
 def fault(emu, **spec) -> None:
     requests.post(emu.url + "/_sandbox/faults", json=spec, timeout=5).raise_for_status()
+
+
+def number(onec_emu, counter: int = 219) -> str:
+    """The «Заявка» number 1C gives ``counter`` in this run's format (``00000000219``, ``МС00-000219``)."""
+    return onec_emu.number(counter)
+
+
+def shown(onec_emu, counter: int = 219) -> str:
+    """That number as the clinic sees it in a note: «219», or «МС00-000219» as it is."""
+    return display_number(onec_emu.number(counter))
 
 
 def writes(counts: dict) -> dict:
