@@ -34,15 +34,15 @@ def test_given_the_lock_file_removed_then_leadership_is_reported_lost(tmp_path):
     assert lock.still_held() is False
 
 
-def test_given_the_lock_names_when_keyed_then_the_keys_are_the_released_ones_and_both_derivations_agree():
+def test_given_the_lock_names_when_keyed_then_the_keys_are_the_released_ones_and_one_derivation_serves_both():
     """A changed key would let an old and a new daemon both lead during an upgrade; the leader
-    module and Store.exclusive derive keys separately, and must agree."""
-    from amo1c_sync.store.db import _lock_key
+    module and Store.exclusive take their keys from the one function."""
+    import amo1c_sync.leader as leader
 
     pinned = {"amo1c-sync.leader": -7302225382066811879, "amo1c-sync.migrate": 8815983806893754438,
               "amocrm-token": 8870785231583955774}
     assert {name: lock_key(name) for name in pinned} == pinned
-    assert {name: _lock_key(name) for name in pinned} == pinned
+    assert leader.advisory_lock_key is lock_key
 
 
 def test_given_a_gateway_then_its_session_attribute_is_found():

@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 import amo1c_sync.daemon as daemon_mod
 from amo1c_sync import config
 from amo1c_sync.daemon import Daemon
+from amo1c_sync.jobs import JOBS
 from amo1c_sync.leader import AlwaysLeader
 
 
@@ -31,7 +32,7 @@ def test_given_the_store_away_when_it_answers_again_then_the_failed_jobs_run_at_
             raise failure
     monkeypatch.setattr(daemon_mod, "write_heartbeat", heartbeat)
     daemon = Daemon(config.load_settings(None), SimpleNamespace(dialect="postgresql"),
-                    lock=AlwaysLeader(), jobs=["payments", "registration"])
+                    lock=AlwaysLeader(), jobs=[j for j in JOBS if j.name in ("payments", "registration")])
     daemon.role, daemon._scheduler = "leader", _Scheduler()
     daemon._failures.update({"payments": 4})
 
