@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import configparser
+import json
 import os
 import queue
 import random
@@ -950,6 +951,7 @@ class DrillReport:
     ops_not_done: int = 0
     refresh_reuse: int | None = None
     refresh_count: int | None = None
+    reauthorisations: int = 0
     max_per_second: int | None = None
     sigterm_rc: int | None = None
     rss_kb: list[tuple[float, int]] = field(default_factory=list)
@@ -990,6 +992,7 @@ class DrillReport:
             ("invalid: «Заявка» / no note", f"{c.zayavki_for_invalid} / {c.invalid_without_note}"),
             ("flags left set", str(c.flags_left)),
             ("refresh token reuse", "n/a" if self.refresh_reuse is None else str(self.refresh_reuse)),
+            ("re-authorisations (a SIGKILL lost a refresh answer)", str(self.reauthorisations)),
             ("amoCRM max requests/s", "n/a" if self.max_per_second is None else f"{self.max_per_second} (limit 7)"),
             ("time to converge after last fault",
              f"{self.converge_seconds:.1f} s" if self.converged and self.converge_seconds is not None
@@ -1302,6 +1305,7 @@ def converge(run: DrillRun) -> CheckResult:
     while not result.ok and time.monotonic() < deadline:
         time.sleep(2.0)
         run.daemon.check_exit()
+        reauthorise_if_asked(run)
         result = check_state(run.clinic, run.amo, run.onec)
         if time.monotonic() >= next_note:
             run.log(f"drill: not yet converged: {result.problems[:3]}")
@@ -1317,6 +1321,24 @@ def converge(run: DrillRun) -> CheckResult:
     if rss:
         report.rss_kb.append((time.monotonic() - run.t0, rss))
     return result
+
+
+def reauthorise_if_asked(run: DrillRun) -> None:
+    """A SIGKILL during a refresh loses amoCRM's answer, and the single-use refresh token with it:
+    the daemon then asks for `auth --code` (it must never send that token again). Do what the
+    administrator does, and count it."""
+    res = run.daemon.cli("auth", "--status")
+    if res.returncode == 0:
+        return
+    try:
+        state = json.loads(res.stdout)
+    except ValueError:
+        return
+    if state.get("refresh_in_flight") or not state.get("revoked_reason"):
+        return
+    bootstrap_oauth(run.daemon, run.amo)
+    run.report.reauthorisations += 1
+    run.log(f"drill: re-authorised after: {state['revoked_reason']}")
 
 
 def _rate_problem(run: DrillRun) -> str:
