@@ -193,15 +193,7 @@ class ContactBook:
     def apply_patches(self, items: list) -> list[tuple[str, dict]]:
         """Atomic, like leads: any invalid item rejects the batch (400, errors per ``request_id``)."""
         with self.lock:
-            all_errors, changes = [], []
-            for i, item in enumerate(items):
-                errors, change = self._patch_item(item)
-                rid = str(item.get("request_id", i)) if isinstance(item, dict) else str(i)
-                if errors:
-                    all_errors.append({"request_id": rid, "errors": errors})
-                changes.append((rid, change))
-            if all_errors:
-                raise validation.failed(all_errors)
+            changes = validation.stage_all(items, self._patch_item)
             out = []
             for rid, (cid, name, staged) in changes:
                 contact = self.contacts[cid]

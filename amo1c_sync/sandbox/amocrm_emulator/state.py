@@ -220,15 +220,7 @@ class LeadBook:
     def apply_patches(self, items: list) -> list[tuple[str, dict]]:
         """Atomic: any invalid item rejects the whole batch (400, errors per ``request_id``)."""
         with self.lock:
-            all_errors, changes = [], []
-            for i, item in enumerate(items):
-                errors, change = validation.lead_patch(self, item)
-                rid = str(item.get("request_id", i)) if isinstance(item, dict) else str(i)
-                if errors:
-                    all_errors.append({"request_id": rid, "errors": errors})
-                changes.append((rid, change))
-            if all_errors:
-                raise validation.failed(all_errors)
+            changes = validation.stage_all(items, lambda item: validation.lead_patch(self, item))
             out, second = [], int(self.clock())  # one request, one updated_at for all its leads
             for rid, change in changes:
                 lead = self.leads[change["id"]]

@@ -19,6 +19,21 @@ def failed(errors: list[dict]) -> Problem:
     return validation_failed(errors)
 
 
+def stage_all(items: list, check) -> list[tuple[str, object]]:
+    """Check every item of a batch before any is applied, since amoCRM takes a batch PATCH whole
+    or not at all: ``[(request_id, change)]``, or the 400 naming every bad item."""
+    all_errors, changes = [], []
+    for i, item in enumerate(items):
+        errors, change = check(item)
+        rid = str(item.get("request_id", i)) if isinstance(item, dict) else str(i)
+        if errors:
+            all_errors.append({"request_id": rid, "errors": errors})
+        changes.append((rid, change))
+    if all_errors:
+        raise failed(all_errors)
+    return changes
+
+
 def _err(code: str, path: str, detail: str) -> dict:
     return {"code": code, "path": path, "detail": detail}
 
