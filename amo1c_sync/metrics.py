@@ -42,9 +42,6 @@ REQUEST_LATENCY = Histogram("amo1c_request_duration_seconds", "HTTP request late
                             ["system"], registry=REGISTRY,
                             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 
-SESSION_ATTRS = ("session", "_session", "http", "_http")
-
-
 def observe_job(result: Any, duration: float) -> None:
     """Record one finished ``JobResult`` (from amo1c_sync.jobs.run_job)."""
     job = result.job
@@ -61,60 +58,26 @@ def set_leader(is_leader: bool) -> None:
     LEADER.set(1 if is_leader else 0)
 
 
-def instrument_session(session: Any, system: str) -> Any:
-    """Count and time every request of a ``requests.Session``: a response hook for answered
-    requests and a thin wrapper of ``send`` for those that never got an answer. Idempotent."""
-    if getattr(session, "_amo1c_instrumented", None) == system:
-        return session
-
-    def on_response(resp, *args, **kwargs):
-        method = getattr(resp.request, "method", None) or "?"
-        REQUESTS.labels(system=system, method=method, status=str(resp.status_code)).inc()
-        elapsed = getattr(resp, "elapsed", None)
-        if elapsed is not None:
-            REQUEST_LATENCY.labels(system=system).observe(elapsed.total_seconds())
-        return resp
-
-    hooks = session.hooks.setdefault("response", [])
-    if not isinstance(hooks, list):
-        hooks = [hooks]
-        session.hooks["response"] = hooks
-    hooks.append(on_response)
-
-    original_send = session.send
-
-    def send(request, **kwargs):
-        started = time.monotonic()
-        try:
-            return original_send(request, **kwargs)
-        except Exception:
-            REQUESTS.labels(system=system, method=getattr(request, "method", "?") or "?",
-                            status="error").inc()
-            REQUEST_LATENCY.labels(system=system).observe(time.monotonic() - started)
-            raise
-
-    session.send = send
-    session._amo1c_instrumented = system
-    return session
+def on_response(system: str, method: str, path: str, status: str, seconds: float) -> None:
+    """The transports' metrics hook: one answered (or failed, status ``"error"``) request."""
+    REQUESTS.labels(system=system, method=method, status=status).inc()
+    REQUEST_LATENCY.labels(system=system).observe(seconds)
 
 
 def instrument_gateway(gateway: Any, system: str) -> bool:
-    """Find the gateway's ``requests.Session`` (attribute ``session``/``_session``/``http``…,
-    also one level down, e.g. ``gateway._client.session``) and instrument it."""
-    import requests
+    """Point the gateway's transport (its public ``transport``) at ``on_response``, counted under
+    ``system``; False for an object without one."""
+    from amo1c_sync.transport import Transport
 
-    candidates = [gateway]
-    for attr in ("client", "_client", "api", "_api", "transport", "_transport"):
-        inner = getattr(gateway, attr, None)
-        if inner is not None:
-            candidates.append(inner)
-    for obj in candidates:
-        for attr in SESSION_ATTRS:
-            sess = getattr(obj, attr, None)
-            if isinstance(sess, requests.Session):
-                instrument_session(sess, system)
-                return True
-    return False
+    transport = getattr(gateway, "transport", None)
+    if not isinstance(transport, Transport):
+        return False
+
+    def hook(_system: str, method: str, path: str, status: str, seconds: float) -> None:
+        on_response(system, method, path, status, seconds)
+
+    transport.on_response = hook
+    return True
 
 
 def render() -> tuple[bytes, str]:

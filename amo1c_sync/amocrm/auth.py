@@ -32,9 +32,11 @@ from urllib.parse import urlsplit
 
 import requests
 import structlog
-import urllib3
 
+from amo1c_sync.amocrm import responses
+from amo1c_sync.domain.retry import RequestRetry
 from amo1c_sync.errors import FatalError, RetriableError
+from amo1c_sync.transport import Action, Transport
 from amo1c_sync.store.models import OAuthToken
 
 try:  # the lead's logging module; tolerate its absence
@@ -141,6 +143,9 @@ class TokenManager:
         # a mark older than this cannot belong to a request still waiting for its answer
         self.in_flight_limit = connect_timeout + token_timeout + 30.0
         self._http = session or requests.Session()
+        self._transport = Transport(system="amocrm-token", label="amoCRM token endpoint",
+                                    base_url=self.base_url, table=responses.TOKEN, session=self._http,
+                                    timeouts=self.timeouts, policy=RequestRetry(retries=0))
         self._lock = threading.Lock()
         self._cached: tuple[str, datetime, int] | None = None   # token, expires_at, generation
         _register(client_secret, long_lived_token)
@@ -361,53 +366,49 @@ class TokenManager:
 
     def _token_request(self, payload: dict, *, on_reject: str) -> dict:
         """The pair amoCRM issued; ``_Unsent`` when it surely did not act on the request, ``_Lost``
-        when it may have, ``_Rejected``/FatalError when it refused the grant."""
+        when it may have, ``_Rejected``/FatalError when it refused the grant (the rows of
+        ``responses.TOKEN``). Sent once: the transport never retries it."""
         body = {"client_id": self.client_id, "client_secret": self._client_secret or "", **payload}
-        try:
-            resp = self._http.post(f"{self.base_url}/oauth2/access_token", json=body,
-                                   timeout=self.timeouts)
-        except requests.RequestException as exc:
-            kind = _Unsent if _not_sent(exc) else _Lost
-            raise kind(f"amoCRM token endpoint: {type(exc).__name__}") from None
-        if resp.status_code in (429, 503):
+        ex = self._transport.attempt("POST", "/oauth2/access_token", json=body)
+        if ex.error is not None:
+            kind = _Lost if ex.sent else _Unsent
+            raise kind(f"amoCRM token endpoint: {type(ex.error).__name__}")
+        resp = ex.response
+        assert resp is not None
+        if ex.action is Action.RETRY:
             raise _Unsent(f"amoCRM token endpoint answered {resp.status_code}")
-        if resp.status_code in (400, 401, 403):
-            hint = ""
-            try:
-                j = resp.json()
-                hint = j.get("hint") or j.get("detail") or j.get("title") or ""
-            except ValueError:
-                pass
-            reason = f"{resp.status_code} {hint}".strip()
-            if "client authentication" in hint.lower():
-                raise FatalError(f"amoCRM rejected the integration's credentials ({reason})",
-                                 system="amocrm",
-                                 action="check [amocrm] client_id and client_secret against the "
-                                        "integration's Keys tab in amoCRM")
-            if on_reject == "code":
-                raise FatalError(f"amoCRM did not accept the authorization code ({reason})",
-                                 system="amocrm", action=REAUTH_ACTION)
-            raise _Rejected(reason)
-        if resp.status_code != 200:
-            raise _Lost(f"amoCRM token endpoint answered {resp.status_code}")
+        if ex.action is Action.FAIL:
+            raise self._refused(resp, on_reject)
+        if ex.action is not Action.OK:
+            raise _Lost(ex.resolution.why)
         try:
             data = resp.json()
             _register(data.get("access_token"), data.get("refresh_token"))
             data["access_token"], data["refresh_token"]  # noqa: B018 - presence check
-        except (ValueError, KeyError, AttributeError):
+        except (ValueError, KeyError, AttributeError, TypeError):
             raise _Lost("amoCRM token endpoint answered 200 without a token pair") from None
         return data
 
-
-def _not_sent(exc: requests.RequestException) -> bool:
-    """The request surely never reached amoCRM: the connection was refused or never made."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        reason = getattr(exc.args[0], "reason", None) if exc.args else None
-        return isinstance(reason, (urllib3.exceptions.NewConnectionError,
-                                   urllib3.exceptions.ConnectTimeoutError))
-    return False
+    @staticmethod
+    def _refused(resp: requests.Response, on_reject: str) -> Exception:
+        """What a refused grant means: bad credentials and a bad code need a person (FatalError);
+        a refused refresh token is ``_Rejected``."""
+        hint = ""
+        try:
+            j = resp.json()
+            hint = j.get("hint") or j.get("detail") or j.get("title") or ""
+        except (ValueError, AttributeError):
+            pass
+        reason = f"{resp.status_code} {hint}".strip()
+        if "client authentication" in str(hint).lower():
+            return FatalError(f"amoCRM rejected the integration's credentials ({reason})",
+                              system="amocrm",
+                              action="check [amocrm] client_id and client_secret against the "
+                                     "integration's Keys tab in amoCRM")
+        if on_reject == "code":
+            return FatalError(f"amoCRM did not accept the authorization code ({reason})",
+                              system="amocrm", action=REAUTH_ACTION)
+        return _Rejected(reason)
 
 
 class _Unsent(RetriableError):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import threading
 import time
 from collections import Counter
@@ -12,19 +10,16 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import requests
 import structlog
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
+from amo1c_sync.amocrm import responses
 from amo1c_sync.amocrm.auth import REAUTH_ACTION, TokenManager
 from amo1c_sync.amocrm.fields import FieldMap
 from amo1c_sync.amocrm.ratelimit import RateLimiter
 from amo1c_sync.amocrm.responses import Action, classify
-from amo1c_sync.errors import FatalError, ItemError, RetriableError
+from amo1c_sync.domain.retry import RequestRetry
+from amo1c_sync.errors import ItemError, RetriableError
 from amo1c_sync.textutil import plain_text
+from amo1c_sync.transport import BearerAuth, Cooldown, Exchange, ResponseHook, Transport
 
 log = structlog.get_logger(__name__)
 
@@ -33,11 +28,6 @@ NOTES_CHUNK = 50
 IDS_CHUNK = 50        # ids per filter[id][] query (keeps the URL short)
 PAGE_LIMIT = 250      # amoCRM's maximum page size
 FIELD_LIST_TTL = 600.0  # seconds the jobs reuse the lead field list (lead_field_map)
-
-# A 403 block applies to every gateway of the process that talks to the same account.
-_BLOCKS: dict[str, float] = {}
-_BLOCKS_LOCK = threading.Lock()
-
 
 @dataclass
 class BatchResult:
@@ -64,94 +54,57 @@ class AmoCRM:
                  rate_limiter: RateLimiter | None = None, connect_timeout: float = 5,
                  read_timeout: float = 30, max_retries: int = 5, backoff_max: float = 30,
                  backoff_base: float = 0.5, block_cooldown: float = 900.0,
-                 session: requests.Session | None = None):
+                 session: requests.Session | None = None, cooldown: Cooldown | None = None,
+                 on_response: ResponseHook | None = None):
         self.base_url = base_url.rstrip("/")
         self.tokens = token_manager
         self.rate_limiter = rate_limiter
         self.timeouts = (connect_timeout, read_timeout)
-        self.max_retries = max_retries
-        self.backoff_max = backoff_max
-        self.backoff_base = backoff_base
         self.block_cooldown = block_cooldown
         self._http = session or requests.Session()
         self._http.headers.update({"User-Agent": "amo1c-sync", "Accept": "application/json"})
+        self._http.auth = BearerAuth(lambda: self.tokens.access_token())
+        self.transport = Transport(
+            system="amocrm", label="amoCRM", base_url=self.base_url, table=responses.API,
+            session=self._http, timeouts=self.timeouts, rate_limiter=rate_limiter,
+            policy=RequestRetry(retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max),
+            refresh=self._refresh, refresh_hint=REAUTH_ACTION, cooldown_seconds=block_cooldown,
+            cooldown=cooldown or Cooldown(), on_response=on_response)
         self._lead_fields: tuple[float, list[dict]] | None = None
         self._lead_fields_lock = threading.Lock()
 
     # ------------------------------------------------------------------ transport
     @property
-    def blocked_until(self) -> float | None:
-        """Monotonic deadline of a 403 block seen by this process, or None."""
-        with _BLOCKS_LOCK:
-            until = _BLOCKS.get(self.base_url)
-        return until if until and until > time.monotonic() else None
+    def cooldown(self) -> Cooldown:
+        """This gateway's 403 cooldown (give it to another gateway to share a block)."""
+        return self.transport.cooldown
 
-    def _check_block(self) -> None:
-        until = self.blocked_until
-        if until:
-            raise FatalError(
-                f"amoCRM blocked this integration (403); no requests for another "
-                f"{int(until - time.monotonic())} s", system="amocrm",
-                action="wait for the block to end; check that nothing else uses this integration's "
-                       "token and that [amocrm] rate_limit is at most 7")
+    @property
+    def blocked_until(self) -> float | None:
+        """Monotonic deadline of a 403 block seen by this gateway, or None."""
+        left = self.transport.cooldown.remaining()
+        return time.monotonic() + left if left > 0 else None
+
+    def _refresh(self, exchange: Exchange) -> None:
+        self.tokens.on_unauthorized(BearerAuth.token_of(exchange.response))
 
     def _request(self, method: str, path: str, *, params: Any = None,
                  json: Any = None) -> requests.Response:
-        """Send with rate limiting, token refresh on 401, and retries for passing faults.
+        """Send through the transport: rate limiting, token refresh on 401, retries for passing
+        faults (a POST only when amoCRM surely did not act on it), the 403 cooldown.
 
-        Returns the response for OK / EMPTY / FAIL_ITEM (the caller interprets 4xx bodies);
-        raises RetriableError after ``max_retries`` retries, FatalError on STOP.
+        Returns the response for OK / IGNORE / FAIL (the caller interprets 4xx bodies);
+        raises RetriableError after the retries, FatalError on COOLDOWN.
         """
-        result: requests.Response | None = None
-        retrying = Retrying(
-            retry=retry_if_exception_type(RetriableError),
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=wait_random_exponential(multiplier=self.backoff_base, max=self.backoff_max),
-            reraise=True,
-            before_sleep=lambda rs: log.warning(
-                "amocrm.retry", method=method, path=path, attempt=rs.attempt_number,
-                error=str(rs.outcome.exception()) if rs.outcome else None,
-                sleep_s=round(rs.next_action.sleep, 2) if rs.next_action else None),
-        )
-        for attempt in retrying:
-            with attempt:
-                result = self._send_once(method, path, params=params, json=json)
-        assert result is not None
-        return result
+        exchange = self.transport.request(method, path, params=params, json=json)
+        assert exchange.response is not None
+        return exchange.response
 
     def _send_once(self, method: str, path: str, *, params: Any, json: Any) -> requests.Response:
-        refreshed = False
-        while True:
-            self._check_block()
-            token = self.tokens.access_token()
-            try:
-                with self.rate_limiter.slot() if self.rate_limiter is not None else nullcontext():
-                    resp = self._http.request(method, self.base_url + path, params=params, json=json,
-                                              headers={"Authorization": f"Bearer {token}"},
-                                              timeout=self.timeouts)
-            except requests.RequestException as exc:
-                raise RetriableError(f"amoCRM {method} {path}: {type(exc).__name__}") from None
-            action, why = classify(resp.status_code)
-            if action is Action.REFRESH_AUTH:
-                if refreshed:
-                    raise FatalError("amoCRM answers 401 even to a freshly refreshed token",
-                                     system="amocrm", action=REAUTH_ACTION)
-                refreshed = True
-                log.info("amocrm.unauthorized", method=method, path=path)
-                self.tokens.on_unauthorized(token)
-                continue
-            if action is Action.RETRY:
-                raise RetriableError(f"amoCRM {method} {path}: {why}")
-            if action is Action.STOP:
-                with _BLOCKS_LOCK:
-                    _BLOCKS[self.base_url] = time.monotonic() + self.block_cooldown
-                log.error("amocrm.blocked", status=resp.status_code, method=method, path=path,
-                          cooldown_s=self.block_cooldown, reason=why)
-                raise FatalError(f"amoCRM: {why}; amoCRM work is paused for "
-                                 f"{int(self.block_cooldown)} s", system="amocrm",
-                                 action="wait for the block to end; make sure nothing else uses "
-                                        "this integration's token and [amocrm] rate_limit <= 7")
-            return resp
+        """One try (a 401 refresh aside): for a write that must not be sent twice."""
+        exchange = self.transport.request(method, path, params=params, json=json, retry=False)
+        assert exchange.response is not None
+        return exchange.response
 
     def _get_json(self, path: str, params: Any = None) -> dict | None:
         resp = self._request("GET", path, params=params)

@@ -95,6 +95,7 @@ def _check_amocrm(settings, store, r: _Report) -> None:
 
 def _check_onec(settings, store, r: _Report) -> None:
     from amo1c_sync import onec
+    from amo1c_sync.onec import diagnostics
 
     o = settings.onec
     try:
@@ -113,7 +114,7 @@ def _check_onec(settings, store, r: _Report) -> None:
             ping_error = None
             r.line(True, f"1C {o.base_url}: reachable as {o.username or '(no user)'} ({took * 1000:.0f} ms)")
         try:
-            problems = gw1c.check_names()
+            problems = diagnostics.check_names(gw1c)
         except Exception as exc:  # noqa: BLE001
             problems = [_why(exc)]
         if ping_error is not None and not problems:

@@ -160,14 +160,16 @@ ENABLE = ("publish it: Designer -> Administration -> Publish to web server -> «
 
 
 def _report_objects(gw, out) -> int:
-    published = set(gw.entity_sets())
+    from amo1c_sync.onec import diagnostics
+
+    published = set(diagnostics.entity_sets(gw))
     missing = 0
     for what, entity_set, attrs in wanted_objects(gw.names):
         if entity_set not in published:
             missing += 1
             out(f"MISSING       {entity_set} — {what}: not published; {ENABLE}")
             continue
-        have = gw.attributes(entity_set)
+        have = diagnostics.attributes(gw, entity_set)
         lacking = [a for a in dict.fromkeys(attrs) if have is not None and a not in have]
         if lacking:
             missing += 1

@@ -2,23 +2,17 @@
 
 * HTTP Basic with the login and password encoded as UTF-8 (1C logins are often Cyrillic;
   requests' own Basic auth would encode them as latin-1 and fail).
-* A (connect, read) timeout on every call; the first call after 1C has been idle may take 30 s+.
-* Retries with capped exponential backoff and jitter (tenacity) on 5xx, timeouts and dropped
-  connections. Creating objects (POST to a collection) is NOT idempotent, so it is retried only
-  when the request surely never reached 1C (connection refused / connect timeout); other failures
-  of a create surface at once as RetriableError and the caller's lookup-before-create makes the
-  rerun safe.
-* Errors: 401/403 -> FatalError; 400/404 -> ItemError; 5xx/timeouts after retries ->
-  RetriableError. The ``odata.error`` message is quoted verbatim with the method and the decoded
-  path of the request (never the password).
+* Every request goes through ``amo1c_sync.transport`` (timeouts, retries with backoff, the "was
+  it sent" rule: a create — POST to a collection — is retried only when it surely never reached
+  1C) and what each answer means is the table in ``onec/responses.py``. The ``odata.error``
+  message is quoted verbatim with the method and the decoded path of the request (never the
+  password).
 * JSON is parsed with ``parse_float=Decimal``: money never passes through float.
 """
 
 from __future__ import annotations
 
 import base64
-import difflib
-import io
 import json
 import time as _time
 import uuid
@@ -27,25 +21,21 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import unquote
-from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
 
 import requests
 import structlog
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
 from amo1c_sync.domain.registration import display_number
+from amo1c_sync.domain.retry import RequestRetry
 from amo1c_sync.domain.totals import parse_lead_id
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
 from amo1c_sync.onec import query as q
+from amo1c_sync.onec import responses
 from amo1c_sync.onec.names import OneCNames
-from amo1c_sync.textutil import looks_like_markup, plain_text
+from amo1c_sync.onec.responses import BASE_URL_HINT
+from amo1c_sync.textutil import plain_text
+from amo1c_sync.transport import Action, Exchange, Resolution, ResponseHook, Transport
 
 log = structlog.get_logger("amo1c_sync.onec")
 
@@ -145,14 +135,6 @@ class _Utf8BasicAuth(requests.auth.AuthBase):
         return "<UTF-8 Basic auth>"
 
 
-class _Transient(Exception):
-    """Internal: a failure worth another try. ``message`` is safe to show."""
-
-    def __init__(self, message: str, *, sent: bool):
-        super().__init__(message)
-        self.sent = sent  # False: the request surely never reached 1C
-
-
 @dataclass
 class _Response:
     status: int
@@ -178,6 +160,7 @@ class OneC:
         max_target_bytes: int = q.MAX_TARGET_BYTES,
         session: requests.Session | None = None,
         timezone: str = "Europe/Moscow",
+        on_response: ResponseHook | None = None,
     ):
         base = base_url.rstrip("/") + "/"
         if not base.endswith(ODATA_ROOT):
@@ -186,14 +169,15 @@ class OneC:
         self.names = names or OneCNames()
         self.tz = ZoneInfo(timezone)  # 1C datetimes are naive local times of the base
         self.timeout = (connect_timeout, read_timeout)
-        self.max_retries = max_retries
-        self.backoff_max = backoff_max
-        self.backoff_base = backoff_base
         self.page_size = page_size
         self.max_target_bytes = max_target_bytes
         self._session = session or requests.Session()
         self._session.auth = _Utf8BasicAuth(username, password)
         self._session.headers.update({"Accept": "application/json", "User-Agent": "amo1c-sync"})
+        self.transport = Transport(
+            system="1c", label="1C", base_url=self.root, table=responses.ODATA, session=self._session,
+            timeouts=self.timeout, on_response=on_response, describe=self._describe,
+            policy=RequestRetry(retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max))
         self._username = username
         # the path part of the root, counted against the 2,000-byte request target limit
         self._prefix_bytes = len(requests.utils.urlparse(self.root).path.encode("ascii"))
@@ -223,75 +207,20 @@ class OneC:
 
     def _request(self, method: str, target: str, *, body: Any = None, idempotent: bool = True,
                  raw: bool = False) -> _Response:
-        what = self._describe(method, target)
-        url = self.root + target
+        """Send through the transport (``onec/responses.py`` says what each answer means):
+        the body of a 2xx (bytes with ``raw``, else JSON with Decimal numbers); ItemError,
+        FatalError or, after the retries, RetriableError otherwise."""
         data = None
         headers = {}
         if body is not None:
             data = json.dumps(body, ensure_ascii=False, default=_json_default).encode("utf-8")
             headers["Content-Type"] = "application/json; charset=utf-8"
-
-        def should_retry(exc: BaseException) -> bool:
-            return isinstance(exc, _Transient) and (idempotent or not exc.sent)
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            log.warning("onec.retry", request=what, attempt=state.attempt_number, error=str(exc),
-                        sleep=round(state.next_action.sleep, 3) if state.next_action else None)
-
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=wait_random_exponential(multiplier=self.backoff_base, max=self.backoff_max),
-            retry=retry_if_exception(should_retry),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        try:
-            return retrying(self._once, method, url, what, data, headers, raw)
-        except _Transient as exc:
-            raise RetriableError(str(exc)) from None
-
-    def _once(self, method: str, url: str, what: str, data: bytes | None, headers: dict,
-              raw: bool = False) -> _Response:
-        started = _time.monotonic()
-        try:
-            resp = self._session.request(method, url, data=data, headers=headers, timeout=self.timeout,
-                                         allow_redirects=False)
-        except requests.exceptions.ConnectTimeout:
-            raise _Transient(f"1C did not accept a connection in {self.timeout[0]} s: {what}", sent=False)
-        except requests.exceptions.ReadTimeout:
-            raise _Transient(f"1C did not answer in {self.timeout[1]} s: {what}", sent=True)
-        except requests.exceptions.ConnectionError as exc:
-            refused = _is_refused(exc)
-            why = "refused the connection" if refused else "dropped the connection"
-            raise _Transient(f"1C {why}: {what}", sent=not refused)
-        except requests.exceptions.RequestException as exc:
-            raise _Transient(f"1C request failed ({type(exc).__name__}): {what}", sent=True)
-        elapsed = round(_time.monotonic() - started, 3)
-        log.debug("onec.request", request=what, status=resp.status_code, elapsed=elapsed)
-        status = resp.status_code
-        if 200 <= status < 300:
-            if raw:
-                return _Response(status, resp.content)
-            if not resp.content:
-                return _Response(status, None)
-            try:
-                return _Response(status, json.loads(resp.content.decode("utf-8"), parse_float=Decimal))
-            except ValueError:
-                excerpt = plain_text(resp.content, 120)
-                raise _Transient(f"1C answered {status} with a body that is not JSON: {what}"
-                                 + (f" («{excerpt}»; {BASE_URL_HINT})" if excerpt else ""), sent=True)
-        code, message = _odata_error(resp)
-        detail = f"1C answered {status} to {what}: {message}"
-        if status in (401, 403):
-            raise FatalError(detail + " (check the 1C user name and password and its rights)",
-                             system="1c", action="fix [onec] username/password or the user's rights in 1C")
-        if status >= 500 or status in (408, 429):
-            if code is not None and status == 500 and what.split("?")[0].endswith(("/Post", "/Unpost")):
-                # 1C refused to (un)post this document: its own error, retrying will not help
-                raise ItemError(detail, item=what, code=f"1c:{code}")
-            raise _Transient(detail, sent=True)
-        raise ItemError(detail, item=what, code=f"1c:{code}" if code is not None else f"http:{status}")
+        ex = self.transport.request(method, target, data=data, headers=headers, allow_redirects=False,
+                                    idempotent=idempotent, raise_fail=True,
+                                    check=None if raw else _parse_json)
+        assert ex.response is not None
+        log.debug("onec.request", request=ex.what, status=ex.response.status_code)
+        return _Response(ex.response.status_code, ex.response.content if raw else ex.body)
 
     def _get(self, query: q.Query) -> list[dict]:
         resp = self._request("GET", query.target())
@@ -573,197 +502,20 @@ class OneC:
         self._get(q.Query(self.names.doctors, select=("Ref_Key",), top=1))
         return _time.monotonic() - started
 
-    def entity_sets(self) -> list[str]:
-        """The entity sets this publication serves, from the OData service document (the service
-        root: ``{"value": [{"name": "Catalog_…", "url": "Catalog_…"}, …]}``)."""
-        resp = self._request("GET", "?$format=json")
-        body = resp.body
-        value = body.get("value") if isinstance(body, dict) else None
-        if not isinstance(value, list):
-            raise RetriableError(f"1C's service document has no list of entity sets: "
-                                 f"{self._describe('GET', '?$format=json')}")
-        out = []
-        for entry in value:
-            if isinstance(entry, dict) and (entry.get("name") or entry.get("url")):
-                out.append(str(entry.get("name") or entry.get("url")))
-        return out
-
-    def attributes(self, entity_set: str) -> list[str] | None:
-        """The properties of ``entity_set``: the keys of one of its objects, or, when the set is
-        empty, the ``Property`` list of its type in ``$metadata`` (big on a real base: read only
-        then). None when neither tells."""
-        rows = self._get(q.Query(entity_set, top=1))
-        if rows and isinstance(rows[0], dict):
-            return [k for k in rows[0] if "@" not in k and not k.startswith("odata.")]
-        return _metadata_properties(self._request("GET", "$metadata", raw=True).body, entity_set)
-
-    def check_names(self) -> list[str]:
-        """Problems with the configured names (unknown entity sets/attributes, missing default
-        items), as messages for `amo1c-sync check`; empty when all is well. An unknown entity set
-        is reported with the entity sets of its kind that exist, an unknown attribute with the
-        attributes its entity set has (SPEC §3: fail with the names that do exist)."""
-        n = self.names
-        probes = [
-            ("doctors", n.doctors, self._CATALOG_FIELDS), ("clients", n.clients, self._CATALOG_FIELDS),
-            ("nomenclature", n.nomenclature, self._CATALOG_FIELDS),
-            ("zayavka", n.zayavka, self._zayavka_fields()),
-            ("services", n.services, ("Ref_Key", *n.services_base_fields, n.services_amount)),
-            ("schedules", n.schedules, ("Ref_Key", n.schedules_month)),
-            ("schedules_lines", n.schedules_lines_set,
-             ("Ref_Key", n.schedule_doctor, n.schedule_date, n.schedule_start, n.schedule_end)),
-        ]
-        problems = []
-        known: Any = _UNSET   # the entity sets that exist; read once, on the first failure
-        root_error: Exception | None = None
-        for key, entity_set, select in probes:
-            try:
-                self._get(q.Query(entity_set, select=select, top=1))
-                continue
-            except ItemError as exc:
-                failure = exc
-            if known is _UNSET:
-                try:
-                    known = self.entity_sets()
-                except (ItemError, RetriableError) as exc:
-                    log.warning("onec.entity_sets_unavailable", error=str(exc))
-                    known, root_error = None, exc
-            problems.append(self._explain(key, entity_set, select, failure, known))
-        if len(problems) == len(probes) and isinstance(root_error, ItemError):
-            # not even the service root answers: a wrong base_url, not seven wrong names
-            return [("the OData service root does not answer, so no configured name can be checked: "
-                     f"{root_error}")]
-        if not problems:
-            if self.default_client() is None:
-                problems.append(f"no client «{n.default_client}» in {n.clients}")
-            if self.default_nomenclature() is None:
-                problems.append(f"no item «{n.default_nomenclature}» in {n.nomenclature}")
-        return problems
-
-    def _explain(self, key: str, entity_set: str, select: Iterable[str], failure: ItemError,
-                 known: list[str] | None) -> str:
-        """The message for a failed probe: 1C's own words plus the names that do exist."""
-        if known is None:
-            return str(failure)
-        if entity_set not in known:
-            kind = entity_set.split("_", 1)[0] + "_"
-            if key == "schedules_lines" and self.names.schedules in known:
-                kind = self.names.schedules + "_"   # a tabular section: list that document's sections
-            same = [s for s in known if s.startswith(kind)] or known
-            return (f"[onec_names] {key}: 1C has no entity set «{entity_set}» ({failure}). "
-                    f"{kind.rstrip('_')} entity sets that exist: {_listing(same, entity_set)}")
-        try:
-            attrs = self.attributes(entity_set)
-        except (ItemError, RetriableError) as exc:
-            log.warning("onec.attributes_unavailable", entity_set=entity_set, error=str(exc))
-            attrs = None
-        if attrs is None:
-            return str(failure)
-        missing = [a for a in dict.fromkeys(select) if a not in attrs]
-        if not missing:
-            return str(failure)
-        names = ", ".join(f"«{a}»" for a in missing)
-        keys = [k for k in dict.fromkeys(self._config_key(key, a) for a in missing) if k]
-        where = f"[onec_names] {', '.join(keys)}: " if keys else "1C: "
-        return (f"{where}{entity_set} has no attribute {names} ({failure}). "
-                f"Attributes of {entity_set} that exist: {_listing(attrs, missing[0])}")
-
-    def _config_key(self, probe: str, attribute: str) -> str | None:
-        """The ``[onec_names]`` key that names ``attribute`` in the probe of ``probe``."""
-        prefix = {"zayavka": "zayavka_", "services": "services_", "schedules": "schedules_",
-                  "schedules_lines": "schedule_"}.get(probe)
-        if prefix is None:
-            return None
-        for name in OneCNames.field_names():
-            if not name.startswith(prefix):
-                continue
-            if getattr(self.names, name) == attribute or (
-                    name == "services_base" and attribute in self.names.services_base_fields):
-                return name
-        return None
-
-
 # ---------------------------------------------------------------------------------------------
-def _odata_error(resp: requests.Response) -> tuple[str | None, str]:
-    """(1C's error code, message) from an ``odata.error`` body; for any other body (a web server's
-    HTML page, plain text) its readable text, short and on one line, with a hint when it is a page."""
+def _parse_json(ex: Exchange) -> Resolution | None:
+    """The transport's check of a 2xx: its JSON (numbers as Decimal) into ``ex.body``; a body that
+    is not JSON (a proxy's page) is a passing fault."""
+    resp = ex.response
+    if resp is None or ex.action is not Action.OK or not resp.content:
+        return None
     try:
-        body = json.loads(resp.content.decode("utf-8"))
-        err = body.get("odata.error") or body.get("error")
-        msg = err.get("message")
-        text = msg.get("value") if isinstance(msg, dict) else msg
-        return (str(err.get("code")) if err.get("code") is not None else None), str(text)
-    except Exception:
-        return None, _not_odata(resp)
-
-
-BASE_URL_HINT = ("check that [onec] base_url points at the 1C publication and that the standard OData "
-                 "interface is published there")
-
-
-def _not_odata(resp: requests.Response) -> str:
-    """A body that is not 1C's JSON, as a short line: the page's text without tags."""
-    raw = resp.content.decode("utf-8", "replace")
-    text = plain_text(raw, 200) or resp.reason or f"HTTP {resp.status_code}"
-    if not looks_like_markup(raw):
-        return text
-    if 400 <= resp.status_code < 500 and resp.status_code not in (401, 403, 408, 429):
-        # a page where the OData service should be: a login page, a wrong path
-        return f"a web page, not 1C's answer: «{text}»; {BASE_URL_HINT}"
-    return f"a web page, not 1C's answer: «{text}»"
-
-
-def _metadata_properties(xml: bytes, entity_set: str) -> list[str] | None:
-    """The ``Property`` names of the EntityType of ``entity_set`` in a CSDL document (1C names the
-    type after the set; the EntitySet's EntityType attribute is followed when it differs)."""
-    def local(tag: str) -> str:
-        return tag.rsplit("}", 1)[-1]
-
-    def scan(type_name: str) -> tuple[list[str] | None, str | None]:
-        props: list[str] | None = None
-        set_type = None
-        try:
-            for _event, el in ElementTree.iterparse(io.BytesIO(xml), events=("end",)):
-                tag = local(el.tag)
-                if tag == "EntityType":
-                    if el.get("Name") == type_name:
-                        props = [p.get("Name") for p in el if local(p.tag) == "Property" and p.get("Name")]
-                    el.clear()
-                elif tag == "EntitySet" and el.get("Name") == entity_set:
-                    set_type = (el.get("EntityType") or "").rsplit(".", 1)[-1] or None
-                elif tag == "ComplexType":
-                    el.clear()
-        except ElementTree.ParseError:
-            return None, None
-        return props, set_type
-
-    props, set_type = scan(entity_set)
-    if set_type and set_type != entity_set:
-        props, _ = scan(set_type)
-    return props
-
-
-def _listing(names: list[str], wanted: str, limit: int = 40) -> str:
-    """``names`` for a message: the ones closest to ``wanted`` first, at most ``limit``."""
-    names = list(dict.fromkeys(names))
-    if len(names) <= limit:
-        return ", ".join(sorted(names))
-    close = difflib.get_close_matches(wanted, names, n=5, cutoff=0.5)
-    rest = sorted(x for x in names if x not in close)[:limit - len(close)]
-    return ", ".join(close + rest) + f" … ({len(names) - len(close) - len(rest)} more)"
-
-
-def _is_refused(exc: BaseException) -> bool:
-    seen = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, ConnectionRefusedError) or type(e).__name__ == "NewConnectionError":
-            return True
-        for arg in getattr(e, "args", ()):
-            if isinstance(arg, BaseException) and _is_refused(arg):
-                return True
-        e = getattr(e, "reason", None) or e.__cause__ or e.__context__
-    return False
+        ex.body = json.loads(resp.content.decode("utf-8"), parse_float=Decimal)
+        return None
+    except ValueError:
+        excerpt = plain_text(resp.content, 120)
+        return Resolution(Action.RETRY, f"1C answered {resp.status_code} with a body that is not "
+                          f"JSON: {ex.what}" + (f" («{excerpt}»; {BASE_URL_HINT})" if excerpt else ""))
 
 
 def _is_guid(value: Any) -> bool:

@@ -251,7 +251,8 @@ def test_given_sustained_abuse_when_amocrm_blocks_with_403_then_the_gateway_stop
 
         with pytest.raises(FatalError):
             api.get_leads([1])
-        other_job = AmoCRM(emu.url, token_manager=api.tokens)
+        # the cooldown is the transport's; a gateway given it shares the block
+        other_job = AmoCRM(emu.url, token_manager=api.tokens, cooldown=api.cooldown)
         with pytest.raises(FatalError):
             other_job.account()
         assert emu.requests()["total"] == after_block

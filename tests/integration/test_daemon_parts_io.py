@@ -14,6 +14,9 @@ import pytest
 import requests
 
 from amo1c_sync import metrics
+from amo1c_sync.amocrm import responses
+from amo1c_sync.domain.retry import RequestRetry
+from amo1c_sync.transport import Transport
 from amo1c_sync.leader import FileLock
 from amo1c_sync.sdnotify import Notifier
 
@@ -75,7 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def test_given_an_instrumented_session_then_requests_are_counted_by_system_method_status():
+def test_given_a_transport_with_the_metrics_hook_then_requests_are_counted_by_system_method_status():
     srv = HTTPServer(("127.0.0.1", 0), _Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{srv.server_port}"
@@ -84,18 +87,16 @@ def test_given_an_instrumented_session_then_requests_are_counted_by_system_metho
     labels_down = {"system": "testsys", "method": "GET", "status": "503"}
     labels_err = {"system": "testsys", "method": "GET", "status": "error"}
     before = [sample("amo1c_requests_total", lb) or 0 for lb in (labels_ok, labels_down, labels_err)]
-    s = requests.Session()
-    metrics.instrument_session(s, "testsys")
-    metrics.instrument_session(s, "testsys")  # idempotent
+    t = Transport(system="testsys", label="test", base_url=url, table=responses.API,
+                  policy=RequestRetry(retries=0), on_response=metrics.on_response)
     try:
-        s.get(url + "/")
-        s.get(url + "/down")
+        t.attempt("GET", "/")
+        t.attempt("GET", "/down")
         srv.shutdown()
         srv.server_close()
-        with pytest.raises(requests.ConnectionError):
-            s.get(url + "/", timeout=2)
+        assert isinstance(t.attempt("GET", "/", timeout=2).error, requests.ConnectionError)
     finally:
-        s.close()
+        t.close()
     after = [sample("amo1c_requests_total", lb) or 0 for lb in (labels_ok, labels_down, labels_err)]
     assert [a - b for a, b in zip(after, before)] == [1, 1, 1]
     assert sample("amo1c_request_duration_seconds_count", {"system": "testsys"}) >= 3

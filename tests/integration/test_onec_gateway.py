@@ -12,7 +12,7 @@ import requests
 
 from amo1c_sync.domain.registration import display_number
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
-from amo1c_sync.onec import OneC, OneCNames
+from amo1c_sync.onec import OneC, OneCNames, diagnostics
 from amo1c_sync.onec.query import MAX_TARGET_BYTES
 from amo1c_sync.sandbox import seed
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator
@@ -115,7 +115,7 @@ def test_given_a_client_name_too_long_for_one_url_when_found_then_exactly_that_c
 def test_given_default_names_when_looking_up_default_items_then_both_exist(onec):
     assert onec.default_client().ref == seed.DEFAULT_CLIENT_REF
     assert onec.default_nomenclature().ref == seed.DEFAULT_NOMENCLATURE_REF
-    assert onec.check_names() == []
+    assert diagnostics.check_names(onec) == []
 
 
 def test_given_the_emulator_when_pinged_then_one_cheap_read_is_made_and_its_seconds_returned(emu, onec):
@@ -316,19 +316,19 @@ def test_given_a_misnamed_attribute_when_querying_then_the_1c_parse_error_is_sur
     assert err.value.code == "1c:14"
     assert "Неизвестное поле в выражении $filter: НомерЛида" in text
     assert "GET /odata/standard.odata/Document_Заявка?$format=json&$filter=substringof('30000001', НомерЛида)" in text
-    problems = gw.check_names()
+    problems = diagnostics.check_names(gw)
     assert len(problems) == 1 and "НомерЛида" in problems[0]
 
 
 def test_given_an_unknown_entity_set_when_checking_names_then_404_is_reported(emu):
     gw = OneC(emu.url, emu.username, emu.password, names=OneCNames(doctors="Catalog_Врачи"), **FAST)
-    [problem] = gw.check_names()
+    [problem] = diagnostics.check_names(gw)
     assert "404" in problem and "Catalog_Врачи" in problem
 
 
 def test_given_an_unknown_entity_set_when_checking_names_then_the_sets_of_that_kind_are_listed(emu):
     gw = OneC(emu.url, emu.username, emu.password, names=OneCNames(clients="Catalog_Пациенты"), **FAST)
-    [problem] = gw.check_names()
+    [problem] = diagnostics.check_names(gw)
     assert problem.startswith("[onec_names] clients: 1C has no entity set «Catalog_Пациенты»")
     assert problem.endswith("Catalog entity sets that exist: Catalog_Клиенты, "
                             "Catalog_Клиенты_КонтактнаяИнформация, Catalog_Номенклатура, Catalog_Сотрудники")
@@ -338,7 +338,7 @@ def test_given_an_unknown_entity_set_when_checking_names_then_the_sets_of_that_k
 def test_given_an_unknown_attribute_of_an_empty_set_when_checking_names_then_metadata_lists_the_attributes(emu):
     assert not emu.rows("Document_ОказаниеУслуг")
     gw = OneC(emu.url, emu.username, emu.password, names=OneCNames(services_amount="Сумма"), **FAST)
-    [problem] = gw.check_names()
+    [problem] = diagnostics.check_names(gw)
     assert problem.startswith("[onec_names] services_amount: Document_ОказаниеУслуг has no attribute «Сумма»")
     assert "400" in problem
     listed = problem.split("Attributes of Document_ОказаниеУслуг that exist: ")[1].split(", ")
@@ -348,7 +348,7 @@ def test_given_an_unknown_attribute_of_an_empty_set_when_checking_names_then_met
 
 def test_given_an_unknown_attribute_of_a_filled_set_when_checking_names_then_an_object_lists_the_attributes(emu):
     gw = OneC(emu.url, emu.username, emu.password, names=OneCNames(schedule_doctor="Врач_Key"), **FAST)
-    [problem] = gw.check_names()
+    [problem] = diagnostics.check_names(gw)
     assert problem.startswith("[onec_names] schedule_doctor: Document_УстановкаГрафиковРаботы_ГрафикиРаботы "
                               "has no attribute «Врач_Key»")
     assert problem.endswith("that exist: LineNumber, Ref_Key, ВремяНачала, ВремяОкончания, Дата, Сотрудник_Key")
@@ -366,7 +366,7 @@ def test_given_a_base_url_that_is_not_the_publication_when_checking_names_then_o
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         gw = OneC(f"http://127.0.0.1:{srv.server_port}", "u", "p", max_retries=0, **FAST)
-        [problem] = gw.check_names()
+        [problem] = diagnostics.check_names(gw)
     finally:
         srv.shutdown()
         srv.server_close()
@@ -385,7 +385,7 @@ def test_given_the_emulator_when_reading_metadata_then_each_entity_set_has_its_e
     types = {t.get("Name"): [p.get("Name") for p in t.findall(f"{edm}Property")]
              for t in root.iter(f"{edm}EntityType")}
     sets = {s.get("Name"): s.get("EntityType") for s in root.iter(f"{edm}EntitySet")}
-    assert set(sets) == set(onec.entity_sets())
+    assert set(sets) == set(diagnostics.entity_sets(onec))
     assert all(sets[s] == f"StandardODATA.{s}" and s in types for s in sets)
     assert types["Document_УстановкаГрафиковРаботы_ГрафикиРаботы"][:2] == ["Ref_Key", "LineNumber"]
     assert "ГрафикиРаботы" in types["Document_УстановкаГрафиковРаботы"]

@@ -68,7 +68,7 @@ def test_given_a_status_when_classified_then_the_table_says_what_to_do(status, a
 
 
 def test_given_the_table_when_read_then_every_entry_has_a_reason():
-    assert all(why for _, why in RESPONSE_ACTIONS.values())
+    assert all(row.why for row in RESPONSE_ACTIONS.values())
 
 
 FIELDS = [

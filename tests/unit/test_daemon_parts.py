@@ -45,20 +45,22 @@ def test_given_the_lock_names_when_keyed_then_the_keys_are_the_released_ones_and
     assert leader.advisory_lock_key is lock_key
 
 
-def test_given_a_gateway_then_its_session_attribute_is_found():
+def test_given_an_object_without_a_transport_then_it_is_not_instrumented():
     class Gw:
         def __init__(self):
-            self._http = requests.Session()
+            self._http = requests.Session()   # a private session is not searched for
 
-    gw = Gw()
-    assert metrics.instrument_gateway(gw, "amocrm")
-    assert gw._http._amo1c_instrumented == "amocrm"
+    assert metrics.instrument_gateway(Gw(), "amocrm") is False
     assert metrics.instrument_gateway(object(), "x") is False
 
 
-def test_given_the_real_gateways_then_their_sessions_can_be_instrumented():
+def test_given_the_real_gateways_then_their_transports_get_the_metrics_hook():
     from amo1c_sync.amocrm import AmoCRM
     from amo1c_sync.onec import OneC
 
-    assert metrics.instrument_gateway(OneC("http://127.0.0.1:9/base/odata/standard.odata", "u", "p"), "1c")
-    assert metrics.instrument_gateway(AmoCRM("http://127.0.0.1:9", token_manager=None), "amocrm")
+    onec = OneC("http://127.0.0.1:9/base/odata/standard.odata", "u", "p")
+    amo = AmoCRM("http://127.0.0.1:9", token_manager=None)
+    assert onec.transport.on_response is None and amo.transport.on_response is None
+    assert metrics.instrument_gateway(onec, "1c")
+    assert metrics.instrument_gateway(amo, "amocrm")
+    assert onec.transport.on_response is not None and amo.transport.on_response is not None
