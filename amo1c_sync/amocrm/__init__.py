@@ -38,10 +38,7 @@ def from_settings(settings, store) -> AmoCRM:
     redirect_uri, long_lived_token, rate_limit, connect_timeout, read_timeout)."""
     a = settings.amocrm
     retry = getattr(settings, "retry", None)
-    kwargs = {}
-    if retry is not None:
-        kwargs = {"max_retries": retry.request_retries, "backoff_base": retry.request_backoff_base,
-                  "backoff_max": retry.request_backoff_max}
+    kwargs = {"retry": retry.policy().request} if retry is not None else {}
     return AmoCRM(a.base_url, token_manager=token_manager_from_settings(settings, store),
                   rate_limiter=shared_rate_limiter(a.base_url, a.rate_limit),
                   connect_timeout=a.connect_timeout, read_timeout=a.read_timeout, **kwargs)

@@ -55,7 +55,8 @@ class AmoCRM:
                  read_timeout: float = 30, max_retries: int = 5, backoff_max: float = 30,
                  backoff_base: float = 0.5, block_cooldown: float = 900.0,
                  session: requests.Session | None = None, cooldown: Cooldown | None = None,
-                 on_response: ResponseHook | None = None):
+                 on_response: ResponseHook | None = None, retry: RequestRetry | None = None):
+        """``retry`` (the ``[retry]`` request-level numbers) wins over max_retries/backoff_*."""
         self.base_url = base_url.rstrip("/")
         self.tokens = token_manager
         self.rate_limiter = rate_limiter
@@ -67,7 +68,8 @@ class AmoCRM:
         self.transport = Transport(
             system="amocrm", label="amoCRM", base_url=self.base_url, table=responses.API,
             session=self._http, timeouts=self.timeouts, rate_limiter=rate_limiter,
-            policy=RequestRetry(retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max),
+            policy=retry or RequestRetry(retries=max_retries, backoff_base=backoff_base,
+                                         backoff_max=backoff_max),
             refresh=self._refresh, refresh_hint=REAUTH_ACTION, cooldown_seconds=block_cooldown,
             cooldown=cooldown or Cooldown(), on_response=on_response)
         self._lead_fields: tuple[float, list[dict]] | None = None

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
+from amo1c_sync.domain.retry import RequestRetry
 from amo1c_sync.onec.gateway import CatalogItem, OneC, ScheduleLine, Service, Zayavka
 from amo1c_sync.onec.names import OneCNames
 
@@ -17,18 +21,18 @@ def from_settings(settings) -> OneC:
     names = getattr(settings, "onec_names", None)
     if names is not None and not isinstance(names, OneCNames):
         names = OneCNames(**{f: getattr(names, f) for f in OneCNames.field_names() if hasattr(names, f)})
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     tz = getattr(getattr(settings, "sync", None), "timezone", None)
     if tz:
         kwargs["timezone"] = str(tz)
     retry = getattr(settings, "retry", None)
-    if retry is not None:
-        kwargs.update(max_retries=retry.request_retries, backoff_base=retry.request_backoff_base,
-                      backoff_max=retry.request_backoff_max)
-    for opt in ("max_retries", "backoff_max", "page_size"):
-        value = getattr(s, opt, None)
-        if value is not None:
-            kwargs[opt] = value
+    policy = retry.policy().request if retry is not None else RequestRetry(retries=4)
+    overrides = {field: getattr(s, opt) for opt, field in (("max_retries", "retries"),
+                                                            ("backoff_max", "backoff_max"))
+                 if getattr(s, opt, None) is not None}   # an [onec] override of [retry]
+    kwargs["retry"] = replace(policy, **overrides)
+    if getattr(s, "page_size", None) is not None:
+        kwargs["page_size"] = s.page_size
     return OneC(s.base_url, s.username or "", s.password or "", names=names,
                 connect_timeout=getattr(s, "connect_timeout", 5), read_timeout=getattr(s, "read_timeout", 60),
                 **kwargs)

@@ -161,7 +161,9 @@ class OneC:
         session: requests.Session | None = None,
         timezone: str = "Europe/Moscow",
         on_response: ResponseHook | None = None,
+        retry: RequestRetry | None = None,
     ):
+        """``retry`` (the ``[retry]`` request-level numbers) wins over max_retries/backoff_*."""
         base = base_url.rstrip("/") + "/"
         if not base.endswith(ODATA_ROOT):
             base += ODATA_ROOT
@@ -177,7 +179,8 @@ class OneC:
         self.transport = Transport(
             system="1c", label="1C", base_url=self.root, table=responses.ODATA, session=self._session,
             timeouts=self.timeout, on_response=on_response, describe=self._describe,
-            policy=RequestRetry(retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max))
+            policy=retry or RequestRetry(retries=max_retries, backoff_base=backoff_base,
+                                         backoff_max=backoff_max))
         self._username = username
         # the path part of the root, counted against the 2,000-byte request target limit
         self._prefix_bytes = len(requests.utils.urlparse(self.root).path.encode("ascii"))

@@ -324,3 +324,21 @@ def test_given_a_check_that_rejects_a_2xx_when_getting_then_it_is_retried():
     with pytest.raises(RetriableError, match="not JSON"):
         t.request("GET", "/Catalog_X", check=lambda ex: Resolution(Action.RETRY, "1C answered 200 with a body that is not JSON"))
     assert len(adapter.sent) == 2
+
+
+# ---------------------------------------------------------------------------- where the numbers come from
+def test_given_a_retry_section_when_the_gateways_are_built_then_their_transports_use_its_request_numbers(tmp_path):
+    from amo1c_sync import amocrm
+    from amo1c_sync import onec as onec_side
+    from amo1c_sync.config import load_settings
+
+    ini = tmp_path / "sync.ini"
+    ini.write_text("[amocrm]\nbase_url = http://amo.test\nlong_lived_token = t\n"
+                   "[onec]\nbase_url = http://1c.test/base\nusername = u\n"
+                   "[retry]\nrequest_retries = 2\nrequest_backoff_base = 250ms\n"
+                   "request_backoff_max = 4s\nrequest_jitter = no\n", encoding="utf-8")
+    ini.chmod(0o600)
+    settings = load_settings(ini)
+    wanted = RequestRetry(retries=2, backoff_base=0.25, backoff_max=4, jitter=False)
+    assert onec_side.from_settings(settings).transport.policy == wanted
+    assert amocrm.from_settings(settings, store=None).transport.policy == wanted
