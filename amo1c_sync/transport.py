@@ -33,7 +33,14 @@ from typing import Any, Callable, Mapping, Sequence
 import requests
 import structlog
 import urllib3
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random_exponential,
+)
 
 from amo1c_sync.domain.retry import RequestRetry
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
@@ -179,7 +186,7 @@ class BearerAuth(requests.auth.AuthBase):
     def __init__(self, token: Callable[[], str]):
         self._token = token
 
-    def __call__(self, r):
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         r.headers["Authorization"] = f"Bearer {self._token()}"
         return r
 
@@ -187,7 +194,8 @@ class BearerAuth(requests.auth.AuthBase):
     def token_of(resp: requests.Response | None) -> str | None:
         """The token the request of ``resp`` carried."""
         header = resp.request.headers.get("Authorization", "") if resp is not None and resp.request else ""
-        return header[len("Bearer "):] if header.startswith("Bearer ") else None
+        text = header.decode("latin-1") if isinstance(header, bytes) else str(header or "")
+        return text[len("Bearer "):] if text.startswith("Bearer ") else None
 
     def __repr__(self) -> str:  # never show the token
         return "<Bearer auth>"
@@ -280,7 +288,7 @@ class Transport:
             raise self.item_error(exchange)
         return exchange
 
-    def _resolved(self, method: str, path: str, kwargs: dict, check: Checker | None) -> Exchange:
+    def _resolved(self, method: str, path: str, kwargs: dict[str, Any], check: Checker | None) -> Exchange:
         refreshed = False
         while True:
             try:
@@ -321,7 +329,7 @@ class Transport:
         assert ex.response is not None
         return ItemError(self.message(ex), item=ex.what, code=self.table.code_of(ex.response))
 
-    def _log_retry(self, state) -> None:
+    def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         log.warning(f"{self.system}.retry", attempt=state.attempt_number, error=str(exc),
                     sleep_s=round(state.next_action.sleep, 2) if state.next_action else None)

@@ -29,7 +29,7 @@ import structlog
 from amo1c_sync.domain.registration import display_number
 from amo1c_sync.domain.retry import RequestRetry
 from amo1c_sync.domain.totals import parse_lead_id
-from amo1c_sync.errors import FatalError, ItemError, RetriableError
+from amo1c_sync.errors import RetriableError
 from amo1c_sync.onec import query as q
 from amo1c_sync.onec import responses
 from amo1c_sync.onec.names import OneCNames

@@ -3,6 +3,7 @@ fake adapter mounted on the Session: no socket."""
 
 from __future__ import annotations
 
+import io
 import json
 from contextlib import contextmanager
 
@@ -15,7 +16,7 @@ from amo1c_sync.amocrm import responses as amo
 from amo1c_sync.domain.retry import RequestRetry
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
 from amo1c_sync.onec import responses as onec
-from amo1c_sync.transport import Action, BearerAuth, Cooldown, Exchange, Transport, was_sent
+from amo1c_sync.transport import Action, BearerAuth, Cooldown, Exchange, Resolution, Transport, was_sent
 
 BASE = "http://fake.test"
 
@@ -37,7 +38,7 @@ class FakeAdapter(BaseAdapter):
         status, body = outcome if isinstance(outcome, tuple) else (outcome, {"ok": True})
         resp = requests.Response()
         resp.status_code, resp.request, resp.url = status, request, request.url
-        resp._content = json.dumps(body).encode() if body is not None else b""
+        resp.raw = io.BytesIO(json.dumps(body).encode() if body is not None else b"")
         resp.headers["Content-Type"] = "application/json"
         return resp
 
@@ -77,7 +78,7 @@ def odata_body(code, message="bad"):
 def answer(status, body=None, method="GET", url=BASE + "/x") -> requests.Response:
     resp = requests.Response()
     resp.status_code = status
-    resp._content = json.dumps(body).encode() if body is not None else b""
+    resp.raw = io.BytesIO(json.dumps(body).encode() if body is not None else b"")
     resp.request = requests.Request(method, url).prepare()
     return resp
 
@@ -160,7 +161,8 @@ def test_given_a_1c_request_that_failed_when_resolved_then_it_is_retried_with_a_
 
 def test_given_a_1c_login_refused_when_the_message_is_made_then_it_quotes_1c_and_says_what_to_check():
     ex = Exchange("1c", "GET", "GET /x", onec.ODATA.for_status(401), response=answer(401, odata_body(1, "нет")))
-    assert onec.ODATA.message(ex) == "1C answered 401 to GET /x: нет (check the 1C user name and password and its rights)"
+    assert onec.ODATA.message(ex) == ("1C answered 401 to GET /x: нет "
+                                      "(check the 1C user name and password and its rights)")
 
 
 # ---------------------------------------------------------------------------- was it sent
@@ -319,10 +321,10 @@ def test_given_credentials_that_cannot_be_had_when_requesting_then_it_is_retried
 def test_given_a_check_that_rejects_a_2xx_when_getting_then_it_is_retried():
     adapter = FakeAdapter(200)
     t, _ = transport(adapter, table=onec.ODATA, retries=1)
-    from amo1c_sync.transport import Resolution
+    not_json = Resolution(Action.RETRY, "1C answered 200 with a body that is not JSON")
 
     with pytest.raises(RetriableError, match="not JSON"):
-        t.request("GET", "/Catalog_X", check=lambda ex: Resolution(Action.RETRY, "1C answered 200 with a body that is not JSON"))
+        t.request("GET", "/Catalog_X", check=lambda ex: not_json)
     assert len(adapter.sent) == 2
 
 
