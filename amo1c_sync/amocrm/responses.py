@@ -30,11 +30,12 @@ RESPONSE_ACTIONS: dict[int, Resolution] = {
     405: R(Action.FAIL, "method not allowed"),
     408: R(Action.RETRY, "request timeout"),
     409: R(Action.RETRY, "conflict"),
-    # amoCRM refuses over-limit requests before acting on them, so a POST may be sent again
+    # 429 and 503 refuse a request before acting on it (as at the token endpoint), so a POST
+    # may be sent again; after any other answer it may have been carried out
     429: R(Action.RETRY, "rate limit exceeded (429)", acted=False),
     500: R(Action.RETRY, "amoCRM internal error"),
     502: R(Action.RETRY, "bad gateway"),
-    503: R(Action.RETRY, "service unavailable"),
+    503: R(Action.RETRY, "service unavailable", acted=False),
     504: R(Action.RETRY, "gateway timeout"),
 }
 

@@ -90,9 +90,9 @@ AMO_ROWS = {200: Action.OK, 201: Action.OK, 202: Action.OK, 204: Action.IGNORE, 
             500: Action.RETRY, 502: Action.RETRY, 503: Action.RETRY, 504: Action.RETRY}
 
 
-def test_given_the_amocrm_api_table_when_read_then_each_row_has_its_action_and_only_429_is_unacted():
+def test_given_the_amocrm_api_table_when_read_then_each_row_has_its_action_and_only_429_503_are_unacted():
     assert {s: row.action for s, row in amo.RESPONSE_ACTIONS.items()} == AMO_ROWS
-    assert [s for s, row in amo.RESPONSE_ACTIONS.items() if not row.acted] == [429]
+    assert [s for s, row in amo.RESPONSE_ACTIONS.items() if not row.acted] == [429, 503]
     assert all(row.hint for row in amo.RESPONSE_ACTIONS.values() if row.action is Action.COOLDOWN)
 
 
@@ -207,7 +207,7 @@ def test_given_a_post_that_5xx_when_sent_then_it_is_not_sent_again():
     assert len(adapter.sent) == 1
 
 
-@pytest.mark.parametrize("first", [refused(), requests.ConnectTimeout(), 429])
+@pytest.mark.parametrize("first", [refused(), requests.ConnectTimeout(), 429, 503])
 def test_given_a_post_that_surely_never_got_acted_on_when_sent_then_it_is_retried(first):
     adapter = FakeAdapter(first, 201)
     t, _ = transport(adapter)
