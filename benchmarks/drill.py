@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.drill import DrillOptions, run_drill  # noqa: E402
+from tests.support.drill import DrillOptions, run_drill
 
 
 def main(argv: list[str] | None = None) -> int:

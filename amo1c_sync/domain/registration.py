@@ -13,7 +13,7 @@ from datetime import date, datetime, time
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
-from amo1c_sync.domain.dates import amo_date_to_day, format_time, parse_user_date, parse_user_time
+from amo1c_sync.domain.dates import amo_date_to_day, format_time, parse_user_time
 from amo1c_sync.domain.slots import (BUSY, OFF_GRID, OUTSIDE, NotWorking, TimeRange, UnknownDoctor,
                                      format_intervals)
 

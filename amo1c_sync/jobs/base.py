@@ -121,7 +121,7 @@ def run_job(ctx: JobContext, job: Union[Job, str]) -> JobResult:
         result.status, error = "failed", str(exc)
     except RetriableError as exc:
         result.status, error = "failed", f"will retry next cycle: {exc}"
-    except Exception as exc:  # noqa: BLE001 - a job must never take the daemon down
+    except Exception as exc:
         result.status, error = "failed", f"{type(exc).__name__}: {exc}"
         log.exception("job.crashed", job=name)
     if error:

@@ -176,7 +176,7 @@ def _handle(c: _Cycle, lead: dict) -> bool:
     except RetriableError as exc:
         _failed(c, lead, str(exc))
         return False
-    except Exception as exc:  # noqa: BLE001 - one bad lead must not stop the others
+    except Exception as exc:
         log.exception("registration.lead_crashed", lead_id=lead_id)
         _failed(c, lead, f"{type(exc).__name__}: {exc}")
         return False

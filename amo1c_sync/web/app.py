@@ -256,7 +256,7 @@ class SlotsApp:
             return _json({"ok": True})
         try:
             status, body = health(self.store, self.settings)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("http.health_failed")
             return _json({"ok": False, "error": "health check failed"}, status=503)
         return _json(body, status=status)

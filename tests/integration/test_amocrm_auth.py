@@ -47,9 +47,12 @@ def test_given_an_authorization_code_when_exchanged_then_the_pair_is_stored_and_
     tm = _authorised(emu, store)
 
     status = tm.status()
-    assert status["has_token"] and status["generation"] == 1 and status["revoked_reason"] is None
+    assert status["has_token"]
+    assert status["generation"] == 1
+    assert status["revoked_reason"] is None
     assert status["expires_in_s"] > 86000
-    assert "access_token" not in status and "refresh_token" not in status
+    assert "access_token" not in status
+    assert "refresh_token" not in status
     assert AmoCRM(emu.url, token_manager=tm).account_timezone() == "Europe/Moscow"
 
 
@@ -64,10 +67,12 @@ def test_given_an_access_token_expired_at_amocrm_when_calling_then_it_refreshes_
     api.account()
 
     stats = emu.token_stats()
-    assert stats["refresh_count"] == 1 and stats["refresh_reuse_count"] == 0
+    assert stats["refresh_count"] == 1
+    assert stats["refresh_reuse_count"] == 0
     with store.session() as s:
         row = s.get(OAuthToken, tm.account_key)
-        assert row.generation == 2 and row.refresh_token != first_refresh
+        assert row.generation == 2
+        assert row.refresh_token != first_refresh
 
 
 def test_given_a_token_near_expiry_in_the_store_when_asked_then_it_refreshes_ahead(emu, store):
@@ -97,7 +102,8 @@ def test_given_a_refresh_token_used_elsewhere_when_refreshing_then_fatal_with_re
         _manager(emu, store).access_token()
 
     assert "amo1c-sync auth --code" in exc.value.action
-    assert stolen not in str(exc.value) and exc.value.system == "amocrm"
+    assert stolen not in str(exc.value)
+    assert exc.value.system == "amocrm"
     assert emu.token_stats()["refresh_reuse_count"] == 1
     assert "Token has been revoked" in tm.status()["revoked_reason"]
     # stopped: later calls fail at once without hammering the token endpoint
@@ -150,7 +156,8 @@ def test_given_eight_threads_when_the_token_expires_then_exactly_one_refresh_and
 
     assert errors == []
     stats = emu.token_stats()
-    assert stats["refresh_reuse_count"] == 0 and stats["refresh_count"] == 1
+    assert stats["refresh_reuse_count"] == 0
+    assert stats["refresh_count"] == 1
 
 
 _CHILD = textwrap.dedent("""
@@ -193,7 +200,8 @@ def test_given_two_processes_when_the_token_expires_then_exactly_one_refresh_and
         assert p.returncode == 0, err
         assert "done" in out
     stats = emu.token_stats()
-    assert stats["refresh_reuse_count"] == 0 and stats["refresh_count"] == 1
+    assert stats["refresh_reuse_count"] == 0
+    assert stats["refresh_count"] == 1
     with store.session() as s:
         assert s.get(OAuthToken, tm.account_key).generation == 2
 
@@ -214,4 +222,5 @@ def test_given_a_rejected_long_lived_token_when_calling_then_fatal_says_make_a_n
     tm = _manager(emu, store, long_lived_token="ll.not-a-token-amocrm-knows")
     with pytest.raises(FatalError) as exc:
         AmoCRM(emu.url, token_manager=tm).account()
-    assert "long-lived" in str(exc.value) and "long_lived_token" in exc.value.action
+    assert "long-lived" in str(exc.value)
+    assert "long_lived_token" in exc.value.action

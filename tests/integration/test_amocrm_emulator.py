@@ -38,7 +38,8 @@ def test_given_the_control_api_when_a_person_fills_a_lead_then_the_api_shows_amo
     assert by_name["Сумма1С"]["values"] == [{"value": "1500.50"}]
     assert by_name["Зарегистрировать в 1С"]["values"] == [{"value": True}]
     doctor = by_name["Врач"]["values"][0]
-    assert doctor["value"] == "Новиков Н.Н." and doctor["enum_id"]   # the option was added
+    assert doctor["value"] == "Новиков Н.Н."
+    assert doctor["enum_id"]
     view = requests.get(emu.url + f"/_sandbox/leads/{lid}", timeout=5).json()
     assert set(view) >= {"id", "name", "price", "updated_at", "fields", "notes"}
     assert view["fields"]["Дата записи к врачу"] == "22.12.2021"
@@ -48,7 +49,8 @@ def test_given_no_token_or_an_expired_one_when_calling_then_401_problem_json(emu
     assert requests.get(emu.url + "/api/v4/leads", timeout=5).status_code == 401
     requests.post(emu.url + "/_sandbox/tokens/expire", timeout=5)
     r = http.get(emu.url + "/api/v4/leads", timeout=5)
-    assert r.status_code == 401 and r.headers["Content-Type"] == "application/problem+json"
+    assert r.status_code == 401
+    assert r.headers["Content-Type"] == "application/problem+json"
 
 
 def test_given_a_refresh_token_when_used_twice_then_the_second_use_is_revoked_and_counted(emu):
@@ -62,8 +64,10 @@ def test_given_a_refresh_token_when_used_twice_then_the_second_use_is_revoked_an
     ok = requests.post(emu.url + "/oauth2/access_token", json=body, timeout=5)
     again = requests.post(emu.url + "/oauth2/access_token", json=body, timeout=5)
 
-    assert ok.status_code == 200 and ok.json()["refresh_token"] != first["refresh_token"]
-    assert again.status_code == 401 and again.json()["hint"] == "Token has been revoked"
+    assert ok.status_code == 200
+    assert ok.json()["refresh_token"] != first["refresh_token"]
+    assert again.status_code == 401
+    assert again.json()["hint"] == "Token has been revoked"
     assert requests.get(emu.url + "/_sandbox/tokens", timeout=5).json()["refresh_reuse_count"] == 1
 
 
@@ -85,10 +89,12 @@ def test_given_leads_when_paging_then_hal_links_next_and_204_after_the_last(emu,
     beyond = http.get(url + "&page=4", timeout=5)
 
     assert [l["id"] for l in first["_embedded"]["leads"]] == ids[::-1][:2]
-    assert "page=2" in first["_links"]["next"]["href"] and first["_page"] == 1
+    assert "page=2" in first["_links"]["next"]["href"]
+    assert first["_page"] == 1
     assert "next" not in last["_links"]
     assert "contacts" in first["_embedded"]["leads"][0]["_embedded"]
-    assert beyond.status_code == 204 and beyond.content == b""
+    assert beyond.status_code == 204
+    assert beyond.content == b""
 
 
 def test_given_a_patch_of_251_when_sent_then_400(emu, http):
@@ -120,7 +126,8 @@ def test_given_an_invalid_item_when_patching_then_nothing_is_applied_and_errors_
         {"id": b, "custom_fields_values": [{"field_id": emu.field_id("Сумма1С"), "values": [{"value": "abc"}]}]}])
 
     body = r.json()
-    assert r.status_code == 400 and r.headers["Content-Type"] == "application/problem+json"
+    assert r.status_code == 400
+    assert r.headers["Content-Type"] == "application/problem+json"
     assert body["validation-errors"] == [{"request_id": "1", "errors": [
         {"code": "InvalidType", "path": "custom_fields_values.0.values.0.value",
          "detail": "This value should be of type numeric."}]}]
@@ -133,7 +140,8 @@ def test_given_a_deleted_lead_when_read_or_patched_then_amocrm_no_longer_knows_i
 
     assert http.get(emu.url + f"/api/v4/leads/{lid}", timeout=5).status_code == 204
     r = http.patch(emu.url + "/api/v4/leads", json=[{"id": lid, "price": 1}], timeout=5)
-    assert r.status_code == 400 and r.json()["validation-errors"][0]["errors"][0]["path"] == "id"
+    assert r.status_code == 400
+    assert r.json()["validation-errors"][0]["errors"][0]["path"] == "id"
 
 
 def test_given_more_than_the_rate_when_calling_then_429_html_without_retry_after_and_counted(http):
@@ -146,7 +154,8 @@ def test_given_more_than_the_rate_when_calling_then_429_html_without_retry_after
         assert limited[0].headers["Content-Type"].startswith("text/html")
         assert "Retry-After" not in limited[0].headers
         stats = requests.get(emu.url + "/_sandbox/requests", timeout=5).json()
-        assert stats["counts"]["GET /api/v4/account"] == 5 and stats["max_per_second"] >= 4
+        assert stats["counts"]["GET /api/v4/account"] == 5
+        assert stats["max_per_second"] >= 4
         requests.delete(emu.url + "/_sandbox/requests", timeout=5)
         assert requests.get(emu.url + "/_sandbox/requests", timeout=5).json()["total"] == 0
 
@@ -171,4 +180,5 @@ def test_given_custom_fields_when_listed_and_enums_patched_then_ids_are_kept(emu
                    json=[{"id": doctor["id"], "enums": [kept, {"value": "Новый", "sort": 99}]}])
 
     enums = r.json()["_embedded"]["custom_fields"][0]["enums"]
-    assert [e["value"] for e in enums] == [kept["value"], "Новый"] and enums[0]["id"] == kept["id"]
+    assert [e["value"] for e in enums] == [kept["value"], "Новый"]
+    assert enums[0]["id"] == kept["id"]

@@ -103,7 +103,8 @@ def test_given_120_updates_when_writing_then_chunks_of_at_most_50(emu, api):
                                 "custom_fields_values": [fm.cf("Сумма1С", Decimal("100.50") + n)]}
                                for n, i in enumerate(ids)])
 
-    assert result.all_ok and sorted(result.ok) == sorted(ids)
+    assert result.all_ok
+    assert sorted(result.ok) == sorted(ids)
     assert emu.requests()["counts"]["PATCH /api/v4/leads"] == 3
     assert emu.lead(ids[7]) ["price"] == 107
     assert emu.lead(ids[7])["fields"]["Сумма1С"] == "107.50"
@@ -138,7 +139,8 @@ def test_given_a_400_that_names_no_lead_when_writing_then_the_batch_is_bisected(
 
     result = api.update_leads([{"id": i, "price": 5} for i in ids])
 
-    assert result.all_ok and sorted(result.ok) == sorted(ids)
+    assert result.all_ok
+    assert sorted(result.ok) == sorted(ids)
     assert emu.requests()["counts"]["PATCH /api/v4/leads"] == 3
     assert all(emu.lead(i)["price"] == 5 for i in ids)
 
@@ -149,7 +151,8 @@ def test_given_notes_for_live_and_deleted_leads_when_adding_then_only_the_delete
 
     result = api.add_notes([(a, "Создан документ Заявка № 219"), (b, "Изменён документ"), (gone, "x")])
 
-    assert sorted(result.ok) == sorted([a, b]) and set(result.failed) == {gone}
+    assert sorted(result.ok) == sorted([a, b])
+    assert set(result.failed) == {gone}
     assert emu.lead(a)["notes"] == ["Создан документ Заявка № 219"]
 
 
@@ -165,7 +168,9 @@ def test_given_an_unknown_field_name_when_resolving_then_config_error_lists_exis
     with pytest.raises(ConfigError) as exc:
         api.field_map(["Врач", "Доктор"])
     msg = str(exc.value)
-    assert "«Доктор»" in msg and "«Врач»" in msg and "«Сумма1С»" in msg
+    assert "«Доктор»" in msg
+    assert "«Врач»" in msg
+    assert "«Сумма1С»" in msg
 
 
 def test_given_typed_values_when_written_then_amocrm_stores_them_as_a_person_sees_them(emu, api):
@@ -235,8 +240,10 @@ def test_given_four_jobs_sharing_one_limiter_when_busy_then_amocrm_never_sees_mo
             t.join(timeout=30)
 
         stats = emu.requests()
-        assert errors == [] and stats["counts"]["GET /api/v4/account"] == 20
-        assert stats["max_per_second"] <= 7 and "429" not in stats["by_status"]
+        assert errors == []
+        assert stats["counts"]["GET /api/v4/account"] == 20
+        assert stats["max_per_second"] <= 7
+        assert "429" not in stats["by_status"]
 
 
 def test_given_sustained_abuse_when_amocrm_blocks_with_403_then_the_gateway_stops_without_hammering(store):
@@ -293,7 +300,8 @@ def test_given_settings_when_building_from_them_then_the_gateway_uses_them(emu, 
 
     api = from_settings(settings, store)
 
-    assert api.timeouts == (2.0, 3.0) and api.rate_limiter.rate == 50.0
+    assert api.timeouts == (2.0, 3.0)
+    assert api.rate_limiter.rate == 50.0
     assert api.tokens.timeouts == (2.0, 4.0)   # the token endpoint's own, generous read timeout
     assert from_settings(settings, store).rate_limiter is api.rate_limiter   # one per process
     assert api.field_map(field_names(settings)).id("Врач") == emu.field_id("Врач")

@@ -61,10 +61,13 @@ def _token_requests(emu) -> int:
 
 
 def _assert_reauthorise(exc: pytest.ExceptionInfo, emu, store) -> None:
-    assert exc.value.system == "amocrm" and "amo1c-sync auth --code" in exc.value.action
-    assert "was lost" in str(exc.value) and "not sent again" in str(exc.value)
+    assert exc.value.system == "amocrm"
+    assert "amo1c-sync auth --code" in exc.value.action
+    assert "was lost" in str(exc.value)
+    assert "not sent again" in str(exc.value)
     status = _manager(emu, store).status()
-    assert "was lost" in status["revoked_reason"] and "auth --code" in status["action"]
+    assert "was lost" in status["revoked_reason"]
+    assert "auth --code" in status["action"]
 
 
 @pytest.mark.parametrize("fault", [
@@ -92,7 +95,8 @@ def test_given_amocrm_rotated_but_its_answer_is_lost_when_refreshing_then_the_to
 
     # the README's way out: a new authorization code
     tm.exchange_code(emu.new_auth_code()["code"])
-    assert _manager(emu, store).access_token() and _row(store).revoked_reason is None
+    assert _manager(emu, store).access_token()
+    assert _row(store).revoked_reason is None
 
 
 @pytest.mark.parametrize("fault", [
@@ -109,10 +113,12 @@ def test_given_amocrm_refused_the_refresh_unprocessed_when_refreshing_then_the_t
         _manager(emu, store).access_token()
 
     kept = _row(store)
-    assert kept.revoked_reason is None and kept.refresh_token == before.refresh_token
+    assert kept.revoked_reason is None
+    assert kept.refresh_token == before.refresh_token
     assert _manager(emu, store).access_token() == _row(store).access_token
     assert _row(store).generation == before.generation + 1
-    assert emu.token_stats()["refresh_count"] == 1 and emu.token_stats()["refresh_reuse_count"] == 0
+    assert emu.token_stats()["refresh_count"] == 1
+    assert emu.token_stats()["refresh_reuse_count"] == 0
 
 
 def test_given_amocrm_unreachable_when_refreshing_then_the_token_is_kept_for_the_next_try(emu, store):
@@ -126,7 +132,8 @@ def test_given_amocrm_unreachable_when_refreshing_then_the_token_is_kept_for_the
 
     assert _row(store).revoked_reason is None
     _manager(emu, store).access_token()
-    assert emu.token_stats()["refresh_count"] == 1 and emu.token_stats()["refresh_reuse_count"] == 0
+    assert emu.token_stats()["refresh_count"] == 1
+    assert emu.token_stats()["refresh_reuse_count"] == 0
 
 
 def test_given_a_slow_refresh_in_flight_when_another_thread_needs_a_token_then_it_waits_and_gets_the_new_pair(
@@ -141,7 +148,8 @@ def test_given_a_slow_refresh_in_flight_when_another_thread_needs_a_token_then_i
     first.join(30)
 
     assert got == [second] == [_row(store).access_token]
-    assert emu.token_stats()["refresh_count"] == 1 and emu.token_stats()["refresh_reuse_count"] == 0
+    assert emu.token_stats()["refresh_count"] == 1
+    assert emu.token_stats()["refresh_reuse_count"] == 0
 
 
 _CHILD = textwrap.dedent("""
@@ -203,4 +211,5 @@ def test_given_a_refresh_in_flight_when_the_daemon_is_stopped_then_it_waits_for_
     refresher.join(30)
 
     assert order == ["pair stored", "daemon stopped"]
-    assert _row(store).generation == 2 and _row(store).revoked_reason is None
+    assert _row(store).generation == 2
+    assert _row(store).revoked_reason is None

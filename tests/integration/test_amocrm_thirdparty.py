@@ -58,6 +58,7 @@ def test_given_a_third_party_client_when_it_authorises_lists_and_updates_then_th
     assert seen["fields"]["Сумма1С"] == "1500.50"
     assert seen["notes"] == ["Создан документ Заявка № 219"]
     stats = emu.token_stats()
-    assert stats["code_exchanges"] == 1 and stats["refresh_count"] == 1
+    assert stats["code_exchanges"] == 1
+    assert stats["refresh_count"] == 1
     assert stats["refresh_reuse_count"] == 0
     assert emu.requests()["max_per_second"] <= 7

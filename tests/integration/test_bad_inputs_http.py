@@ -101,13 +101,14 @@ NON_JSON_200 = [
 ]
 
 
-@pytest.mark.parametrize("body, ctype", NON_JSON_200)
+@pytest.mark.parametrize(("body", "ctype"), NON_JSON_200)
 def test_given_amocrm_answers_200_with_a_body_that_is_not_its_json_when_read_then_a_retriable_error_names_amocrm(
         store, body, ctype):
     with answering(200, body, ctype) as url:
         with pytest.raises(RetriableError) as err:
             amo_gateway(url, store).list_lead_fields()
-    assert "amoCRM" in str(err.value) and "GET /api/v4/leads/custom_fields" in str(err.value)
+    assert "amoCRM" in str(err.value)
+    assert "GET /api/v4/leads/custom_fields" in str(err.value)
 
 
 def test_given_amocrm_answers_an_empty_200_to_a_lead_update_when_written_then_it_is_not_taken_as_accepted(store):
@@ -225,7 +226,8 @@ def _cli(both, tmp_path, extra: str, *args: str, timeout: float):
 def test_given_an_unknown_field_name_when_once_runs_then_one_config_error_line_lists_the_fields_and_exit_is_2(both, tmp_path):
     proc = _cli(both, tmp_path, "[fields]\ndoctor = Доктор\n", "once", "registration", timeout=60)
     out = proc.stdout + proc.stderr
-    assert "amoCRM has no lead field named «Доктор»" in out and "Lead fields that exist: «Дата записи к врачу»" in out
+    assert "amoCRM has no lead field named «Доктор»" in out
+    assert "Lead fields that exist: «Дата записи к врачу»" in out
     assert "Traceback" not in out
     assert proc.returncode == 2
 
@@ -237,7 +239,8 @@ def test_given_an_unknown_field_name_when_the_daemon_starts_then_it_refuses_to_s
         proc = _cli(both, tmp_path, "[fields]\ndoctor = Доктор\n", "run", timeout=12)
     except subprocess.TimeoutExpired:
         pytest.fail("`amo1c-sync run` was still running 12 s after start with an unknown field name")
-    assert proc.returncode != 0 and "«Доктор»" in proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "«Доктор»" in proc.stdout + proc.stderr
 
 
 # --- amoCRM answering a write without listing every lead -----------------------------------------
@@ -246,7 +249,8 @@ def test_given_amocrm_lists_only_some_updated_leads_when_written_then_only_those
     body = '{"_embedded": {"leads": [{"id": 30000001, "updated_at": 1640000000}]}}'
     with answering(200, body, "application/hal+json") as url:
         result = amo_gateway(url, store).update_leads([{"id": 30000001, "price": 1}, {"id": 30000002, "price": 2}])
-    assert result.ok == [30000001] and result.updated_at == {30000001: 1640000000}
+    assert result.ok == [30000001]
+    assert result.updated_at == {30000001: 1640000000}
     assert isinstance(result.failed[30000002], RetriableError)
     assert "without listing lead 30000002" in str(result.failed[30000002])
 
@@ -262,4 +266,5 @@ def test_given_amocrm_echoes_one_of_two_notes_for_a_lead_when_written_then_the_l
     body = '{"_embedded": {"notes": [{"id": 1, "entity_id": 30000001, "request_id": "0"}]}}'
     with answering(200, body, "application/hal+json") as url:
         result = amo_gateway(url, store).add_notes([(30000001, "a"), (30000001, "b")])
-    assert result.ok == [] and 30000001 in result.failed
+    assert result.ok == []
+    assert 30000001 in result.failed

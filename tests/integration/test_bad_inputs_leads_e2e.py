@@ -136,7 +136,7 @@ def test_given_a_doctor_not_working_that_day_when_registered_then_the_note_has_n
     assert "работают: Ишаева М.И." in note and ".." not in note, note
 
 
-@pytest.mark.parametrize("typed, expected", [
+@pytest.mark.parametrize(("typed", "expected"), [
     ("32.12.2021", "«32.12.2021» — не дата"),
     ("завтра", "«завтра» — не дата"),
     ("2021-13-01", "«2021-13-01» — не дата"),
@@ -174,7 +174,8 @@ def test_given_a_unicode_heavy_client_name_when_registered_twice_then_one_client
     result = run_registration(amo, onec, store)
     assert result.ok, result.errors
     [z1], [z2] = zayavki(onec, first), zayavki(onec, second)
-    assert z1["client"] == name and z2["client"] == name
+    assert z1["client"] == name
+    assert z2["client"] == name
     assert [c["name"] for c in clients(onec)].count(name) == 1
     assert "не найден в 1С — создан новый клиент" in lead(amo, first)["notes"][0]
 
@@ -206,4 +207,5 @@ def test_given_a_huge_client_name_when_registered_then_the_note_says_it_was_too_
     lead_id = new_lead(amo, flagged(client=HUGE))
     run_registration(amo, onec, store)
     note = lead(amo, lead_id)["notes"][0]
-    assert "ФИО" in note and ("длинн" in note or "символ" in note)
+    assert "ФИО" in note
+    assert ("длинн" in note or "символ" in note)

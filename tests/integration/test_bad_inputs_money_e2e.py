@@ -81,9 +81,12 @@ def test_given_many_decimals_and_refunds_in_1c_when_payments_run_then_each_lead_
 
     assert result.ok, result.errors
     a, b, c = view(amo, decimals), view(amo, refunded), view(amo, refund_only)
-    assert Decimal(a["fields"]["Сумма1С"]) == Decimal("150.12345679") and a["price"] == 150
-    assert Decimal(b["fields"]["Сумма1С"]) == Decimal("1000.50") and b["price"] == 1001
-    assert Decimal(c["fields"]["Сумма1С"]) == Decimal("-200") and c["price"] == 0
+    assert Decimal(a["fields"]["Сумма1С"]) == Decimal("150.12345679")
+    assert a["price"] == 150
+    assert Decimal(b["fields"]["Сумма1С"]) == Decimal("1000.50")
+    assert b["price"] == 1001
+    assert Decimal(c["fields"]["Сумма1С"]) == Decimal("-200")
+    assert c["price"] == 0
 
 
 def test_given_a_refund_that_brings_a_total_to_zero_when_payments_run_then_the_lead_shows_0_not_the_old_total(
@@ -97,4 +100,5 @@ def test_given_a_refund_that_brings_a_total_to_zero_when_payments_run_then_the_l
     result = run_payments(amo, onec, store)
     assert result.ok, result.errors
     v = view(amo, lead_id)
-    assert Decimal(v["fields"]["Сумма1С"]) == 0 and v["price"] == 0
+    assert Decimal(v["fields"]["Сумма1С"]) == 0
+    assert v["price"] == 0

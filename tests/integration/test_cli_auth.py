@@ -28,13 +28,15 @@ def test_given_a_fresh_install_when_auth_code_is_exchanged_then_status_shows_a_t
     with AmoCRMEmulator() as emu:
         ini = _ini(tmp_path, emu)
         before = _cli("--config", str(ini), "auth", "--status")
-        assert before.returncode == 1 and '"has_token": false' in before.stdout
+        assert before.returncode == 1
+        assert '"has_token": false' in before.stdout
 
         code = emu.new_auth_code()["code"]
         done = _cli("--config", str(ini), "auth", "--code", code)
         assert done.returncode == 0, done.stderr
         state = json.loads(done.stdout)
-        assert state["has_token"] is True and state["generation"] == 1
+        assert state["has_token"] is True
+        assert state["generation"] == 1
         assert code not in done.stdout + done.stderr
         assert emu.client_secret not in done.stdout + done.stderr
         assert emu.token_stats()["code_exchanges"] == 1
@@ -47,5 +49,6 @@ def test_given_a_used_code_when_exchanged_again_then_the_error_says_what_to_do(t
         assert _cli("--config", str(ini), "auth", "--code", code).returncode == 0
         again = _cli("--config", str(ini), "auth", "--code", code)
         assert again.returncode == 1
-        assert "error:" in again.stderr and "code" in again.stderr.lower()
+        assert "error:" in again.stderr
+        assert "code" in again.stderr.lower()
         assert code not in again.stderr

@@ -22,7 +22,8 @@ def test_given_a_broken_ini_when_check_runs_then_one_line_names_section_and_key_
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert "[sync] payments_interval" in lines[0] and "use 30s, 5m or 1h" in lines[0]
+    assert "[sync] payments_interval" in lines[0]
+    assert "use 30s, 5m or 1h" in lines[0]
 
 
 def test_given_a_malformed_ini_when_the_daemon_starts_then_it_exits_2_with_one_line_and_no_traceback(tmp_path):

@@ -62,9 +62,11 @@ def test_given_a_store_when_the_daemon_runs_then_jobs_run_on_their_interval_and_
         assert daemon.role == "leader"
         assert runs(store)[0].counts == {"items": 2}
         msgs = "\n".join(drain())
-        assert "READY=1" in msgs and "STATUS=leader; registration ok" in msgs
+        assert "READY=1" in msgs
+        assert "STATUS=leader; registration ok" in msgs
         before = metrics.REGISTRY.get_sample_value("amo1c_job_runs_total", {"job": "registration", "status": "ok"})
-        assert before and before >= 2
+        assert before
+        assert before >= 2
     finally:
         daemon.request_stop()
         t.join(20)
@@ -103,7 +105,8 @@ def test_given_a_job_mid_run_when_stopped_then_it_stops_between_items_and_is_rec
     t.join(20)
     assert not t.is_alive()
     (run,) = runs(store)
-    assert run.status == "interrupted" and run.finished_at is not None
+    assert run.status == "interrupted"
+    assert run.finished_at is not None
     assert 3 <= run.counts["items"] < 1000
     assert run.counts["items"] == len(item_pids(store))  # every item done was committed and counted
 
@@ -175,7 +178,8 @@ def test_given_a_job_failing_whole_runs_then_it_backs_off(store, tmp_path, monke
         job = daemon._scheduler.get_job("registration")
         assert (job.next_run_time - datetime.now(timezone.utc)).total_seconds() > 1.2
         (first, *_) = runs(store)
-        assert first.status == "failed" and "1C did not answer" in first.error
+        assert first.status == "failed"
+        assert "1C did not answer" in first.error
     finally:
         daemon.request_stop()
         t.join(20)
@@ -194,4 +198,5 @@ def test_given_a_job_stuck_past_the_stop_timeout_then_run_returns_and_the_run_is
     assert not t.is_alive()
     assert daemon.unfinished == ["registration"]  # `run` then leaves with os._exit(0)
     (run,) = runs(store)
-    assert run.status == "interrupted" and "exited before the job finished" in run.error
+    assert run.status == "interrupted"
+    assert "exited before the job finished" in run.error

@@ -49,10 +49,12 @@ def test_given_a_running_daemon_when_sigterm_mid_item_then_it_exits_0_and_the_ru
         wait_until(lambda: len(item_pids(store)) >= 3, timeout=30, message="items being processed")
         assert [r.status for r in runs(store)] == ["running"]
         wait_until(lambda: "WATCHDOG=1" in received(), timeout=5, message="a watchdog ping")
-        assert "READY=1" in received() and f"MAINPID={proc.pid}" in received()
+        assert "READY=1" in received()
+        assert f"MAINPID={proc.pid}" in received()
         assert stop(proc, signal.SIGTERM, timeout=20) == 0
         (run,) = runs(store)
-        assert run.status == "interrupted" and run.finished_at is not None
+        assert run.status == "interrupted"
+        assert run.finished_at is not None
         assert run.counts["items"] == len(item_pids(store))  # nothing done was lost
         # and `status` (its own queries) says the same
         shown = json.loads(cli(ini, "status", "--json").stdout)["jobs"]["registration"]["last_run"]
@@ -79,7 +81,8 @@ def test_given_a_running_daemon_when_sighup_with_a_bad_file_then_it_is_refused_a
         line = wait_until(lambda: next((json.loads(x) for x in log_path.read_text().splitlines()
                                         if '"config.reload_refused"' in x), None), timeout=10,
                           message="the refusal in the log")
-        assert "registration_interval" in line["error"] and "often" in line["error"]
+        assert "registration_interval" in line["error"]
+        assert "often" in line["error"]
         n = len(runs(store))
         wait_until(lambda: len(runs(store)) >= n + 2, timeout=10, message="runs going on at 1 s")
         write_ini(ini, url, interval="2s")
@@ -131,7 +134,8 @@ def _two_instances_one_leader(tmp_path, url):
         text = wait_until(lambda: (lambda t: t if "registration  ok" in t.stdout else None)(cli(ini, "status")),
                           timeout=15, message="status showing a finished run")
         assert text.returncode == 0, text.stderr
-        assert f"pid {leader.pid}" in text.stdout and "standby: " in text.stdout
+        assert f"pid {leader.pid}" in text.stdout
+        assert "standby: " in text.stdout
         assert "items=2" in text.stdout
 
         # SIGKILL the leader: the standby takes over within about one interval (+ its retry period)
@@ -142,7 +146,8 @@ def _two_instances_one_leader(tmp_path, url):
                    message="the standby taking over")
         assert set(item_pids(store, mark)) == {standby.pid}
         st = json.loads(cli(ini, "status", "--json").stdout)
-        assert st["leader"]["pid"] == standby.pid and st["standby"] == []
+        assert st["leader"]["pid"] == standby.pid
+        assert st["standby"] == []
         assert stop(standby, signal.SIGTERM) == 0
         # no run left 'running': the dead leader's last one (if it died mid-run) was closed by the new
         # leader, the new leader's own by its clean stop

@@ -71,7 +71,8 @@ def test_given_1c_doctors_with_schedules_when_syncing_then_options_added_kept_ne
 
         times = [v for _, v in _options(amo_emu, "Время записи")]
         # 8:00 (Ишаева) … 19:45 (the latest start: Ефимова's 15:30-20:00 ends at 20:00)
-        assert times[:4] == ["8:00", "8:05", "8:10", "08:15"] and times[-2:] == ["19:45", "Другое"]
+        assert times[:4] == ["8:00", "8:05", "8:10", "08:15"]
+        assert times[-2:] == ["19:45", "Другое"]
         assert len(times) == len(set(times)) == (19 * 60 + 45 - 8 * 60) // 5 + 1 + 1
         with store.session() as s:
             assert s.query(JournalEntry).filter_by(job="directory").count() == 2
@@ -96,7 +97,8 @@ def test_given_doctor_renamed_in_1c_when_syncing_then_option_renamed_in_place(on
         assert r.status_code == 200, r.text
         assert run(settings, store, job="directory").ok
         after = {v: i for i, v in _options(amo_emu, "Врач")}
-        assert after["Ишаева-Смирнова М.И."] == ids[ISHAEVA] and ISHAEVA not in after
+        assert after["Ишаева-Смирнова М.И."] == ids[ISHAEVA]
+        assert ISHAEVA not in after
 
 
 def test_given_text_fields_when_syncing_then_nothing_to_do(onec_emu, store):
@@ -105,15 +107,18 @@ def test_given_text_fields_when_syncing_then_nothing_to_do(onec_emu, store):
         settings = make_settings(amo_emu, onec_emu)
         reset_requests(onec_emu)
         result = run(settings, store, job="directory")
-        assert result.ok and result.counts["text_fields"] == 2
-        assert requests_of(onec_emu)["total"] == 0 and writes(requests_of(amo_emu)) == {}
+        assert result.ok
+        assert result.counts["text_fields"] == 2
+        assert requests_of(onec_emu)["total"] == 0
+        assert writes(requests_of(amo_emu)) == {}
 
 
 def test_given_dry_run_when_syncing_then_plans_only(onec_emu, store):
     with _emu(FIELDS) as amo_emu:
         settings = make_settings(amo_emu, onec_emu)
         result = run(settings, store, job="directory", dry_run=True)
-        assert result.ok and {p["field_id"] for p in result.planned} == {amo_emu.field_id("Врач"),
+        assert result.ok
+        assert {p["field_id"] for p in result.planned} == {amo_emu.field_id("Врач"),
                                                                         amo_emu.field_id("Время записи")}
         assert writes(requests_of(amo_emu)) == {}
         assert [v for _, v in _options(amo_emu, "Врач")] == [EFIMOVA, "Уволенный врач"]
@@ -126,7 +131,8 @@ def test_given_schedules_when_building_the_grid_then_odd_anchors_kept_and_no_hol
 
     grid = plan.time_grid([DS((time(8, 13), time(8, 40))), DS((time(9, 0), time(9, 20)))], 5, 15)
     assert grid[:4] == [time(8, 13), time(8, 15), time(8, 18), time(8, 20)]
-    assert grid[-1] == time(9, 5) and time(8, 50) in grid
+    assert grid[-1] == time(9, 5)
+    assert time(8, 50) in grid
     assert plan.time_grid([], 5, 15) == []
 
 
@@ -135,5 +141,6 @@ def test_given_today_when_computing_window_then_lookback_to_two_months_ahead():
 
     s = load_settings(None)
     months = directory.window_months(s, now=date(2021, 12, 10))
-    assert months[0] == date(2021, 10, 1) and months[-1] == date(2022, 2, 1)
+    assert months[0] == date(2021, 10, 1)
+    assert months[-1] == date(2022, 2, 1)
     assert directory.window_months(s, SINCE, now=date(2021, 12, 10))[0] == SINCE

@@ -31,7 +31,7 @@ def test_given_an_account_without_fields_when_fields_are_posted_then_they_exist_
     assert {f["name"] for f in amo.fields()} == {"Врач", "Сумма1С"}
 
 
-@pytest.mark.parametrize("item, path", [
+@pytest.mark.parametrize(("item", "path"), [
     ({"name": "", "type": "text"}, "name"),
     ({"name": "X", "type": "bogus"}, "type"),
     ({"name": "X", "type": "text", "enums": [{"value": "a"}]}, "enums"),
@@ -40,7 +40,8 @@ def test_given_a_bad_field_when_posted_then_400_names_it_and_nothing_is_created(
     r = _post_fields(amo, [{"name": "Хорошее", "type": "text"}, item])
     assert r.status_code == 400
     errors = r.json()["validation-errors"]
-    assert errors[0]["request_id"] == "1" and errors[0]["errors"][0]["path"] == path
+    assert errors[0]["request_id"] == "1"
+    assert errors[0]["errors"][0]["path"] == path
     assert amo.fields() == []
 
 
@@ -54,7 +55,9 @@ def test_given_no_defaults_when_the_1c_emulator_starts_then_the_two_default_item
 
 def test_given_either_emulator_when_its_control_root_is_opened_then_an_index_lists_the_routes(amo):
     index = requests.get(amo.url + "/_sandbox/", timeout=5).json()
-    assert index["emulator"] == "AmoCRMEmulator" and any(r["path"] == "/_sandbox/leads" for r in index["routes"])
+    assert index["emulator"] == "AmoCRMEmulator"
+    assert any(r["path"] == "/_sandbox/leads" for r in index["routes"])
     with OneCEmulator() as onec:
         index = requests.get(onec.url + "/_sandbox/", timeout=5).json()
-    assert index["emulator"] == "OneCEmulator" and any(r["path"] == "/_sandbox/services" for r in index["routes"])
+    assert index["emulator"] == "OneCEmulator"
+    assert any(r["path"] == "/_sandbox/services" for r in index["routes"])

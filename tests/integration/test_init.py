@@ -30,7 +30,8 @@ def test_given_a_directory_when_init_runs_then_the_example_the_unit_and_credenti
     assert sorted(p.name for p in creds.iterdir()) == ["amocrm_client_secret", "amocrm_long_lived_token",
                                                         "http_secret", "onec_password"]
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 and p.read_text() == "" for p in creds.iterdir())
-    assert "next:" in r.stdout and "check" in r.stdout
+    assert "next:" in r.stdout
+    assert "check" in r.stdout
 
 
 def test_given_an_edited_config_when_init_runs_again_then_it_is_kept_unless_forced(tmp_path):
@@ -38,7 +39,8 @@ def test_given_an_edited_config_when_init_runs_again_then_it_is_kept_unless_forc
     (tmp_path / "sync.ini").write_text("[amocrm]\nbase_url = https://clinic.amocrm.ru\n", encoding="utf-8")
     (tmp_path / "credentials" / "onec_password").write_text("kept-secret")
     again = _init("--dir", str(tmp_path), cwd=tmp_path)
-    assert again.returncode == 0 and "kept" in again.stdout
+    assert again.returncode == 0
+    assert "kept" in again.stdout
     assert "clinic.amocrm.ru" in (tmp_path / "sync.ini").read_text(encoding="utf-8")
     forced = _init("--dir", str(tmp_path), "--force", cwd=tmp_path)
     assert forced.returncode == 0
@@ -66,4 +68,6 @@ def test_given_the_wheel_installed_without_a_checkout_when_init_runs_then_it_wri
 @pytest.mark.parametrize("bad", ["/proc/amo1c-init-cannot-be-here"])
 def test_given_a_directory_that_cannot_be_written_when_init_runs_then_one_line_says_so(tmp_path, bad):
     r = _init("--dir", bad, cwd=tmp_path)
-    assert r.returncode == 1 and "Traceback" not in r.stderr and "amo1c-sync init:" in r.stderr
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert "amo1c-sync init:" in r.stderr

@@ -40,7 +40,8 @@ def url(emu, resource: str, query: str = "$format=json") -> str:
 
 def test_given_no_credentials_when_requesting_then_401_with_basic_challenge(emu):
     r = requests.get(url(emu, "Catalog_Сотрудники"))
-    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic")
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"].startswith("Basic")
     r = requests.get(url(emu, "Catalog_Сотрудники"), headers=_basic(emu.username, "x"))
     assert r.status_code == 401
 
@@ -48,12 +49,14 @@ def test_given_no_credentials_when_requesting_then_401_with_basic_challenge(emu)
 def test_given_a_write_without_format_when_sent_then_406_odata_error(emu, http):
     r = http.post(f"{emu.odata_url}Catalog_Клиенты", json={"Description": "X"},
                   headers={"Accept": "application/atom+xml"})
-    assert r.status_code == 406 and "$format=json" in r.json()["odata.error"]["message"]["value"]
+    assert r.status_code == 406
+    assert "$format=json" in r.json()["odata.error"]["message"]["value"]
 
 
 def test_given_a_prefix_publication_path_when_requesting_then_it_is_served_too(emu, http):
     r = http.get(f"{emu.url}/clinic/odata/standard.odata/Catalog_Сотрудники?$format=json")
-    assert r.status_code == 200 and len(r.json()["value"]) == 3
+    assert r.status_code == 200
+    assert len(r.json()["value"]) == 3
     assert r.json()["odata.metadata"].endswith("/clinic/odata/standard.odata/$metadata#Catalog_Сотрудники")
 
 
@@ -94,7 +97,9 @@ def test_given_a_broken_filter_when_querying_then_400_with_odata_error_code_14(e
     r = http.get(url(emu, "Catalog_Клиенты", f"$format=json&$filter={quote(flt)}"))
     assert r.status_code == 400
     err = r.json()["odata.error"]
-    assert err["code"] == "14" and err["message"]["lang"] == "ru" and err["message"]["value"]
+    assert err["code"] == "14"
+    assert err["message"]["lang"] == "ru"
+    assert err["message"]["value"]
 
 
 def test_given_a_new_document_when_created_patched_and_posted_then_1c_rules_hold(emu, http):
@@ -104,25 +109,33 @@ def test_given_a_new_document_when_created_patched_and_posted_then_1c_rules_hold
     r = http.post(url(emu, "Document_Заявка"), json=body)
     assert r.status_code == 201
     doc = r.json()
-    assert doc["Number"] == emu.number(219) and doc["Posted"] is False and doc["DeletionMark"] is False
-    assert doc["ВремяОкончания"] == "0001-01-01T00:00:00" and doc["Номенклатура_Key"] == "00000000-0000-0000-0000-000000000000"
+    assert doc["Number"] == emu.number(219)
+    assert doc["Posted"] is False
+    assert doc["DeletionMark"] is False
+    assert doc["ВремяОкончания"] == "0001-01-01T00:00:00"
+    assert doc["Номенклатура_Key"] == "00000000-0000-0000-0000-000000000000"
     ref, v1 = doc["Ref_Key"], doc["DataVersion"]
     key = f"Document_Заявка(guid'{ref}')"
     r = http.patch(url(emu, key), json={"Posted": True})
-    assert r.status_code == 400 and "Posted" in r.json()["odata.error"]["message"]["value"]
+    assert r.status_code == 400
+    assert "Posted" in r.json()["odata.error"]["message"]["value"]
     r = http.patch(url(emu, key), json={"ВремяОкончания": "0001-01-01T09:20:00"})
-    assert r.status_code == 200 and r.json()["ВремяОкончания"] == "0001-01-01T09:20:00"
+    assert r.status_code == 200
+    assert r.json()["ВремяОкончания"] == "0001-01-01T09:20:00"
     v2 = r.json()["DataVersion"]
     r = http.post(url(emu, key + "/Post", "PostingModeOperational=false&$format=json"))
     assert r.status_code == 200
     r = http.get(url(emu, key, "$format=json&$select=Posted,DataVersion"))
-    assert r.json()["Posted"] is True and len({v1, v2, r.json()["DataVersion"]}) == 3
+    assert r.json()["Posted"] is True
+    assert len({v1, v2, r.json()["DataVersion"]}) == 3
     http.post(url(emu, key + "/Unpost")).raise_for_status()
     http.patch(url(emu, key), json={"DeletionMark": True}).raise_for_status()
     r = http.post(url(emu, key + "/Post", "PostingModeOperational=false&$format=json"))
-    assert r.status_code == 500 and r.json()["odata.error"]["message"]["value"]
+    assert r.status_code == 500
+    assert r.json()["odata.error"]["message"]["value"]
     r = http.get(url(emu, "Document_Заявка(guid'11111111-2222-3333-4444-555555555555')"))
-    assert r.status_code == 404 and "odata.error" in r.json()
+    assert r.status_code == 404
+    assert "odata.error" in r.json()
 
 
 def test_given_a_bad_body_when_creating_then_400(emu, http):
@@ -131,7 +144,8 @@ def test_given_a_bad_body_when_creating_then_400(emu, http):
     r = http.post(url(emu, "Document_Заявка"), json={"ДатаПриема": "22.12.2021"})
     assert r.status_code == 400
     r = http.post(url(emu, "Document_УстановкаГрафиковРаботы_ГрафикиРаботы"), json={})
-    assert r.status_code == 400 and r.json()["odata.error"]["code"] == "13"
+    assert r.status_code == 400
+    assert r.json()["odata.error"]["code"] == "13"
 
 
 def test_given_a_service_with_a_base_when_read_then_composite_reference_and_decimal_amount(emu, http):
@@ -144,7 +158,8 @@ def test_given_a_service_with_a_base_when_read_then_composite_reference_and_deci
     doc = json.loads(r.content, parse_float=Decimal)
     assert doc["ДокументОснование"] == z["ref"]
     assert doc["ДокументОснование_Type"] == "StandardODATA.Document_Заявка"
-    assert doc["СуммаДокумента"] == 150 and doc["Posted"] is True
+    assert doc["СуммаДокумента"] == 150
+    assert doc["Posted"] is True
     [line] = doc["Работы"]
     assert (line["Номенклатура_Key"], line["Количество"], line["Сумма"]) == (seed.DEFAULT_NOMENCLATURE_REF, 1, 150)
     listed = requests.get(f"{emu.url}/_sandbox/zayavki", params={"lead": "30000001"}).json()
@@ -161,7 +176,8 @@ def test_given_single_typed_mode_when_reading_a_service_then_only_the_key_proper
                          headers=_basic(emu.username, emu.password))
         doc = r.json()
         assert doc["ДокументОснование_Key"] == "00000000-0000-0000-0000-000000000000"
-        assert "ДокументОснование" not in doc and "ДокументОснование_Type" not in doc
+        assert "ДокументОснование" not in doc
+        assert "ДокументОснование_Type" not in doc
 
 
 def test_given_control_api_when_faults_and_requests_are_used_then_they_count(emu, http):
@@ -203,7 +219,8 @@ def test_given_a_third_party_1c_client_when_reading_and_writing_then_the_emulato
     assert created["Number"] == emu.number(219)
     assert again["Posted"] is True
     [row] = emu.zayavki("30000042")
-    assert row["doctor"] == "Ефимова Е.В." and row["posted"] is True
+    assert row["doctor"] == "Ефимова Е.В."
+    assert row["posted"] is True
     # it really went through the OData interface
     counts = emu.requests()["counts"]
     assert counts["POST /clinic/odata/standard.odata/Document_Заявка"] == 1

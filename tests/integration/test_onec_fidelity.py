@@ -61,7 +61,8 @@ def test_given_no_format_when_reading_then_atom_xml_service_feed_and_entry(emu, 
 
     assert root.tag == APP + "service"
     assert ZAYAVKA in [c.get("href") for c in root.iter(APP + "collection")]
-    assert feed.tag == ATOM + "feed" and feed.find(M + "count").text == "1"
+    assert feed.tag == ATOM + "feed"
+    assert feed.find(M + "count").text == "1"
     assert [e.find(f"{ATOM}content/{M}properties/{D}Ref_Key").text for e in feed.iter(ATOM + "entry")] == [z["Ref_Key"]]
     assert entry.tag == ATOM + "entry"
     assert entry.find(f"{ATOM}content/{M}properties/{D}Number").text == "00000000219"
@@ -75,9 +76,11 @@ def test_given_post_and_unpost_with_or_without_format_when_sent_then_carried_out
     ref = a_zayavka(emu)["Ref_Key"]  # made posted
 
     unpost = http.post(odata(emu, f"{ZAYAVKA}(guid'{ref}')/Unpost", fmt))
-    assert unpost.status_code == 200 and emu.zayavki()[0]["posted"] is False
+    assert unpost.status_code == 200
+    assert emu.zayavki()[0]["posted"] is False
     post = http.post(odata(emu, f"{ZAYAVKA}(guid'{ref}')/Post", "&".join(filter(None, ["PostingModeOperational=false", fmt]))))
-    assert post.status_code == 200 and emu.zayavki()[0]["posted"] is True
+    assert post.status_code == 200
+    assert emu.zayavki()[0]["posted"] is True
 
 
 # --- counting and paging -----------------------------------------------------------------------
@@ -85,13 +88,15 @@ def test_given_inlinecount_allpages_when_top_and_skip_are_given_then_1c_ignores_
     # «Использование параметра $inlinecount приводит к игнорированию параметров $skip и $top» (17.4.6.2)
     r = http.get(odata(emu, "Catalog_Сотрудники", "$format=json&$inlinecount=allpages&$top=1&$skip=1"))
 
-    assert r.json()["odata.count"] == "3" and len(r.json()["value"]) == 3
+    assert r.json()["odata.count"] == "3"
+    assert len(r.json()["value"]) == 3
 
 
 def test_given_count_of_a_set_when_asked_then_the_bare_number(emu, http):
     # «тело ответа должно содержать только число элементов коллекции» (17.4.6.1)
     r = http.get(odata(emu, "Catalog_Сотрудники/$count", "$filter=" + quote("Description eq 'Ефимова Е.В.'")))
-    assert r.status_code == 200 and r.text == "1"
+    assert r.status_code == 200
+    assert r.text == "1"
     assert http.get(odata(emu, "Catalog_Сотрудники/$count")).text == "3"
 
 
@@ -119,7 +124,8 @@ def test_given_a_reference_when_read_then_its_navigation_link_leads_to_the_objec
     link = row["Клиент@navigationLinkUrl"]
     assert link == f"{ZAYAVKA}(guid'{z['Ref_Key']}')/Клиент"
     client = http.get(odata(emu, link, "$format=json")).json()
-    assert client["Ref_Key"] == seed.DEFAULT_CLIENT_REF and client["Description"] == "Клиент из AmoCRM"
+    assert client["Ref_Key"] == seed.DEFAULT_CLIENT_REF
+    assert client["Description"] == "Клиент из AmoCRM"
     assert client["odata.metadata"].endswith("$metadata#Catalog_Клиенты/@Element")
 
 
@@ -156,7 +162,7 @@ def test_given_a_fixed_length_string_when_stored_then_it_is_padded_and_still_fou
     assert [r["НомерAmoCRM"] for r in rows["value"]] == ["30000001    "]  # 12 characters
 
 
-@pytest.mark.parametrize("prefix,number,shown", [("", "00000000219", "219"), ("МС00-", "МС00-000219", "МС00-000219"),
+@pytest.mark.parametrize(("prefix", "number", "shown"), [("", "00000000219", "219"), ("МС00-", "МС00-000219", "МС00-000219"),
                                                  ("0000-", "0000-000219", "0000-000219")])
 def test_given_a_number_format_when_a_document_is_created_then_the_number_and_how_the_clinic_sees_it(
         prefix, number, shown):
@@ -200,4 +206,5 @@ def test_given_the_gateways_reads_when_paging_then_inlinecount_never_meets_top_o
     gw.schedule_for_day(date(2021, 12, 22))
     gw.zayavki_on(date(2021, 12, 22))
     targets = [unquote(e["target"]) for e in emu.requests()["log"]]
-    assert len(targets) >= 5 and all(not ("$inlinecount" in t and ("$top" in t or "$skip" in t)) for t in targets)
+    assert len(targets) >= 5
+    assert all(not ("$inlinecount" in t and ("$top" in t or "$skip" in t)) for t in targets)

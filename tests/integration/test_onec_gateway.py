@@ -79,10 +79,13 @@ def test_given_few_rows_per_page_when_reading_then_all_pages_are_fetched_in_a_st
     gw = OneC(emu.url, emu.username, emu.password, page_size=3, **FAST)
     emu.reset_requests()
     found = gw.find_clients("Петров П.П.")
-    assert len(found) == 7 and len({c.ref for c in found}) == 7
+    assert len(found) == 7
+    assert len({c.ref for c in found}) == 7
     assert [c.code for c in found] == sorted(c.code for c in found)
     skips = [unquote(t["target"]) for t in odata_targets(emu)]
-    assert len(skips) == 3 and "$skip=3" in skips[1] and "$skip=6" in skips[2]
+    assert len(skips) == 3
+    assert "$skip=3" in skips[1]
+    assert "$skip=6" in skips[2]
     # lines of a tabular section page too (35 lines, 4 per page)
     gw = OneC(emu.url, emu.username, emu.password, page_size=4, **FAST)
     assert len(gw.schedule_lines(date(2021, 12, 1))) == 35
@@ -93,7 +96,8 @@ def test_given_few_rows_per_page_when_reading_then_all_pages_are_fetched_in_a_st
 def test_given_an_awkward_client_name_when_found_or_created_then_exactly_that_client_is_used(emu, onec, name):
     assert onec.find_clients(name) == []
     created = onec.create_client(name)
-    assert created.name == name and created.code == "000000002"
+    assert created.name == name
+    assert created.code == "000000002"
     again = onec.find_clients(name)
     assert [c.ref for c in again] == [created.ref]
     assert [c["name"] for c in emu.clients()] == ["Клиент из AmoCRM", name]
@@ -109,7 +113,8 @@ def test_given_a_client_name_too_long_for_one_url_when_found_then_exactly_that_c
     assert [c.ref for c in onec.find_clients(name)] == [created.ref]
     assert onec.find_clients(name + "x") == []
     targets = odata_targets(emu)
-    assert targets and max(len(t["target"].encode()) for t in targets) <= MAX_TARGET_BYTES
+    assert targets
+    assert max(len(t["target"].encode()) for t in targets) <= MAX_TARGET_BYTES
 
 
 def test_given_default_names_when_looking_up_default_items_then_both_exist(onec):
@@ -124,7 +129,8 @@ def test_given_the_emulator_when_pinged_then_one_cheap_read_is_made_and_its_seco
     elapsed = onec.ping()
     assert 0 < elapsed <= monotonic() - started
     (target,) = [unquote(t["target"]) for t in odata_targets(emu)]
-    assert "Catalog_Сотрудники" in target and "$top=1" in target
+    assert "Catalog_Сотрудники" in target
+    assert "$top=1" in target
 
 
 # --- «Заявка» -----------------------------------------------------------------------------------
@@ -136,13 +142,18 @@ def new_zayavka(onec, lead="30000001", start=time(9, 5), end=time(9, 20)):
 
 def test_given_a_lead_when_creating_and_posting_a_zayavka_then_it_is_number_219_and_findable(emu, onec):
     z = new_zayavka(onec)
-    assert z.number == emu.number(219) and z.display_number == display_number(emu.number(219)) and not z.posted
+    assert z.number == emu.number(219)
+    assert z.display_number == display_number(emu.number(219))
+    assert not z.posted
     assert (z.day, z.start, z.end, z.lead) == (DAY, time(9, 5), time(9, 20), "30000001")
     onec.post("Document_Заявка", z.ref)
     [found] = onec.zayavki_by_lead(30000001)
-    assert found.ref == z.ref and found.posted and found.data_version != z.data_version
+    assert found.ref == z.ref
+    assert found.posted
+    assert found.data_version != z.data_version
     assert [x.ref for x in onec.zayavki_on(DAY, EFIMOVA)] == [z.ref]
-    assert onec.zayavki_on(DAY, ISHAEVA) == [] and onec.zayavki_on(date(2021, 12, 23)) == []
+    assert onec.zayavki_on(DAY, ISHAEVA) == []
+    assert onec.zayavki_on(date(2021, 12, 23)) == []
     [row] = emu.zayavki("30000001")
     assert row == {"ref": z.ref, "number": emu.number(219), "client": "Клиент из AmoCRM", "doctor": "Ефимова Е.В.",
                    "start": "2021-12-22T09:05:00", "end": "2021-12-22T09:20:00", "lead": "30000001",
@@ -171,7 +182,8 @@ def test_given_deleted_zayavki_when_searching_then_they_are_left_out(emu, onec):
     mark_for_deletion(emu, z.ref)
     assert onec.zayavki_by_lead("30000001") == []
     [left] = onec.zayavki_on(DAY)
-    assert left.lead == "" and left.end is None
+    assert left.lead == ""
+    assert left.end is None
 
 
 def test_given_a_deletion_marked_document_when_posting_then_the_1c_message_is_an_item_error(emu, onec):
@@ -203,8 +215,10 @@ def test_given_either_base_shape_when_reading_services_then_bases_resolve_to_lea
         assert set(services) == {paid["ref"], unbased["ref"], nolead["ref"]}
         s = services[paid["ref"]]
         assert (s.base_ref, s.base_is_zayavka, s.posted, s.amount) == (z.ref, True, True, Decimal("150.00"))
-        assert isinstance(s.amount, Decimal) and s.number == emu.number(1, "Document_ОказаниеУслуг")
-        assert services[unbased["ref"]].base_ref is None and not services[unbased["ref"]].base_is_zayavka
+        assert isinstance(s.amount, Decimal)
+        assert s.number == emu.number(1, "Document_ОказаниеУслуг")
+        assert services[unbased["ref"]].base_ref is None
+        assert not services[unbased["ref"]].base_is_zayavka
         assert services[unbased["ref"]].amount == Decimal("99.90")
         if mode == "composite":
             assert s.base_type == "StandardODATA.Document_Заявка"
@@ -248,7 +262,8 @@ def test_given_persistent_503s_when_reading_then_retriable_error_after_max_retri
     emu.add_fault(count=10, status=503)
     with pytest.raises(RetriableError) as err:
         gw.doctors()
-    assert "503" in str(err.value) and "GET /odata/standard.odata/Catalog_Сотрудники" in str(err.value)
+    assert "503" in str(err.value)
+    assert "GET /odata/standard.odata/Catalog_Сотрудники" in str(err.value)
     assert emu.requests()["total"] == 3
 
 
@@ -303,7 +318,8 @@ def test_given_a_wrong_password_when_calling_then_fatal_error_without_the_passwo
     gw = OneC(emu.url, emu.username, "неверный-пароль-123", **FAST)
     with pytest.raises(FatalError) as err:
         gw.doctors()
-    assert err.value.system == "1c" and "401" in str(err.value)
+    assert err.value.system == "1c"
+    assert "401" in str(err.value)
     assert "неверный-пароль-123" not in str(err.value)
     assert emu.requests()["total"] == 1  # not retried
 
@@ -317,13 +333,15 @@ def test_given_a_misnamed_attribute_when_querying_then_the_1c_parse_error_is_sur
     assert "Неизвестное поле в выражении $filter: НомерЛида" in text
     assert "GET /odata/standard.odata/Document_Заявка?$format=json&$filter=substringof('30000001', НомерЛида)" in text
     problems = diagnostics.check_names(gw)
-    assert len(problems) == 1 and "НомерЛида" in problems[0]
+    assert len(problems) == 1
+    assert "НомерЛида" in problems[0]
 
 
 def test_given_an_unknown_entity_set_when_checking_names_then_404_is_reported(emu):
     gw = OneC(emu.url, emu.username, emu.password, names=OneCNames(doctors="Catalog_Врачи"), **FAST)
     [problem] = diagnostics.check_names(gw)
-    assert "404" in problem and "Catalog_Врачи" in problem
+    assert "404" in problem
+    assert "Catalog_Врачи" in problem
 
 
 def test_given_an_unknown_entity_set_when_checking_names_then_the_sets_of_that_kind_are_listed(emu):
@@ -371,7 +389,9 @@ def test_given_a_base_url_that_is_not_the_publication_when_checking_names_then_o
         srv.shutdown()
         srv.server_close()
     assert problem.startswith("the OData service root does not answer")
-    assert "«IIS Вход в систему»" in problem and "[onec] base_url" in problem and "<" not in problem
+    assert "«IIS Вход в систему»" in problem
+    assert "[onec] base_url" in problem
+    assert "<" not in problem
 
 
 def test_given_the_emulator_when_reading_metadata_then_each_entity_set_has_its_entity_type(emu, onec):

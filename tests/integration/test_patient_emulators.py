@@ -65,7 +65,8 @@ def test_given_a_lead_with_a_contact_when_read_with_contacts_then_main_contact_a
     lid = new_lead(amo, contact=ANNA)
     lead = api.get(amo.url + f"/api/v4/leads/{lid}", params={"with": "contacts"}, timeout=5).json()
     [link] = lead["_embedded"]["contacts"]
-    assert link["is_main"] is True and link["_links"]["self"]["href"].endswith(f"/api/v4/contacts/{link['id']}")
+    assert link["is_main"] is True
+    assert link["_links"]["self"]["href"].endswith(f"/api/v4/contacts/{link['id']}")
     page = api.get(amo.url + "/api/v4/contacts", params={"filter[id][]": [link["id"]]}, timeout=5).json()
     [contact] = page["_embedded"]["contacts"]
     assert contact["name"] == "Иванова Анна"
@@ -88,7 +89,8 @@ def test_given_a_lead_with_two_contacts_when_read_then_only_the_first_is_main(am
                     timeout=5).json()["_embedded"]["leads"][0]["_embedded"]["contacts"]
     assert [c["is_main"] for c in links] == [True, False]
     view = requests.get(amo.url + f"/_sandbox/leads/{lid}", timeout=5).json()
-    assert view["contact"]["name"] == "Иванова Анна" and len(view["contacts"]) == 2
+    assert view["contact"]["name"] == "Иванова Анна"
+    assert len(view["contacts"]) == 2
 
 
 def test_given_two_leads_of_one_patient_when_linked_by_id_then_one_contact(amo, api):
@@ -113,7 +115,8 @@ def test_given_the_client_key_field_when_patched_then_the_contact_carries_it_and
     fid = contact_field_id(amo, api, "Клиент 1С")
     r = api.patch(amo.url + "/api/v4/contacts", timeout=5,
                   json=[{"id": cid, "custom_fields_values": [{"field_id": fid, "values": [{"value": KEY}]}]}])
-    assert r.status_code == 200 and r.json()["_embedded"]["contacts"][0]["id"] == cid
+    assert r.status_code == 200
+    assert r.json()["_embedded"]["contacts"][0]["id"] == cid
     view = requests.get(amo.url + f"/_sandbox/leads/{lid}", timeout=5).json()["contact"]
     assert view["fields"] == {"Клиент 1С": KEY}
     assert view["phones"] == ["8 (911) 123-45-67", "+7 495 123-45-67"]
@@ -126,7 +129,8 @@ def test_given_a_bad_contact_patch_when_sent_then_400_per_item_and_nothing_writt
     r = api.patch(amo.url + "/api/v4/contacts", timeout=5, json=[
         {"id": cid, "custom_fields_values": [{"field_id": fid, "values": [{"value": KEY}]}]},
         {"id": 999, "custom_fields_values": [{"field_code": "PHONE", "values": [{"value": "1", "enum_code": "CELL"}]}]}])
-    assert r.status_code == 400 and r.headers["Content-Type"] == "application/problem+json"
+    assert r.status_code == 400
+    assert r.headers["Content-Type"] == "application/problem+json"
     [errors] = r.json()["validation-errors"]
     assert errors["request_id"] == "1"
     assert [(e["code"], e["path"]) for e in errors["errors"]] == [
@@ -137,14 +141,16 @@ def test_given_a_bad_contact_patch_when_sent_then_400_per_item_and_nothing_writt
 def test_given_the_contact_fields_when_listed_then_phone_has_its_code_and_enum_codes(amo, api):
     fields = api.get(amo.url + "/api/v4/contacts/custom_fields", timeout=5).json()["_embedded"]["custom_fields"]
     phone = next(f for f in fields if f["code"] == "PHONE")
-    assert phone["type"] == "multitext" and phone["entity_type"] == "contacts"
+    assert phone["type"] == "multitext"
+    assert phone["entity_type"] == "contacts"
     assert [e["value"] for e in phone["enums"]] == ["WORK", "WORKDD", "MOB", "FAX", "HOME", "OTHER"]
 
 
 def test_given_a_phone_of_an_unknown_kind_when_a_person_adds_it_then_400_names_the_kinds(amo):
     r = requests.post(amo.url + "/_sandbox/contacts", timeout=5,
                       json={"name": "Иванова", "phones": [{"value": "1", "enum": "CELL"}]})
-    assert r.status_code == 400 and "WORK, WORKDD, MOB, FAX, HOME, OTHER" in r.json()["detail"]
+    assert r.status_code == 400
+    assert "WORK, WORKDD, MOB, FAX, HOME, OTHER" in r.json()["detail"]
 
 
 # --- 1C -------------------------------------------------------------------------------------------
@@ -200,7 +206,8 @@ def test_given_a_client_marked_for_deletion_when_entered_then_listed_so(onec, od
 
 def test_given_a_client_without_a_name_when_entered_then_400(onec):
     r = requests.post(onec.url + "/_sandbox/clients", json={"name": " ", "phones": []}, timeout=5)
-    assert r.status_code == 400 and "name" in r.json()["error"]
+    assert r.status_code == 400
+    assert "name" in r.json()["error"]
 
 
 def test_given_the_metadata_when_read_then_the_clients_contact_section_is_described(onec, odata):
@@ -214,4 +221,5 @@ def test_given_a_zayavka_when_listed_then_it_carries_its_client_ref(onec):
     requests.post(onec.url + "/_sandbox/zayavki", timeout=5, json={
         "lead": 30000001, "doctor": "Ефимова Е.В.", "start": "2021-12-22T09:05:00"}).raise_for_status()
     [z] = requests.get(onec.url + "/_sandbox/zayavki", timeout=5).json()
-    assert z["client"] == seed.DEFAULT_CLIENT and z["client_ref"] == seed.DEFAULT_CLIENT_REF
+    assert z["client"] == seed.DEFAULT_CLIENT
+    assert z["client_ref"] == seed.DEFAULT_CLIENT_REF

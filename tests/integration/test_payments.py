@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import unquote
@@ -145,11 +145,14 @@ def test_given_the_seeds_zayavka_when_a_service_of_150_is_posted_then_the_lead_g
     assert (total.status, total.pushed_total) == ("ok", Decimal("150.00"))
     entries = sys_.journal("lead.total_pushed", lead)
     assert len(entries) == 1
-    assert entries[0].detail["old_total"] is None and entries[0].detail["new_total"] == "150.00"
+    assert entries[0].detail["old_total"] is None
+    assert entries[0].detail["new_total"] == "150.00"
     assert [d["ref"] for d in entries[0].detail["documents"]] == [ref]
     with sys_.store.session() as s:
         doc = s.get(OnecDocument, ref)
-        assert doc.lead_id == lead and doc.data_version and doc.skip_reason is None
+        assert doc.lead_id == lead
+        assert doc.data_version
+        assert doc.skip_reason is None
 
 
 def test_given_a_pushed_lead_when_documents_are_reposted_unposted_and_marked_then_the_total_follows(sys_):
@@ -177,7 +180,8 @@ def test_given_a_pushed_lead_when_documents_are_reposted_unposted_and_marked_the
                       ("50.50", "0.00")]
     with sys_.store.session() as s:
         row = s.get(LeadTotal, lead)
-        assert row.pushed_total == Decimal("0") and row.status == "ok"
+        assert row.pushed_total == Decimal("0")
+        assert row.status == "ok"
 
 
 def test_given_documents_without_base_or_lead_number_when_run_then_they_are_skipped_and_visible(sys_):
@@ -195,7 +199,8 @@ def test_given_documents_without_base_or_lead_number_when_run_then_they_are_skip
     assert set(skipped) == {no_base, no_number}
     assert "no base document" in skipped[no_base].reason
     assert "«Номер AmoCRM»" in skipped[no_number].reason
-    assert skipped[no_base].amount == Decimal("300.00") and skipped[no_base].posted
+    assert skipped[no_base].amount == Decimal("300.00")
+    assert skipped[no_base].posted
     assert {e.ref for e in sys_.journal("document.skipped")} == {no_base, no_number}
 
     # once per DataVersion: a run without changes journals nothing new; a change journals again
@@ -215,34 +220,41 @@ def test_given_a_lead_deleted_in_amocrm_when_run_then_it_fails_alone_and_waits_f
 
     assert result.status == "partial"
     assert [sys_.lead(o)["price"] for o in others] == [150, 100]
-    assert sys_.lead_total(gone).status == "failed" and sys_.lead_total(gone).pushed_total is None
+    assert sys_.lead_total(gone).status == "failed"
+    assert sys_.lead_total(gone).pushed_total is None
     failed = sys_.retry_item(gone)
     assert (failed.state, failed.attempts, failed.code) == ("item_error", 1, "amocrm:NotFound")
-    assert "NotFound" in failed.error and failed.next_attempt_at is None
+    assert "NotFound" in failed.error
+    assert failed.next_attempt_at is None
     assert len(sys_.journal("lead.total_rejected", gone)) == 1
     assert [(r.lead_id, r.status) for r in unsettled_totals(sys_.store)] == [(gone, "failed")]
 
     # an item error is not retried while nothing changed: no PATCH, the run is ok
     sys_.reset_requests()
     again = sys_.run()
-    assert again.ok and again.counts["waiting_for_change"] == 1
+    assert again.ok
+    assert again.counts["waiting_for_change"] == 1
     assert sys_.amo_requests()["counts"].get(PATCH, 0) == 0
     # a change of its document makes it worth a new try (and it fails again)
     sys_.service_action(ref, "post", amount="120.00")
     third = sys_.run()
-    assert third.status == "partial" and sys_.retry_item(gone).attempts == 2
+    assert third.status == "partial"
+    assert sys_.retry_item(gone).attempts == 2
 
 
 def test_given_no_change_in_1c_when_run_again_then_no_patch_and_only_the_hot_window_is_read(sys_):
     paid(sys_, "150.00")
     first = sys_.run()
-    assert first.ok and first.counts["window_full"] == 1
+    assert first.ok
+    assert first.counts["window_full"] == 1
     assert cursors.last_full_scan(sys_.store) is not None
     sys_.reset_requests()
 
     second = sys_.run()
 
-    assert second.ok and second.counts["window_hot"] == 1 and second.counts["changed"] == 0
+    assert second.ok
+    assert second.counts["window_hot"] == 1
+    assert second.counts["changed"] == 0
     assert sys_.amo_requests()["total"] == 0
     targets = [unquote(t["target"]) for t in sys_.onec.requests()["log"]
                if "ОказаниеУслуг" in unquote(t["target"])]
@@ -263,7 +275,9 @@ def test_given_a_backfill_since_date_when_run_then_the_window_reaches_back_to_it
 
     result = sys_.run(since=since)
 
-    assert result.ok and result.counts["window_since"] == 1 and result.counts["pushed"] == 1
+    assert result.ok
+    assert result.counts["window_since"] == 1
+    assert result.counts["pushed"] == 1
     targets = [unquote(t["target"]) for t in sys_.onec.requests()["log"]
                if "ОказаниеУслуг" in unquote(t["target"])]
     lowest = min(datetime.fromisoformat(m.group(1)) for t in targets
@@ -288,7 +302,8 @@ def test_given_changes_when_dry_run_then_nothing_is_written_and_patches_are_plan
         assert s.scalars(select(JournalEntry)).first() is None
     assert cursors.last_full_scan(sys_.store) is None
     # and the real run afterwards does it
-    assert sys_.run().ok and sys_.lead(lead)["price"] == 150
+    assert sys_.run().ok
+    assert sys_.lead(lead)["price"] == 150
 
 
 def test_given_1200_leads_changed_at_once_when_run_then_at_most_24_patches_within_the_rate_limit(sys_):
@@ -326,13 +341,15 @@ def test_given_a_document_moved_to_another_zayavka_when_run_then_both_leads_are_
     a, ref = paid(sys_, "150.00")
     b = sys_.new_lead()
     zb = sys_.zayavka(b)
-    assert sys_.run().ok and sys_.lead(a)["price"] == 150
+    assert sys_.run().ok
+    assert sys_.lead(a)["price"] == 150
 
     odata_patch(sys_, "Document_ОказаниеУслуг", ref,
                 {"ДокументОснование": zb, "ДокументОснование_Type": "StandardODATA.Document_Заявка"})
     result = sys_.run()
 
-    assert result.ok and result.counts["pushed"] == 2
+    assert result.ok
+    assert result.counts["pushed"] == 2
     assert (sys_.lead(a)["price"], sys_.sum1c(a)) == (0, Decimal("0"))
     assert (sys_.lead(b)["price"], sys_.sum1c(b)) == (150, Decimal("150"))
 
@@ -345,7 +362,8 @@ def test_given_a_document_losing_its_base_when_run_then_its_old_lead_drops_and_i
                 {"ДокументОснование": "", "ДокументОснование_Type": "StandardODATA.Undefined"})
     result = sys_.run()
 
-    assert result.ok and result.counts["skipped"] == 1
+    assert result.ok
+    assert result.counts["skipped"] == 1
     assert sys_.lead(a)["price"] == 0
     assert [d.ref for d in skipped_documents(sys_.store)] == [ref]
 
@@ -356,7 +374,8 @@ def test_given_a_failed_lead_when_its_total_returns_to_the_pushed_one_then_it_is
     sys_.service_action(ref, "post", amount="200.00")
     sys_.amo.add_fault(count=1, status=400, path_prefix="/api/v4/leads", method="PATCH")
     failed = sys_.run()
-    assert failed.status == "partial" and sys_.lead_total(lead).status == "failed"
+    assert failed.status == "partial"
+    assert sys_.lead_total(lead).status == "failed"
 
     sys_.service_action(ref, "post", amount="150.00")
     sys_.reset_requests()
@@ -365,7 +384,8 @@ def test_given_a_failed_lead_when_its_total_returns_to_the_pushed_one_then_it_is
     assert result.ok
     assert sys_.amo_requests()["counts"].get(PATCH, 0) == 0
     row = sys_.lead_total(lead)
-    assert (row.status, row.pushed_total) == ("ok", Decimal("150")) and sys_.retry_item(lead) is None
+    assert (row.status, row.pushed_total) == ("ok", Decimal("150"))
+    assert sys_.retry_item(lead) is None
 
 
 def test_given_a_run_stopped_before_the_push_when_run_again_then_the_pending_total_is_pushed(sys_):
@@ -387,7 +407,8 @@ def test_given_a_run_stopped_before_the_push_when_run_again_then_the_pending_tot
 
     # the pending total survived the interruption; the next cycle pushes it
     assert sys_.run().ok
-    assert sys_.lead(lead)["price"] == 150 and sys_.lead_total(lead).status == "ok"
+    assert sys_.lead(lead)["price"] == 150
+    assert sys_.lead_total(lead).status == "ok"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,7 +485,8 @@ def test_given_a_run_killed_after_the_amocrm_write_when_rerun_then_right_total_a
     rerun = once_payments(sys_)
 
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert sys_.lead(lead)["price"] == 200 and sys_.sum1c(lead) == Decimal("200")
+    assert sys_.lead(lead)["price"] == 200
+    assert sys_.sum1c(lead) == Decimal("200")
     assert sys_.amo_requests()["counts"][PATCH] == 3  # first run, the killed one, its repeat
     with sys_.store.session() as s:
         row = s.get(LeadTotal, lead)
@@ -492,7 +514,8 @@ def test_given_a_first_push_killed_when_rerun_then_the_new_document_is_counted_o
 
     assert once_payments(sys_).returncode == 0
 
-    assert sys_.lead(lead)["price"] == 201 and sys_.sum1c(lead) == Decimal("200.50")
+    assert sys_.lead(lead)["price"] == 201
+    assert sys_.sum1c(lead) == Decimal("200.50")
     with sys_.store.session() as s:
         pushed = [e.detail["new_total"] for e in s.scalars(
             select(JournalEntry).where(JournalEntry.action == "lead.total_pushed"))]

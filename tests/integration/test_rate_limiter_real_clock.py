@@ -34,4 +34,5 @@ def test_given_threads_sharing_a_limiter_when_busy_then_the_real_clock_sees_at_m
         t.start()
     for t in threads:
         t.join()
-    assert len(sent) == 40 and _max_in_window(sent) <= 20
+    assert len(sent) == 40
+    assert _max_in_window(sent) <= 20

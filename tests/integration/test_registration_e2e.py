@@ -64,9 +64,14 @@ def test_given_seed_lead_when_flagged_then_zayavka_219_note_flag_cleared_and_tim
     assert result.ok, result.errors
 
     [z] = zayavki(onec_emu, lead_id)
-    assert z["number"] == number(onec_emu) and z["client"] == "Клиент из AmoCRM" and z["doctor"] == EFIMOVA
-    assert z["start"] == "2021-12-22T09:05:00" and z["end"] == "2021-12-22T09:20:00"
-    assert z["lead"] == str(lead_id) and z["posted"] and not z["deletion_mark"]
+    assert z["number"] == number(onec_emu)
+    assert z["client"] == "Клиент из AmoCRM"
+    assert z["doctor"] == EFIMOVA
+    assert z["start"] == "2021-12-22T09:05:00"
+    assert z["end"] == "2021-12-22T09:20:00"
+    assert z["lead"] == str(lead_id)
+    assert z["posted"]
+    assert not z["deletion_mark"]
     [full] = make_onec(settings).zayavki_by_lead(lead_id)
     assert full.nomenclature_ref == seed.DEFAULT_NOMENCLATURE_REF
 
@@ -76,10 +81,14 @@ def test_given_seed_lead_when_flagged_then_zayavka_219_note_flag_cleared_and_tim
     assert view["fields"]["Заявка 1С"] == shown(onec_emu)
 
     free = SlotFinder(make_onec(settings)).free_times(SEED_DAY, EFIMOVA)
-    assert time(9, 5) not in free and time(8, 50) in free and time(9, 20) in free
+    assert time(9, 5) not in free
+    assert time(8, 50) in free
+    assert time(9, 20) in free
 
     reg = _reg(store, lead_id)
-    assert reg.status == "done" and reg.zayavka_ref == z["ref"] and reg.zayavka_number == number(onec_emu)
+    assert reg.status == "done"
+    assert reg.zayavka_ref == z["ref"]
+    assert reg.zayavka_number == number(onec_emu)
     assert len(reg.fingerprint) == 64
     assert _journal(store, lead_id) == ["zayavka.created", "zayavka.posted", "lead.registered"]
     with store.session() as s:
@@ -95,7 +104,8 @@ def test_given_client_names_when_registering_then_unknown_created_known_reused_a
     assert result.ok, result.errors
 
     clients = [c["name"] for c in make_onec_clients(onec_emu)]
-    assert clients.count("Петров П.П.") == 1 and clients.count("O'Brien") == 1
+    assert clients.count("Петров П.П.") == 1
+    assert clients.count("O'Brien") == 1
     assert zayavki(onec_emu, first)[0]["client"] == "Петров П.П."
     assert zayavki(onec_emu, second)[0]["client"] == "Петров П.П."
     assert zayavki(onec_emu, third)[0]["client"] == "O'Brien"
@@ -103,7 +113,8 @@ def test_given_client_names_when_registering_then_unknown_created_known_reused_a
         f"Создан документ Заявка № {shown(onec_emu, 219)}\nКлиент «Петров П.П.» не найден в 1С — создан новый клиент."]
     assert lead(amo_emu, second)["notes"] == [f"Создан документ Заявка № {shown(onec_emu, 220)}"]
     assert lead(amo_emu, third)["notes"][0].startswith(f"Создан документ Заявка № {shown(onec_emu, 221)}")
-    assert "client.created" in _journal(store, first) and "client.created" not in _journal(store, second)
+    assert "client.created" in _journal(store, first)
+    assert "client.created" not in _journal(store, second)
 
 
 def make_onec_clients(onec_emu):
@@ -134,7 +145,9 @@ def test_given_registered_lead_when_flagged_again_with_new_time_then_same_zayavk
     assert result.ok, result.errors
 
     [z] = zayavki(onec_emu, lead_id)
-    assert z["number"] == number(onec_emu) and z["start"] == "2021-12-22T09:10:00" and z["posted"]
+    assert z["number"] == number(onec_emu)
+    assert z["start"] == "2021-12-22T09:10:00"
+    assert z["posted"]
     assert len(zayavki(onec_emu)) == 1
     view = lead(amo_emu, lead_id)
     assert view["notes"] == [f"Создан документ Заявка № {shown(onec_emu)}",
@@ -150,10 +163,13 @@ def test_given_registered_lead_when_flagged_again_unchanged_then_noop_note_and_n
     edit_lead(amo_emu, lead_id, **{FLAG: True})
     reset_requests(onec_emu)
     result = run(settings, store)
-    assert result.ok and result.counts["unchanged"] == 1
+    assert result.ok
+    assert result.counts["unchanged"] == 1
     assert writes(requests_of(onec_emu)) == {}
     notes = lead(amo_emu, lead_id)["notes"]
-    assert len(notes) == 2 and "уже зарегистрирована" in notes[1] and f"№ {shown(onec_emu)}" in notes[1]
+    assert len(notes) == 2
+    assert "уже зарегистрирована" in notes[1]
+    assert f"№ {shown(onec_emu)}" in notes[1]
     assert lead(amo_emu, lead_id)["fields"].get(FLAG) in (False, None)
     assert len(zayavki(onec_emu)) == 1
 
@@ -163,18 +179,24 @@ def test_given_amocrm_patch_fails_after_1c_created_when_store_row_lost_and_rerun
     lead_id = seed_lead(amo_emu)
     fault(amo_emu, count=1, status=400, path_prefix="/api/v4/leads", method="PATCH")
     result = run(settings, store)
-    assert not result.ok and result.counts["failed"] == 1
+    assert not result.ok
+    assert result.counts["failed"] == 1
     assert len(zayavki(onec_emu, lead_id)) == 1
     retry = _retry(store, lead_id)
-    assert _reg(store, lead_id).status == "failed" and retry.attempts == 1 and "400" in retry.error
-    assert retry.state == "item_error" and retry.code == "http:400"
+    assert _reg(store, lead_id).status == "failed"
+    assert retry.attempts == 1
+    assert "400" in retry.error
+    assert retry.state == "item_error"
+    assert retry.code == "http:400"
     assert retry.next_attempt_at is None  # no backoff: it waits for the lead to change
     assert lead(amo_emu, lead_id)["fields"].get(FLAG) is True
 
     # the lead as it is cannot succeed: the next cycles leave it alone (nothing asked of 1C)
     reset_requests(onec_emu)
     again = run(settings, store)
-    assert again.ok and again.counts["waiting_for_change"] == 1 and requests_of(onec_emu)["total"] == 0
+    assert again.ok
+    assert again.counts["waiting_for_change"] == 1
+    assert requests_of(onec_emu)["total"] == 0
 
     # a change of the lead makes it worth a try; the crash also lost the store row: the 1C lookup
     # by «Номер AmoCRM» still finds the «Заявка»
@@ -184,7 +206,8 @@ def test_given_amocrm_patch_fails_after_1c_created_when_store_row_lost_and_rerun
     edit_lead(amo_emu, lead_id, **{"Время записи": "9:10", FLAG: True})
     result = run(settings, store)
     assert result.ok, result.errors
-    assert len(zayavki(onec_emu, lead_id)) == 1 and len(zayavki(onec_emu)) == 1
+    assert len(zayavki(onec_emu, lead_id)) == 1
+    assert len(zayavki(onec_emu)) == 1
     assert lead(amo_emu, lead_id)["notes"][-1] == f"Создан документ Заявка № {shown(onec_emu, 219)}"
     assert lead(amo_emu, lead_id)["fields"].get(FLAG) in (False, None)
     assert _reg(store, lead_id).status == "done"
@@ -198,8 +221,10 @@ def test_given_an_item_error_recorded_when_the_lead_changes_then_it_is_tried_aga
     assert run(settings, store).counts["waiting_for_change"] == 1
     edit_lead(amo_emu, lead_id, **{"Время записи": "9:10", FLAG: True})
     result = run(settings, store)
-    assert result.ok and result.counts["waiting_for_change"] == 0
-    assert _reg(store, lead_id).status == "done" and len(zayavki(onec_emu, lead_id)) == 1
+    assert result.ok
+    assert result.counts["waiting_for_change"] == 0
+    assert _reg(store, lead_id).status == "done"
+    assert len(zayavki(onec_emu, lead_id)) == 1
 
 
 def test_given_1c_created_the_zayavka_but_the_answer_was_lost_when_rerun_then_still_one_zayavka(
@@ -213,19 +238,22 @@ def test_given_1c_created_the_zayavka_but_the_answer_was_lost_when_rerun_then_st
 
     assert not first.ok
     assert len(zayavki(onec_emu, lead_id)) == 1  # created in 1C, unknown to us
-    assert _reg(store, lead_id).status == "failed" and _reg(store, lead_id).zayavka_ref is None
-    assert lead(amo_emu, lead_id)["notes"] == [] and lead(amo_emu, lead_id)["fields"][FLAG] is True
+    assert _reg(store, lead_id).status == "failed"
+    assert _reg(store, lead_id).zayavka_ref is None
+    assert lead(amo_emu, lead_id)["notes"] == []
+    assert lead(amo_emu, lead_id)["fields"][FLAG] is True
 
     with store.session() as s:  # the failed lead waits for its backoff: let the rerun be now
         s.get(RetryItem, ("registration", lead_id)).next_attempt_at = datetime.now(timezone.utc) - timedelta(seconds=1)
     result = run(settings, store)
     assert result.ok, result.errors
     [z] = zayavki(onec_emu, lead_id)
-    assert z["posted"] and z["number"] == number(onec_emu)
+    assert z["posted"]
+    assert z["number"] == number(onec_emu)
     assert lead(amo_emu, lead_id)["notes"] == [f"Создан документ Заявка № {shown(onec_emu, 219)}"]
 
 
-@pytest.mark.parametrize("fields,code,expected", [
+@pytest.mark.parametrize(("fields", "code", "expected"), [
     ({"Время записи": None}, "missing_fields", ["не заполнено поле «Время записи»"]),
     ({"Врач": None, "Дата записи к врачу": None}, "missing_fields",
      ["«Дата записи к врачу», «Врач»"]),
@@ -248,15 +276,18 @@ def test_given_invalid_lead_when_flagged_then_note_names_problem_flag_cleared_no
     assert writes(requests_of(onec_emu)) == {}
     assert zayavki(onec_emu, lead_id) == []
     view = lead(amo_emu, lead_id)
-    assert view["fields"].get(FLAG) in (False, None) and "Заявка 1С" not in view["fields"]
+    assert view["fields"].get(FLAG) in (False, None)
+    assert "Заявка 1С" not in view["fields"]
     [note] = view["notes"]
     for text in expected:
         assert text in note, note
     reg = _reg(store, lead_id)
-    assert reg.status == "invalid" and reg.error == note
+    assert reg.status == "invalid"
+    assert reg.error == note
     with store.session() as s:
         [entry] = s.query(JournalEntry).filter_by(lead_id=lead_id).all()
-        assert entry.action == "lead.invalid" and entry.detail["code"] == code
+        assert entry.action == "lead.invalid"
+        assert entry.detail["code"] == code
 
 
 def test_given_nothing_changed_when_cycle_runs_then_one_amocrm_request_and_no_1c_request(
@@ -270,7 +301,8 @@ def test_given_nothing_changed_when_cycle_runs_then_one_amocrm_request_and_no_1c
     result = run_job(ctx, "registration")
     assert result.ok
     amo = requests_of(amo_emu)
-    assert amo["total"] == 1 and amo["counts"] == {"GET /api/v4/leads": 1}
+    assert amo["total"] == 1
+    assert amo["counts"] == {"GET /api/v4/leads": 1}
     assert requests_of(onec_emu)["total"] == 0
     assert lead(amo_emu, lead_id)["notes"] == [f"Создан документ Заявка № {shown(onec_emu, 219)}"]
 
@@ -281,13 +313,18 @@ def test_given_1c_fails_for_one_lead_when_cycle_runs_then_others_go_on_and_it_is
     good = seed_lead(amo_emu, time="10:00")
     fault(onec_emu, count=1, status=500, method="POST", path_prefix="/odata/standard.odata/Document_")
     result = run(settings, store)
-    assert result.status == "partial" and result.counts["failed"] == 1
-    assert zayavki(onec_emu, bad) == [] and len(zayavki(onec_emu, good)) == 1
+    assert result.status == "partial"
+    assert result.counts["failed"] == 1
+    assert zayavki(onec_emu, bad) == []
+    assert len(zayavki(onec_emu, good)) == 1
     assert lead(amo_emu, good)["notes"] == [f"Создан документ Заявка № {shown(onec_emu, 220)}"] or \
         lead(amo_emu, good)["notes"] == [f"Создан документ Заявка № {shown(onec_emu, 219)}"]
     retry = _retry(store, bad)
-    assert _reg(store, bad).status == "failed" and retry.attempts == 1 and "1C" in retry.error
-    assert retry.state == "retrying" and retry.next_attempt_at > datetime.now(timezone.utc)
+    assert _reg(store, bad).status == "failed"
+    assert retry.attempts == 1
+    assert "1C" in retry.error
+    assert retry.state == "retrying"
+    assert retry.next_attempt_at > datetime.now(timezone.utc)
     assert lead(amo_emu, bad)["fields"][FLAG] is True
     with store.session() as s:
         cursor = int(s.get(Cursor, "registration.updated_at").value)
@@ -298,7 +335,8 @@ def test_given_1c_fails_for_one_lead_when_cycle_runs_then_others_go_on_and_it_is
     result = run(settings, store)
     assert result.ok, result.errors
     assert _retry(store, bad) is None
-    assert len(zayavki(onec_emu, bad)) == 1 and _reg(store, bad).status == "done"
+    assert len(zayavki(onec_emu, bad)) == 1
+    assert _reg(store, bad).status == "done"
     assert lead(amo_emu, bad)["notes"][0].startswith("Создан документ Заявка №")
 
 
@@ -310,11 +348,14 @@ def test_given_flagged_lead_when_dry_run_then_plans_and_writes_nothing(amo_emu, 
     assert result.ok, result.errors
     actions = [p["action"] for p in result.planned]
     assert {"client.create", "zayavka.create", "document.post", "lead.note", "lead.update"} <= set(actions)
-    assert writes(requests_of(amo_emu)) == {} and writes(requests_of(onec_emu)) == {}
-    assert _reg(store, lead_id) is None and _journal(store, lead_id) == []
+    assert writes(requests_of(amo_emu)) == {}
+    assert writes(requests_of(onec_emu)) == {}
+    assert _reg(store, lead_id) is None
+    assert _journal(store, lead_id) == []
     with store.session() as s:
         assert s.get(Cursor, "registration.updated_at") is None
-    assert lead(amo_emu, lead_id)["fields"][FLAG] is True and lead(amo_emu, lead_id)["notes"] == []
+    assert lead(amo_emu, lead_id)["fields"][FLAG] is True
+    assert lead(amo_emu, lead_id)["notes"] == []
 
 
 def test_given_other_time_zone_when_registering_then_date_is_the_clinics_day(amo_emu, onec_emu, store):

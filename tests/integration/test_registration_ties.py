@@ -49,8 +49,10 @@ def test_given_300_leads_on_one_second_across_pages_when_registering_then_none_i
     # nothing left: the next run registers nothing again and ends as soon
     reset_requests(amo_emu)
     third = run(settings, store)
-    assert third.ok and len(zayavki(onec_emu)) == 5
-    assert _listing_pages(amo_emu) <= 3 and "PATCH /api/v4/leads" not in requests_of(amo_emu)["counts"]
+    assert third.ok
+    assert len(zayavki(onec_emu)) == 5
+    assert _listing_pages(amo_emu) <= 3
+    assert "PATCH /api/v4/leads" not in requests_of(amo_emu)["counts"]
     assert all(len(lead(amo_emu, i)["notes"]) == 1 for i in [*edges, ids[150]])
 
 

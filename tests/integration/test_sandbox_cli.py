@@ -19,7 +19,8 @@ def test_given_a_fresh_machine_when_the_readme_sandbox_command_runs_then_the_see
     assert "9:05 is no longer free" in out
     assert "the lead shows it paid: Бюджет 150 ₽, «Сумма1С» 150 ₽" in out
     assert "The story happened as the clinic told it." in out
-    assert "sandbox-secret" not in out + proc.stderr and "пароль-песочницы" not in out + proc.stderr
+    assert "sandbox-secret" not in out + proc.stderr
+    assert "пароль-песочницы" not in out + proc.stderr
 
 
 def test_given_sandbox_serve_when_a_config_is_written_then_once_works_against_it_and_sigterm_stops_it(tmp_path):

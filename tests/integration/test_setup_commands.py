@@ -43,7 +43,8 @@ def test_given_a_new_account_when_setup_amocrm_dry_runs_then_it_lists_the_fields
     amo, onec = fresh
     r = _setup(_ini(tmp_path, amo, onec), "amocrm", "--dry-run")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("would create") == 7 and "«Врач» (select)" in r.stdout
+    assert r.stdout.count("would create") == 7
+    assert "«Врач» (select)" in r.stdout
     assert amo.fields() == []
     assert not (tmp_path / "state.db").exists()
 
@@ -61,7 +62,9 @@ def test_given_a_new_account_when_setup_amocrm_runs_then_each_field_exists_with_
     doctors = next(f for f in amo.fields() if f["name"] == "Врач")
     assert sorted(e["value"] for e in doctors["enums"]) == ["Ефимова Е.В.", "Ишаева М.И.", "Петрова А.С."]
     again = _setup(ini, "amocrm")
-    assert again.returncode == 0 and "nothing to do" in again.stdout and "created" not in again.stdout
+    assert again.returncode == 0
+    assert "nothing to do" in again.stdout
+    assert "created" not in again.stdout
     assert len(amo.fields()) == 7
 
 
@@ -70,9 +73,12 @@ def test_given_a_field_of_the_wrong_type_when_setup_amocrm_runs_then_it_is_repor
     fid = amo.add_field("Сумма1С", "text")
     r = _setup(_ini(tmp_path, amo, onec), "amocrm")
     assert r.returncode == 1
-    assert "WRONG TYPE    «Сумма1С» is a text field" in r.stdout and "needs a numeric field" in r.stdout
+    assert "WRONG TYPE    «Сумма1С» is a text field" in r.stdout
+    assert "needs a numeric field" in r.stdout
     same = [f for f in amo.fields() if f["name"] == "Сумма1С"]
-    assert len(same) == 1 and same[0]["id"] == fid and same[0]["type"] == "text"
+    assert len(same) == 1
+    assert same[0]["id"] == fid
+    assert same[0]["type"] == "text"
 
 
 def test_given_a_base_without_defaults_when_setup_1c_runs_then_it_lists_and_creates_nothing_until_asked(fresh, tmp_path):
@@ -81,14 +87,17 @@ def test_given_a_base_without_defaults_when_setup_1c_runs_then_it_lists_and_crea
     r = _setup(ini, "1c")
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stdout.count("published     ") == 8
-    assert "MISSING       client «Клиент из AmoCRM»" in r.stdout and "--create-defaults" in r.stdout
-    assert onec.clients() == [] and onec.rows(onec.names.nomenclature) == []
+    assert "MISSING       client «Клиент из AmoCRM»" in r.stdout
+    assert "--create-defaults" in r.stdout
+    assert onec.clients() == []
+    assert onec.rows(onec.names.nomenclature) == []
     made = _setup(ini, "1c", "--create-defaults")
     assert made.returncode == 0, made.stdout
     assert [c["name"] for c in onec.clients()] == ["Клиент из AmoCRM"]
     assert [r["Description"] for r in onec.rows(onec.names.nomenclature)] == ["Номенклатура AmoCRM"]
     again = _setup(ini, "1c", "--create-defaults")
-    assert "created" not in again.stdout and len(onec.clients()) == 1
+    assert "created" not in again.stdout
+    assert len(onec.clients()) == 1
 
 
 def test_given_an_object_not_published_when_setup_1c_runs_then_it_says_what_to_enable(fresh, tmp_path):
@@ -97,7 +106,9 @@ def test_given_an_object_not_published_when_setup_1c_runs_then_it_says_what_to_e
     r = _setup(ini, "1c")
     assert r.returncode == 1
     line = next(line for line in r.stdout.splitlines() if "Document_ГрафикиВрачей" in line)
-    assert line.startswith("MISSING") and "not published" in line and "standard OData" in line
+    assert line.startswith("MISSING")
+    assert "not published" in line
+    assert "standard OData" in line
 
 
 def test_given_an_attribute_named_otherwise_when_setup_1c_runs_then_the_existing_ones_are_listed(fresh, tmp_path):
@@ -105,13 +116,17 @@ def test_given_an_attribute_named_otherwise_when_setup_1c_runs_then_the_existing
     ini = _ini(tmp_path, amo, onec, "[onec_names]\nzayavka_lead = НомерАмо\n")
     r = _setup(ini, "1c")
     line = next(line for line in r.stdout.splitlines() if "НомерАмо" in line)
-    assert line.startswith("MISSING") and "[onec_names]" in line and "НомерAmoCRM" in line
+    assert line.startswith("MISSING")
+    assert "[onec_names]" in line
+    assert "НомерAmoCRM" in line
 
 
 def test_given_1c_unreachable_when_setup_1c_runs_then_one_line_and_no_traceback(fresh, tmp_path):
     amo, _onec = fresh
     ini = tmp_path / "sync.ini"
-    ini.write_text(f"[onec]\nbase_url = http://127.0.0.1:9/odata/standard.odata\nusername = x\n"
-                   f"connect_timeout = 1s\n", encoding="utf-8")
+    ini.write_text("[onec]\nbase_url = http://127.0.0.1:9/odata/standard.odata\nusername = x\n"
+                   "connect_timeout = 1s\n", encoding="utf-8")
     r = _setup(ini, "1c")
-    assert r.returncode == 1 and "Traceback" not in r.stderr and "amo1c-sync setup 1c:" in r.stderr
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert "amo1c-sync setup 1c:" in r.stderr

@@ -49,9 +49,15 @@ def test_given_a_booking_when_listing_then_its_times_are_busy(onec_emu, onec):
                          end=datetime(2021, 12, 22, 11, 0))
     finder = SlotFinder(onec, step_minutes=5, appointment_minutes=15)
     free = finder.free_times(SEED_DAY, EFIMOVA)
-    assert time(8, 50) in free and time(8, 55) not in free and time(9, 5) not in free and time(9, 20) in free
+    assert time(8, 50) in free
+    assert time(8, 55) not in free
+    assert time(9, 5) not in free
+    assert time(9, 20) in free
     ish = finder.free_times(SEED_DAY, ISHAEVA)
-    assert time(9, 45) in ish and time(9, 50) not in ish and time(10, 55) not in ish and time(11, 0) in ish
+    assert time(9, 45) in ish
+    assert time(9, 50) not in ish
+    assert time(10, 55) not in ish
+    assert time(11, 0) in ish
 
 
 def test_given_a_later_posted_schedule_when_listing_then_it_wins(onec_emu, onec):
@@ -71,10 +77,13 @@ def test_given_a_later_posted_schedule_when_listing_then_it_wins(onec_emu, onec)
 def test_given_unknown_or_off_duty_doctor_when_asking_then_the_answer_says_so_and_lists_who_works(onec):
     finder = SlotFinder(onec)
     off = finder.free_times(SEED_DAY, PETROVA)
-    assert isinstance(off, NotWorking) and off.working == (EFIMOVA, ISHAEVA)
-    assert EFIMOVA in no_such_doctor_text(off) and "не работает 22.12.2021" in no_such_doctor_text(off)
+    assert isinstance(off, NotWorking)
+    assert off.working == (EFIMOVA, ISHAEVA)
+    assert EFIMOVA in no_such_doctor_text(off)
+    assert "не работает 22.12.2021" in no_such_doctor_text(off)
     unknown = finder.day_of(SEED_DAY, "Иванов И.И.")
-    assert isinstance(unknown, UnknownDoctor) and unknown.code == "unknown_doctor"
+    assert isinstance(unknown, UnknownDoctor)
+    assert unknown.code == "unknown_doctor"
     assert EFIMOVA in no_such_doctor_text(unknown)
 
 
@@ -90,7 +99,8 @@ def test_given_cache_ttl_when_asking_twice_then_schedules_read_once_until_it_exp
     finder.free_times(SEED_DAY, EFIMOVA)
     first = requests_of(onec_emu)["counts"]
     sched = [k for k in first if "УстановкаГрафиковРаботы" in k]
-    assert sched and all(first[k] == 1 for k in sched)
+    assert sched
+    assert all(first[k] == 1 for k in sched)
     assert sum(v for k, v in first.items() if k.endswith("Document_Заявка")) == 1
 
     finder.free_times(SEED_DAY, EFIMOVA)
@@ -137,7 +147,8 @@ def test_given_the_cli_when_listing_doctors_and_times_then_seed_output(onec_emu,
     assert capsys.readouterr().out.splitlines()[:6] == ["8:15", "8:20", "8:25", "8:30", "8:35", "8:40"]
     assert cli_main(["--config", cfg, "slots", "22.12.2021", "--doctor", EFIMOVA, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["doctor"] == EFIMOVA and data["times"][:2] == ["8:15", "8:20"]
+    assert data["doctor"] == EFIMOVA
+    assert data["times"][:2] == ["8:15", "8:20"]
     assert data["working_hours"] == [["8:15", "13:00"]]
     assert cli_main(["--config", cfg, "slots", "22.12.2021", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"date": "2021-12-22", "doctors": [EFIMOVA, ISHAEVA]}
@@ -151,4 +162,5 @@ def test_given_the_cli_when_bad_date_or_doctor_then_clear_error_and_exit_code(on
     assert "22.12.2021 or 2021-12-22" in capsys.readouterr().err
     assert cli_main(["--config", cfg, "slots", "22.12.2021", "--doctor", PETROVA]) == 1
     err = capsys.readouterr().err
-    assert "не работает 22.12.2021" in err and EFIMOVA in err
+    assert "не работает 22.12.2021" in err
+    assert EFIMOVA in err

@@ -40,21 +40,31 @@ def test_given_runs_items_and_tokens_then_status_has_every_field_and_no_secret(s
     _fill(store)
     write_heartbeat(store, "leader", since=NOW)
     st = collect_status(store, Settings())
-    assert st["leader"]["pid"] and st["leader"]["role"] == "leader" and st["standby"] == []
+    assert st["leader"]["pid"]
+    assert st["leader"]["role"] == "leader"
+    assert st["standby"] == []
     assert set(st["jobs"]) == {"directory", "registration", "payments"}
     pay = st["jobs"]["payments"]
-    assert pay["last_run"]["status"] == "running" and pay["last_success_at"] and pay["stale"] is False
+    assert pay["last_run"]["status"] == "running"
+    assert pay["last_success_at"]
+    assert pay["stale"] is False
     reg = st["jobs"]["registration"]["last_run"]
-    assert reg["duration_s"] == 2.0 and reg["counts"] == {"pushed": 2} and reg["error"] is None
+    assert reg["duration_s"] == 2.0
+    assert reg["counts"] == {"pushed": 2}
+    assert reg["error"] is None
     assert [(i["kind"], i["lead_id"]) for i in st["pending"]] == [("registration", 3)]
     failed = {(i["kind"], i["lead_id"]): i for i in st["failed"]}
     assert set(failed) == {("registration", 2), ("payment", 4)}
     assert failed[("registration", 2)]["error"] == "1C: no doctor «Петров»"
-    assert failed[("registration", 2)]["attempts"] == 3 and failed[("registration", 2)]["retry"] == "retrying"
+    assert failed[("registration", 2)]["attempts"] == 3
+    assert failed[("registration", 2)]["retry"] == "retrying"
     assert (failed[("payment", 4)]["retry"], failed[("payment", 4)]["code"]) == ("item_error", "amocrm:NotFound")
-    assert st["skipped_documents"][0]["reason"] == "no base «Заявка»" and st["skipped_documents_total"] == 1
+    assert st["skipped_documents"][0]["reason"] == "no base «Заявка»"
+    assert st["skipped_documents_total"] == 1
     (tok,) = st["tokens"]
-    assert tok["generation"] == 4 and tok["expired"] is False and tok["revoked_reason"] is None
+    assert tok["generation"] == 4
+    assert tok["expired"] is False
+    assert tok["revoked_reason"] is None
     text = json.dumps(st, ensure_ascii=False)
     assert "SECRET" not in text
     assert st["counts"]["registration"] == {"done": 1, "failed": 1, "pending": 1}
@@ -63,7 +73,8 @@ def test_given_runs_items_and_tokens_then_status_has_every_field_and_no_secret(s
 def test_given_recent_successful_runs_then_healthz_is_200(store):
     _fill(store, age=5)
     code, body = health(store, Settings())
-    assert code == 200 and body["status"] == "ok"
+    assert code == 200
+    assert body["status"] == "ok"
     assert set(body["jobs"]) == {"directory", "registration", "payments"}
 
 
@@ -73,11 +84,13 @@ def test_given_a_job_without_a_recent_success_then_healthz_is_503_naming_it(stor
         for run in s.query(JobRun).filter(JobRun.job == "registration"):
             run.started_at = run.finished_at = NOW - timedelta(hours=2)
     code, body = health(store, Settings())
-    assert code == 503 and body["stale"] == ["registration"]
+    assert code == 503
+    assert body["stale"] == ["registration"]
 
 
 def test_given_an_empty_store_then_status_shows_nothing_run_and_healthz_is_503(store):
     st = collect_status(store, Settings())
-    assert st["leader"] is None and st["role"] == "not running"
+    assert st["leader"] is None
+    assert st["role"] == "not running"
     assert all(j["last_run"] is None and j["stale"] for j in st["jobs"].values())
     assert health(store, Settings())[0] == 503

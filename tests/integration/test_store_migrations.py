@@ -76,7 +76,9 @@ def test_given_failed_items_at_0001_when_upgraded_then_their_retry_records_arriv
         assert one.next_attempt_at == datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
         assert (two.state, two.attempts, two.next_attempt_at, two.version) == ("given_up", 5, None, None)
         assert (four.state, four.error, four.attempts) == ("retrying", "amoCRM refused lead 4", 1)
-        assert regs[1].status == "failed" and regs[1].error is None and regs[3].status == "done"
+        assert regs[1].status == "failed"
+        assert regs[1].error is None
+        assert regs[3].status == "done"
         cols = {c["name"] for c in inspect(s.engine).get_columns("lead_totals")}
         assert not cols & {"error", "attempts", "next_attempt_at"}
     finally:

@@ -79,7 +79,8 @@ def _race_for_the_lock(proxy, pg_url, name: str, break_path) -> dict[str, float]
     leader = PgAdvisoryLock(proxy.url_for(pg_url), name=name, lease=6)
     standby = PgAdvisoryLock(pg_url, name=name, lease=6)
     try:
-        assert leader.try_acquire() and not standby.try_acquire()
+        assert leader.try_acquire()
+        assert not standby.try_acquire()
         started = time.monotonic()
         break_path()
         seen: dict[str, float] = {}

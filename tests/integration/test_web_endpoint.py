@@ -14,7 +14,7 @@ import structlog
 from amo1c_sync import logs
 from amo1c_sync.config import load_settings
 from amo1c_sync.domain.slots import UnknownDoctor
-from amo1c_sync.errors import ConfigError, ItemError, RetriableError
+from amo1c_sync.errors import ConfigError, RetriableError
 from amo1c_sync.web import create_app, serve
 
 SECRET = "widget-secret-9f2c!1234"
@@ -99,7 +99,8 @@ def test_given_a_bad_date_when_get_slots_then_400_with_a_clear_message(server, s
     assert r.status_code == 400
     body = r.json()
     assert body["error"] == "bad_date"
-    assert "ДД.ММ.ГГГГ" in body["message"] and "YYYY-MM-DD" in body["message"]
+    assert "ДД.ММ.ГГГГ" in body["message"]
+    assert "YYYY-MM-DD" in body["message"]
     assert slots.calls == []
 
 
@@ -120,7 +121,9 @@ def test_given_an_internal_error_when_get_slots_then_500_generic_without_a_stack
         structlog.reset_defaults()
     assert r.status_code == 500
     assert set(r.json()) == {"error", "message"}
-    assert "Traceback" not in r.text and "ZeroDivisionError" not in r.text and "secret detail" not in r.text
+    assert "Traceback" not in r.text
+    assert "ZeroDivisionError" not in r.text
+    assert "secret detail" not in r.text
     assert "http.internal_error" in log.getvalue()  # logged for the administrator, with the cause
     assert "ZeroDivisionError" in log.getvalue()
 
@@ -134,7 +137,8 @@ def test_given_a_broken_log_stream_when_an_internal_error_then_still_a_json_500(
         r = get(server, "/slots?date=22.12.2021")
     finally:
         structlog.reset_defaults()
-    assert r.status_code == 500 and r.json()["error"] == "internal"
+    assert r.status_code == 500
+    assert r.json()["error"] == "internal"
 
 
 def test_given_1c_unreachable_when_get_slots_then_503_with_retry_after(server, slots):
@@ -232,14 +236,16 @@ def test_given_a_lead_when_post_register_then_202_and_the_registration_job_is_nu
     r = requests.post(server.url + "/register?lead_id=30000001", headers={"X-Amo1c-Secret": SECRET},
                       timeout=10)
     assert r.status_code == 202
-    assert r.json()["lead_id"] == 30000001 and r.json()["accepted"] is True
+    assert r.json()["lead_id"] == 30000001
+    assert r.json()["accepted"] is True
     assert nudges == ["registration"]
 
 
 def test_given_the_lead_id_in_a_json_body_when_post_register_then_202(server, nudges):
     r = requests.post(server.url + "/register", json={"lead_id": 7}, headers={"X-Amo1c-Secret": SECRET},
                       timeout=10)
-    assert r.status_code == 202 and nudges == ["registration"]
+    assert r.status_code == 202
+    assert nudges == ["registration"]
 
 
 @pytest.mark.parametrize("query", ["", "?lead_id=", "?lead_id=abc", "?lead_id=-5", "?lead_id=0"])
@@ -252,7 +258,8 @@ def test_given_a_bad_lead_id_when_post_register_then_400_and_no_nudge(server, nu
 
 def test_given_no_secret_when_post_register_then_401_and_no_nudge(server, nudges):
     r = requests.post(server.url + "/register?lead_id=1", timeout=10)
-    assert r.status_code == 401 and nudges == []
+    assert r.status_code == 401
+    assert nudges == []
 
 
 def test_given_get_on_register_then_405_json(server):
@@ -266,7 +273,8 @@ def test_given_get_on_register_then_405_json(server):
 
 def test_given_no_secret_when_get_healthz_and_metrics_then_they_answer(server):
     h = get(server, "/healthz", secret=None)
-    assert h.status_code == 200 and h.json() == {"ok": True}
+    assert h.status_code == 200
+    assert h.json() == {"ok": True}
     m = get(server, "/metrics", secret=None)
     assert m.status_code == 200
     assert m.headers["Content-Type"].startswith("text/plain")
@@ -296,12 +304,14 @@ def test_given_every_job_succeeded_just_now_when_get_healthz_then_200(slots, sql
     with serve(app) as srv:
         r = get(srv, "/healthz", secret=None)
     assert r.status_code == 200, r.text
-    assert r.json()["status"] == "ok" and "stale" not in r.json()
+    assert r.json()["status"] == "ok"
+    assert "stale" not in r.json()
 
 
 def test_given_an_unknown_path_then_404_json(server):
     r = get(server, "/nope")
-    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    assert r.status_code == 404
+    assert r.json()["error"] == "not_found"
 
 
 # ---------------------------------------------------------------- the server
@@ -339,7 +349,8 @@ def test_given_a_follower_instance_when_post_register_then_202_saying_the_next_p
     with serve(app) as srv:
         r = requests.post(srv.url + "/register?lead_id=5", headers={"X-Amo1c-Secret": SECRET}, timeout=10)
     assert r.status_code == 202
-    assert r.json()["nudged"] is False and "следующей проверке" in r.json()["message"]
+    assert r.json()["nudged"] is False
+    assert "следующей проверке" in r.json()["message"]
     assert calls == ["registration"]
 
 
@@ -353,5 +364,7 @@ def test_given_configured_field_names_when_get_fields_without_a_secret_then_the_
         srv.close()
     assert r.status_code == 200
     body = r.json()
-    assert body["doctor"] == "Доктор" and body["date"] == "Дата записи к врачу" and body["sum"] == "Сумма1С"
+    assert body["doctor"] == "Доктор"
+    assert body["date"] == "Дата записи к врачу"
+    assert body["sum"] == "Сумма1С"
     assert r.headers["Access-Control-Allow-Origin"] == AMO_ORIGIN

@@ -37,8 +37,10 @@ def test_given_the_shipped_widget_when_built_then_the_zip_has_a_valid_manifest_a
         assert manifest["settings"]["secret"]["type"] == "pass"
         for loc in manifest["widget"]["locale"]:
             i18n = json.loads(zf.read(f"i18n/{loc}.json").decode("utf-8"))
-            assert i18n["widget"]["name"] and i18n["widget"]["description"]
-            assert i18n["settings"]["endpoint_url"] and i18n["settings"]["secret"]
+            assert i18n["widget"]["name"]
+            assert i18n["widget"]["description"]
+            assert i18n["settings"]["endpoint_url"]
+            assert i18n["settings"]["secret"]
         for name, size in IMAGES.items():
             data = zf.read(f"images/{name}")
             assert len(data) <= 300 * 1024
@@ -46,7 +48,8 @@ def test_given_the_shipped_widget_when_built_then_the_zip_has_a_valid_manifest_a
             p.write_bytes(data)
             assert png_size(p) == size, name
         script = zf.read("script.js").decode("utf-8")
-        assert "define(['jquery']" in script and "this.callbacks" in script
+        assert "define(['jquery']" in script
+        assert "this.callbacks" in script
         assert "Зарегистрировать запись к врачу в 1с" in script
 
 
@@ -64,7 +67,7 @@ def _broken_copy(tmp_path: Path, edit) -> Path:
     return src
 
 
-@pytest.mark.parametrize("edit, expected", [
+@pytest.mark.parametrize(("edit", "expected"), [
     (lambda s: _edit_manifest(s, lambda m: m["widget"].pop("short_description")),
      "widget.short_description is required"),
     (lambda s: _edit_manifest(s, lambda m: m["widget"].pop("support")), "widget.support is required"),
@@ -108,7 +111,7 @@ def test_given_the_script_then_node_parses_it_when_node_is_there():
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("args, expected", [
+@pytest.mark.parametrize(("args", "expected"), [
     ([], "widget.support is still a placeholder (https://example.com/amo1c-sync/support, support@example.com)"),
     (["--support-email", "help@example.com"], "still a placeholder (help@example.com)"),
     (["--support-email", "not-an-address"], '--support-email "not-an-address" is not an e-mail address'),

@@ -58,7 +58,7 @@ def test_given_a_fractional_rate_when_acquiring_then_it_spaces_requests():
     assert [b - a for a, b in zip(sent, sent[1:])] == [pytest.approx(2.0), pytest.approx(2.0)]
 
 
-@pytest.mark.parametrize("status,action", [
+@pytest.mark.parametrize(("status", "action"), [
     (200, Action.OK), (204, Action.EMPTY), (400, Action.FAIL_ITEM), (401, Action.REFRESH_AUTH),
     (402, Action.STOP), (403, Action.STOP), (404, Action.FAIL_ITEM), (429, Action.RETRY),
     (500, Action.RETRY), (502, Action.RETRY), (504, Action.RETRY), (599, Action.RETRY),
@@ -92,7 +92,8 @@ def test_given_fields_when_building_values_then_they_have_amocrm_wire_formats():
         fm.cf("Сумма1С", 1500.5)
     with pytest.raises(ItemError) as exc:
         fm.cf("Врач", "Нет такого")
-    assert "Ефимова Е.В." in str(exc.value) and exc.value.code == "amocrm:NotSupportedChoice"
+    assert "Ефимова Е.В." in str(exc.value)
+    assert exc.value.code == "amocrm:NotSupportedChoice"
 
 
 def test_given_a_lead_when_reading_values_then_they_are_typed():
@@ -113,7 +114,8 @@ def test_given_a_lead_when_reading_values_then_they_are_typed():
 def test_given_an_unknown_name_when_required_then_config_error_names_it_and_lists_the_rest():
     with pytest.raises(ConfigError) as exc:
         FieldMap(FIELDS).require(["Врач", "Доктор"])
-    assert "«Доктор»" in str(exc.value) and "«ФИО клиента»" in str(exc.value)
+    assert "«Доктор»" in str(exc.value)
+    assert "«ФИО клиента»" in str(exc.value)
 
 
 def test_given_midnight_in_moscow_when_converting_then_round_trips():

@@ -27,7 +27,7 @@ def write(tmp_path: Path, text: str, *, raw: bytes | None = None) -> Path:
     return p
 
 
-@pytest.mark.parametrize("text, expected", [
+@pytest.mark.parametrize(("text", "expected"), [
     # a comment on the same line is part of the value in an ini file
     ("[sync]\nregistration_interval = 15s  # every 15 s\n",
      '[sync] registration_interval: "15s  # every 15 s" is not a duration; use 30s, 5m or 1h'),
@@ -69,10 +69,11 @@ def test_given_a_file_saved_in_windows_1251_when_loaded_then_the_message_says_sa
     path = write(tmp_path, "", raw="[fields]\ndate = Дата записи\n".encode("cp1251"))
     with pytest.raises(ConfigError) as err:
         load_settings(path)
-    assert "not UTF-8 text" in str(err.value) and "save it as UTF-8" in str(err.value)
+    assert "not UTF-8 text" in str(err.value)
+    assert "save it as UTF-8" in str(err.value)
 
 
-@pytest.mark.parametrize("url, expected", [
+@pytest.mark.parametrize(("url", "expected"), [
     ("mysql://clinic@db/amo", "backend 'mysql' is not supported; use sqlite:/// or postgresql+psycopg://"),
     ("база данных", "[store] url: not a database URL; use sqlite:///path/state.db"),
 ])
@@ -96,7 +97,8 @@ def test_given_a_utf8_file_with_a_bom_when_loaded_then_it_loads(tmp_path):
 def test_given_a_zero_duration_when_loaded_then_the_message_says_it_must_be_greater_than_0(tmp_path, key):
     with pytest.raises(ConfigError) as err:
         load_settings(write(tmp_path, f"[sync]\n{key} = 0s\n"))
-    assert f"[sync] {key}" in str(err.value) and "greater than 0" in str(err.value)
+    assert f"[sync] {key}" in str(err.value)
+    assert "greater than 0" in str(err.value)
 
 
 def test_given_a_rate_limit_above_amocrms_7_when_loaded_then_the_user_is_told(tmp_path):

@@ -27,7 +27,7 @@ TEXT_DATE = "Дата записи (текст)"
 
 # --- pure: what the note says ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("date_value, time_value, expected", [
+@pytest.mark.parametrize(("date_value", "time_value", "expected"), [
     (None, "9:05", "не заполнено поле «Дата записи к врачу»"),
     ("  ", "9:05", "не заполнено поле «Дата записи к врачу»"),
     ("22.12.2021", None, "не заполнено поле «Время записи»"),

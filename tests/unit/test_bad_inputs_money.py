@@ -20,7 +20,7 @@ TOKEN = "bad-inputs-token"
 
 # --- pure -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("amounts, want_sum, want_budget", [
+@pytest.mark.parametrize(("amounts", "want_sum", "want_budget"), [
     (["150.123456789"], "150.123456789", 150),
     (["0.005", "0.005"], "0.01", 0),
     (["250.50"], "250.5", 251),                   # half up

@@ -18,13 +18,15 @@ def write(tmp_path, text, mode=0o600):
 
 def test_given_the_shipped_example_when_loaded_then_it_is_valid_and_matches_the_defaults():
     s = load_settings(ROOT / "sync.ini")
-    assert s.sync.payments_interval == 60 and s.sync.registration_interval == 15
-    assert s.sync.directory_interval == 3600 and s.sync.hot_window == 3 * 86400
+    assert s.sync.payments_interval == 60
+    assert s.sync.registration_interval == 15
+    assert s.sync.directory_interval == 3600
+    assert s.sync.hot_window == 3 * 86400
     assert s.fields.flag == "Зарегистрировать в 1С"
     assert s.amocrm.rate_limit == 7
 
 
-@pytest.mark.parametrize("text, expected", [
+@pytest.mark.parametrize(("text", "expected"), [
     ("[sync]\npayments_interval = 5x\n",
      'sync.ini [sync] payments_interval: "5x" is not a duration; use 30s, 5m or 1h'),
     ("[sync]\npaymnets_interval = 5m\n", "[sync] paymnets_interval: unknown key; valid keys are"),
@@ -53,7 +55,8 @@ def test_given_secrets_in_env_and_credentials_when_loaded_then_they_win_over_the
     s = load_settings(write(tmp_path, "[onec]\npassword = from-file\n[amocrm]\nclient_secret = file\n"))
     assert s.onec.password == "from-credential"
     assert s.amocrm.client_secret == "from-env"
-    assert "from-env" not in repr(s) and "from-credential" not in repr(s)
+    assert "from-env" not in repr(s)
+    assert "from-credential" not in repr(s)
 
 
 def test_given_a_world_readable_file_with_a_secret_when_loaded_then_a_warning_says_chmod(tmp_path):
@@ -67,7 +70,8 @@ def test_given_a_world_readable_file_with_a_secret_when_loaded_then_a_warning_sa
 def test_given_a_bad_1c_name_when_loaded_then_the_error_names_the_section_and_key(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_settings(write(tmp_path, "[onec_names]\nbase_ref_mode = triple\n"))
-    assert "[onec_names] base_ref_mode" in str(err.value) and "composite, single" in str(err.value)
+    assert "[onec_names] base_ref_mode" in str(err.value)
+    assert "composite, single" in str(err.value)
 
 
 def test_given_the_shipped_example_when_compared_with_the_settings_then_every_key_is_documented():

@@ -73,7 +73,8 @@ def test_given_the_services_config_and_no_state_directory_when_loaded_then_the_s
 
 def test_given_http_enabled_and_the_secret_in_a_credential_elsewhere_when_loaded_then_only_serving_needs_it(tmp_path):
     s = load_settings(_write(tmp_path, "[http]\nenabled = yes\n"))
-    assert s.http.enabled and s.http.secret is None
+    assert s.http.enabled
+    assert s.http.secret is None
     with pytest.raises(ConfigError) as err:
         config.require_http_secret(s)
     assert "[http] secret: required when [http] enabled = yes" in str(err.value)
@@ -105,7 +106,8 @@ def test_given_apscheduler_warns_when_logging_is_json_then_its_line_is_json_and_
         "Execution of job %s skipped: maximum number of running instances reached (%d)", "payments", 1)
     logging.getLogger("urllib3.connectionpool").warning("retrying with lib-secret-9876")
     lines = [json.loads(line) for line in buf.getvalue().splitlines()]
-    assert lines[0]["logger"] == "apscheduler.scheduler" and lines[0]["level"] == "warning"
+    assert lines[0]["logger"] == "apscheduler.scheduler"
+    assert lines[0]["level"] == "warning"
     assert "maximum number of running instances reached" in lines[0]["event"]
     assert lines[1]["event"] == "retrying with ***"
     logs.configure("INFO", "json", stream=buf)  # configuring again keeps one handler
@@ -127,9 +129,12 @@ def test_given_jobs_that_never_ran_or_changed_nothing_when_status_renders_then_i
     text = render_status(_status(
         directory={"last_run": ran, "last_success_at": "2021-12-22T09:00:01+00:00", "stale": False},
         payments={"last_run": None, "last_success_at": None, "stale": True}))
-    assert "STALE" not in text and "never ran" in text
-    assert "no changes" in text and "doctors=0" not in text
-    assert "leader:  not running" in text and "none running" not in text
+    assert "STALE" not in text
+    assert "never ran" in text
+    assert "no changes" in text
+    assert "doctors=0" not in text
+    assert "leader:  not running" in text
+    assert "none running" not in text
     assert "/var/lib/amo1c-sync/amo1c-sync.db" in text
 
 
@@ -145,5 +150,7 @@ def test_given_a_pushed_total_when_trace_renders_then_money_reads_as_on_the_lead
                        "ref": None, "message": "«Сумма1С» — -> 150.00, budget 150",
                        "detail": {"old_total": None, "new_total": "150.00", "price": 150}}]}
     text = render_trace(tr, sum_name="Сумма1С")
-    assert "150.00" not in text and "— ->" not in text
-    assert "«Сумма1С» empty -> 150, budget 150" in text and "pushed 150 at" in text
+    assert "150.00" not in text
+    assert "— ->" not in text
+    assert "«Сумма1С» empty -> 150, budget 150" in text
+    assert "pushed 150 at" in text

@@ -41,7 +41,7 @@ def test_given_stages_and_states_when_loaded_then_they_are_parsed(tmp_path):
     assert s.onec_names.zayavka_state == "Состояние"
 
 
-@pytest.mark.parametrize("text, expected", [
+@pytest.mark.parametrize(("text", "expected"), [
     ("[stages]\ncancelled = Отменена\n",
      'sync.ini [stages] cancelled: "Отменена" is not "Pipeline name / Stage name"'),
     ("[stages]\npaid = a / b / c\n", '[stages] paid: "a / b / c" is not "Pipeline name / Stage name"'),

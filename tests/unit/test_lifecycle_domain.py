@@ -20,7 +20,7 @@ def kinds(events):
     return [(e.kind, e.reason) for e in events]
 
 
-@pytest.mark.parametrize("last, now, expected", [
+@pytest.mark.parametrize(("last", "now", "expected"), [
     (A, A, []),
     (A, replace(A, doctor="  ефимова   е.в. "), []),
     (A, MOVED_A, [("moved", "")]),
@@ -65,7 +65,7 @@ def test_given_a_person_changed_it_after_amo1c_sync_wrote_when_compared_then_the
     assert event.note == "Запись перенесена: 23.12.2021 15:30 Ишаева М.И. -> 23.12.2021 16:00 Ишаева М.И."
 
 
-@pytest.mark.parametrize("now, note", [
+@pytest.mark.parametrize(("now", "note"), [
     (MOVED_A, "Запись перенесена: 22.12.2021 9:05 Ефимова Е.В. -> 23.12.2021 15:30 Ишаева М.И."),
     (replace(A, deleted=True),
      "Запись отменена в 1С (Заявка № 219 помечена на удаление): 22.12.2021 9:05 Ефимова Е.В."),
@@ -88,7 +88,7 @@ def test_given_a_restored_zayavka_when_its_note_is_written_then_it_says_it_stand
     assert event.stage is None
 
 
-@pytest.mark.parametrize("now, stage", [
+@pytest.mark.parametrize(("now", "stage"), [
     (replace(A, deleted=True), "cancelled"), (replace(A, state="Не пришел"), "no_show"), (MOVED_A, None)])
 def test_given_an_event_when_asked_for_its_stage_key_then_cancel_and_no_show_have_one(now, stage):
     (event,) = lc.detect(A, now, STATES)
@@ -109,7 +109,7 @@ def test_given_a_moved_zayavka_when_lead_values_are_made_then_they_are_what_1c_s
 
 # --- stage names and their resolution -------------------------------------------------------------
 
-@pytest.mark.parametrize("text, expected", [
+@pytest.mark.parametrize(("text", "expected"), [
     ("Запись к врачу / Отменена", StageName("Запись к врачу", "Отменена")),
     ("Запись к врачу/Отменена", StageName("Запись к врачу", "Отменена")),
     ("  Запись  к врачу  /  Не пришёл ", StageName("Запись к врачу", "Не пришёл")),
@@ -148,7 +148,7 @@ def test_given_configured_names_when_resolved_then_ids_and_empty_keys_are_no_mov
         "cancelled": Stage(10, 143, "Запись к врачу", "Закрыто и не реализовано")}
 
 
-@pytest.mark.parametrize("name, message", [
+@pytest.mark.parametrize(("name", "message"), [
     (StageName("Запись", "Отменена"), "sync.ini [stages] cancelled: «Запись / Отменена»: no pipeline «Запись»"),
     (StageName("Воронка", "Отменена"), "no stage «Отменена» in pipeline «Воронка»"),
 ])
@@ -179,7 +179,7 @@ STAGES = {"registered": Stage(10, 102, "Запись к врачу", "Запис
           "cancelled": Stage(10, 104, "Запись к врачу", "Отменена")}
 
 
-@pytest.mark.parametrize("key, lead, passed, move_closed, expected", [
+@pytest.mark.parametrize(("key", "lead", "passed", "move_closed", "expected"), [
     ("registered", LeadStage(10, 101), (), False, "move"),
     ("cancelled", LeadStage(10, 103), (102, 103), False, "move"),
     ("no_show", LeadStage(10, 102), (), False, "not_configured"),

@@ -27,7 +27,9 @@ def test_given_secret_named_keys_when_logged_then_values_are_masked():
     buf, log = _capture()
     log.info("auth", password="hunter2x", access_token="abc.def.ghi", user="admin")
     event = json.loads(buf.getvalue().splitlines()[-1])
-    assert event["password"] == "***" and event["access_token"] == "***" and event["user"] == "admin"
+    assert event["password"] == "***"
+    assert event["access_token"] == "***"
+    assert event["user"] == "admin"
 
 
 def test_given_an_exception_with_a_secret_when_logged_then_the_traceback_is_masked():
@@ -38,7 +40,8 @@ def test_given_an_exception_with_a_secret_when_logged_then_the_traceback_is_mask
     except RuntimeError:
         log.exception("boom")
     out = buf.getvalue()
-    assert "boom" in out and "RuntimeError" in out
+    assert "boom" in out
+    assert "RuntimeError" in out
     assert "pw-in-exception-1234" not in out
 
 

@@ -17,7 +17,7 @@ def matches(text: str, row=ROW) -> bool:
     return _truth(_evaluate(parse_filter(text, lambda n: n in TYPES), row, TYPES))
 
 
-@pytest.mark.parametrize("text, expected", [
+@pytest.mark.parametrize(("text", "expected"), [
     ("Description eq 'O''Brien'", True),
     ("Description eq 'o''brien  '", True),  # 1C collations: case-insensitive, trailing spaces ignored
     ("Description ne 'O''Brien'", False),
@@ -55,7 +55,8 @@ def test_given_a_filter_when_evaluated_then_it_follows_odata_rules(text, expecte
 def test_given_a_broken_filter_when_parsing_then_400_with_code_14(text):
     with pytest.raises(ODataError) as err:
         parse_filter(text, lambda n: n in TYPES)
-    assert err.value.status == 400 and err.value.code == "14"
+    assert err.value.status == 400
+    assert err.value.code == "14"
 
 
 def test_given_incompatible_types_when_comparing_then_400_code_14():

@@ -26,7 +26,9 @@ def test_given_an_injection_attempt_when_building_a_filter_then_it_stays_inside_
     assert text == "Description eq 'Иванов'') or 1=1'"
     # the literal is closed exactly once, at the very end
     body = text[len("Description eq "):]
-    assert body.startswith("'") and body.endswith("'") and "''" in body
+    assert body.startswith("'")
+    assert body.endswith("'")
+    assert "''" in body
 
 
 def test_given_a_guid_when_formatting_then_it_is_a_typed_literal_and_garbage_is_refused():
@@ -47,8 +49,10 @@ def test_given_dates_and_times_when_formatting_then_1c_wire_format_is_used():
 
 
 def test_given_python_values_when_making_literals_then_each_type_has_its_form():
-    assert q.literal(True) == "true" and q.literal(False) == "false"
-    assert q.literal(42) == "42" and q.literal(Decimal("150.50")) == "150.50"
+    assert q.literal(True) == "true"
+    assert q.literal(False) == "false"
+    assert q.literal(42) == "42"
+    assert q.literal(Decimal("150.50")) == "150.50"
     assert q.literal(None) == "null"
     assert q.literal(uuid.UUID(REF)) == f"guid'{REF}'"
     with pytest.raises(TypeError):
@@ -69,14 +73,17 @@ def test_given_a_cyrillic_query_when_rendering_target_then_it_is_percent_encoded
     target.encode("ascii")  # no raw Cyrillic
     assert target.startswith("Catalog_%D0%9A")
     assert "&" not in unquote(target.split("$filter=")[1].split("&$select")[0]).replace("& Сын", "")
-    assert "%26" in target and "%23" in target  # & and # inside the literal are escaped
+    assert "%26" in target
+    assert "%23" in target
     assert unquote(target) == ("Catalog_Клиенты?$format=json&$filter=Description eq 'O''Brien & Сын #1'"
                                "&$select=Ref_Key,Code&$orderby=Code")
 
 
 def test_given_a_query_when_paging_then_ref_key_completes_the_order():
     page = q.Query("Catalog_Клиенты", orderby=("Code",)).page(100, 200)
-    assert page.orderby == ("Code", "Ref_Key") and page.top == 100 and page.skip == 200
+    assert page.orderby == ("Code", "Ref_Key")
+    assert page.top == 100
+    assert page.skip == 200
     page = q.Query("X", orderby=("Ref_Key", "LineNumber")).page(10, 0)
     assert page.orderby == ("Ref_Key", "LineNumber")
     with pytest.raises(ValueError):
@@ -118,7 +125,9 @@ def test_given_bad_names_when_configuring_then_every_problem_is_listed():
     with pytest.raises(ValueError) as err:
         OneCNames(zayavka="Document Заявка", base_ref_mode="both", clients="")
     text = str(err.value)
-    assert "zayavka" in text and "base_ref_mode" in text and "clients" in text
+    assert "zayavka" in text
+    assert "base_ref_mode" in text
+    assert "clients" in text
 
 
 def test_given_a_cyrillic_login_when_authenticating_then_basic_auth_is_utf8_and_repr_hides_it():

@@ -50,7 +50,7 @@ def test_given_a_number_when_spelled_as_digits_then_every_way_a_base_may_keep_it
     assert parse_phone("+39 06 1234 5678", "RU").spellings == ("390612345678", "0612345678", "+390612345678")
 
 
-@pytest.mark.parametrize("raw, reason", [
+@pytest.mark.parametrize(("raw", "reason"), [
     ("8 911 ABC-45-67", "в номере есть буквы"),  # the library alone would read ABC as 222
     ("8 911 12З-45-67", "в номере есть буквы"),  # a Cyrillic З for a 3
     ("позвонить маме", "в номере есть буквы"),
@@ -89,7 +89,7 @@ def test_given_case_yo_dots_and_spaces_when_split_then_same_words():
     assert name_parts("+7 911 123-45-67") == ()
 
 
-@pytest.mark.parametrize("a, b", [
+@pytest.mark.parametrize(("a", "b"), [
     ("Иванова А.", "Иванова Анна"),
     ("Иванова Анна", "иванова  анна"),
     ("Иванова Алёна", "Иванова Алена"),
@@ -101,10 +101,11 @@ def test_given_case_yo_dots_and_spaces_when_split_then_same_words():
     ("Aнна Иванова", "Иванова Анна"),
 ])
 def test_given_two_spellings_of_one_person_when_compared_then_match(a, b):
-    assert names_match(a, b) and names_match(b, a)
+    assert names_match(a, b)
+    assert names_match(b, a)
 
 
-@pytest.mark.parametrize("a, b", [
+@pytest.mark.parametrize(("a", "b"), [
     ("Иванова А.А.", "Иванова Анна Петровна"),  # the patronymic's initial differs
     ("Иванова Анна", "Иванова Мария"),
     ("Иванова Анна", "Иванов Антон"),
@@ -115,14 +116,16 @@ def test_given_two_spellings_of_one_person_when_compared_then_match(a, b):
     ("+7 911 123-45-67", "+7 911 123-45-67"),
 ])
 def test_given_two_different_people_when_compared_then_no_match(a, b):
-    assert not names_match(a, b) and not names_match(b, a)
+    assert not names_match(a, b)
+    assert not names_match(b, a)
 
 
 # --- the patient --------------------------------------------------------------------------------
 
 def test_given_lead_name_and_contact_name_when_building_patient_then_lead_field_wins():
     p = patient(lead_name=" Иванова  Анна ", contact_name="Аня", contact_phones=[SEED_PHONE])
-    assert p.name == "Иванова Анна" and [ph.e164 for ph in p.phones] == ["+79111234567"]
+    assert p.name == "Иванова Анна"
+    assert [ph.e164 for ph in p.phones] == ["+79111234567"]
 
 
 def test_given_no_lead_name_when_contact_is_named_by_a_phone_then_no_name():
@@ -132,7 +135,8 @@ def test_given_no_lead_name_when_contact_is_named_by_a_phone_then_no_name():
 
 def test_given_a_contact_key_that_is_not_a_guid_when_building_patient_then_kept_aside():
     p = patient(lead_name="Иванова Анна", contact_key="Иванова")
-    assert p.onec_key == "" and p.bad_key == "Иванова"
+    assert p.onec_key == ""
+    assert p.bad_key == "Иванова"
     assert patient(contact_key=KEY.upper()).onec_key == KEY
 
 
@@ -167,7 +171,8 @@ def test_rule_1_given_contact_key_of_an_existing_client_when_choosing_then_that_
 def test_rule_1_given_key_of_a_gone_or_deleted_client_when_choosing_then_chosen_anew_with_a_remark(by_key):
     got = choose(lead_name="Иванова Анна", contact_phones=[SEED_PHONE], contact_key=KEY, by_key=by_key,
                  by_phone=[ANNA])
-    assert got.rule is Rule.PHONE_AND_NAME and got.client == ANNA
+    assert got.rule is Rule.PHONE_AND_NAME
+    assert got.client == ANNA
     assert got.note.endswith(f"Клиента 1С из поля контакта «Клиент 1С» ({KEY}) нет в 1С или он помечен "
                              "на удаление — клиент подобран заново.")
 
@@ -186,13 +191,16 @@ def test_rule_2_given_two_compatible_names_on_one_phone_when_choosing_then_same_
     assert got.client == anna  # «Иванова А.» has the lower code, but «Иванова Анна» is the name written
     assert got.note.endswith("Подходят также: «Иванова А.» (код 000000004).")
     got = choose(lead_name="Иванова А.", contact_phones=[SEED_PHONE], by_phone=[anna, alla])
-    assert got.client == alla and got.note.endswith("Подходят также: «Иванова Анна» (код 000000009).")
+    assert got.client == alla
+    assert got.note.endswith("Подходят также: «Иванова Анна» (код 000000009).")
 
 
 def test_rule_3_given_phone_of_another_family_member_when_choosing_then_new_client_with_that_phone():
     got = choose(lead_name="Иванова Анна", contact_phones=["8 (911) 123-45-67"], by_phone=[MARIA])
-    assert isinstance(got, NewClient) and got.rule is Rule.FAMILY_MEMBER
-    assert got.name == "Иванова Анна" and [p.e164 for p in got.phones] == ["+79111234567"]
+    assert isinstance(got, NewClient)
+    assert got.rule is Rule.FAMILY_MEMBER
+    assert got.name == "Иванова Анна"
+    assert [p.e164 for p in got.phones] == ["+79111234567"]
     assert got.note == ("Клиент «Иванова Анна» не найден в 1С, но найден другой пациент с этим телефоном "
                         "(+7 911 123-45-67): «Иванова Мария» (код 000000013), создан новый клиент "
                         "«Иванова Анна».")
@@ -210,7 +218,8 @@ def test_rule_4_given_name_without_phone_when_several_clients_then_first_by_code
                             "В 1С найдено клиентов «Иванова Анна»: 2; выбран первый по коду (000000020); "
                             "телефона в контакте нет.")
     got = choose(lead_name="Иванова Анна", by_name=[second])
-    assert got.rule is Rule.NAME_ONLY and got.note == ""  # one client of that name: nothing to say, as before
+    assert got.rule is Rule.NAME_ONLY
+    assert got.note == ""
 
 
 def test_rule_4_given_the_lead_has_a_phone_when_only_a_name_matches_then_new_client_not_name_match():
@@ -240,7 +249,8 @@ def test_rule_6_given_no_name_and_no_phone_when_choosing_then_default_client():
 
 def test_given_no_name_and_a_phone_of_one_client_when_choosing_then_that_client():
     got = choose(contact_phones=[SEED_PHONE], by_phone=[ANNA])
-    assert got.rule is Rule.PHONE_AND_NAME and got.client == ANNA
+    assert got.rule is Rule.PHONE_AND_NAME
+    assert got.client == ANNA
 
 
 def test_given_no_name_and_a_phone_of_a_family_when_choosing_then_default_client_and_both_named():
@@ -254,8 +264,10 @@ def test_given_no_name_and_a_phone_of_a_family_when_choosing_then_default_client
 
 def test_given_no_name_and_an_unknown_phone_when_choosing_then_new_client_named_by_the_phone():
     got = choose(contact_name="+7 (911) 123-45-67", contact_phones=[SEED_PHONE])
-    assert isinstance(got, NewClient) and got.rule is Rule.NEW
-    assert got.name == "+7 911 123-45-67" and [p.e164 for p in got.phones] == ["+79111234567"]
+    assert isinstance(got, NewClient)
+    assert got.rule is Rule.NEW
+    assert got.name == "+7 911 123-45-67"
+    assert [p.e164 for p in got.phones] == ["+79111234567"]
     assert got.note == ("Клиента с телефоном +7 911 123-45-67 в 1С нет, а имени нет ни в сделке, ни в "
                         "контакте — создан новый клиент «+7 911 123-45-67» с этим телефоном. Впишите ФИО "
                         "пациента в 1С или в «ФИО клиента».")
@@ -277,7 +289,8 @@ def test_given_an_empty_contact_when_choosing_then_the_lead_name_decides():
 def test_given_a_contact_with_five_phones_when_one_is_known_then_found_by_it():
     phones = ["+7 495 000-00-01", "+7 495 000-00-02", "8 (911) 123-45-67", "+7 495 000-00-04", "нет"]
     got = choose(lead_name="Иванова Анна", contact_phones=phones, by_phone=[ANNA])
-    assert got.rule is Rule.PHONE_AND_NAME and got.client == ANNA
+    assert got.rule is Rule.PHONE_AND_NAME
+    assert got.client == ANNA
     assert got.note.endswith("Телефон «нет» не учтён: в номере есть буквы.")
 
 

@@ -46,7 +46,7 @@ def test_given_seed_date_when_converting_both_ways_then_midnight_moscow_is_22_12
     assert amo_date_to_day(str(ts), MSK) == date(2021, 12, 22)
 
 
-@pytest.mark.parametrize("tz,day", [
+@pytest.mark.parametrize(("tz", "day"), [
     (NY, date(2024, 3, 10)), (NY, date(2024, 3, 11)), (NY, date(2024, 11, 3)), (NY, date(2024, 11, 4)),
     (SYD, date(2024, 4, 7)), (SYD, date(2024, 10, 6)), (SYD, date(2024, 10, 5)),
     (SANTIAGO, date(2024, 9, 8)), (SANTIAGO, date(2024, 4, 6)), (MSK, date(2021, 1, 1)),
@@ -91,11 +91,13 @@ def test_given_seed_lead_when_parsing_then_request():
 
 def test_given_missing_fields_when_parsing_then_note_names_each_missing_field():
     r = parse_request(7, date_value=None, doctor_value=" ", time_value="9:05", client_value=None, tz=MSK)
-    assert isinstance(r, Invalid) and r.code == "missing_fields"
-    assert "«Дата записи к врачу», «Врач»" in r.message and "не заполнены поля" in r.message
+    assert isinstance(r, Invalid)
+    assert r.code == "missing_fields"
+    assert "«Дата записи к врачу», «Врач»" in r.message
+    assert "не заполнены поля" in r.message
 
 
-@pytest.mark.parametrize("length, limit, ok", [(150, 150, True), (151, 150, False), (5000, 0, True)])
+@pytest.mark.parametrize(("length", "limit", "ok"), [(150, 150, True), (151, 150, False), (5000, 0, True)])
 def test_given_a_client_name_of_some_length_when_parsing_then_only_one_longer_than_the_limit_is_invalid(
         length, limit, ok):
     r = parse_request(7, date_value="22.12.2021", doctor_value="X", time_value="9:05",
@@ -103,10 +105,11 @@ def test_given_a_client_name_of_some_length_when_parsing_then_only_one_longer_th
     assert isinstance(r, Request) is ok
     if not ok:
         assert r.code == "client_name_too_long"
-        assert "«ФИО клиента» слишком длинное — 151 символ" in r.message and "не больше 150 символов" in r.message
+        assert "«ФИО клиента» слишком длинное — 151 символ" in r.message
+        assert "не больше 150 символов" in r.message
 
 
-@pytest.mark.parametrize("n, word", [(1, "символ"), (2, "символа"), (5, "символов"), (11, "символов"),
+@pytest.mark.parametrize(("n", "word"), [(1, "символ"), (2, "символа"), (5, "символов"), (11, "символов"),
                                      (12, "символов"), (21, "символ"), (22, "символа"), (111, "символов"),
                                      (3000, "символов")])
 def test_given_a_number_when_choosing_the_russian_noun_form_then_it_agrees(n, word):
@@ -124,14 +127,18 @@ def test_given_a_sentence_ending_in_a_name_with_its_own_period_when_the_note_is_
 def test_given_unreadable_time_when_parsing_then_note_shows_the_value_and_an_example():
     r = parse_request(7, date_value="22.12.2021", doctor_value="X", time_value="25:99", client_value="",
                       tz=MSK)
-    assert isinstance(r, Invalid) and r.code == "bad_time" and "«25:99»" in r.message and "9:05" in r.message
+    assert isinstance(r, Invalid)
+    assert r.code == "bad_time"
+    assert "«25:99»" in r.message
+    assert "9:05" in r.message
 
 
 def test_given_same_data_with_other_spacing_when_fingerprinting_then_equal_and_changes_otherwise():
     a = parse_request(1, date_value="22.12.2021", doctor_value="Ефимова  Е.В.", time_value="09:05",
                       client_value=" Петров П.П. ", tz=MSK)
     b = _req(client_name="Петров П.П.")
-    assert fingerprint(a) == fingerprint(b) and len(fingerprint(a)) == 64
+    assert fingerprint(a) == fingerprint(b)
+    assert len(fingerprint(a)) == 64
     assert fingerprint(b) != fingerprint(_req(client_name="Петров П.П.", time=time(9, 10)))
     assert fingerprint(b) != fingerprint(_req())
 
@@ -139,16 +146,20 @@ def test_given_same_data_with_other_spacing_when_fingerprinting_then_equal_and_c
 def test_given_numbers_when_writing_notes_then_no_leading_zeros():
     assert created_note("00000000219") == "Создан документ Заявка № 219"
     assert updated_note("00000000219") == "Изменён документ Заявка № 219"
-    assert display_number("0000") == "0000" and display_number("АБ-00012") == "АБ-00012"
-    assert "уже зарегистрирована" in already_note("00000000219", _req()) and "№ 219" in already_note(
+    assert display_number("0000") == "0000"
+    assert display_number("АБ-00012") == "АБ-00012"
+    assert "уже зарегистрирована" in already_note("00000000219", _req())
+    assert "№ 219" in already_note(
         "00000000219", _req())
 
 
 def test_given_unknown_or_off_duty_doctor_when_writing_note_then_doctors_working_that_day_listed():
     m = unknown_doctor_message("Иванов И.И.", date(2021, 12, 22), ["Ефимова Е.В.", "Ишаева М.И."])
-    assert "«Иванов И.И.» нет в 1С" in m and "22.12.2021 работают: Ефимова Е.В., Ишаева М.И." in m
+    assert "«Иванов И.И.» нет в 1С" in m
+    assert "22.12.2021 работают: Ефимова Е.В., Ишаева М.И." in m
     m = not_working_message("Петрова А.С.", date(2021, 12, 22), ["Ефимова Е.В.", "Ишаева М.И."])
-    assert "не работает 22.12.2021" in m and "Ефимова Е.В., Ишаева М.И." in m
+    assert "не работает 22.12.2021" in m
+    assert "Ефимова Е.В., Ишаева М.И." in m
     assert "ни один врач" in not_working_message("Петрова А.С.", date(2021, 12, 25), [])
 
 
@@ -156,11 +167,16 @@ def test_given_busy_off_grid_or_outside_time_when_writing_note_then_reason_and_n
     kw = dict(doctor="Ефимова Е.В.", day=date(2021, 12, 22), t=time(9, 5),
               intervals=[(time(8, 15), time(13, 0))], step_minutes=5)
     m = time_message(BUSY, free_near=[time(8, 50), time(9, 20)], **kw)
-    assert "время 9:05 занято" in m and "Ближайшее свободное время: 8:50, 9:20." in m
+    assert "время 9:05 занято" in m
+    assert "Ближайшее свободное время: 8:50, 9:20." in m
     m = time_message(OFF_GRID, free_near=[time(9, 5)], **{**kw, "t": time(9, 7)})
-    assert "9:07 не попадает в сетку" in m and "каждые 5 мин" in m and "8:15" in m
+    assert "9:07 не попадает в сетку" in m
+    assert "каждые 5 мин" in m
+    assert "8:15" in m
     m = time_message(OUTSIDE, free_near=[], **{**kw, "t": time(14, 0)})
-    assert "вне графика" in m and "8:15–13:00" in m and "Свободного времени у врача в этот день нет" in m
+    assert "вне графика" in m
+    assert "8:15–13:00" in m
+    assert "Свободного времени у врача в этот день нет" in m
 
 
 def test_given_client_choice_when_remarking_then_only_new_or_ambiguous_is_said():

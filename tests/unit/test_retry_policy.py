@@ -70,7 +70,7 @@ def test_given_the_old_sync_names_when_loaded_then_they_set_the_item_level(tmp_p
     assert s.retry.policy().item == ItemRetry(backoff_base=2, backoff_max=30, max_attempts=4)
 
 
-@pytest.mark.parametrize("text, expected", [
+@pytest.mark.parametrize(("text", "expected"), [
     ("[retry]\nrequest_retries = many\n", '[retry] request_retries: "many" is not a whole number'),
     ("[retry]\nrequest_retries = -1\n", "[retry] request_retries: -1 must not be negative"),
     ("[retry]\nrequest_retries = 50\n", "[retry] request_retries: 50 is too many; use 0 to 20"),
@@ -89,4 +89,5 @@ def test_given_a_bad_retry_value_when_loaded_then_the_message_names_file_section
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as err:
         load_settings(path)
-    assert expected in str(err.value) and str(path) in str(err.value)
+    assert expected in str(err.value)
+    assert str(path) in str(err.value)

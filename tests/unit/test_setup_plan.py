@@ -15,9 +15,11 @@ def test_given_an_account_with_some_fields_when_planned_then_only_the_missing_ar
     existing = [{"id": 1, "name": "Врач", "type": "select"}, {"id": 2, "name": "сумма1с", "type": "numeric"},
                 {"id": 3, "name": "Дата записи к врачу", "type": "text"}]
     plans = {p.key: p for p in plan_fields(FieldNames(), existing)}
-    assert plans["doctor"].action == "exists" and plans["doctor"].field_id == 1
+    assert plans["doctor"].action == "exists"
+    assert plans["doctor"].field_id == 1
     assert plans["sum"].action == "exists"  # a name differing only in case is the same field to a person
-    assert plans["date"].action == "wrong_type" and plans["date"].found_type == "text"
+    assert plans["date"].action == "wrong_type"
+    assert plans["date"].found_type == "text"
     assert {k for k, p in plans.items() if p.action == "create"} == {"time", "client_name", "flag",
                                                                        "zayavka_number"}
 
@@ -33,4 +35,5 @@ def test_given_a_select_when_its_body_is_built_then_options_are_enums_in_order()
     assert body == {"name": "Время записи", "type": "select",
                     "enums": [{"value": "8:00", "sort": 10}, {"value": "8:15", "sort": 20},
                               {"value": "8:30", "sort": 30}]}
-    assert time_grid(5)[-1] == "20:00" and len(time_grid(5)) == 145
+    assert time_grid(5)[-1] == "20:00"
+    assert len(time_grid(5)) == 145

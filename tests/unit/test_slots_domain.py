@@ -32,13 +32,19 @@ def test_given_seed_interval_when_no_bookings_then_grid_starts_at_8_15_every_5_m
 def test_given_booking_without_end_when_listing_then_it_occupies_appointment_minutes():
     free = free_starts([(T(8, 15), T(13, 0))], [(T(9, 5), None)], 5, 15)
     # [t, t+15) must not overlap [9:05, 9:20)
-    assert T(8, 50) in free and T(8, 55) not in free and T(9, 5) not in free
-    assert T(9, 15) not in free and T(9, 20) in free
+    assert T(8, 50) in free
+    assert T(8, 55) not in free
+    assert T(9, 5) not in free
+    assert T(9, 15) not in free
+    assert T(9, 20) in free
 
 
 def test_given_booking_with_end_when_listing_then_it_occupies_start_to_end():
     free = free_starts([(T(8, 0), T(16, 0))], [(T(10, 0), T(11, 0))], 5, 15)
-    assert T(9, 45) in free and T(9, 50) not in free and T(10, 55) not in free and T(11, 0) in free
+    assert T(9, 45) in free
+    assert T(9, 50) not in free
+    assert T(10, 55) not in free
+    assert T(11, 0) in free
 
 
 def test_given_two_intervals_when_listing_then_each_has_its_own_anchor():
@@ -60,7 +66,7 @@ def test_given_invalid_step_when_listing_then_value_error():
         free_starts([(T(8, 0), T(9, 0))], [], 0, 15)
 
 
-@pytest.mark.parametrize("t,expected", [
+@pytest.mark.parametrize(("t", "expected"), [
     (T(9, 5), BUSY), (T(8, 55), BUSY), (T(9, 20), FREE), (T(9, 7), OFF_GRID),
     (T(7, 0), OUTSIDE), (T(12, 50), OUTSIDE), (T(12, 45), FREE), (T(13, 0), OUTSIDE),
 ])
@@ -112,7 +118,8 @@ def test_given_one_document_with_two_lines_for_a_day_when_choosing_then_both_int
 
 
 def test_given_step_when_building_day_grid_then_every_step_from_start_to_end():
-    assert day_grid(30)[:3] == [T(0, 0), T(0, 30), T(1, 0)] and len(day_grid(5)) == 288
+    assert day_grid(30)[:3] == [T(0, 0), T(0, 30), T(1, 0)]
+    assert len(day_grid(5)) == 288
     assert day_grid(15, T(8, 0), T(9, 0)) == [T(8, 0), T(8, 15), T(8, 30), T(8, 45), T(9, 0)]
 
 

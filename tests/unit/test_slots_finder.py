@@ -79,16 +79,19 @@ def test_given_ttl_when_clock_moves_then_month_and_catalog_reread_only_after_ttl
     assert onec.calls == Counter(doctors=1, schedule_lines=1, zayavki_on=3)
     now[0] = 61
     finder.doctors(DAY)
-    assert onec.calls["schedule_lines"] == 2 and onec.calls["doctors"] == 2
+    assert onec.calls["schedule_lines"] == 2
+    assert onec.calls["doctors"] == 2
 
 
 def test_given_doctor_not_working_or_unknown_when_asking_then_codes_and_working_list():
     finder = SlotFinder(FakeOneC())
     off = finder.free_times(DAY, "Петрова А.С.")
-    assert isinstance(off, NotWorking) and off.code == "not_working"
+    assert isinstance(off, NotWorking)
+    assert off.code == "not_working"
     assert off.working == ("Ефимова Е.В.", "Ишаева М.И.")
     unknown = finder.free_times(DAY, "Никто")
-    assert isinstance(unknown, UnknownDoctor) and unknown.code == "unknown_doctor"
+    assert isinstance(unknown, UnknownDoctor)
+    assert unknown.code == "unknown_doctor"
 
 
 def test_given_later_document_when_listing_then_it_replaces_the_earlier_for_that_day_only():
@@ -104,7 +107,8 @@ def test_given_existing_options_when_planning_doctors_then_ids_kept_new_added_re
              {"id": 3, "value": "Уволен", "sort": 30}]
     payload, added, renamed, known = plan_doctor_options(
         enums, [("a", "Ишаева-Смирнова М.И."), ("b", "Ефимова Е.В."), ("c", "Петрова А.С.")], {"a": 2})
-    assert added == ["Петрова А.С."] and renamed == [("Ишаева М.И.", "Ишаева-Смирнова М.И.")]
+    assert added == ["Петрова А.С."]
+    assert renamed == [("Ишаева М.И.", "Ишаева-Смирнова М.И.")]
     assert [(e.get("id"), e["value"]) for e in payload] == [
         (1, "Ефимова Е.В."), (2, "Ишаева-Смирнова М.И."), (3, "Уволен"), (None, "Петрова А.С.")]
     assert known == {"a": 2, "b": 1}
@@ -114,7 +118,8 @@ def test_given_time_options_when_planning_then_existing_kept_missing_added_sorte
     enums = [{"id": 5, "value": "08:20", "sort": 10}, {"id": 6, "value": "08:15", "sort": 20},
              {"id": 7, "value": "Другое", "sort": 30}]
     payload, added, changed = plan_time_options(enums, [time(8, 10), time(8, 15), time(8, 20)])
-    assert changed and added == ["8:10"]
+    assert changed
+    assert added == ["8:10"]
     assert [(e.get("id"), e["value"]) for e in payload] == [(None, "8:10"), (6, "08:15"), (5, "08:20"), (7, "Другое")]
     same = [{"id": i + 1, "value": v, "sort": (i + 1) * 10} for i, v in enumerate(["8:10", "08:15", "08:20"])]
     assert plan_time_options(same, [time(8, 10), time(8, 15)])[2] is False

@@ -37,7 +37,7 @@ def test_given_a_float_total_when_formatting_then_type_error():
         t.sum_field_value(150.5)
 
 
-@pytest.mark.parametrize("value, price", [
+@pytest.mark.parametrize(("value", "price"), [
     ("150.00", 150), ("250.50", 251), ("250.49", 250), ("0.50", 1), ("0.49", 0), ("0", 0),
     ("2.5", 3), ("3.5", 4), ("-10.00", 0), ("1234567.505", 1234568),
 ])
@@ -45,7 +45,7 @@ def test_given_a_total_when_computing_the_budget_then_rounded_half_up(value, pri
     assert t.budget(D(value)) == price
 
 
-@pytest.mark.parametrize("value, text", [
+@pytest.mark.parametrize(("value", "text"), [
     ("150.00", "150"), ("250.50", "250.5"), ("50.50", "50.5"), ("0.00", "0"), ("-0", "0"),
     ("0.01", "0.01"), ("1000000", "1000000"), ("1E+3", "1000"), ("12345.678", "12345.678"),
     ("-5.10", "-5.1"),
@@ -81,7 +81,7 @@ def test_given_totals_and_pushed_when_choosing_what_to_push_then_only_difference
     assert t.leads_to_push(totals, pushed) == {3: D("10")}
 
 
-@pytest.mark.parametrize("text, lead", [
+@pytest.mark.parametrize(("text", "lead"), [
     ("30000001", 30000001), (" 42 ", 42), ("", None), (None, None), ("abc", None), ("0", None),
     ("-5", None), ("12.5", None), ("١٢", None),
 ])
