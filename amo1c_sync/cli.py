@@ -74,9 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _describe(parser: argparse.ArgumentParser) -> None:
     """Each subcommand's own --help opens with the line the command list shows for it."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            helps = {a.dest: a.help for a in action._choices_actions}
+    # argparse has no public way to reach the subparsers and their help lines
+    for action in parser._actions:  # noqa: SLF001
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            helps = {a.dest: a.help for a in action._choices_actions}  # noqa: SLF001
             for name, child in action.choices.items():
                 if child.description is None:
                     child.description = helps.get(name)

@@ -48,6 +48,8 @@ def parse_duration(text: str) -> float:
 
 @dataclass(frozen=True)
 class AmoCRMSettings:
+    """``[amocrm]``: the account, the OAuth integration and the request budget."""
+
     base_url: str = "https://example.amocrm.ru"
     client_id: str = ""
     client_secret: str | None = field(default=None, repr=False)
@@ -61,6 +63,8 @@ class AmoCRMSettings:
 
 @dataclass(frozen=True)
 class OneCSettings:
+    """``[onec]``: the OData publication, its user and timeouts."""
+
     base_url: str = "http://localhost/clinic/odata/standard.odata"
     username: str = ""
     password: str | None = field(default=None, repr=False)
@@ -83,6 +87,8 @@ class FieldNames:
 
 @dataclass(frozen=True)
 class SyncSettings:
+    """``[sync]``: time zone, job intervals, windows and the appointment grid."""
+
     timezone: str = "Europe/Moscow"
     registration_interval: float = 15.0
     payments_interval: float = 60.0
@@ -164,6 +170,8 @@ class StageSettings:
 
 @dataclass(frozen=True)
 class StoreSettings:
+    """``[store]``: the state database and the leader lock lease."""
+
     url: str = ""
     # the folder an empty url means when there is no $STATE_DIRECTORY (set by load_settings)
     default_dir: str = field(default="", repr=False, metadata={"internal": True})
@@ -182,6 +190,8 @@ class StoreSettings:
 
 @dataclass(frozen=True)
 class HttpSettings:
+    """``[http]``: the optional endpoint the widget calls."""
+
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 8765
@@ -192,12 +202,16 @@ class HttpSettings:
 
 @dataclass(frozen=True)
 class LoggingSettings:
+    """``[logging]``: level and format (``auto``: JSON off a TTY)."""
+
     level: str = "INFO"
     format: str = "auto"
 
 
 @dataclass(frozen=True)
 class Settings:
+    """The whole of sync.ini, validated; gateways never read it, jobs build them from it."""
+
     amocrm: AmoCRMSettings = field(default_factory=AmoCRMSettings)
     onec: OneCSettings = field(default_factory=OneCSettings)
     fields: FieldNames = field(default_factory=FieldNames)
@@ -418,7 +432,7 @@ def _validate(s: Settings, where: str) -> None:
             raise ConfigError(f"{where} [fields] {key}: required (the name of the lead field as the "
                               f"clinic sees it, e.g. «{getattr(FieldNames(), key)}»)")
     try:
-        s.sync.tz
+        _ = s.sync.tz  # loading the zone is the check
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f'{where} [sync] timezone: "{s.sync.timezone}" is not an IANA time zone; '
                           "use e.g. Europe/Moscow") from None

@@ -48,6 +48,8 @@ def libpq_url(sqlalchemy_url: str) -> str:
 
 
 class LeaderLock(Protocol):
+    """One lock per store: at most one process holds it and writes."""
+
     description: str
 
     def try_acquire(self) -> bool: ...

@@ -90,6 +90,12 @@ def configure(level: str = "INFO", fmt: str = "auto", stream=None) -> None:
     _route_stdlib(shared, tail, stream)
 
 
+class _OurHandler(logging.StreamHandler):
+    """The root handler ``configure`` installs: marked, so that a second call replaces it."""
+
+    _amo1c = True
+
+
 def _route_stdlib(shared: list, tail: list, stream) -> None:
     """Libraries log through the standard library (APScheduler, waitress, alembic, urllib3): their
     records are rendered by the same processors, so every line is JSON off a TTY and masked.
@@ -98,12 +104,11 @@ def _route_stdlib(shared: list, tail: list, stream) -> None:
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name,
                            structlog.stdlib.ExtraAdder()],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail])
-    handler = logging.StreamHandler(stream)
+    handler = _OurHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_amo1c", False)]:
         root.removeHandler(old)
-    handler._amo1c = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     for noisy in ("werkzeug", "alembic", "waitress", "apscheduler", "urllib3"):

@@ -14,6 +14,8 @@ import threading
 
 
 class Notifier:
+    """systemd's notify socket (``$NOTIFY_SOCKET``); does nothing without one."""
+
     def __init__(self, address: str | None = None):
         self.address = address if address is not None else os.environ.get("NOTIFY_SOCKET", "")
         self._lock = threading.Lock()

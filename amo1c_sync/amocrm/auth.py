@@ -384,7 +384,7 @@ class TokenManager:
         try:
             data = resp.json()
             _register(data.get("access_token"), data.get("refresh_token"))
-            data["access_token"], data["refresh_token"]
+            data["access_token"], data["refresh_token"]  # presence check
         except (ValueError, KeyError, AttributeError, TypeError):
             raise _Lost("amoCRM token endpoint answered 200 without a token pair") from None
         return data

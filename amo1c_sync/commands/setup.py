@@ -37,6 +37,8 @@ GRID_FROM, GRID_TO = time(8, 0), time(20, 0)  # «Время записи» unti
 
 @dataclass(frozen=True)
 class FieldPlan:
+    """One lead field `setup amocrm` needs: whether it exists, is to be created, or has the wrong type."""
+
     key: str
     name: str
     type: str

@@ -83,7 +83,9 @@ def render(st: dict) -> str:
             ["DOCUMENT", "DATE", "AMOUNT", "REASON"])]
     tokens = st["tokens"]
     if not tokens:
-        out.append(f"amoCRM token: {'long-lived token (from config)' if st['amocrm_auth'] != 'oauth' else 'none stored; run `amo1c-sync auth --code CODE`'}")
+        none = ("long-lived token (from config)" if st["amocrm_auth"] != "oauth"
+                else "none stored; run `amo1c-sync auth --code CODE`")
+        out.append(f"amoCRM token: {none}")
     for t in tokens:
         state = ("REVOKED: " + t["revoked_reason"]) if t["revoked_reason"] else (
             "expired (refreshed on next use)" if t["expired"] else "valid")

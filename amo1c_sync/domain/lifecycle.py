@@ -50,7 +50,7 @@ class Appointment:
 
     @property
     def where(self) -> str:
-        """«22.12.2021 9:05 Ефимова Е.В.»"""
+        """The appointment as a note names it: «22.12.2021 9:05 Ефимова Е.В.»."""
         return f"{fmt_day(self.day)} {format_time(self.start)} {clean_name(self.doctor)}"
 
     def same_place(self, other: "Appointment") -> bool:
@@ -297,6 +297,8 @@ class LeadStage:
 
 @dataclass(frozen=True)
 class Move:
+    """Move the lead to the stage ``to`` (``key`` names the rule)."""
+
     key: str
     to: Stage
 

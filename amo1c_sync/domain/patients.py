@@ -138,7 +138,7 @@ def _aligned(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
         return False
     if (len(a) > 1) != (len(b) > 1):
         return False
-    return all(_compatible(x, y) for x, y in zip(a[1:], b[1:]))
+    return all(_compatible(x, y) for x, y in zip(a[1:], b[1:], strict=False))  # the words both have
 
 
 def _surname_first(parts: tuple[str, ...]) -> tuple[str, ...]:
@@ -207,6 +207,8 @@ class KnownClient:
 
 
 class Rule(IntEnum):
+    """Which rule chose the client, strongest first (the journal records it)."""
+
     KEY = 1
     PHONE_AND_NAME = 2
     FAMILY_MEMBER = 3
@@ -217,6 +219,8 @@ class Rule(IntEnum):
 
 @dataclass(frozen=True)
 class UseClient:
+    """Use this existing 1C client; ``note`` tells the lead why."""
+
     rule: Rule
     client: KnownClient
     note: str
@@ -234,6 +238,8 @@ class NewClient:
 
 @dataclass(frozen=True)
 class DefaultClient:
+    """Nothing identifies the patient: use the default client («Клиент из AmoCRM»)."""
+
     rule: Rule
     note: str
 

@@ -58,6 +58,8 @@ class Invalid:
 
 @dataclass(frozen=True)
 class FieldLabels:
+    """The lead fields as the clinic names them, for the notes."""
+
     date: str = "Дата записи к врачу"
     doctor: str = "Врач"
     time: str = "Время записи"

@@ -127,6 +127,8 @@ def _number_key(number: str) -> tuple:
 
 @dataclass(frozen=True)
 class DaySchedule:
+    """A doctor's working intervals on one day, from the schedule document that won."""
+
     doctor_ref: str
     day: date
     intervals: tuple[TimeRange, ...]
@@ -143,7 +145,7 @@ def winning_intervals(lines: Iterable[Any]) -> dict[tuple[str, date], DaySchedul
         by_key.setdefault((line.doctor_ref, line.day), {}).setdefault(line.doc_ref, []).append(line)
     out: dict[tuple[str, date], DaySchedule] = {}
     for key, docs in by_key.items():
-        def doc_key(ref: str) -> tuple:
+        def doc_key(ref: str, docs: dict[str, list[Any]] = docs) -> tuple:
             first = docs[ref][0]
             return (first.doc_date or datetime.min, _number_key(first.doc_number), ref)
 

@@ -5,7 +5,8 @@ line and error handling."""
 
 from operator import attrgetter
 
-from amo1c_sync.jobs.base import Job, JobContext, JobResult, journal, run_job
+from amo1c_sync.jobs.base import Job, JobContext, JobResult, run_job
+from amo1c_sync.store.journal import journal
 from amo1c_sync.jobs import directory, payments, registration
 
 JOBS: tuple[Job, ...] = (

@@ -19,12 +19,13 @@ from amo1c_sync.jobs.ports import AmoCRMPort, OneCPort
 from amo1c_sync.logs import get_logger
 from amo1c_sync.store import Store
 from amo1c_sync.store import runs
-from amo1c_sync.store.journal import journal
 
 log = get_logger("amo1c_sync.jobs")
 
 @dataclass
 class JobResult:
+    """What one run of a job did: counts, errors, and in a dry run what it would write."""
+
     job: str
     status: str = "ok"  # ok | partial | failed | interrupted
     counts: Counter = field(default_factory=Counter)
@@ -121,7 +122,7 @@ def run_job(ctx: JobContext, job: Union[Job, str]) -> JobResult:
         result.status, error = "failed", str(exc)
     except RetriableError as exc:
         result.status, error = "failed", f"will retry next cycle: {exc}"
-    except Exception as exc:
+    except Exception as exc:  # a job must never take the daemon down
         result.status, error = "failed", f"{type(exc).__name__}: {exc}"
         log.exception("job.crashed", job=name)
     if error:

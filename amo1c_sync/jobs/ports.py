@@ -13,6 +13,8 @@ from amo1c_sync.onec.names import OneCNames
 
 
 class AmoCRMPort(Protocol):
+    """What the jobs need from the amoCRM gateway (``amocrm/gateway.py``)."""
+
     def lead_field_map(self, required_names: Iterable[str], *, tz: str) -> FieldMap: ...
 
     def list_lead_fields(self) -> list[dict]: ...
@@ -27,6 +29,8 @@ class AmoCRMPort(Protocol):
 
 
 class OneCPort(Protocol):
+    """What the jobs need from the 1C gateway (``onec/gateway.py``)."""
+
     names: OneCNames
 
     def doctors(self) -> list[CatalogItem]: ...

@@ -2,8 +2,8 @@
 
 One cycle:
 1. One amoCRM request (usually): leads with ``updated_at >= cursor - overlap``. The lead fields are
-   resolved once and kept by the amoCRM gateway (``lead_field_map``), so an idle cycle costs that single request and nothing in
-   1C. 1C is touched only when a flagged lead is seen.
+   resolved once and kept by the amoCRM gateway (``lead_field_map``), so an idle cycle costs that
+   single request and nothing in 1C. 1C is touched only when a flagged lead is seen.
 2. Per flagged lead, in ``updated_at`` order: read and validate its fields (missing, unknown
    doctor, doctor not working that day, time off the grid / outside the hours / busy — counting
    the lead's own «Заявка» as free); resolve the client; look up its «Заявка» by «Номер AmoCRM»
@@ -176,7 +176,7 @@ def _handle(c: _Cycle, lead: dict) -> bool:
     except RetriableError as exc:
         _failed(c, lead, str(exc))
         return False
-    except Exception as exc:
+    except Exception as exc:  # one bad lead must not stop the others
         log.exception("registration.lead_crashed", lead_id=lead_id)
         _failed(c, lead, f"{type(exc).__name__}: {exc}")
         return False

@@ -77,6 +77,8 @@ class ScheduleLine:
 
 @dataclass(frozen=True)
 class Zayavka:
+    """A «Заявка» document as the jobs need it."""
+
     ref: str
     number: str
     date: datetime | None
@@ -459,8 +461,10 @@ class OneC:
         """Every «Оказание услуг» (posted or not, deleted or not) with ``date_from <= Date`` and
         ``Date < date_to`` for datetimes; a ``date`` as ``date_to`` includes that whole day."""
         n = self.names
-        lo = date_from if isinstance(date_from, datetime) else datetime(date_from.year, date_from.month, date_from.day)
-        hi = date_to if isinstance(date_to, datetime) else datetime(date_to.year, date_to.month, date_to.day) + timedelta(days=1)
+        lo = (date_from if isinstance(date_from, datetime)
+              else datetime(date_from.year, date_from.month, date_from.day))
+        hi = (date_to if isinstance(date_to, datetime)
+              else datetime(date_to.year, date_to.month, date_to.day) + timedelta(days=1))
         query = q.Query(n.services, filter=q.and_(q.ge("Date", lo), q.lt("Date", hi)),
                         select=("Ref_Key", "Number", "Date", "DataVersion", "Posted", "DeletionMark",
                                 *n.services_base_fields, n.services_amount))

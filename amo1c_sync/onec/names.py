@@ -17,6 +17,8 @@ OPTIONAL = frozenset({"zayavka_state"})  # may be empty: the feature it serves i
 
 @dataclass(frozen=True)
 class OneCNames:
+    """The names of the 1C objects and attributes the integration uses (``[onec_names]``)."""
+
     # catalogs
     doctors: str = "Catalog_Сотрудники"
     clients: str = "Catalog_Клиенты"

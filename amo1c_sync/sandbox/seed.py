@@ -63,7 +63,7 @@ def schedule_lines() -> list[tuple[str, date, time, time]]:
     """(doctor name, day, start, end) in the document's line order (by day, then column)."""
     out = []
     for day in sorted(SCHEDULE_TABLE):
-        for name, cell in zip(DOCTORS, SCHEDULE_TABLE[day]):
+        for name, cell in zip(DOCTORS, SCHEDULE_TABLE[day], strict=True):
             if cell:
                 start, end = cell.split("-")
                 out.append((name, date(2021, 12, day), parse_user_time(start), parse_user_time(end)))

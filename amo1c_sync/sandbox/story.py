@@ -37,7 +37,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 class StoryFailed(Exception):
-    pass
+    """A step of the story did not come out as the clinic expects."""
 
 
 class _Stopped(Exception):
@@ -84,6 +84,8 @@ def roubles(value) -> str:
 
 @dataclass
 class Narrator:
+    """Prints the numbered steps of the story."""
+
     out: TextIO
 
     def step(self, n: int, text: str) -> None:

@@ -21,6 +21,8 @@ from amo1c_sync.domain.slots import DayAnswer, DoctorDay, NotWorking, UnknownDoc
 
 
 class SlotFinder:
+    """Free times per doctor and day from 1C, cached briefly for the widget."""
+
     def __init__(self, onec: Any, *, tz: ZoneInfo | str = "Europe/Moscow", step_minutes: int = 5,
                  appointment_minutes: int = 15, cache_ttl: float = 60.0,
                  clock: Callable[[], float] = _time.monotonic):

@@ -12,6 +12,7 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 from amo1c_sync.errors import ConfigError
@@ -62,7 +63,7 @@ class Store:
     def __init__(self, url: str, *, echo: bool = False, timeout: float = DEFAULT_TIMEOUT):
         try:
             parsed = make_url(url)
-        except Exception as exc:  # sqlalchemy raises ArgumentError with the url in it
+        except (ArgumentError, ValueError) as exc:  # both carry the url (and so a password) in their text
             raise ConfigError(f"[store] url: not a database URL; use sqlite:///path/state.db or "
                               f"postgresql+psycopg://user@host/db ({type(exc).__name__})") from None
         self.url = url

@@ -63,6 +63,8 @@ class Money(TypeDecorator):
 
 
 class Base(DeclarativeBase):
+    """The declarative base: JSON, UTC datetimes and money as exact text."""
+
     type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime, Decimal: Money}
 
 

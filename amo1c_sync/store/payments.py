@@ -33,6 +33,8 @@ def _chunks(seq: Iterable, n: int = DB_CHUNK) -> Iterator[list]:
 # --- readers ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SkippedDocument:
+    """«Оказание услуг» that counts for no lead, and why."""
+
     ref: str
     number: str | None
     doc_date: datetime | None

@@ -37,6 +37,8 @@ from amo1c_sync.sandbox.base import LoopbackEmulator, json_response
 
 
 class AmoControl:
+    """The emulated account's ``/_sandbox/`` control API: seed, faults, inspection."""
+
     def __init__(self, book: LeadBook, tokens: Tokens, limiter: RateLimiter, *,
                  contacts: ContactBook | None = None):
         self.book, self.tokens, self.limiter = book, tokens, limiter

@@ -30,6 +30,8 @@ def oauth_problem(hint: str, status: int = 401) -> Problem:
 
 
 class Tokens:
+    """The account's OAuth state: codes, access and refresh tokens, their expiry and use."""
+
     def __init__(self, *, client_id: str, client_secret: str, redirect_uri: str,
                  access_token_ttl: int, refresh_token_ttl: int, long_lived_token: str | None = None,
                  account_id: int = 29000001, user_id: int = 8000001):

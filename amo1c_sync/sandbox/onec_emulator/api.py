@@ -257,7 +257,7 @@ class OData:
         try:
             body = json.loads(request.get_data().decode("utf-8") or "{}", parse_float=Decimal)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ODataError(400, "14", f"Ошибка разбора тела запроса: {exc}")
+            raise ODataError(400, "14", f"Ошибка разбора тела запроса: {exc}") from None
         if not isinstance(body, dict):
             raise ODataError(400, "14", "Ошибка разбора тела запроса: ожидался объект")
         values, tabular = {}, {}
@@ -291,7 +291,7 @@ def _split_key(resource: str) -> tuple[str, str | None]:
     try:
         return set_name, str(uuid.UUID(km.group(1)))
     except ValueError:
-        raise ODataError(400, "14", f"Неверный литерал типа Guid: {km.group(1)}")
+        raise ODataError(400, "14", f"Неверный литерал типа Guid: {km.group(1)}") from None
 
 
 def _ordered(rows: list[dict], orderby: str | None, types: dict[str, str]) -> list[dict]:
@@ -317,7 +317,7 @@ def _paging(args) -> tuple[int, int | None]:
         if skip < 0 or (top is not None and top < 0):
             raise ValueError
     except ValueError:
-        raise ODataError(400, "14", "Ошибка разбора $top/$skip: ожидалось неотрицательное целое")
+        raise ODataError(400, "14", "Ошибка разбора $top/$skip: ожидалось неотрицательное целое") from None
     return skip, top
 
 
@@ -342,7 +342,7 @@ def coerce(name: str, kind: str | None, value: Any) -> Any:
         try:
             return str(uuid.UUID(str(value)))
         except ValueError:
-            raise bad
+            raise bad from None
     if kind == "datetime":
         if not isinstance(value, str) or not DATETIME_TEXT.match(value):
             raise bad
@@ -357,7 +357,7 @@ def coerce(name: str, kind: str | None, value: Any) -> Any:
         try:
             return Decimal(str(value))
         except InvalidOperation:
-            raise bad
+            raise bad from None
     if not isinstance(value, str):
         raise bad
     return value

@@ -53,7 +53,7 @@ class OneCEmulator(LoopbackEmulator):
             return self.odata(request)
         except ODataError as err:
             return odata_error_response(err)
-        except Exception as exc:  # an emulator bug must look like 1C's internal error, not hang
+        except Exception as exc:  # noqa: BLE001 - an emulator bug must look like 1C's internal error, not hang
             return odata_error_response(ODataError(500, "-1", f"Внутренняя ошибка эмулятора: {exc!r}"))
 
     def control_rules(self):

@@ -37,6 +37,8 @@ from amo1c_sync.sandbox.onec_emulator.state import OneCBase
 
 
 class OneCControl:
+    """The emulated base's ``/_sandbox/`` control API: seed, faults, what a person does in 1C."""
+
     def __init__(self, base: OneCBase):
         self.base = base
 

@@ -10,6 +10,8 @@ from werkzeug.wrappers import Response
 
 
 class ODataError(Exception):
+    """Answered as 1C does: ``status`` with an ``odata.error`` body of ``code`` and ``message``."""
+
     def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message

@@ -52,7 +52,7 @@ def tokenize(text: str) -> list[tuple[str, Any]]:
                 try:
                     out.append(("lit", ("guid", str(uuid.UUID(raw)))))
                 except ValueError:
-                    raise _parse_error(f"Неверный литерал типа Guid: {value}")
+                    raise _parse_error(f"Неверный литерал типа Guid: {value}") from None
             elif prefix == "datetime":
                 if not _DT.match(raw):
                     raise _parse_error(f"Неверный литерал типа DateTime: {value}")
@@ -61,7 +61,7 @@ def tokenize(text: str) -> list[tuple[str, Any]]:
                     if not norm.startswith("0001-01-01"):
                         datetime.fromisoformat(norm)
                 except ValueError:
-                    raise _parse_error(f"Неверный литерал типа DateTime: {value}")
+                    raise _parse_error(f"Неверный литерал типа DateTime: {value}") from None
                 out.append(("lit", ("datetime", norm)))
             else:
                 raise _parse_error(f"Неподдерживаемый литерал: {value}")
@@ -71,7 +71,7 @@ def tokenize(text: str) -> list[tuple[str, Any]]:
             try:
                 out.append(("lit", ("number", Decimal(value.rstrip("mMdDfFlL")))))
             except InvalidOperation:
-                raise _parse_error(f"Неверное число: {value}")
+                raise _parse_error(f"Неверное число: {value}") from None
         elif kind == "ident":
             if value in ("true", "false"):
                 out.append(("lit", ("bool", value == "true")))

@@ -23,10 +23,10 @@ import os
 from decimal import Decimal
 from typing import Any
 
+from amo1c_sync.onec.names import OneCNames
+
 #: the sandbox's document number prefix when none is given (``МС00-`` makes ``МС00-000219``)
 NUMBER_PREFIX_ENV = "AMO1C_SANDBOX_NUMBER_PREFIX"
-
-from amo1c_sync.onec.names import OneCNames
 
 EMPTY_REF = "00000000-0000-0000-0000-000000000000"
 EMPTY_DATE = "0001-01-01T00:00:00"

@@ -158,7 +158,7 @@ class OneCBase:
         AmoCRM», as a base is before the integration's set-up (`setup 1c --create-defaults`)."""
         n = self.names
         with self.lock:
-            for i, name in enumerate(seed_data.DOCTORS, 1):
+            for name in seed_data.DOCTORS:
                 self.insert(n.doctors, {"Ref_Key": seed_data.DOCTOR_REFS[name], "Description": name})
             for ref, name in seed_data.CLIENTS if defaults else ():
                 self.insert(n.clients, {"Ref_Key": ref, "Description": name})
@@ -166,7 +166,8 @@ class OneCBase:
                 self.insert(n.nomenclature, {"Ref_Key": ref, "Description": name})
             self._counters[n.schedules] = int(seed_data.SCHEDULE_NUMBER) - 1
             self.add_schedule(
-                [(seed_data.DOCTOR_REFS[name], day, start, end) for name, day, start, end in seed_data.schedule_lines()],
+                [(seed_data.DOCTOR_REFS[name], day, start, end)
+                 for name, day, start, end in seed_data.schedule_lines()],
                 month=seed_data.SCHEDULE_MONTH, doc_date=seed_data.SCHEDULE_DATE, ref=seed_data.SCHEDULE_REF)
 
     def add_catalog_item(self, set_name: str, description: str, *, ref: str | None = None,
@@ -215,7 +216,7 @@ class OneCBase:
                     continue
                 day = row[n.zayavka_date][:10]
 
-                def at(t: str) -> str | None:
+                def at(t: str, day: str = day) -> str | None:
                     return None if t == EMPTY_DATE or day.startswith("0001") else f"{day}T{t[11:19]}"
                 out.append({"ref": row["Ref_Key"], "number": row["Number"],
                             "client": self.name_of(n.clients, row[n.zayavka_client]),
