@@ -241,7 +241,7 @@ def test_given_the_seed_when_a_person_uses_the_widget_in_the_card_then_1c_gets_z
 
         # «Врач» and «Время записи» are not editable by hand
         for name in ("Врач", "Время записи"):
-            wait(lambda: locked(name), lambda: f"«{name}» to be locked")
+            wait(lambda name=name: locked(name), lambda name=name: f"«{name}» to be locked")
 
         # pick 22.12.2021 in «Дата записи к врачу» -> the doctors working that day
         date_input = d.find_element(By.XPATH, '//div[contains(@class,"linked-form__field-date")]//input')

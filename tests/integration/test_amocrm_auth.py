@@ -196,7 +196,7 @@ def test_given_two_processes_when_the_token_expires_then_exactly_one_refresh_and
             if p.poll() is None:
                 p.kill()
 
-    for p, (out, err) in zip(procs, outs):
+    for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
         assert "done" in out
     stats = emu.token_stats()
@@ -213,7 +213,7 @@ def test_given_a_long_lived_token_when_listing_then_no_oauth_is_involved(emu, st
 
     leads = list(AmoCRM(emu.url, token_manager=tm).iter_leads_updated_since(0))
 
-    assert [l["name"] for l in leads] == ["Иванов"]
+    assert [lead["name"] for lead in leads] == ["Иванов"]
     assert tm.status() == {"mode": "long_lived", "account": tm.account_key, "has_token": True}
     assert emu.token_stats()["refresh_count"] == 0
 

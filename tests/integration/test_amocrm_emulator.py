@@ -77,7 +77,7 @@ def test_given_leads_when_filtering_by_id_in_every_spelling_then_the_same_leads(
     for query in (f"filter[id][]={a}&filter[id][]={c}", f"filter[id][0]={a}&filter[id][1]={c}",
                   f"filter[id]={a}&filter[id]={c}"):
         got = http.get(f"{url}?{query}", timeout=5).json()["_embedded"]["leads"]
-        assert sorted(l["id"] for l in got) == [a, c], query
+        assert sorted(lead["id"] for lead in got) == [a, c], query
 
 
 def test_given_leads_when_paging_then_hal_links_next_and_204_after_the_last(emu, http):
@@ -88,7 +88,7 @@ def test_given_leads_when_paging_then_hal_links_next_and_204_after_the_last(emu,
     last = http.get(url + "&page=3", timeout=5).json()
     beyond = http.get(url + "&page=4", timeout=5)
 
-    assert [l["id"] for l in first["_embedded"]["leads"]] == ids[::-1][:2]
+    assert [lead["id"] for lead in first["_embedded"]["leads"]] == ids[::-1][:2]
     assert "page=2" in first["_links"]["next"]["href"]
     assert first["_page"] == 1
     assert "next" not in last["_links"]

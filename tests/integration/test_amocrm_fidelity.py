@@ -44,7 +44,8 @@ def test_given_a_code_exchange_when_tokens_are_issued_then_the_access_token_is_a
     assert token.count(".") == 2
     assert jwt_part(token, 0) == {"typ": "JWT", "alg": "RS256", "jti": jwt_part(token, 1)["jti"]}
     claims = jwt_part(token, 1)
-    assert {"aud", "jti", "iat", "nbf", "exp", "sub", "account_id", "base_domain", "scopes", "api_domain"} <= set(claims)
+    assert {"aud", "jti", "iat", "nbf", "exp", "sub", "account_id", "base_domain", "scopes",
+            "api_domain"} <= set(claims)
     assert claims["aud"] == emu.client_id
     assert claims["account_id"] == emu.account_id
     assert before <= claims["iat"]

@@ -61,8 +61,8 @@ def test_given_seven_leads_when_listing_three_per_page_then_all_come_once_in_upd
 
     leads = list(api.iter_leads_updated_since(0, limit=3))
 
-    assert [l["id"] for l in leads] == ids[1:] + ids[:1]
-    assert [l["updated_at"] for l in leads] == sorted(l["updated_at"] for l in leads)
+    assert [lead["id"] for lead in leads] == ids[1:] + ids[:1]
+    assert [lead["updated_at"] for lead in leads] == sorted(lead["updated_at"] for lead in leads)
     assert emu.requests()["counts"]["GET /api/v4/leads"] >= 3
 
 
@@ -81,8 +81,8 @@ def test_given_a_cursor_when_listing_then_the_overlap_brings_back_recent_leads(e
     b = emu.create_lead("B")
     ts_b = emu.lead(b)["updated_at"]
 
-    assert [l["id"] for l in api.iter_leads_updated_since(ts_b, overlap=0)] == [b]
-    assert [l["id"] for l in api.iter_leads_updated_since(ts_b, overlap=60)] == [a, b]
+    assert [lead["id"] for lead in api.iter_leads_updated_since(ts_b, overlap=0)] == [b]
+    assert [lead["id"] for lead in api.iter_leads_updated_since(ts_b, overlap=60)] == [a, b]
 
 
 def test_given_120_ids_when_fetching_then_three_filtered_requests_return_them(emu, api):
@@ -91,7 +91,7 @@ def test_given_120_ids_when_fetching_then_three_filtered_requests_return_them(em
 
     leads = api.get_leads(ids)
 
-    assert sorted(l["id"] for l in leads) == sorted(set(ids) - {ids[5]})
+    assert sorted(lead["id"] for lead in leads) == sorted(set(ids) - {ids[5]})
     assert emu.requests()["counts"]["GET /api/v4/leads"] == 3
 
 
@@ -249,7 +249,7 @@ def test_given_four_jobs_sharing_one_limiter_when_busy_then_amocrm_never_sees_mo
 def test_given_sustained_abuse_when_amocrm_blocks_with_403_then_the_gateway_stops_without_hammering(store):
     with AmoCRMEmulator(rate_limit=2, block_after=3, block_seconds=600) as emu:
         api = _client(emu, store, max_retries=10)   # no client limiter: the abuser
-        with pytest.raises(FatalError) as exc:
+        with pytest.raises(FatalError) as exc:  # noqa: PT012 - the 403 comes at some call of the storm
             for _ in range(20):
                 api.account()
         assert "403" in str(exc.value)

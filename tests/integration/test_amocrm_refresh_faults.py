@@ -75,7 +75,7 @@ def _assert_reauthorise(exc: pytest.ExceptionInfo, emu, store) -> None:
     pytest.param({"status": 504}, id="gateway-timeout-after-amocrm-rotated"),
     pytest.param({"delay_ms": 1500}, id="answer-later-than-token_timeout"),
 ])
-def test_given_amocrm_rotated_but_its_answer_is_lost_when_refreshing_then_the_token_is_never_sent_again_and_reauthorise_is_asked(
+def test_given_amocrm_rotated_but_its_answer_is_lost_when_refreshing_then_the_token_is_never_sent_again_and_reauthorise_is_asked(  # noqa: E501 - the name says it all
         emu, store, fault):
     tm = _authorised_and_due(emu, store)
     emu.add_fault(path_prefix=TOKEN_PATH, phase="after", **{"status": None, **fault})
@@ -103,7 +103,7 @@ def test_given_amocrm_rotated_but_its_answer_is_lost_when_refreshing_then_the_to
     pytest.param({"status": 503}, id="503-before-amocrm-acted"),
     pytest.param({"status": 429}, id="429-before-amocrm-acted"),
 ])
-def test_given_amocrm_refused_the_refresh_unprocessed_when_refreshing_then_the_token_is_kept_and_the_next_try_rotates_it(
+def test_given_amocrm_refused_the_refresh_unprocessed_when_refreshing_then_the_token_is_kept_and_the_next_try_rotates_it(  # noqa: E501 - the name says it all
         emu, store, fault):
     _authorised_and_due(emu, store)
     before = _row(store)

@@ -116,7 +116,8 @@ def test_given_amocrm_answers_an_empty_200_to_a_lead_update_when_written_then_it
         gw = amo_gateway(url, store)
         with pytest.raises(RetriableError) as err:
             gw.update_leads([{"id": 30000001, "price": 150}])
-    assert "PATCH /api/v4/leads" in str(err.value) and "empty body" in str(err.value), err.value
+    assert "PATCH /api/v4/leads" in str(err.value), err.value
+    assert "empty body" in str(err.value), err.value
 
 
 def test_given_amocrm_answers_an_html_page_with_200_when_a_job_runs_then_it_fails_without_recording_anything(
@@ -176,21 +177,23 @@ def both():
 def test_given_an_unknown_1c_attribute_name_when_check_runs_then_a_fail_line_names_it(both, store):
     amo, onec = both
     lines = _check_lines(amo.url, onec, store, onec_names={"zayavka_lead": "НомерАмо"})
-    fails = [l for l in lines if l.startswith("FAIL")]
-    assert fails and "НомерАмо" in fails[0], lines
+    fails = [ln for ln in lines if ln.startswith("FAIL")]
+    assert fails, lines
+    assert "НомерАмо" in fails[0], lines
 
 
 def test_given_an_unknown_1c_entity_set_when_check_runs_then_a_fail_line_names_it(both, store):
     amo, onec = both
     lines = _check_lines(amo.url, onec, store, onec_names={"doctors": "Catalog_Врачи"})
-    fails = [l for l in lines if l.startswith("FAIL")]
-    assert fails and "Catalog_Врачи" in fails[0], lines
+    fails = [ln for ln in lines if ln.startswith("FAIL")]
+    assert fails, lines
+    assert "Catalog_Врачи" in fails[0], lines
 
 
 def test_given_an_unknown_1c_entity_set_when_check_runs_then_the_names_that_exist_are_listed(both, store):
     amo, onec = both
     lines = _check_lines(amo.url, onec, store, onec_names={"doctors": "Catalog_Врачи"})
-    text = "\n".join(l for l in lines if l.startswith("FAIL"))
+    text = "\n".join(ln for ln in lines if ln.startswith("FAIL"))
     assert "Catalog_Сотрудники" in text
 
 
@@ -223,7 +226,8 @@ def _cli(both, tmp_path, extra: str, *args: str, timeout: float):
                            *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
 
 
-def test_given_an_unknown_field_name_when_once_runs_then_one_config_error_line_lists_the_fields_and_exit_is_2(both, tmp_path):
+def test_given_an_unknown_field_name_when_once_runs_then_one_config_error_line_lists_the_fields_and_exit_is_2(
+        both, tmp_path):
     proc = _cli(both, tmp_path, "[fields]\ndoctor = Доктор\n", "once", "registration", timeout=60)
     out = proc.stdout + proc.stderr
     assert "amoCRM has no lead field named «Доктор»" in out

@@ -103,7 +103,7 @@ def test_given_a_transport_with_the_metrics_hook_then_requests_are_counted_by_sy
     finally:
         t.close()
     after = [sample("amo1c_requests_total", lb) or 0 for lb in (labels_ok, labels_down, labels_err)]
-    assert [a - b for a, b in zip(after, before)] == [1, 1, 1]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]
     assert sample("amo1c_request_duration_seconds_count", {"system": "testsys"}) >= 3
     body, ctype = metrics.render()
     assert b"amo1c_requests_total" in body

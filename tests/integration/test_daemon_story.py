@@ -115,7 +115,8 @@ def test_given_both_emulators_when_the_daemon_runs_then_the_seed_story_happens(s
         assert "amo1c_leader 1.0" in metrics_text
         reg = requests.post(f"{web}/register", params={"lead_id": lead},
                             headers={"X-Amo1c-Secret": "widget-secret-123"}, timeout=5)
-        assert reg.status_code == 202 and reg.json()["nudged"] is True, reg.text
+        assert reg.status_code == 202, reg.text
+        assert reg.json()["nudged"] is True, reg.text
 
         st = json.loads(cli(ini, "status", "--json").stdout)
         assert st["leader"]["pid"] == proc.pid
@@ -148,4 +149,5 @@ def test_given_a_wrong_1c_password_when_checked_then_the_line_says_so_and_exit_i
     lines = r.stdout.splitlines()
     assert any(line.startswith("OK   amoCRM") for line in lines), r.stdout
     fail = [line for line in lines if line.startswith("FAIL")]
-    assert len(fail) == 1 and "1C" in fail[0], r.stdout
+    assert len(fail) == 1, r.stdout
+    assert "1C" in fail[0], r.stdout

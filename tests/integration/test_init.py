@@ -61,7 +61,8 @@ def test_given_the_wheel_installed_without_a_checkout_when_init_runs_then_it_wri
     r = subprocess.run([sys.executable, "-c", code, str(site), str(tmp_path / "out")], capture_output=True,
                        text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "out" / "sync.ini").read_text(encoding="utf-8") == (ROOT / "sync.ini").read_text(encoding="utf-8")
+    example = (ROOT / "sync.ini").read_text(encoding="utf-8")
+    assert (tmp_path / "out" / "sync.ini").read_text(encoding="utf-8") == example
     assert "[Service]" in (tmp_path / "out" / "amo1c-sync.service").read_text()
 
 

@@ -78,7 +78,8 @@ def test_given_post_and_unpost_with_or_without_format_when_sent_then_carried_out
     unpost = http.post(odata(emu, f"{ZAYAVKA}(guid'{ref}')/Unpost", fmt))
     assert unpost.status_code == 200
     assert emu.zayavki()[0]["posted"] is False
-    post = http.post(odata(emu, f"{ZAYAVKA}(guid'{ref}')/Post", "&".join(filter(None, ["PostingModeOperational=false", fmt]))))
+    query = "&".join(filter(None, ["PostingModeOperational=false", fmt]))
+    post = http.post(odata(emu, f"{ZAYAVKA}(guid'{ref}')/Post", query))
     assert post.status_code == 200
     assert emu.zayavki()[0]["posted"] is True
 
@@ -162,8 +163,9 @@ def test_given_a_fixed_length_string_when_stored_then_it_is_padded_and_still_fou
     assert [r["НомерAmoCRM"] for r in rows["value"]] == ["30000001    "]  # 12 characters
 
 
-@pytest.mark.parametrize(("prefix", "number", "shown"), [("", "00000000219", "219"), ("МС00-", "МС00-000219", "МС00-000219"),
-                                                 ("0000-", "0000-000219", "0000-000219")])
+@pytest.mark.parametrize(("prefix", "number", "shown"), [("", "00000000219", "219"),
+                                                         ("МС00-", "МС00-000219", "МС00-000219"),
+                                                         ("0000-", "0000-000219", "0000-000219")])
 def test_given_a_number_format_when_a_document_is_created_then_the_number_and_how_the_clinic_sees_it(
         prefix, number, shown):
     # Number in the configuration's own format; catalog codes keep theirs («000000001»)

@@ -61,7 +61,8 @@ def test_given_the_seed_schedule_when_asking_for_the_month_then_every_cell_of_th
     assert not [line for line in lines if line.day == DAY and line.doctor_ref == seed.DOCTOR_REFS["Петрова А.С."]]
 
 
-def test_given_two_posted_schedules_and_an_unposted_one_when_reading_then_posted_ones_come_with_date_and_number(emu, onec):
+def test_given_two_posted_schedules_and_an_unposted_one_when_reading_then_posted_ones_come_with_date_and_number(
+        emu, onec):
     later = emu.add_schedule([(EFIMOVA, DAY, time(14, 0), time(18, 0))], month=date(2021, 12, 1),
                              doc_date=datetime(2021, 12, 15))
     emu.add_schedule([(EFIMOVA, DAY, time(6, 0), time(7, 0))], month=date(2021, 12, 1),
@@ -74,7 +75,7 @@ def test_given_two_posted_schedules_and_an_unposted_one_when_reading_then_posted
 
 
 def test_given_few_rows_per_page_when_reading_then_all_pages_are_fetched_in_a_stable_order(emu):
-    for i in range(7):
+    for _ in range(7):
         emu.add_catalog_item("Catalog_Клиенты", "Петров П.П.")
     gw = OneC(emu.url, emu.username, emu.password, page_size=3, **FAST)
     emu.reset_requests()

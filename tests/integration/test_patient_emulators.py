@@ -128,7 +128,8 @@ def test_given_a_bad_contact_patch_when_sent_then_400_per_item_and_nothing_writt
     fid = contact_field_id(amo, api, "Клиент 1С")
     r = api.patch(amo.url + "/api/v4/contacts", timeout=5, json=[
         {"id": cid, "custom_fields_values": [{"field_id": fid, "values": [{"value": KEY}]}]},
-        {"id": 999, "custom_fields_values": [{"field_code": "PHONE", "values": [{"value": "1", "enum_code": "CELL"}]}]}])
+        {"id": 999, "custom_fields_values": [{"field_code": "PHONE",
+                                               "values": [{"value": "1", "enum_code": "CELL"}]}]}])
     assert r.status_code == 400
     assert r.headers["Content-Type"] == "application/problem+json"
     [errors] = r.json()["validation-errors"]
@@ -196,7 +197,8 @@ def test_given_a_client_posted_over_odata_with_contact_lines_when_read_then_line
 
 def test_given_a_client_marked_for_deletion_when_entered_then_listed_so(onec, odata):
     ref = requests.post(onec.url + "/_sandbox/clients", timeout=5,
-                        json={"name": "Иванова Анна", "phones": ["+7 911 123-45-67"], "deletion_mark": True}).json()["ref"]
+                        json={"name": "Иванова Анна", "phones": ["+7 911 123-45-67"],
+                              "deletion_mark": True}).json()["ref"]
     r = odata.get(onec.odata_url + quote(f"Catalog_Клиенты(guid'{ref}')", safe="()'"),
                   params={"$format": "json", "$select": "DeletionMark"}, timeout=5)
     assert r.json()["DeletionMark"] is True
@@ -214,7 +216,8 @@ def test_given_the_metadata_when_read_then_the_clients_contact_section_is_descri
     xml = odata.get(onec.odata_url + "$metadata", timeout=5).text
     assert 'EntitySet Name="Catalog_Клиенты_КонтактнаяИнформация"' in xml
     assert 'Property Name="НомерТелефона" Type="Edm.String"' in xml
-    assert 'Name="КонтактнаяИнформация" Type="Collection(StandardODATA.Catalog_Клиенты_КонтактнаяИнформация_RowType)"' in xml
+    assert ('Name="КонтактнаяИнформация" '
+            'Type="Collection(StandardODATA.Catalog_Клиенты_КонтактнаяИнформация_RowType)"') in xml
 
 
 def test_given_a_zayavka_when_listed_then_it_carries_its_client_ref(onec):

@@ -67,7 +67,8 @@ def _edit_ini(path: Path, block: str, info: dict) -> None:
             key, value = (p.strip() for p in line.split("=", 1))
             pattern = re.compile(rf"(\[{section}\][^\[]*?^){re.escape(key)} =[^\n]*", re.S | re.M)
             assert pattern.search(text), f"the example has no [{section}] {key}"
-            text = pattern.sub(lambda m: f"{m.group(1)}{key} = {_typed(value, info)}", text, count=1)
+            line = f"{key} = {_typed(value, info)}"
+            text = pattern.sub(lambda m, line=line: f"{m.group(1)}{line}", text, count=1)
     path.write_text(text, encoding="utf-8")
 
 

@@ -271,7 +271,8 @@ def test_given_invalid_lead_when_flagged_then_note_names_problem_flag_cleared_no
     edit_lead(amo_emu, lead_id, **fields)
     reset_requests(onec_emu)
     result = run(settings, store)
-    assert result.ok and result.counts["invalid"] == 1, result.errors
+    assert result.ok, result.errors
+    assert result.counts["invalid"] == 1, result.errors
 
     assert writes(requests_of(onec_emu)) == {}
     assert zayavki(onec_emu, lead_id) == []

@@ -94,10 +94,12 @@ def test_given_sandbox_serve_on_a_terminal_when_started_then_it_speaks_plainly_a
             ready, _, _ = select.select([master], [], [], 1)
             if ready:
                 text += os.read(master, 4096).decode("utf-8", "replace")
-        assert "Ctrl-C" in text and not text.lstrip().startswith("{"), text
+        assert "Ctrl-C" in text, text
+        assert not text.lstrip().startswith("{"), text
         for url in re.findall(r"control: (\S+)", text):
             index = requests.get(url, timeout=5)
-            assert index.status_code == 200 and index.json()["routes"], url
+            assert index.status_code == 200, url
+            assert index.json()["routes"], url
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

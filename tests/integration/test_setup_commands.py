@@ -81,7 +81,8 @@ def test_given_a_field_of_the_wrong_type_when_setup_amocrm_runs_then_it_is_repor
     assert same[0]["type"] == "text"
 
 
-def test_given_a_base_without_defaults_when_setup_1c_runs_then_it_lists_and_creates_nothing_until_asked(fresh, tmp_path):
+def test_given_a_base_without_defaults_when_setup_1c_runs_then_it_lists_and_creates_nothing_until_asked(
+        fresh, tmp_path):
     amo, onec = fresh
     ini = _ini(tmp_path, amo, onec)
     r = _setup(ini, "1c")

@@ -92,11 +92,13 @@ def test_given_links_and_heartbeats_in_cursors_at_0002_when_upgraded_then_they_m
     s = _fresh_store(store_url)
     try:
         s.upgrade("0002")
-        beat = '{"pid":4242,"host":"clinic-1","role":"leader","at":"2026-01-01T09:00:00+00:00","since":"2026-01-01T08:00:00+00:00"}'
+        beat = ('{"pid":4242,"host":"clinic-1","role":"leader","at":"2026-01-01T09:00:00+00:00",'
+                '"since":"2026-01-01T08:00:00+00:00"}')
         with s.engine.begin() as conn:
             conn.execute(text("INSERT INTO cursors (name, value, updated_at) VALUES "
                               "('registration.updated_at', '1640000000', '2026-01-01 09:00:00+00:00'),"
-                              "('directory.doctor:8a5e0f47-0000-0000-0000-000000000001', '701', '2026-01-01 09:00:00+00:00'),"
+                              "('directory.doctor:8a5e0f47-0000-0000-0000-000000000001', '701', "
+                              "'2026-01-01 09:00:00+00:00'),"
                               "('daemon.heartbeat.clinic-1:4242', :beat, '2026-01-01 09:00:05+00:00'),"
                               "('daemon.heartbeat.broken:1', 'not json', '2026-01-01 09:00:05+00:00')"),
                          {"beat": beat})

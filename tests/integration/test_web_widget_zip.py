@@ -95,7 +95,8 @@ def _edit_manifest(src: Path, change) -> None:
 
 def test_given_the_installed_command_when_widget_build_then_it_works_from_a_shell(tmp_path):
     out = tmp_path / "widget.zip"
-    proc = subprocess.run([sys.executable, "-m", "amo1c_sync", "widget", "build", "--support-email", SUPPORT, "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "amo1c_sync", "widget", "build", "--support-email", SUPPORT,
+                           "--out", str(out)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     with zipfile.ZipFile(io.BytesIO(out.read_bytes())) as zf:

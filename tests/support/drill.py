@@ -834,7 +834,7 @@ def expected_totals(services: list[dict]) -> dict[int, Decimal]:
 def check_state(clinic: Clinic, amo: Control, onec: Control, *, max_problems: int = 20) -> CheckResult:
     """Compare what each lead should be with what both emulators hold."""
     res = CheckResult()
-    leads = {l["id"]: l for l in amo.get("/_sandbox/leads")}
+    leads = {lead["id"]: lead for lead in amo.get("/_sandbox/leads")}
     zayavki: dict[int, list[dict]] = collections.defaultdict(list)
     all_z = onec.get("/_sandbox/zayavki")
     for z in all_z:

@@ -55,7 +55,7 @@ def test_given_a_fractional_rate_when_acquiring_then_it_spaces_requests():
     for _ in range(3):
         rl.acquire()
         sent.append(clock.now)
-    assert [b - a for a, b in zip(sent, sent[1:])] == [pytest.approx(2.0), pytest.approx(2.0)]
+    assert [b - a for a, b in zip(sent, sent[1:], strict=False)] == [pytest.approx(2.0), pytest.approx(2.0)]
 
 
 @pytest.mark.parametrize(("status", "action"), [

@@ -39,7 +39,8 @@ def write(tmp_path: Path, text: str, *, raw: bytes | None = None) -> Path:
     ("[sync]\npayments_interval = 60s\npayments_interval = 30s\n",
      "option 'payments_interval' in section 'sync' already exists"),
     # a time zone typed in lower case
-    ("[sync]\ntimezone = europe/moscow\n", '[sync] timezone: "europe/moscow" is not an IANA time zone; use e.g. Europe/Moscow'),
+    ("[sync]\ntimezone = europe/moscow\n",
+     '[sync] timezone: "europe/moscow" is not an IANA time zone; use e.g. Europe/Moscow'),
     ("[sync]\nmax_attempts = -1\n", "[sync] max_attempts: -1 must not be negative"),
     ("[sync]\nappointment_minutes = 15 минут\n", '[sync] appointment_minutes: "15 минут" is not a whole number'),
     ("[http]\nport = 0\n", "[http] port: 0 is not a TCP port (1-65535)"),

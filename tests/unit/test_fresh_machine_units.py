@@ -43,7 +43,8 @@ def test_given_every_subcommand_when_help_is_asked_then_it_has_a_description_and
     for path, parser in _walk(build_parser()):
         seen += 1
         if path != "amo1c-sync":
-            assert parser.description and "\n" not in parser.description.strip(), path
+            assert parser.description, path
+            assert "\n" not in parser.description.strip(), path
         for action in parser._actions:
             if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
                 continue
@@ -92,7 +93,8 @@ def test_given_the_unedited_example_when_checked_then_each_required_value_is_nam
 
 def test_given_a_long_lived_token_when_checked_then_the_oauth_keys_are_not_required(tmp_path):
     s = load_settings(_write(tmp_path, "[amocrm]\nbase_url = https://clinic.amocrm.ru\nlong_lived_token = t0ken\n"
-                                       "[onec]\nbase_url = http://1c/clinic/odata/standard.odata\nusername = Интеграция\n"))
+                                       "[onec]\nbase_url = http://1c/clinic/odata/standard.odata\n"
+                                       "username = Интеграция\n"))
     assert config.missing_required(s) == []
 
 

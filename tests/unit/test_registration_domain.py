@@ -79,7 +79,7 @@ def test_given_iso_or_typed_strings_when_converting_then_day():
     assert amo_date_to_day("22.12.2021", MSK) == date(2021, 12, 22)
     assert amo_date_to_day("2021-12-22", MSK) == date(2021, 12, 22)
     assert amo_date_to_day("2021-12-21T21:00:00+00:00", MSK) == date(2021, 12, 22)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="is not a date"):
         amo_date_to_day("завтра", MSK)
 
 

@@ -43,7 +43,7 @@ def test_given_item_numbers_when_asking_then_delay_and_give_up_follow_them():
 @pytest.mark.parametrize("make", [lambda: RequestRetry(retries=-1), lambda: RequestRetry(backoff_base=0),
                                   lambda: ItemRetry(max_attempts=-2), lambda: ItemRetry(backoff_max=0)])
 def test_given_impossible_numbers_when_building_a_policy_then_it_refuses(make):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must not be negative|must be greater than 0"):
         make()
 
 

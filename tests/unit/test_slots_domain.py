@@ -62,7 +62,7 @@ def test_given_interval_shorter_than_appointment_when_listing_then_nothing_is_fr
 
 
 def test_given_invalid_step_when_listing_then_value_error():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be positive"):
         free_starts([(T(8, 0), T(9, 0))], [], 0, 15)
 
 
