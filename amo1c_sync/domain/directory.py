@@ -4,10 +4,12 @@ for «Врач» and «Время записи» (options keep their ids; none i
 from __future__ import annotations
 
 from datetime import date, time
+from typing import Any
 
 from amo1c_sync.domain import slots as rules
 from amo1c_sync.domain.dates import format_time, parse_user_time
 from amo1c_sync.domain.registration import clean_name
+from amo1c_sync.domain.slots import DaySchedule
 
 MONTHS_AHEAD = 2
 
@@ -26,7 +28,7 @@ def months_window(now: date, lookback: float, since: date | None = None) -> list
     return out
 
 
-def time_grid(day_schedules: list, step: int, appointment: int) -> list[time]:
+def time_grid(day_schedules: list[DaySchedule], step: int, appointment: int) -> list[time]:
     """The documented grid: every possible start, plus the 00:00-anchored grid between the
     earliest and the latest of them."""
     starts: set[time] = set()
@@ -48,8 +50,8 @@ def _as_time(text: str) -> time | None:
         return None
 
 
-def plan_doctor_options(enums: list[dict], doctors: list[tuple[str, str]], links: dict[str, int]
-                        ) -> tuple[list[dict], list[str], list[tuple[str, str]], dict[str, int]]:
+def plan_doctor_options(enums: list[dict[str, Any]], doctors: list[tuple[str, str]], links: dict[str, int]
+                        ) -> tuple[list[dict[str, Any]], list[str], list[tuple[str, str]], dict[str, int]]:
     """Pure: (full enum list to send, added names, renamed (old, new), ref -> enum id known now).
     ``doctors``: (ref, name) sorted as they should be appended."""
     current = [dict(e) for e in sorted(enums, key=lambda e: (e.get("sort") or 0, e["id"]))]
@@ -58,7 +60,7 @@ def plan_doctor_options(enums: list[dict], doctors: list[tuple[str, str]], links
     added: list[str] = []
     renamed: list[tuple[str, str]] = []
     known: dict[str, int] = {}
-    new_items: list[dict] = []
+    new_items: list[dict[str, Any]] = []
     for ref, name in doctors:
         key = clean_name(name).casefold()
         linked = by_id.get(links.get(ref, -1))
@@ -81,11 +83,11 @@ def plan_doctor_options(enums: list[dict], doctors: list[tuple[str, str]], links
     return payload, added, renamed, known
 
 
-def plan_time_options(enums: list[dict], grid: list[time]) -> tuple[list[dict], list[str], bool]:
+def plan_time_options(enums: list[dict[str, Any]], grid: list[time]) -> tuple[list[dict[str, Any]], list[str], bool]:
     """Pure: (full enum list sorted by time, added texts, whether anything changes)."""
     current = sorted(enums, key=lambda e: (e.get("sort") or 0, e["id"]))
-    have = {}
-    others = []
+    have: dict[time, dict[str, Any]] = {}
+    others: list[dict[str, Any]] = []
     for e in current:
         t = _as_time(e["value"])
         if t is not None and t not in have:
@@ -93,7 +95,7 @@ def plan_time_options(enums: list[dict], grid: list[time]) -> tuple[list[dict], 
         else:
             others.append(e)
     added = [format_time(t) for t in grid if t not in have]
-    items: list[tuple[time | None, dict]] = [(t, {"id": int(e["id"]), "value": e["value"]}) for t, e in have.items()]
+    items: list[tuple[time, dict[str, Any]]] = [(t, {"id": int(e["id"]), "value": e["value"]}) for t, e in have.items()]
     items += [(t, {"value": format_time(t)}) for t in grid if t not in have]
     items.sort(key=lambda p: p[0])
     ordered = [d for _, d in items] + [{"id": int(e["id"]), "value": e["value"]} for e in others]

@@ -111,13 +111,14 @@ class Event:
 
     @property
     def note(self) -> str:
+        after = self.after or self.before  # only a cancellation can have no «Заявка» after
         if self.kind == MOVED:
-            return moved_note(self.before, self.after)
+            return moved_note(self.before, after)
         if self.kind == CANCELLED:
-            return cancelled_note(self.after or self.before, self.reason)
+            return cancelled_note(after, self.reason)
         if self.kind == NO_SHOW:
-            return no_show_note(self.after)
-        return restored_note(self.after)
+            return no_show_note(after)
+        return restored_note(after)
 
 
 def detect(last: Appointment | None, now: Appointment | None, values: StateValues = StateValues(), *,

@@ -4,7 +4,7 @@ Pure: the clock and the last full scan are passed in."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class Window:
     kind: str   # hot | full | since
 
 
-def plan_window(*, now_utc: datetime, tz, hot_window: float, lookback: float,
+def plan_window(*, now_utc: datetime, tz: tzinfo, hot_window: float, lookback: float,
                 full_scan_interval: float, last_full_scan: datetime | None,
                 since: date | None = None) -> Window:
     """Which window this cycle reads. Pure: the clock and the cursor are passed in."""

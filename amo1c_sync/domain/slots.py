@@ -117,7 +117,7 @@ def nearest(free: Sequence[time], wanted: time, n: int = 6) -> list[time]:
 
 
 # --- which schedule document wins ---------------------------------------------------------------
-def _number_key(number: str) -> tuple:
+def _number_key(number: str) -> tuple[int, int, str]:
     text = (number or "").strip()
     digits = text.lstrip("0")
     if text.isdigit():
@@ -145,7 +145,7 @@ def winning_intervals(lines: Iterable[Any]) -> dict[tuple[str, date], DaySchedul
         by_key.setdefault((line.doctor_ref, line.day), {}).setdefault(line.doc_ref, []).append(line)
     out: dict[tuple[str, date], DaySchedule] = {}
     for key, docs in by_key.items():
-        def doc_key(ref: str, docs: dict[str, list[Any]] = docs) -> tuple:
+        def doc_key(ref: str, docs: dict[str, list[Any]] = docs) -> tuple[datetime, tuple[int, int, str], str]:
             first = docs[ref][0]
             return (first.doc_date or datetime.min, _number_key(first.doc_number), ref)
 

@@ -23,9 +23,14 @@ _ROUBLE = Decimal("1")
 class Countable(Protocol):
     """What a document needs to say to be counted (store rows and gateway objects both fit)."""
 
-    amount: Decimal | None
-    posted: bool
-    deletion_mark: bool
+    @property
+    def amount(self) -> Decimal | None: ...
+
+    @property
+    def posted(self) -> bool: ...
+
+    @property
+    def deletion_mark(self) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,14 @@ of handled items, so that an item not handled (a passing fault, a stop) is polle
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from datetime import datetime, timezone
 
 from amo1c_sync.store.models import Cursor
+
+if TYPE_CHECKING:
+    from amo1c_sync.store.db import Store
 
 REGISTRATION = "registration.updated_at"
 PAYMENTS_FULL_SCAN = "payments.last_full_scan"
@@ -32,13 +37,13 @@ class LeadingRun:
         self._broken = True
 
 
-def _get(store, name: str) -> str | None:
+def _get(store: Store, name: str) -> str | None:
     with store.session() as s:
         row = s.get(Cursor, name)
         return None if row is None else row.value
 
 
-def _set(store, name: str, value: str) -> None:
+def _set(store: Store, name: str, value: str) -> None:
     with store.session() as s:
         row = s.get(Cursor, name)
         if row is None:
@@ -47,13 +52,13 @@ def _set(store, name: str, value: str) -> None:
             row.value = value
 
 
-def registration(store) -> int | None:
+def registration(store: Store) -> int | None:
     """The ``updated_at`` (unix seconds) the registration poll resumes from; None before the first."""
     value = (_get(store, REGISTRATION) or "").strip()
     return int(value) if value.lstrip("-").isdigit() else None
 
 
-def advance_registration(store, value: int) -> None:
+def advance_registration(store: Store, value: int) -> None:
     """Move the registration cursor forward to ``value`` (never back)."""
     with store.session() as s:
         row = s.get(Cursor, REGISTRATION)
@@ -63,7 +68,7 @@ def advance_registration(store, value: int) -> None:
             row.value = str(int(value))
 
 
-def last_full_scan(store) -> datetime | None:
+def last_full_scan(store: Store) -> datetime | None:
     """When the payments job last read its whole lookback window (aware UTC), or None."""
     value = _get(store, PAYMENTS_FULL_SCAN)
     if value is None:
@@ -75,5 +80,5 @@ def last_full_scan(store) -> datetime | None:
     return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
 
 
-def record_full_scan(store, at: datetime) -> None:
+def record_full_scan(store: Store, at: datetime) -> None:
     _set(store, PAYMENTS_FULL_SCAN, at.isoformat())

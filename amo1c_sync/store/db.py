@@ -8,10 +8,10 @@ import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,6 +20,9 @@ from amo1c_sync.logs import register_secret
 from amo1c_sync.resources import installed_dir
 from amo1c_sync.store import pgtimeout
 from amo1c_sync.store.pgtimeout import GRACE_S, client_keepalives
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 DEFAULT_TIMEOUT = 10.0   # seconds; [store] timeout
 
@@ -72,7 +75,7 @@ class Store:
         self.dialect = parsed.get_backend_name()
         if self.dialect == "postgresql" and parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        kwargs: dict = {"echo": echo, "future": True}
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.dialect == "sqlite":
             db = parsed.database
             if db and db != ":memory:":
@@ -93,7 +96,7 @@ class Store:
         self._local_locks: dict[str, threading.Lock] = {}
         self._local_guard = threading.Lock()
 
-    def _pg_connect_args(self, parsed) -> dict:
+    def _pg_connect_args(self, parsed: URL) -> dict[str, Any]:
         """Every wait bounded: the connect, each statement and lock wait on the server, a dead
         peer through keepalives and ``tcp_user_timeout``, and (``_pg_timed``) any round trip the
         server does not answer at all."""
@@ -107,7 +110,7 @@ class Store:
     @staticmethod
     def _pg_timed(engine: Engine, limit: float) -> None:
         @event.listens_for(engine, "do_connect")
-        def _connect(_dialect, _record, cargs, cparams):
+        def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
             return pgtimeout.connect(*cargs, op_timeout=limit, **cparams)
 
     @staticmethod
@@ -115,7 +118,7 @@ class Store:
         # pysqlite opens transactions lazily and never with BEGIN IMMEDIATE; take control of BEGIN,
         # and turn on WAL so that readers never wait for the writer.
         @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn, _record):
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
@@ -127,7 +130,7 @@ class Store:
         # that reads and then writes after another connection committed fails at once with
         # "database is locked" (busy_timeout cannot help); IMMEDIATE makes writers queue instead.
         @event.listens_for(engine, "begin")
-        def _on_begin(conn):
+        def _on_begin(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     @contextmanager
@@ -171,7 +174,7 @@ class Store:
 
         command.upgrade(self.alembic_config(), revision)
 
-    def alembic_config(self):
+    def alembic_config(self) -> Config:
         from alembic.config import Config
 
         if not MIGRATIONS_DIR.is_dir():

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from amo1c_sync.store.models import DoctorOption
 
+if TYPE_CHECKING:
+    from amo1c_sync.store.db import Store
 
-def links(store) -> dict[str, int]:
+
+def links(store: Store) -> dict[str, int]:
     """1C doctor ref (lower case) -> amoCRM enum id."""
     with store.session() as s:
         return {r.doctor_ref: r.enum_id for r in s.query(DoctorOption)}
 
 
-def save_links(store, known: dict[str, int]) -> None:
+def save_links(store: Store, known: dict[str, int]) -> None:
     with store.session() as s:
         for ref, enum_id in known.items():
             row = s.get(DoctorOption, ref)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import socket
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
 from amo1c_sync.store.models import DaemonInstance, utcnow
+
+if TYPE_CHECKING:
+    from amo1c_sync.store.db import Store
 
 HEARTBEAT_EVERY = 5.0      # seconds between heartbeats of a running daemon
 HEARTBEAT_STALE = 30.0     # a heartbeat older than this is a dead (or hung) instance
@@ -23,7 +26,7 @@ def instance_id() -> str:
     return f"{socket.gethostname()[:60]}:{os.getpid()}"
 
 
-def write_heartbeat(store, role: str, *, since: datetime | None = None) -> None:
+def write_heartbeat(store: Store, role: str, *, since: datetime | None = None) -> None:
     now = utcnow()
     with store.session() as s:
         row = s.get(DaemonInstance, instance_id())
@@ -33,7 +36,7 @@ def write_heartbeat(store, role: str, *, since: datetime | None = None) -> None:
         row.role, row.since, row.seen_at = role, since, now
 
 
-def clear_heartbeat(store, *, older_than: float | None = None) -> None:
+def clear_heartbeat(store: Store, *, older_than: float | None = None) -> None:
     """Remove this instance's heartbeat, or (``older_than``) every heartbeat older than that."""
     with store.session() as s:
         if older_than is None:
@@ -43,7 +46,7 @@ def clear_heartbeat(store, *, older_than: float | None = None) -> None:
             s.execute(delete(DaemonInstance).where(DaemonInstance.seen_at < cutoff))
 
 
-def clear_other_leaders(store) -> None:
+def clear_other_leaders(store: Store) -> None:
     """Called by a process that has just won the leader lock: any other 'leader' heartbeat is
     from a dead process."""
     with store.session() as s:
@@ -51,7 +54,7 @@ def clear_other_leaders(store) -> None:
                                                DaemonInstance.role == "leader"))
 
 
-def instances(store, now: datetime) -> list[dict[str, Any]]:
+def instances(store: Store, now: datetime) -> list[dict[str, Any]]:
     """Every heartbeat, the leader first: pid, host, role, at, since, age_s, alive."""
     out = []
     with store.session() as s:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -19,12 +19,18 @@ from amo1c_sync.store import retry as retries
 from amo1c_sync.store.journal import journal
 from amo1c_sync.store.models import LeadTotal, OnecDocument, RetryItem, utcnow
 
+if TYPE_CHECKING:
+    from amo1c_sync.store.db import Store
+
 DB_CHUNK = 500            # ids per IN (...) in store queries
 UNCONFIRMED = ""          # data_version of a document whose facts are stored but not yet confirmed
 UNSETTLED = ("pending", "failed")
 
 
-def _chunks(seq: Iterable, n: int = DB_CHUNK) -> Iterator[list]:
+T_ = TypeVar("T_")
+
+
+def _chunks(seq: Iterable[T_], n: int = DB_CHUNK) -> Iterator[list[T_]]:
     items = list(seq)
     for i in range(0, len(items), n):
         yield items[i:i + n]
@@ -46,7 +52,7 @@ class SkippedDocument:
     updated_at: datetime
 
 
-def skipped_documents(store, *, counting_only: bool = False, limit: int | None = None) -> list[SkippedDocument]:
+def skipped_documents(store: Store, *, counting_only: bool = False, limit: int | None = None) -> list[SkippedDocument]:
     """«Оказание услуг» that count for no lead, with the reason, newest first. ``counting_only``:
     only those posted and not marked for deletion (money that reached no lead)."""
     with store.session() as s:
@@ -58,16 +64,16 @@ def skipped_documents(store, *, counting_only: bool = False, limit: int | None =
             q = q.limit(limit)
         return [SkippedDocument(ref=r.ref, number=r.number, doc_date=r.doc_date, lead_id=r.lead_id,
                                 amount=r.amount, posted=r.posted, deletion_mark=r.deletion_mark,
-                                reason=r.skip_reason, updated_at=r.updated_at) for r in s.scalars(q)]
+                                reason=r.skip_reason or "", updated_at=r.updated_at) for r in s.scalars(q)]
 
 
-def count_skipped(store) -> int:
+def count_skipped(store: Store) -> int:
     with store.session() as s:
         return s.scalar(select(func.count()).select_from(OnecDocument)
                         .where(OnecDocument.skip_reason.is_not(None))) or 0
 
 
-def unsettled_totals(store) -> list[LeadTotal]:
+def unsettled_totals(store: Store) -> list[LeadTotal]:
     """Leads whose latest total amoCRM has not accepted yet: ``pending`` (waiting for the next push)
     and ``failed`` (see their RetryItem), failed first."""
     with store.session() as s:
@@ -75,12 +81,12 @@ def unsettled_totals(store) -> list[LeadTotal]:
     return sorted(rows, key=lambda r: (r.status != "failed", r.lead_id))
 
 
-def total_of(store, lead_id: int) -> LeadTotal | None:
+def total_of(store: Store, lead_id: int) -> LeadTotal | None:
     with store.session() as s:
         return s.get(LeadTotal, lead_id)
 
 
-def documents_of(store, lead_id: int) -> list[OnecDocument]:
+def documents_of(store: Store, lead_id: int) -> list[OnecDocument]:
     """The documents counted (or once counted) for a lead, by date."""
     with store.session() as s:
         return list(s.scalars(select(OnecDocument).where(OnecDocument.lead_id == lead_id)
@@ -94,7 +100,7 @@ def state_of(row: OnecDocument) -> T.DocState:
                       posted=bool(row.posted), deletion_mark=bool(row.deletion_mark))
 
 
-def stored_documents(store, refs: Sequence[str]) -> dict[str, tuple[str, T.DocState]]:
+def stored_documents(store: Store, refs: Sequence[str]) -> dict[str, tuple[str, T.DocState]]:
     """ref -> (the DataVersion recorded, the state counted) of the documents already seen."""
     out: dict[str, tuple[str, T.DocState]] = {}
     with store.session() as s:
@@ -114,12 +120,12 @@ class LeadsState:
     failures: dict[int, RetryItem] = field(default_factory=dict)
 
 
-def unsettled_leads(store) -> set[int]:
+def unsettled_leads(store: Store) -> set[int]:
     with store.session() as s:
         return set(s.scalars(select(LeadTotal.lead_id).where(LeadTotal.status.in_(UNSETTLED))))
 
 
-def leads_state(store, leads: set[int]) -> LeadsState:
+def leads_state(store: Store, leads: set[int]) -> LeadsState:
     out = LeadsState()
     with store.session() as s:
         out.failures = retries.load(s, retries.PAYMENT, leads)
@@ -149,11 +155,11 @@ class DocumentFacts:
     state: T.DocState
     skipped_entry: dict[str, Any] | None = None
 
-    def facts(self) -> tuple:
+    def facts(self) -> tuple[int | None, Decimal, bool, bool, str | None]:
         return (self.lead_id, self.state.amount, self.state.posted, self.state.deletion_mark, self.skip_reason)
 
 
-def record_facts(store, facts: Iterable[DocumentFacts], *, confirmed: set[str], unsettled: set[int],
+def record_facts(store: Store, facts: Iterable[DocumentFacts], *, confirmed: set[str], unsettled: set[int],
                  settled: set[int], job: str, run_id: int | None) -> None:
     """One transaction: the changed documents' facts (their DataVersion only for ``confirmed``),
     ``unsettled`` leads marked pending, and ``settled`` leads (amoCRM has their total) ok."""
@@ -199,7 +205,7 @@ def _mark_leads(s: Session, unsettled: set[int], settled: set[int]) -> None:
 Describe = Callable[[int, Decimal | None, Decimal], tuple[str, dict[str, Any]]]
 
 
-def record_push(store, *, totals: dict[int, Decimal], accepted: set[int], failed: dict[int, Exception],
+def record_push(store: Store, *, totals: dict[int, Decimal], accepted: set[int], failed: dict[int, Exception],
                 versions: dict[str, str], policy: ItemRetry, describe: Describe, job: str,
                 run_id: int | None) -> list[tuple[int, str]]:
     """One PATCH's outcome in one transaction: each accepted total (journalled with
@@ -223,8 +229,8 @@ def record_push(store, *, totals: dict[int, Decimal], accepted: set[int], failed
                 continue
             refusals.append((lead, _refused(s, row, lead, new, failed.get(lead), policy, now, job, run_id)))
         for chunk in _chunks(sorted(versions)):
-            for row in s.scalars(select(OnecDocument).where(OnecDocument.ref.in_(chunk))):
-                row.data_version = versions[row.ref]
+            for doc in s.scalars(select(OnecDocument).where(OnecDocument.ref.in_(chunk))):
+                doc.data_version = versions[doc.ref]
     return refusals
 
 

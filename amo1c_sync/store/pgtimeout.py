@@ -19,12 +19,16 @@ import os
 import socket
 import threading
 import time
+from typing import Any, TypeVar
 
 import psycopg
+from psycopg.abc import PQGen
 
 from amo1c_sync.logs import get_logger
 
 log = get_logger("amo1c_sync.store")
+
+RV = TypeVar("RV")
 
 GRACE_S = 2.0   # the client's limit exceeds the server's own timeouts by this much
 
@@ -100,15 +104,16 @@ class TimedConnection(psycopg.Connection):
     op_timeout: float | None = None
     what: str = "store"
 
-    def wait(self, gen, *args, **kwargs):
+    def wait(self, gen: PQGen[RV], *args: Any, **kwargs: Any) -> RV:
         limit = self.op_timeout
         if not limit:
             return super().wait(gen, *args, **kwargs)
-        key: int | None = _WATCHDOG.arm(self.pgconn.socket, limit, self.what)
+        armed = _WATCHDOG.arm(self.pgconn.socket, limit, self.what)
+        key: int | None = armed
         try:
             return super().wait(gen, *args, **kwargs)
         except (psycopg.Error, OSError):
-            fired, key = _WATCHDOG.disarm(key), None
+            fired, key = _WATCHDOG.disarm(armed), None
             if fired:
                 raise StoreNotAnswering(
                     f"PostgreSQL did not answer within {limit:g} s ({self.what}); the connection "
@@ -119,7 +124,8 @@ class TimedConnection(psycopg.Connection):
                 _WATCHDOG.disarm(key)
 
 
-def connect(conninfo: str = "", *, op_timeout: float | None, what: str = "store", **kwargs) -> TimedConnection:
+def connect(conninfo: str = "", *, op_timeout: float | None, what: str = "store",
+            **kwargs: Any) -> TimedConnection:
     """``psycopg.connect`` for a :class:`TimedConnection` (the connect itself is bounded by
     ``connect_timeout``)."""
     conn = TimedConnection.connect(conninfo, **kwargs)
@@ -128,7 +134,7 @@ def connect(conninfo: str = "", *, op_timeout: float | None, what: str = "store"
     return conn
 
 
-def client_keepalives(timeout: float) -> dict:
+def client_keepalives(timeout: float) -> dict[str, int]:
     """libpq parameters that make the client notice a dead peer within about ``timeout``."""
     t = max(2, int(round(timeout)))
     return {"keepalives": 1, "keepalives_idle": max(1, t // 2), "keepalives_interval": max(1, t // 6),

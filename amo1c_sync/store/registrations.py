@@ -3,7 +3,7 @@ the shared retry record. Each write comes with its journal entry, in one transac
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -11,6 +11,9 @@ from amo1c_sync.domain.retry import ItemRetry
 from amo1c_sync.store import retry as retries
 from amo1c_sync.store.journal import journal
 from amo1c_sync.store.models import Registration, RetryItem
+
+if TYPE_CHECKING:
+    from amo1c_sync.store.db import Store
 
 
 def _row(s: Session, lead_id: int) -> Registration:
@@ -21,7 +24,7 @@ def _row(s: Session, lead_id: int) -> Registration:
     return reg
 
 
-def get(store, lead_id: int) -> tuple[Registration | None, RetryItem | None]:
+def get(store: Store, lead_id: int) -> tuple[Registration | None, RetryItem | None]:
     """The lead's registration and its failure record, detached (read-only copies)."""
     with store.session() as s:
         reg = s.get(Registration, lead_id)
@@ -32,7 +35,7 @@ def get(store, lead_id: int) -> tuple[Registration | None, RetryItem | None]:
     return reg, failure
 
 
-def record_ref(store, lead_id: int, *, ref: str, number: str | None, entry: dict[str, Any]) -> None:
+def record_ref(store: Store, lead_id: int, *, ref: str, number: str | None, entry: dict[str, Any]) -> None:
     """A «Заявка» was created or changed in 1C: its ref and number, status pending."""
     with store.session() as s:
         reg = _row(s, lead_id)
@@ -40,7 +43,7 @@ def record_ref(store, lead_id: int, *, ref: str, number: str | None, entry: dict
         journal(s, lead_id=lead_id, ref=ref, **entry)
 
 
-def record_done(store, lead_id: int, *, ref: str, number: str | None, fingerprint: str,
+def record_done(store: Store, lead_id: int, *, ref: str, number: str | None, fingerprint: str,
                 entry: dict[str, Any]) -> None:
     """amoCRM took the note and the PATCH: the registration is confirmed."""
     with store.session() as s:
@@ -51,7 +54,7 @@ def record_done(store, lead_id: int, *, ref: str, number: str | None, fingerprin
         journal(s, lead_id=lead_id, ref=ref, **entry)
 
 
-def record_invalid(store, lead_id: int, *, note: str, entry: dict[str, Any]) -> None:
+def record_invalid(store: Store, lead_id: int, *, note: str, entry: dict[str, Any]) -> None:
     """The lead's data cannot become a «Заявка»; the note told it on the lead."""
     with store.session() as s:
         reg = _row(s, lead_id)
@@ -60,7 +63,7 @@ def record_invalid(store, lead_id: int, *, note: str, entry: dict[str, Any]) -> 
         journal(s, lead_id=lead_id, message=note, **entry)
 
 
-def record_failure(store, lead_id: int, *, error: str, code: str | None, retriable: bool,
+def record_failure(store: Store, lead_id: int, *, error: str, code: str | None, retriable: bool,
                    version: str, policy: ItemRetry, job: str, run_id: int | None) -> RetryItem:
     """The lead failed: status failed, its retry record, and a journal entry that tells both."""
     with store.session() as s:

@@ -10,13 +10,17 @@ entry that tells it.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from amo1c_sync.domain.retry import ItemRetry
 from amo1c_sync.store.models import LeadTotal, Registration, RetryItem, utcnow
+
+if TYPE_CHECKING:
+    from amo1c_sync.config import Settings
+    from amo1c_sync.store.db import Store
 
 REGISTRATION = "registration"
 PAYMENT = "payment"
@@ -26,7 +30,7 @@ RETRYING, ITEM_ERROR, GIVEN_UP = "retrying", "item_error", "given_up"
 Decision = Literal["due", "deferred", "waiting"]
 
 
-def policy_of(settings) -> ItemRetry:
+def policy_of(settings: Settings) -> ItemRetry:
     """The item level of the retry policy in force ([retry] in sync.ini)."""
     return settings.retry.policy().item
 
@@ -58,7 +62,7 @@ def get(s: Session, kind: str, lead_id: int) -> RetryItem | None:
     return s.get(RetryItem, (kind, lead_id))
 
 
-def failure_of(store, kind: str, lead_id: int) -> RetryItem | None:
+def failure_of(store: Store, kind: str, lead_id: int) -> RetryItem | None:
     """The item's retry record, detached (a read-only copy)."""
     with store.session() as s:
         item = get(s, kind, lead_id)
@@ -95,16 +99,18 @@ def clear(s: Session, kind: str, lead_ids: Iterable[int]) -> None:
         s.delete(item)
 
 
-def unsettled(store, *, limit: int) -> tuple[dict[str, dict[str, int]], list[tuple[str, Any, RetryItem | None]]]:
+def unsettled(store: Store, *, limit: int) -> tuple[dict[str, dict[str, int]], list[tuple[str, Any, RetryItem | None]]]:
     """For `status`: rows per status of each kind, and the newest rows not settled (registration not
     done, total not ok) of each kind with their retry record: ``(kind, row, failure)``."""
     counts: dict[str, dict[str, int]] = {}
     items: list[tuple[str, Any, RetryItem | None]] = []
     with store.session() as s:
-        for kind, model, good in ((REGISTRATION, Registration, "done"), (PAYMENT, LeadTotal, "ok")):
+        kinds: tuple[tuple[str, type[Registration | LeadTotal], str], ...] = (
+            (REGISTRATION, Registration, "done"), (PAYMENT, LeadTotal, "ok"))
+        for kind, model, good in kinds:
             counts[kind] = {st: n for st, n in s.execute(select(model.status, func.count())
                                                          .group_by(model.status))}
-            rows = list(s.scalars(select(model).where(model.status != good)
+            rows: list[Registration | LeadTotal] = list(s.scalars(select(model).where(model.status != good)
                                   .order_by(model.updated_at.desc()).limit(limit)))
             failures = load(s, kind, [r.lead_id for r in rows])
             items += [(kind, row, failures.get(row.lead_id)) for row in rows]

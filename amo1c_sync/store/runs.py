@@ -4,16 +4,20 @@ and read back for `status` and /healthz."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
+from sqlalchemy.orm import Session
 
 from amo1c_sync.store.models import JobRun, utcnow
+
+if TYPE_CHECKING:
+    from amo1c_sync.store.db import Store
 
 SUCCESS = ("ok", "partial")
 
 
-def start(store, job: str, *, dry_run: bool) -> int:
+def start(store: Store, job: str, *, dry_run: bool) -> int:
     """A new run in state ``running``; its id."""
     with store.session() as s:
         run = JobRun(job=job, dry_run=dry_run)
@@ -22,16 +26,16 @@ def start(store, job: str, *, dry_run: bool) -> int:
         return run.id
 
 
-def finish(store, run_id: int, *, status: str, counts: dict[str, int], errors: list[str]) -> None:
+def finish(store: Store, run_id: int, *, status: str, counts: dict[str, int], errors: list[str]) -> None:
     with store.session() as s:
-        run = s.get(JobRun, run_id)
+        run = s.get_one(JobRun, run_id)
         run.finished_at = utcnow()
         run.status = status
         run.counts = dict(counts)
         run.error = "; ".join(errors[:20]) or None
 
 
-def close_running(store, why: str, *, job: str | None = None, status: str = "interrupted") -> None:
+def close_running(store: Store, why: str, *, job: str | None = None, status: str = "interrupted") -> None:
     """Runs left ``running`` (not dry runs), of ``job`` or of every job, become ``status`` with
     ``why`` added to their error."""
     with store.session() as s:
@@ -44,15 +48,15 @@ def close_running(store, why: str, *, job: str | None = None, status: str = "int
             run.error = (run.error + "; " if run.error else "") + why[:500]
 
 
-def prune(store, *, older_than_days: int) -> int:
+def prune(store: Store, *, older_than_days: int) -> int:
     """Delete finished runs started more than ``older_than_days`` ago; how many."""
     cutoff = utcnow() - timedelta(days=older_than_days)
     with store.session() as s:
-        return s.execute(delete(JobRun).where(JobRun.started_at < cutoff,
-                                              JobRun.status != "running")).rowcount or 0
+        done = s.execute(delete(JobRun).where(JobRun.started_at < cutoff, JobRun.status != "running"))
+        return cast("CursorResult[Any]", done).rowcount or 0  # a DELETE's result is a CursorResult
 
 
-def last(s, job: str, statuses: tuple[str, ...] | None = None) -> JobRun | None:
+def last(s: Session, job: str, statuses: tuple[str, ...] | None = None) -> JobRun | None:
     """The latest run of ``job`` (not a dry run), of one of ``statuses`` when given."""
     q = select(JobRun).where(JobRun.job == job, JobRun.dry_run.is_(False))
     if statuses:
@@ -60,19 +64,19 @@ def last(s, job: str, statuses: tuple[str, ...] | None = None) -> JobRun | None:
     return s.scalars(q.order_by(JobRun.started_at.desc(), JobRun.id.desc()).limit(1)).first()
 
 
-def succeeded_at(s, job: str) -> datetime | None:
+def succeeded_at(s: Session, job: str) -> datetime | None:
     """When the latest successful run of ``job`` ended (or started, if it has no end)."""
     run = last(s, job, SUCCESS)
     return (run.finished_at or run.started_at) if run else None
 
 
-def latest(store, job: str) -> tuple[JobRun | None, datetime | None]:
+def latest(store: Store, job: str) -> tuple[JobRun | None, datetime | None]:
     """The latest run of ``job`` and when its latest successful run ended (for `status`, /healthz)."""
     with store.session() as s:
         return last(s, job), succeeded_at(s, job)
 
 
-def as_dict(run: JobRun | None, iso) -> dict[str, Any] | None:
+def as_dict(run: JobRun | None, iso: Callable[[datetime | None], str | None]) -> dict[str, Any] | None:
     if run is None:
         return None
     duration = None

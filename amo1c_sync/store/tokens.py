@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import select
 
 from amo1c_sync.store.models import OAuthToken
 
+if TYPE_CHECKING:
+    from amo1c_sync.store.db import Store
 
-def stored_tokens(store) -> list[OAuthToken]:
+
+def stored_tokens(store: Store) -> list[OAuthToken]:
     with store.session() as s:
         return list(s.scalars(select(OAuthToken).order_by(OAuthToken.account)))
