@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
-from typing import Any, Callable, Union
+from typing import Any, Callable, TypeVar, Union
 
 from amo1c_sync.config import Settings
 from amo1c_sync.errors import ConfigError, FatalError, RetriableError
@@ -21,6 +21,7 @@ from amo1c_sync.store import Store
 from amo1c_sync.store import runs
 
 log = get_logger("amo1c_sync.jobs")
+P = TypeVar("P", AmoCRMPort, OneCPort)  # a port, and its dry-run recorder in its place
 
 @dataclass
 class JobResult:
@@ -28,7 +29,7 @@ class JobResult:
 
     job: str
     status: str = "ok"  # ok | partial | failed | interrupted
-    counts: Counter = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     planned: list[dict[str, Any]] = field(default_factory=list)  # what a dry run would write
     run_id: int | None = None
@@ -68,7 +69,7 @@ class JobContext:
         if onec is not None:
             self.__dict__["onec"] = self._recorded(onec, DryRunOneC)
 
-    def _recorded(self, gateway: Any, recorder: Any) -> Any:
+    def _recorded(self, gateway: P, recorder: Callable[[P, list[dict[str, Any]]], P]) -> P:
         return recorder(gateway, self.planned) if self.dry_run else gateway
 
     @cached_property

@@ -16,12 +16,13 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import date, datetime, time, tzinfo
 from typing import Any
 
 from amo1c_sync.domain import directory as plan
 from amo1c_sync.domain import slots as rules
 from amo1c_sync.domain.registration import clean_name
+from amo1c_sync.domain.slots import DaySchedule
 from amo1c_sync.jobs.base import JobContext, JobResult
 from amo1c_sync.store import doctor_options
 from amo1c_sync.store.journal import record
@@ -30,7 +31,7 @@ JOB = "directory"
 ENUM_TYPES = {"select", "multiselect", "radiobutton"}
 
 
-def today(tz) -> date:
+def today(tz: tzinfo) -> date:
     return datetime.now(tz).date()
 
 
@@ -55,19 +56,19 @@ def run(ctx: JobContext, result: JobResult) -> None:
     if not (wants_doctors or wants_times):
         return
     onec = ctx.onec
-    schedules = []
+    schedules: list[DaySchedule] = []
     for month in window_months(settings, ctx.since):
         won = rules.winning_intervals(onec.schedule_lines(month))
         schedules.extend(ds for ds in won.values() if ds.intervals)
     result.count("schedule_days", len(schedules))
-    if wants_doctors:
+    if wants_doctors and doctor_field is not None:
         _sync_doctors(ctx, result, doctor_field, schedules)
-    if wants_times:
+    if wants_times and time_field is not None:
         grid = plan.time_grid(schedules, settings.sync.slot_step_minutes, settings.sync.appointment_minutes)
         _sync_times(ctx, result, time_field, grid)
 
 
-def _sync_doctors(ctx: JobContext, result: JobResult, field: dict, schedules: list) -> None:
+def _sync_doctors(ctx: JobContext, result: JobResult, field: dict[str, Any], schedules: list[DaySchedule]) -> None:
     refs = {ds.doctor_ref.lower() for ds in schedules}
     doctors = sorted(((i.ref.lower(), i.name) for i in ctx.onec.doctors() if i.ref.lower() in refs),
                      key=lambda p: (p[1].casefold(), p[0]))
@@ -91,7 +92,7 @@ def _sync_doctors(ctx: JobContext, result: JobResult, field: dict, schedules: li
            detail={"field_id": field["id"], "added": added, "renamed": renamed}, run_id=result.run_id)
 
 
-def _sync_times(ctx: JobContext, result: JobResult, field: dict, grid: list[time]) -> None:
+def _sync_times(ctx: JobContext, result: JobResult, field: dict[str, Any], grid: list[time]) -> None:
     payload, added, changed = plan.plan_time_options(list(field.get("enums") or []), grid)
     result.count("grid_times", len(grid))
     if not changed:

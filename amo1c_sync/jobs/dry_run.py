@@ -7,13 +7,16 @@ from __future__ import annotations
 import dataclasses
 from contextlib import contextmanager
 from datetime import date, time
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from sqlalchemy.orm import Session
 
 from amo1c_sync.amocrm.gateway import BatchResult
 from amo1c_sync.domain.dates import format_time
 from amo1c_sync.onec.gateway import CatalogItem, Zayavka
+
+if TYPE_CHECKING:
+    from amo1c_sync.jobs.ports import AmoCRMPort, OneCPort
 
 DRY_REF = "00000000-0000-0000-0000-000000000000"  # what a dry run's would-be 1C object is called
 
@@ -45,7 +48,7 @@ class DryRunStore:
 class DryRunAmoCRM:
     """Reads go to amoCRM; notes, lead updates and option changes are recorded."""
 
-    def __init__(self, real: Any, planned: list[dict[str, Any]]):
+    def __init__(self, real: AmoCRMPort, planned: list[dict[str, Any]]):
         self._real, self._planned = real, planned
 
     def __getattr__(self, name: str) -> Any:
@@ -58,13 +61,13 @@ class DryRunAmoCRM:
             ids.append(int(lead_id))
         return BatchResult(ok=ids)
 
-    def update_leads(self, patches: Sequence[dict]) -> BatchResult:
+    def update_leads(self, patches: Sequence[dict[str, Any]]) -> BatchResult:
         for p in patches:
             self._planned.append({"system": "amocrm", "action": "lead.update", "request": "PATCH /api/v4/leads",
                                   "lead_id": int(p["id"]), "body": p})
         return BatchResult(ok=[int(p["id"]) for p in patches])
 
-    def update_field_enums(self, field_id: int, enums: Sequence[dict | str]) -> dict:
+    def update_field_enums(self, field_id: int, enums: Sequence[dict[str, Any] | str]) -> dict[str, Any]:
         items = [{"value": e} if isinstance(e, str) else dict(e) for e in enums]
         self._planned.append({"system": "amocrm", "action": "field.options", "field_id": int(field_id),
                               "enums": items})
@@ -74,7 +77,7 @@ class DryRunAmoCRM:
 class DryRunOneC:
     """Reads go to 1C; clients, «Заявки» and postings are recorded."""
 
-    def __init__(self, real: Any, planned: list[dict[str, Any]]):
+    def __init__(self, real: OneCPort, planned: list[dict[str, Any]]):
         self._real, self._planned = real, planned
 
     def __getattr__(self, name: str) -> Any:

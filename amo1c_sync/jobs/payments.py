@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from decimal import Decimal
-from typing import Any
+from typing import Any, Iterable, Mapping, TypeVar
 
+from amo1c_sync.amocrm.fields import FieldMap
 from amo1c_sync.domain import totals as T
 from amo1c_sync.domain.payment_window import Window, plan_window, slices
 from amo1c_sync.domain.registration import display_number
@@ -44,9 +45,11 @@ from amo1c_sync.store import cursors
 from amo1c_sync.store import payments as store
 from amo1c_sync.store import retry as retries
 from amo1c_sync.store.models import utcnow
+from amo1c_sync.onec.gateway import Service
 from amo1c_sync.store.payments import DocumentFacts
 
 log = get_logger("amo1c_sync.jobs.payments")
+T_ = TypeVar("T_")
 
 JOB = "payments"
 PATCH_BATCH = 50          # leads per PATCH (amoCRM: at most 50 per request)
@@ -100,7 +103,7 @@ def run(ctx: JobContext, result: JobResult) -> None:
         cursors.record_full_scan(ctx.store, now)
 
 
-def _progress(iterable, *, total: int, desc: str, unit: str, enabled: bool):
+def _progress(iterable: Iterable[T_], *, total: int, desc: str, unit: str, enabled: bool) -> Iterable[T_]:
     """tqdm on a TTY, the bare iterable otherwise."""
     if enabled and sys.stderr.isatty():
         from tqdm import tqdm
@@ -109,11 +112,11 @@ def _progress(iterable, *, total: int, desc: str, unit: str, enabled: bool):
     return iterable
 
 
-def _read_window(ctx: JobContext, window: Window) -> list:
+def _read_window(ctx: JobContext, window: Window) -> list[Service]:
     """The window's «Оказание услуг», one per ref (the last read wins)."""
     if window.kind == "since":
         parts = slices(window, BACKFILL_SLICE_DAYS)
-        out: dict[str, Any] = {}
+        out: dict[str, Service] = {}
         for lo, hi in _progress(parts, total=len(parts), desc="1C «Оказание услуг»", unit="week",
                                 enabled=True):
             if ctx.stopping():
@@ -124,7 +127,7 @@ def _read_window(ctx: JobContext, window: Window) -> list:
     return list({svc.ref: svc for svc in ctx.onec.services_in_window(window.date_from, window.date_to)}.values())
 
 
-def _to_utc(value: datetime | None, tz) -> datetime | None:
+def _to_utc(value: datetime | None, tz: tzinfo) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is None:
@@ -132,7 +135,7 @@ def _to_utc(value: datetime | None, tz) -> datetime | None:
     return value.astimezone(timezone.utc)
 
 
-def _fresh(svc, leads_by_base: dict[str, str | None], tz) -> DocumentFacts:
+def _fresh(svc: Service, leads_by_base: dict[str, str | None], tz: tzinfo) -> DocumentFacts:
     lead_id: int | None = None
     skip: str | None = None
     if not svc.base_ref:
@@ -162,7 +165,7 @@ def _fresh(svc, leads_by_base: dict[str, str | None], tz) -> DocumentFacts:
                          skipped_entry=entry)
 
 
-def _plan(ctx: JobContext, result: JobResult, services: list, now: datetime) -> _Plan:
+def _plan(ctx: JobContext, result: JobResult, services: list[Service], now: datetime) -> _Plan:
     plan = _Plan()
     stored = store.stored_documents(ctx.store, [svc.ref for svc in services])
     changed = [svc for svc in services if stored.get(svc.ref, (None,))[0] != svc.data_version]
@@ -227,7 +230,7 @@ def _record_facts(ctx: JobContext, result: JobResult, plan: _Plan, now: datetime
                        settled=set(plan.totals) - unsettled, job=JOB, run_id=result.run_id)
 
 
-def _patch(field_map, sum_field: str, lead: int, value: Decimal) -> dict:
+def _patch(field_map: FieldMap, sum_field: str, lead: int, value: Decimal) -> dict[str, Any]:
     return {"id": lead, "price": T.budget(value),
             "custom_fields_values": [{"field_id": field_map.id(sum_field),
                                       "values": [{"value": T.sum_field_value(value)}]}]}
@@ -261,12 +264,12 @@ def _push(ctx: JobContext, result: JobResult, plan: _Plan) -> None:
 
 
 def _record_batch(ctx: JobContext, result: JobResult, plan: _Plan, batch: list[int], accepted: set[int],
-                  failed: dict, versions: dict[str, str]) -> None:
+                  failed: Mapping[int, Exception], versions: dict[str, str]) -> None:
     """One PATCH's outcome: accepted totals and their journal, each refusal's retry record and the
     DataVersions now confirmed, in one transaction."""
     sum_field = ctx.settings.fields.sum
 
-    def describe(lead: int, old: Decimal | None, new: Decimal) -> tuple[str, dict]:
+    def describe(lead: int, old: Decimal | None, new: Decimal) -> tuple[str, dict[str, Any]]:
         docs = sorted(plan.docs_of.get(lead, []), key=lambda x: x[0])
         return (f"«{sum_field}» {_s(old) or '—'} -> {_s(new)}, budget {T.budget(new)}",
                 {"old_total": _s(old), "new_total": _s(new), "price": T.budget(new),

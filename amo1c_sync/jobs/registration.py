@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
 
+from amo1c_sync.amocrm.gateway import BatchResult
+from amo1c_sync.config import Settings
 from amo1c_sync.domain import registration as rules
 from amo1c_sync.domain import slots as slot_rules
 from amo1c_sync.domain.dates import format_time
@@ -40,6 +42,7 @@ from amo1c_sync.errors import FatalError, ItemError, RetriableError
 from amo1c_sync.jobs.base import JobContext, JobResult
 from amo1c_sync.domain.slots import DoctorDay, NotWorking, UnknownDoctor
 from amo1c_sync.logs import get_logger
+from amo1c_sync.onec.gateway import CatalogItem, Zayavka
 from amo1c_sync.services.slots import SlotFinder
 from amo1c_sync.store import cursors, registrations
 from amo1c_sync.store import retry as retries
@@ -73,14 +76,14 @@ def field_map(amo: Any, settings: Any) -> Any:
     return amo.lead_field_map(required, tz=settings.sync.timezone)
 
 
-def _raw_value(fm: Any, lead: dict, name: str) -> Any:
+def _raw_value(fm: Any, lead: dict[str, Any], name: str) -> Any:
     values = fm.raw(lead, name)
     if not values:
         return None
     return values[0].get("value")
 
 
-def is_flagged(fm: Any, lead: dict, flag_name: str) -> bool:
+def is_flagged(fm: Any, lead: dict[str, Any], flag_name: str) -> bool:
     value = _raw_value(fm, lead, flag_name)
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "да", "yes", "on")
@@ -97,10 +100,10 @@ class _Cycle:
     fm: Any
     now: datetime
     _finder: SlotFinder | None = None
-    _defaults: dict = field(default_factory=dict)
+    _defaults: dict[str, CatalogItem] = field(default_factory=dict)
 
     @property
-    def settings(self):
+    def settings(self) -> Settings:
         return self.ctx.settings
 
     @property
@@ -109,7 +112,7 @@ class _Cycle:
             self._finder = SlotFinder.from_settings(self.settings, self.ctx.onec)
         return self._finder
 
-    def default(self, what: str):
+    def default(self, what: str) -> CatalogItem:
         if what not in self._defaults:
             onec = self.ctx.onec
             item = onec.default_client() if what == "client" else onec.default_nomenclature()
@@ -145,7 +148,7 @@ def run(ctx: JobContext, result: JobResult) -> None:
         cursors.advance_registration(ctx.store, run_of_handled.value)
 
 
-def _handle(c: _Cycle, lead: dict) -> bool:
+def _handle(c: _Cycle, lead: dict[str, Any]) -> bool:
     """Process one lead; True when it is fully handled (the cursor may move past it)."""
     ctx, result, f = c.ctx, c.result, c.settings.fields
     lead_id = int(lead["id"])
@@ -182,14 +185,14 @@ def _handle(c: _Cycle, lead: dict) -> bool:
         return False
 
 
-def _version(lead: dict) -> str:
+def _version(lead: dict[str, Any]) -> str:
     """What the lead looked like, for a recorded failure: its updated_at (amoCRM moves it on any
     change, to the second) and a digest of its field values (a change within that same second)."""
     values = json.dumps(lead.get("custom_fields_values") or [], sort_keys=True, ensure_ascii=False, default=str)
     return f"{int(lead.get('updated_at') or 0)}:{hashlib.sha256(values.encode()).hexdigest()[:16]}"
 
 
-def _request_of(c: _Cycle, lead: dict) -> rules.Request:
+def _request_of(c: _Cycle, lead: dict[str, Any]) -> rules.Request:
     f = c.settings.fields
     parsed = rules.parse_request(
         int(lead["id"]), date_value=_raw_value(c.fm, lead, f.date),
@@ -201,7 +204,7 @@ def _request_of(c: _Cycle, lead: dict) -> rules.Request:
     return parsed
 
 
-def _register(c: _Cycle, lead: dict, reg: Registration | None) -> None:
+def _register(c: _Cycle, lead: dict[str, Any], reg: Registration | None) -> None:
     lead_id = int(lead["id"])
     req = _request_of(c, lead)
     existing = [z for z in c.ctx.onec.zayavki_by_lead(lead_id) if not z.deletion_mark]
@@ -236,7 +239,7 @@ def _unchanged(c: _Cycle, req: rules.Request, reg: Registration, zay: Any) -> bo
             and (zay.doctor_ref or "").lower() in c.finder.refs_named(req.doctor))
 
 
-def _free_day(c: _Cycle, req: rules.Request, existing: list, zay: Any) -> DoctorDay:
+def _free_day(c: _Cycle, req: rules.Request, existing: list[Zayavka], zay: Any) -> DoctorDay:
     """The doctor's day when the asked time is free on it (the lead's own «Заявка» not counted);
     else Invalid with the note that says why."""
     sync = c.settings.sync
@@ -255,7 +258,7 @@ def _free_day(c: _Cycle, req: rules.Request, existing: list, zay: Any) -> Doctor
     return day
 
 
-def _write_zayavka(c: _Cycle, lead_id: int, zay: Any, values: dict) -> Any:
+def _write_zayavka(c: _Cycle, lead_id: int, zay: Any, values: dict[str, Any]) -> Any:
     """Update the lead's «Заявка», or create one; its ref is recorded right after, before
     anything else can fail (a rerun finds it, and so does 1C's lookup by «Номер AmoCRM»)."""
     onec = c.ctx.onec
@@ -280,7 +283,7 @@ def _kept(message: str, zay: Any) -> str:
                            f"Документ Заявка № {rules.display_number(zay.number)} в 1С не изменён:", 1)
 
 
-def _plain(values: dict) -> dict:
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in values.items():
         if isinstance(v, time):
@@ -310,7 +313,7 @@ def _client(c: _Cycle, lead_id: int, req: rules.Request) -> tuple[str, str | Non
 
 
 def _record(c: _Cycle, lead_id: int, zay: Any, *, action: str, system: str, message: str,
-            detail: dict) -> None:
+            detail: dict[str, Any]) -> None:
     """Registration row (status pending, with the ref) + journal, in one committed transaction."""
     registrations.record_ref(c.ctx.store, lead_id, ref=zay.ref, number=zay.number, entry=dict(
         job=JOB, system=system, action=action, message=message, detail={"number": zay.number, **detail},
@@ -324,7 +327,7 @@ def _post(c: _Cycle, lead_id: int, zay: Any) -> None:
            message=f"проведён документ «Заявка» № {rules.display_number(zay.number)}", run_id=c.result.run_id)
 
 
-def _lead_patch(c: _Cycle, lead_id: int, number: str | None) -> dict:
+def _lead_patch(c: _Cycle, lead_id: int, number: str | None) -> dict[str, Any]:
     f = c.settings.fields
     cfv = [c.fm.cf(f.flag, False)]
     if number is not None and f.zayavka_number:
@@ -332,7 +335,7 @@ def _lead_patch(c: _Cycle, lead_id: int, number: str | None) -> dict:
     return {"id": lead_id, "custom_fields_values": cfv}
 
 
-def _amo_write(c: _Cycle, lead_id: int, note: str, patch: dict) -> None:
+def _amo_write(c: _Cycle, lead_id: int, note: str, patch: dict[str, Any]) -> None:
     """One note, then one PATCH; raise ItemError/RetriableError when amoCRM refuses either or
     does not confirm it (a lead its answer does not list is not written, whatever the status)."""
     amo = c.ctx.amocrm
@@ -340,7 +343,7 @@ def _amo_write(c: _Cycle, lead_id: int, note: str, patch: dict) -> None:
     _confirmed(amo.update_leads([patch]), lead_id, "the lead update")
 
 
-def _confirmed(outcome, lead_id: int, what: str) -> None:
+def _confirmed(outcome: BatchResult, lead_id: int, what: str) -> None:
     if lead_id in outcome.failed:
         raise outcome.failed[lead_id]
     if lead_id not in outcome.ok:
@@ -355,7 +358,7 @@ def _write_back(c: _Cycle, lead_id: int, number: str, note: str, fp: str, ref: s
         job=JOB, system="amocrm", action=action, message=note, detail={"patch": patch}, run_id=c.result.run_id))
 
 
-def _reject(c: _Cycle, lead: dict, inv: Invalid) -> bool:
+def _reject(c: _Cycle, lead: dict[str, Any], inv: Invalid) -> bool:
     """Validation failed: note + flag cleared, nothing in 1C. True when amoCRM took both."""
     lead_id = int(lead["id"])
     note = rules.finish_note(inv.message)
@@ -377,7 +380,7 @@ def _reject(c: _Cycle, lead: dict, inv: Invalid) -> bool:
     return True
 
 
-def _failed(c: _Cycle, lead: dict, error: str, *, code: str | None = None, retry: bool = True) -> None:
+def _failed(c: _Cycle, lead: dict[str, Any], error: str, *, code: str | None = None, retry: bool = True) -> None:
     """Record a lead that failed: with ``retry`` (a passing fault) tried again after a backoff,
     else (an item error) only once the lead changed."""
     lead_id = int(lead["id"])

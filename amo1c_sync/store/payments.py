@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -205,7 +205,7 @@ def _mark_leads(s: Session, unsettled: set[int], settled: set[int]) -> None:
 Describe = Callable[[int, Decimal | None, Decimal], tuple[str, dict[str, Any]]]
 
 
-def record_push(store: Store, *, totals: dict[int, Decimal], accepted: set[int], failed: dict[int, Exception],
+def record_push(store: Store, *, totals: dict[int, Decimal], accepted: set[int], failed: Mapping[int, Exception],
                 versions: dict[str, str], policy: ItemRetry, describe: Describe, job: str,
                 run_id: int | None) -> list[tuple[int, str]]:
     """One PATCH's outcome in one transaction: each accepted total (journalled with
