@@ -306,12 +306,12 @@ def _convert(where: str, section: str, key: str, raw: str, default: Any, annotat
         return number
     if isinstance(default, float) or annotation == "float":
         try:
-            number = float(value)
+            real = float(value)
         except ValueError:
             raise ConfigError(f'{where} [{section}] {key}: "{value}" is not a number') from None
-        if number <= 0:
+        if real <= 0:
             raise ConfigError(f"{where} [{section}] {key}: {value} must be greater than 0")
-        return number
+        return real
     return value or (None if default is None else value)
 
 
@@ -338,6 +338,13 @@ def _warn_if_exposed(path: Path, parser: configparser.ConfigParser) -> None:
                       f"run: chmod 600 {path}", stacklevel=3)
 
 
+class _CaseKeepingParser(configparser.ConfigParser):
+    """Keys as written: «[fields] doctor» and «Doctor» are what the administrator typed."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def find_config(explicit: str | None) -> Path | None:
     if explicit:
         path = Path(explicit)
@@ -358,8 +365,7 @@ def load_settings(path: str | Path | None = None, *, overrides: dict[str, dict[s
     values: dict[str, dict[str, str]] = {}
     if path is not None:
         p = Path(path)
-        parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
-        parser.optionxform = str  # keep keys as written
+        parser = _CaseKeepingParser(interpolation=None, inline_comment_prefixes=None)
         try:
             with p.open(encoding="utf-8-sig") as fh:  # Notepad saves UTF-8 with a BOM
                 parser.read_file(fh)

@@ -26,7 +26,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -47,6 +47,9 @@ from amo1c_sync.store.instances import HEARTBEAT_EVERY, clear_heartbeat, clear_o
 from amo1c_sync.store import Store
 from amo1c_sync.store import runs
 from amo1c_sync.store.models import utcnow
+
+if TYPE_CHECKING:
+    from amo1c_sync.web.server import WebServer
 
 log = get_logger("amo1c_sync.daemon")
 
@@ -136,7 +139,7 @@ class Daemon:
         self._failures: dict[str, int] = {}
         self._next_prune = 0.0
         self._scheduler: BackgroundScheduler | None = None
-        self.web = None
+        self.web: WebServer | None = None
         self._ready_sent = False
         self._store_down_since: float | None = None
         self._store_next_note = 0.0

@@ -72,13 +72,13 @@ class PgAdvisoryLock:
         self.connect_timeout = connect_timeout
         self.lease = float(lease)
         self.check_timeout = float(check_timeout if check_timeout is not None else check_timeout_for(lease))
-        self._conn = None
+        self._conn: pgtimeout.TimedConnection | None = None
         self._held = False
         self._guard = threading.Lock()
         safe = make_url(url)
         self.description = f"PostgreSQL advisory lock {name!r} on {safe.host or 'localhost'}/{safe.database}"
 
-    def _connect(self):
+    def _connect(self) -> pgtimeout.TimedConnection:
         conn = pgtimeout.connect(
             self._conninfo, op_timeout=self.check_timeout, what="leader lock", autocommit=True,
             connect_timeout=max(2, int(self.connect_timeout)),
@@ -115,6 +115,9 @@ class PgAdvisoryLock:
             return self._held
 
     def _check_locked(self) -> bool:
+        if self._conn is None:  # dropped: the lock went with its connection
+            self._held = False
+            return False
         try:
             row = self._conn.execute(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"

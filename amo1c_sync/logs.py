@@ -6,10 +6,11 @@ import logging
 import re
 import sys
 import threading
-from typing import Any
+from typing import Any, Mapping, MutableMapping
 
 import structlog
 import structlog.tracebacks
+from structlog.typing import Processor
 
 MASK = "***"
 _SECRET_KEYS = re.compile(r"(token|secret|password|passwd|authorization|api_key|client_secret|code)$",
@@ -46,7 +47,7 @@ def _mask(value: Any) -> Any:
     return value
 
 
-def mask_secrets(_logger, _method, event_dict: dict) -> dict:
+def mask_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
     """structlog processor; runs last before rendering so tracebacks are masked too."""
     return _mask(event_dict)
 
@@ -68,7 +69,7 @@ def configure(level: str = "INFO", fmt: str = "auto", stream=None) -> None:
     stream = stream or _CurrentStderr()
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -76,7 +77,7 @@ def configure(level: str = "INFO", fmt: str = "auto", stream=None) -> None:
     if fmt == "json":
         # Locals of a crashing frame hold connection strings and tokens: never render them.
         no_locals = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
-        tail = [structlog.processors.ExceptionRenderer(no_locals), mask_secrets,
+        tail: list[Processor] = [structlog.processors.ExceptionRenderer(no_locals), mask_secrets,
                 structlog.processors.JSONRenderer(ensure_ascii=False)]
     else:
         tail = [structlog.processors.format_exc_info, mask_secrets,

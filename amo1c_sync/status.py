@@ -125,21 +125,21 @@ def health(store, settings: Settings, *, role: str | None = None,
         _, leader, _ = _alive(store, now)
         body["leader"] = ({"host": leader.get("host"), "pid": leader.get("pid"), "at": leader.get("at")}
                           if leader else None)
-        jobs = {}
+        per_job: dict[str, dict[str, Any]] = {}
         stale = []
         for job in job_list:
             _, at = runs.latest(store, job.name)
             age = (now - at).total_seconds() if at else None
             limit = _stale_after(settings, job)
             ok = age is not None and age <= limit
-            jobs[job.name] = {"last_success_at": _iso(at), "age_s": round(age, 1) if age is not None else None,
+            per_job[job.name] = {"last_success_at": _iso(at), "age_s": round(age, 1) if age is not None else None,
                               "stale_after_s": limit, "ok": ok}
             if not ok:
                 stale.append(job.name)
     except Exception as exc:  # noqa: BLE001 - the probe must answer, not crash
         body.update(status="error", error=f"store: {type(exc).__name__}")
         return 503, body
-    body["jobs"] = jobs
+    body["jobs"] = per_job
     if stale:
         body.update(status="stale", stale=stale)
         return 503, body

@@ -101,7 +101,7 @@ class FieldMap:
         if ftype in ("date", "birthday"):
             return ts_to_date(value, self.tz)
         if ftype == "date_time":
-            return datetime.fromtimestamp(int(value), self.tz)
+            return None if value is None else datetime.fromtimestamp(int(value), self.tz)
         if ftype == "numeric":
             try:
                 return Decimal(str(value))

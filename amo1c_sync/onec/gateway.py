@@ -18,9 +18,10 @@ import time as _time
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from datetime import date as _date
 from decimal import Decimal
 from typing import Any, Iterable, Iterator, Mapping
-from urllib.parse import unquote
+from urllib.parse import unquote, urlparse
 from zoneinfo import ZoneInfo
 
 import requests
@@ -87,7 +88,7 @@ class Zayavka:
     data_version: str
     client_ref: str | None
     doctor_ref: str | None
-    day: date | None
+    day: _date | None  # ``date`` is a field above
     start: time | None
     end: time | None  # None: no end set (0001-01-01T00:00:00)
     lead: str  # «Номер AmoCRM», stripped; "" when empty
@@ -185,7 +186,7 @@ class OneC:
                                          backoff_max=backoff_max))
         self._username = username
         # the path part of the root, counted against the 2,000-byte request target limit
-        self._prefix_bytes = len(requests.utils.urlparse(self.root).path.encode("ascii"))
+        self._prefix_bytes = len(urlparse(self.root).path.encode("ascii"))
 
     def __repr__(self) -> str:
         return f"OneC({self.root!r}, user={self._username!r})"
@@ -208,7 +209,7 @@ class OneC:
         text = unquote(target)
         if len(text) > 300:
             text = text[:300] + "…"
-        return f"{method} {requests.utils.urlparse(self.root).path}{text}"
+        return f"{method} {urlparse(self.root).path}{text}"
 
     def _request(self, method: str, target: str, *, body: Any = None, idempotent: bool = True,
                  raw: bool = False) -> _Response:

@@ -6,7 +6,7 @@ import threading
 
 import waitress.trigger as trigger
 import waitress.wasyncore as wasyncore
-from waitress import create_server
+from waitress.server import MultiSocketServer, create_server
 
 from amo1c_sync.logs import get_logger
 
@@ -22,10 +22,10 @@ class WebServer:
                                      ident="amo1c-sync", expose_tracebacks=False,
                                      channel_timeout=30)
         self.host = host
-        port_ = getattr(self._server, "effective_port", None)
-        if port_ is None:  # MultiSocketServer
-            port_ = self._server.effective_listen[0][1]
-        self.port = int(port_)
+        if isinstance(self._server, MultiSocketServer):  # the host resolves to several addresses
+            self.port = int(self._server.effective_listen[0][1])
+        else:  # types-waitress does not list effective_port
+            self.port = int(getattr(self._server, "effective_port", 0))
         self._thread = threading.Thread(target=self._server.run, name="amo1c-web", daemon=True)
         self._thread.start()
         self._closed = False
@@ -43,9 +43,7 @@ class WebServer:
         self._closed = True
         srv = self._server
         # one server, or several when the host name resolves to more than one address
-        channels = getattr(srv, "_map", None)
-        if channels is None:
-            channels = srv.map
+        channels = (srv.map if isinstance(srv, MultiSocketServer) else getattr(srv, "_map", None)) or {}
         trig = next((ch for ch in list(channels.values()) if isinstance(ch, trigger.trigger)), None)
 
         def _shutdown() -> None:  # runs inside waitress's loop thread: no race with the loop
@@ -53,13 +51,15 @@ class WebServer:
 
         if trig is not None:
             try:
-                trig.pull_trigger(_shutdown)
+                # types-waitress says Callable[[None], ...]; waitress calls the thunk with no argument
+                trig.pull_trigger(_shutdown)  # type: ignore[arg-type]
             except OSError:  # trigger already gone
                 pass
         else:  # pragma: no cover - waitress always has a trigger
             _shutdown()
         self._thread.join(timeout)
-        srv.task_dispatcher.shutdown(cancel_pending=True, timeout=timeout)
+        # types-waitress says int; waitress takes any number of seconds
+        srv.task_dispatcher.shutdown(cancel_pending=True, timeout=timeout)  # type: ignore[arg-type]
         log.info("http.stopped", port=self.port)
 
     def __enter__(self) -> "WebServer":
