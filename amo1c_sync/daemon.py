@@ -280,7 +280,7 @@ class Daemon:
         try:
             result = run_job(ctx, self._jobs[name])
         except ConfigError as exc:
-            # SPEC §3: an unknown name stops the daemon with the names that do exist (exit 2;
+            # an unknown name stops the daemon with the names that do exist (exit 2;
             # the unit does not restart on it), instead of failing every cycle
             log.error("daemon.config_invalid", job=name, error=str(exc))
             self.exit_code = 2

@@ -1,4 +1,4 @@
-"""One active instance per store (SPEC §5).
+"""One active instance per store: only the holder of the lock runs jobs and writes.
 
 * PostgreSQL: a session-level advisory lock (``pg_try_advisory_lock``) held on a dedicated
   connection opened outside the SQLAlchemy pool, so that no pool recycling or pre-ping can drop

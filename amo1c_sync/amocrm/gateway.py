@@ -23,7 +23,7 @@ from amo1c_sync.transport import BearerAuth, Cooldown, Exchange, ResponseHook, T
 
 log = structlog.get_logger(__name__)
 
-UPDATE_CHUNK = 50     # SPEC: keep PATCH batches <= 50 (amoCRM accepts up to 250)
+UPDATE_CHUNK = 50     # PATCH batches <= 50 (amoCRM accepts up to 250): docs/api-facts.md
 NOTES_CHUNK = 50
 IDS_CHUNK = 50        # ids per filter[id][] query (keeps the URL short)
 PAGE_LIMIT = 250      # amoCRM's maximum page size

@@ -1,6 +1,6 @@
 """F1, pure: working intervals + bookings + grid -> free start times. No I/O.
 
-Rules (SPEC F1):
+Rules (F1, as the clinic gave them):
 * a doctor's working intervals for a day come from the LATEST posted «Установка графиков работы»
   that sets that doctor and day (by document date, then number) — ``winning_intervals``;
 * the grid of start times is anchored at each interval's start (8:15, 8:20, 8:25 …);

@@ -1,4 +1,4 @@
-"""The daemon's optional HTTP endpoint (SPEC F1, F5): what the amoCRM widget «Интеграция 1С» calls.
+"""The daemon's optional HTTP endpoint (F1 free slots, F5): what the amoCRM widget «Интеграция 1С» calls.
 
 Routes
   GET  /slots?date=2021-12-22            -> 200 {"date", "doctors": [...]}
