@@ -27,7 +27,7 @@ def _serve(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     with Sandbox(amo_port=args.amo_port, onec_port=args.onec_port, fresh=args.fresh) as sb:
-        info = sb.urls()
+        info: dict[str, object] = dict(sb.urls())
         if args.fresh:  # nothing is configured yet: the person fills sync.ini from these
             info["credentials"] = sb.credentials()
         if args.write_config:

@@ -282,8 +282,9 @@ class LoopbackEmulator:
 
     def _c_index(self, request: Request) -> Response:
         """``GET /_sandbox/``: the control routes, so that the address a person is shown answers."""
-        routes = [{"methods": sorted(rule.methods - {"HEAD", "OPTIONS"}), "path": rule.rule}
-                  for rule in self._control_map.iter_rules() if rule.endpoint != "index"]
+        routes = [{"methods": sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}), "path": rule.rule}
+                  for rule in (self._control_map.iter_rules() if self._control_map is not None else ())
+                  if rule.endpoint != "index"]
         return json_response({"emulator": type(self).__name__, "url": self.url,
                               "routes": sorted(routes, key=lambda r: r["path"])})
 

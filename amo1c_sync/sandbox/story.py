@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Callable, TextIO, TypeVar
 
 import requests
 
@@ -28,6 +28,8 @@ from amo1c_sync.domain.dates import format_time
 from amo1c_sync.sandbox.daemon import launch_daemon
 from amo1c_sync.sandbox.serve import Sandbox
 from amo1c_sync.store import Store, sqlite_url_for
+
+T = TypeVar("T")
 
 DAY = date(2021, 12, 22)
 DOCTOR = "Ефимова Е.В."
@@ -60,7 +62,12 @@ def _on_stop_signals() -> Callable[[], None]:
         raise _Stopped(signal.Signals(signum).name)
 
     old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    return lambda: [signal.signal(sig, handler) for sig, handler in old.items()] and None
+
+    def restore() -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 def number(text: str) -> str:
@@ -95,7 +102,7 @@ class Narrator:
         print(f"   {text}", file=self.out, flush=True)
 
 
-def _wait(what: str, probe: Callable[[], object], timeout: float) -> object:
+def _wait(what: str, probe: Callable[[], T | None], timeout: float) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
@@ -112,7 +119,7 @@ class _Story:
     def __init__(self, out: TextIO, work: Path, step_timeout: float):
         self.out, self.work, self.timeout = out, work, step_timeout
         self.tell = Narrator(out)
-        self.daemon: subprocess.Popen | None = None
+        self.daemon: subprocess.Popen[bytes] | None = None
         self.log_path = work / "daemon.log"
         self.sb = Sandbox().start()
 
@@ -144,10 +151,21 @@ class _Story:
         self.tell.say("doctors: " + ", ".join(doctors))
         if DOCTOR not in doctors:
             raise StoryFailed(f"{DOCTOR} is not among the doctors of {DAY:%d.%m.%Y}")
-        times = [format_time(t) for t in self.finder.free_times(DAY, DOCTOR)]
+        times = self._free_times()
         self.tell.say(f"free times of {DOCTOR}: " + ", ".join(times[:6]) + f" … ({len(times)} in all)")
         if TIME not in times:
             raise StoryFailed(f"{TIME} is not free for {DOCTOR}")
+
+    def _free_times(self) -> list[str]:
+        answer = self.finder.free_times(DAY, DOCTOR)
+        if not isinstance(answer, list):  # UnknownDoctor or NotWorking
+            raise StoryFailed(f"{DOCTOR} has no free times on {DAY:%d.%m.%Y}: {answer}")
+        return [format_time(t) for t in answer]
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self.daemon is None:
+            raise StoryFailed("the daemon is not running")
+        return self.daemon
 
     def start_daemon(self) -> None:
         self.tell.step(3, "The daemon starts (amo1c-sync run)")
@@ -172,7 +190,7 @@ class _Story:
         self.tell.say(f"amoCRM: note «{card['notes'][-1]}»; flag cleared; "
                       f"«{f.zayavka_number}» = {card['fields'].get(f.zayavka_number)}")
         self.finder.invalidate()
-        still_free = TIME in [format_time(t) for t in self.finder.free_times(DAY, DOCTOR)]
+        still_free = TIME in self._free_times()
         self.tell.say(f"{TIME} is {'STILL free (wrong!)' if still_free else 'no longer free'} for {DOCTOR}")
         if still_free:
             raise StoryFailed(f"{TIME} is still free after the registration")
@@ -214,17 +232,17 @@ class _Story:
                           "terminal); then the daemon is stopped and the temporary directory removed.")
         self.tell.say(f"try: amo1c-sync --config {self.ini} status | trace {self.lead_id} | "
                       f"slots {DAY:%d.%m.%Y}")
-        self.tell.say(f"daemon pid {self.daemon.pid}")
+        self.tell.say(f"daemon pid {self._running().pid}")
         try:
-            while self.daemon.poll() is None:
+            while self._running().poll() is None:
                 time.sleep(1)
         except (KeyboardInterrupt, _Stopped):
             pass
 
     def stop_daemon(self) -> None:
         self.tell.step(6, "The daemon is stopped (SIGTERM)")
-        self.daemon.send_signal(signal.SIGTERM)
-        code = self.daemon.wait(timeout=60)
+        self._running().send_signal(signal.SIGTERM)
+        code = self._running().wait(timeout=60)
         self.daemon = None
         self.tell.say(f"exit code {code}")
         if code != 0:
@@ -240,8 +258,11 @@ class _Story:
 def play(out: TextIO = sys.stdout, *, keep: bool = False, workdir: str | None = None,
          step_timeout: float = 90.0) -> int:
     """Returns the exit code: 0 when every step happened as the seed tells it."""
-    tmp = tempfile.TemporaryDirectory(prefix="amo1c-sandbox-") if workdir is None else None
-    work = Path(workdir or tmp.name)
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="amo1c-sandbox-")
+        workdir = tmp.name
+    work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     story = _Story(out, work, step_timeout)
     restore = _on_stop_signals()

@@ -88,6 +88,13 @@ class ContactBook:
                 return f
         return None
 
+    def phone_field(self) -> dict:
+        """``PHONE``, which every account has (the book creates it)."""
+        phone = self.field(code="PHONE")
+        if phone is None:
+            raise LookupError("the account has no PHONE contact field")
+        return phone
+
     # ------------------------------------------------------------------ contacts as a person makes them
     def create(self, name: str = "", phones: Iterable[Any] = (), fields: dict | None = None) -> int:
         with self.lock:
@@ -103,7 +110,7 @@ class ContactBook:
         if body.get("name") is not None:
             contact["name"] = str(body["name"])
         if body.get("phones") is not None:
-            phone = self.field(code="PHONE")
+            phone = self.phone_field()
             values = [self._phone_value(phone, p) for p in body["phones"]]
             self._set(contact, phone["id"], values)
         for name, value in (body.get("fields") or {}).items():
@@ -165,7 +172,7 @@ class ContactBook:
             return {"contact": views[0] if views else None, "contacts": views}
 
     def human_view(self, contact: dict) -> dict:
-        phone = self.field(code="PHONE")
+        phone = self.phone_field()
         fields = {}
         for fid, values in contact["cf"].items():
             field = self.fields_by_id[fid]
@@ -241,7 +248,7 @@ class ContactBook:
             if not isinstance(values, list):
                 errors.append(validation._wrong_type(f"{p}.values", "array"))
                 continue
-            ok_values = []
+            ok_values: list[dict] = []
             for j, v in enumerate(values if field["type"] == "multitext" else values[:1]):
                 ok, res = self._value(field, v, f"{p}.values.{j}")
                 (ok_values if ok else errors).append(res)

@@ -28,7 +28,9 @@ class Problem(Exception):
 
 
 def validation_failed(errors: list[dict]) -> Problem:
-    return Problem(400, "Request validation failed", **{"validation-errors": errors})
+    problem = Problem(400, "Request validation failed")
+    problem.body["validation-errors"] = errors  # not a Python name: set after the fact
+    return problem
 
 
 def problem_response(status: int, body: dict) -> Response:

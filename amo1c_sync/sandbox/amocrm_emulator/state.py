@@ -241,7 +241,7 @@ class LeadBook:
         with self.lock:
             out = []
             for i, item in enumerate(items):
-                staged = {}
+                staged: dict[int, Any] = {}
                 if item.get("custom_fields_values"):
                     errors, staged = validation.custom_fields(self, item["custom_fields_values"])
                     if errors:
@@ -287,7 +287,8 @@ class LeadBook:
         with self.lock:
             all_errors, plans = [], []
             for i, item in enumerate(items):
-                field = self.fields_by_id.get(item.get("id")) if isinstance(item, dict) else None
+                fid = item.get("id") if isinstance(item, dict) else None
+                field = self.fields_by_id.get(fid) if isinstance(fid, int) else None
                 errors = validation.field_patch(field, item)
                 if errors:
                     all_errors.append({"request_id": str(i), "errors": errors})

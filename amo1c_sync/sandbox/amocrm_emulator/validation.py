@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from amo1c_sync.sandbox.amocrm_emulator.problems import Problem, validation_failed
 
@@ -19,7 +19,10 @@ def failed(errors: list[dict]) -> Problem:
     return validation_failed(errors)
 
 
-def stage_all(items: list, check) -> list[tuple[str, object]]:
+C = TypeVar("C")  # what one item of a batch changes
+
+
+def stage_all(items: list, check: Callable[[Any], tuple[list, C]]) -> list[tuple[str, C]]:
     """Check every item of a batch before any is applied, since amoCRM takes a batch PATCH whole
     or not at all: ``[(request_id, change)]``, or the 400 naming every bad item."""
     all_errors, changes = [], []
@@ -98,7 +101,7 @@ def custom_fields(book, cfv: Any, prefix: str = "custom_fields_values") -> tuple
         if not isinstance(values, list):
             errors.append(_wrong_type(f"{p}.values", "array"))
             continue
-        stored = []
+        stored: list[Any] = []
         for j, v in enumerate(values if field["type"] == "multiselect" else values[:1]):
             vp = f"{p}.values.{j}"
             if not isinstance(v, dict):

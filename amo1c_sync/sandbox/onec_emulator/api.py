@@ -85,6 +85,7 @@ class OData:
         if not self._authorized(request):
             return Response("", status=401, headers={"WWW-Authenticate": 'Basic realm="1C:Enterprise"'})
         self._cold_start()
+        args = dict(args)
         publication = args.pop("publication")
         root = request.host_url + (publication + "/" if publication else "") + ODATA_MARK.lstrip("/") + "/"
         return getattr(self, f"_h_{endpoint}")(request, root, **args)
@@ -249,6 +250,8 @@ class OData:
         if etype is not None:
             return views.entity(self.base, etype, row, shape)
         owner, ts = self.base.resolve_set(set_name)
+        if ts is None:  # an entity set, yet no entity type was given for it
+            raise ODataError(404, "-1", f"Не найден ресурс: {set_name}")
         line = views.section_row(owner, ts, row)
         return line if shape.top is None else {k: line[k] for k in shape.top if k in line}
 

@@ -42,6 +42,8 @@ def tokenize(text: str) -> list[tuple[str, Any]]:
             raise _parse_error(f"Ошибка разбора выражения $filter в позиции {pos + 1}: «{text[pos:pos + 20]}»")
         pos = m.end()
         kind = m.lastgroup
+        if kind is None:  # every alternative of _TOKEN is a named group
+            raise _parse_error(f"Ошибка разбора выражения $filter в позиции {pos + 1}")
         value = m.group(kind)
         if kind == "ws":
             continue
@@ -252,6 +254,8 @@ def _compare(op: str, a, b) -> bool:
             return not (va is None and vb is None)
         return False
     kinds = {ka, kb}
+    x: Any
+    y: Any
     if kinds <= {"string", "guid"}:
         x, y = _norm_str(str(va)), _norm_str(str(vb))
     elif kinds == {"datetime"}:
