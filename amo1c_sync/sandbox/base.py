@@ -89,7 +89,7 @@ class Faults:
     in its ``phase``: wait ``delay_ms``, then lose the connection (``drop``) or answer
     ``status``; a fault with neither a delay nor a drop answers 500 unless it names a status."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._armed: list[dict] = []
 
