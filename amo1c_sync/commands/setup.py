@@ -173,7 +173,7 @@ def _report_objects(gw, out) -> int:
             continue
         have = diagnostics.attributes(gw, entity_set)
         lacking = [a for a in dict.fromkeys(attrs) if have is not None and a not in have]
-        if lacking:
+        if have is not None and lacking:
             missing += 1
             out(f"MISSING       {entity_set} — {what}: no attribute {', '.join(f'«{a}»' for a in lacking)}; "
                 f"fix the name in [onec_names] (it has: {', '.join(sorted(have))})")

@@ -5,7 +5,9 @@ An unknown entity set is reported with the entity sets of its kind that exist, a
 attribute with the attributes its entity set has, so a person can fix sync.ini from the message.
 """
 
-# ruff: noqa: SLF001 - the 1C package's own diagnostics read through the gateway's request helpers
+# ruff: noqa: SLF001 - the 1C package's own diagnostics read through OneC's request helpers
+# (_request, _get, _describe) and its select lists; they stay private, and keep their names,
+# because the jobs' gateway methods call them too
 
 from __future__ import annotations
 

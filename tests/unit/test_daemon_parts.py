@@ -60,7 +60,9 @@ def test_given_the_real_gateways_then_their_transports_get_the_metrics_hook():
 
     onec = OneC("http://127.0.0.1:9/base/odata/standard.odata", "u", "p")
     amo = AmoCRM("http://127.0.0.1:9", token_manager=None)
-    assert onec.transport.on_response is None and amo.transport.on_response is None
+    assert onec.transport.on_response is None
+    assert amo.transport.on_response is None
     assert metrics.instrument_gateway(onec, "1c")
     assert metrics.instrument_gateway(amo, "amocrm")
-    assert onec.transport.on_response is not None and amo.transport.on_response is not None
+    assert onec.transport.on_response is not None
+    assert amo.transport.on_response is not None

@@ -96,8 +96,8 @@ def test_given_the_amocrm_api_table_when_read_then_each_row_has_its_action_and_o
     assert all(row.hint for row in amo.RESPONSE_ACTIONS.values() if row.action is Action.COOLDOWN)
 
 
-@pytest.mark.parametrize("status,action", [(207, Action.OK), (418, Action.FAIL), (451, Action.FAIL),
-                                           (501, Action.RETRY), (599, Action.RETRY)])
+@pytest.mark.parametrize(("status", "action"), [(207, Action.OK), (418, Action.FAIL), (451, Action.FAIL),
+                                                (501, Action.RETRY), (599, Action.RETRY)])
 def test_given_an_unlisted_amocrm_status_when_resolved_then_its_class_decides(status, action):
     assert amo.API.for_status(status).action is action
 
@@ -107,10 +107,10 @@ def test_given_any_requests_exception_when_the_amocrm_api_resolves_it_then_it_is
         assert amo.API.for_exception(exc).action is Action.RETRY
 
 
-@pytest.mark.parametrize("status,action", [(200, Action.OK), (400, Action.FAIL), (401, Action.FAIL),
-                                           (403, Action.FAIL), (429, Action.RETRY), (503, Action.RETRY),
-                                           (500, Action.FATAL), (502, Action.FATAL), (504, Action.FATAL),
-                                           (201, Action.FATAL)])
+@pytest.mark.parametrize(("status", "action"), [(200, Action.OK), (400, Action.FAIL), (401, Action.FAIL),
+                                                (403, Action.FAIL), (429, Action.RETRY), (503, Action.RETRY),
+                                                (500, Action.FATAL), (502, Action.FATAL), (504, Action.FATAL),
+                                                (201, Action.FATAL)])
 def test_given_the_token_endpoint_table_when_a_status_is_resolved_then_a_lost_answer_is_fatal(status, action):
     assert amo.TOKEN.for_status(status).action is action
     assert amo.TOKEN.for_status(status).acted is (status not in (429, 503))
@@ -124,11 +124,11 @@ def test_given_a_token_request_that_failed_when_resolved_then_it_is_fatal_unless
     assert ex.sent is False
 
 
-@pytest.mark.parametrize("status,action", [(200, Action.OK), (201, Action.OK), (204, Action.OK),
-                                           (400, Action.FAIL), (404, Action.FAIL), (406, Action.FAIL),
-                                           (401, Action.FATAL), (403, Action.FATAL), (408, Action.RETRY),
-                                           (429, Action.RETRY), (500, Action.RETRY), (502, Action.RETRY),
-                                           (503, Action.RETRY)])
+@pytest.mark.parametrize(("status", "action"), [(200, Action.OK), (201, Action.OK), (204, Action.OK),
+                                                (400, Action.FAIL), (404, Action.FAIL), (406, Action.FAIL),
+                                                (401, Action.FATAL), (403, Action.FATAL), (408, Action.RETRY),
+                                                (429, Action.RETRY), (500, Action.RETRY), (502, Action.RETRY),
+                                                (503, Action.RETRY)])
 def test_given_the_1c_table_when_a_status_is_resolved_then_each_row_has_its_action(status, action):
     assert onec.ODATA.for_status(status).action is action
 
@@ -146,7 +146,7 @@ def test_given_a_500_to_a_post_with_1cs_own_code_when_resolved_then_the_document
     assert onec.ODATA.for_response("GET /Catalog_Клиенты", answer(500, odata_body(7))).action is Action.RETRY
 
 
-@pytest.mark.parametrize("exc,text", [
+@pytest.mark.parametrize(("exc", "text"), [
     (requests.ConnectTimeout(), "1C did not accept a connection in 5 s: GET /x"),
     (requests.ReadTimeout(), "1C did not answer in 60 s: GET /x"),
     (refused(), "1C refused the connection: GET /x"),
@@ -188,7 +188,8 @@ def test_given_a_server_that_stays_down_when_getting_then_retries_plus_one_tries
     t, sleeps = transport(adapter, retries=3)
     with pytest.raises(RetriableError, match="service unavailable"):
         t.request("GET", "/api/v4/account")
-    assert len(adapter.sent) == 4 and sleeps == [0.5, 1.0, 1.5]
+    assert len(adapter.sent) == 4
+    assert sleeps == [0.5, 1.0, 1.5]
 
 
 def test_given_a_post_whose_answer_was_lost_when_sent_then_it_is_not_sent_again():
@@ -253,7 +254,8 @@ def test_given_401_even_after_a_refresh_when_requesting_then_fatal_error_with_th
     t, _ = transport(adapter, refresh=lambda ex: None, refresh_hint="re-authorise")
     with pytest.raises(FatalError) as exc:
         t.request("GET", "/api/v4/account")
-    assert exc.value.action == "re-authorise" and len(adapter.sent) == 2
+    assert exc.value.action == "re-authorise"
+    assert len(adapter.sent) == 2
 
 
 def test_given_a_403_when_requesting_then_the_transport_cools_down_and_sends_nothing_until_it_ends():
@@ -276,7 +278,8 @@ def test_given_a_refused_item_when_raise_fail_then_item_error_with_its_origin_co
     t, _ = transport(FakeAdapter((400, odata_body(14, "Неверный фильтр"))), table=onec.ODATA)
     with pytest.raises(ItemError) as exc:
         t.request("GET", "/Catalog_X?$filter=bad", raise_fail=True)
-    assert exc.value.code == "1c:14" and "Неверный фильтр" in str(exc.value)
+    assert exc.value.code == "1c:14"
+    assert "Неверный фильтр" in str(exc.value)
     t, _ = transport(FakeAdapter((400, {"title": "Bad"})))
     assert t.request("GET", "/api/v4/leads").action is Action.FAIL   # the caller reads the body
 
