@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 #: how late after being sent a request may still arrive (connect, TLS handshake, the request's
 #: bytes on a slow link); the rest of a slow request is amoCRM working on it, after its arrival

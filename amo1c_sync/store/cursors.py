@@ -6,6 +6,7 @@ of handled items, so that an item not handled (a passing fault, a stop) is polle
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 from amo1c_sync.store.models import Cursor
@@ -77,3 +78,24 @@ def last_full_scan(store) -> datetime | None:
 
 def record_full_scan(store, at: datetime) -> None:
     _set(store, PAYMENTS_FULL_SCAN, at.isoformat())
+
+
+REGISTRATION_EVENTS = "registration.events"
+
+
+def registration_events(store) -> dict | None:
+    """Where the registration's events read resumes (see jobs/flagged.py), or None before the
+    first: ``{"at", "seen", "open", "reconciled_at", "repairs_total"}``."""
+    raw = _get(store, REGISTRATION_EVENTS)
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and isinstance(value.get("seen"), dict) else None
+
+
+def save_registration_events(store, state: dict) -> None:
+    """One write: the events cursor and the leads still open move together."""
+    _set(store, REGISTRATION_EVENTS, json.dumps(state, sort_keys=True))

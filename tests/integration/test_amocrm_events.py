@@ -39,9 +39,9 @@ def test_given_a_flag_set_through_the_api_when_listing_its_events_then_value_bef
 
 
 def test_given_edits_on_the_card_when_listing_events_then_lead_added_and_each_field_change_are_there(amo_emu):
-    lead_id = new_lead(amo_emu, **{"Врач": "Ефимова Е.В."})
+    lead_id = new_lead(amo_emu, Врач="Ефимова Е.В.")
     edit_lead(amo_emu, lead_id, **{"Врач": "Петрова А.С.", FLAG: True})
-    edit_lead(amo_emu, lead_id, **{"Врач": "Петрова А.С."})   # the same value: no change, no event
+    edit_lead(amo_emu, lead_id, Врач="Петрова А.С.")   # the same value: no change, no event
     doctor = amo_emu.field_id("Врач")
     found = _events(amo_emu, **{"filter[entity_id]": lead_id, "filter[entity]": "lead"}).json()["_embedded"]["events"]
     types = [e["type"] for e in found]   # newest first
