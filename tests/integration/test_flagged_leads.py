@@ -94,3 +94,23 @@ def test_given_a_flag_whose_event_was_missed_when_the_reconciliation_is_due_then
     after = run_job(ctx, "registration")   # the write-back's event closes it; no repair, no listing
     assert after.ok and not after.counts.get("reconcile_repairs")
     assert collect_status(store, settings)["change_detection"]["open_leads"] == []
+
+
+def test_given_a_run_killed_after_reading_the_events_when_the_next_run_comes_then_the_open_lead_is_read_again(
+        amo_emu, onec_emu, settings, store):
+    """The events cursor has moved past the flag's event, but the lead is recorded open in the
+    same row: the next run reads it by id and registers it."""
+    from amo1c_sync.jobs import flagged
+    from amo1c_sync.jobs.base import JobResult
+    from amo1c_sync.jobs.registration import field_map
+
+    ctx = make_ctx(settings, store)
+    assert run_job(ctx, "registration").ok
+    lead_id = seed_lead(amo_emu)
+    found = flagged.leads_to_register(ctx, JobResult("registration"), field_map(ctx.amocrm, settings))
+    assert [int(x["id"]) for x in found] == [lead_id]   # ... and here the process was killed
+    assert cursors.registration_events(store)["open"] == [lead_id]
+    reset_requests(amo_emu)
+    result = run_job(ctx, "registration")
+    assert result.ok and result.counts.get("created") == 1 and result.counts.get("flag_events", 0) == 0
+    assert _gets(amo_emu) == {"GET /api/v4/events": 1, "GET /api/v4/leads": 1}
