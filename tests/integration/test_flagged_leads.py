@@ -114,3 +114,18 @@ def test_given_a_run_killed_after_reading_the_events_when_the_next_run_comes_the
     result = run_job(ctx, "registration")
     assert result.ok and result.counts.get("created") == 1 and result.counts.get("flag_events", 0) == 0
     assert _gets(amo_emu) == {"GET /api/v4/events": 1, "GET /api/v4/leads": 1}
+
+
+def test_given_a_burst_of_60_flags_when_read_then_one_listing_page_replaces_two_reads_by_id(
+        amo_emu, onec_emu, settings, store):
+    from amo1c_sync.jobs import flagged
+    from amo1c_sync.jobs.base import JobResult
+    from amo1c_sync.jobs.registration import field_map
+
+    ctx = make_ctx(settings, store)
+    assert run_job(ctx, "registration").ok
+    burst = [seed_lead(amo_emu) for _ in range(60)]
+    reset_requests(amo_emu)
+    found = flagged.leads_to_register(ctx, JobResult("registration"), field_map(ctx.amocrm, settings))
+    assert sorted(int(x["id"]) for x in found) == sorted(burst)
+    assert _gets(amo_emu) == {"GET /api/v4/events": 1, "GET /api/v4/leads": 1}
