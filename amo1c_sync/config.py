@@ -97,6 +97,7 @@ class SyncSettings:
     lookback: float = 62 * 86400.0
     full_scan_interval: float = 3600.0
     lead_cursor_overlap: float = 60.0
+    lead_reconcile_interval: float = 3600.0
     slot_step_minutes: int = 5
     appointment_minutes: int = 15
     schedule_cache_ttl: float = 60.0
@@ -254,6 +255,7 @@ _SECTIONS: dict[str, Callable[[], type]] = {
 _DURATION_KEYS = {
     "connect_timeout", "read_timeout", "registration_interval", "payments_interval",
     "directory_interval", "hot_window", "lookback", "full_scan_interval", "lead_cursor_overlap",
+    "lead_reconcile_interval",
     "schedule_cache_ttl", "retry_backoff_base", "retry_backoff_max", "stale_after",
     "request_backoff_base", "request_backoff_max", "item_backoff_base", "item_backoff_max",
     "timeout", "lock_lease", "token_timeout",

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from amo1c_sync.config import Settings
 from amo1c_sync.jobs import JOBS, Job
-from amo1c_sync.store import payments, retry as retries, runs
+from amo1c_sync.store import cursors, payments, retry as retries, runs
 from amo1c_sync.store.instances import instances
 from amo1c_sync.store.models import utcnow
 from amo1c_sync.store.tokens import stored_tokens
@@ -19,6 +19,10 @@ LIST_LIMIT = 200
 
 def _iso(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat(timespec="seconds") if value else None
+
+
+def _iso_ts(unix: Any) -> str | None:
+    return _iso(datetime.fromtimestamp(int(unix), timezone.utc))
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -86,6 +90,17 @@ def _tokens(store, now: datetime) -> list[dict[str, Any]]:
              "updated_at": _iso(t.updated_at)} for t in stored_tokens(store)]
 
 
+def _change_detection(store) -> dict[str, Any] | None:
+    """The registration's events read (jobs/flagged.py): where it resumes, the leads still open,
+    and the flagged leads the periodic lead listing found that the events had missed."""
+    state = cursors.registration_events(store)
+    if state is None:
+        return None
+    return {"events_cursor_at": _iso_ts(state["at"]), "open_leads": list(state.get("open") or []),
+            "last_reconciliation_at": _iso_ts(state["reconciled_at"]),
+            "reconcile_repairs_total": int(state.get("repairs_total") or 0)}
+
+
 # --- status -------------------------------------------------------------------------------
 def collect_status(store, settings: Settings, jobs: Sequence[Job] | None = None) -> dict[str, Any]:
     """Everything `status` shows, through the store's readers (those the jobs write with)."""
@@ -109,6 +124,7 @@ def collect_status(store, settings: Settings, jobs: Sequence[Job] | None = None)
         "skipped_documents_total": payments.count_skipped(store),
         "tokens": _tokens(store, now),
         "amocrm_auth": "long-lived token" if settings.amocrm.long_lived_token else "oauth",
+        "change_detection": _change_detection(store),
     }
 
 

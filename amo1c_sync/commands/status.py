@@ -81,6 +81,11 @@ def render(st: dict) -> str:
         out += ["  " + line for line in _table(
             [[d["number"] or d["ref"], d["date"] or "-", d["amount"] or "-", d["reason"]] for d in docs],
             ["DOCUMENT", "DATE", "AMOUNT", "REASON"])]
+    cd = st.get("change_detection")
+    if cd:
+        out.append(f"flagged leads: events read up to {_when(cd['events_cursor_at'])}, "
+                   f"{len(cd['open_leads'])} open; last reconciliation {_when(cd['last_reconciliation_at'])}, "
+                   f"repairs so far: {cd['reconcile_repairs_total']}")
     tokens = st["tokens"]
     if not tokens:
         none = ("long-lived token (from config)" if st["amocrm_auth"] != "oauth"

@@ -39,6 +39,7 @@ from amo1c_sync.domain import registration as rules
 from amo1c_sync.domain import slots as slot_rules
 from amo1c_sync.domain.dates import format_time
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
+from amo1c_sync.jobs import flagged
 from amo1c_sync.jobs.base import JobContext, JobResult
 from amo1c_sync.domain.slots import DoctorDay, NotWorking, UnknownDoctor
 from amo1c_sync.logs import get_logger
@@ -132,8 +133,7 @@ def run(ctx: JobContext, result: JobResult) -> None:
     fm = field_map(amo, settings)
     cursor = cursors.registration(ctx.store)
     start = cursor if cursor is not None else int(_time.time()) - FIRST_LOOKBACK
-    overlap = int(settings.sync.lead_cursor_overlap)
-    leads = list(amo.iter_leads_updated_since(start, overlap))
+    leads = flagged.leads_to_register(ctx, result, fm)
     result.count("leads_seen", len(leads))
     cycle = _Cycle(ctx, result, fm, utcnow())
     run_of_handled = cursors.LeadingRun(start)

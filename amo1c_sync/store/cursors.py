@@ -6,7 +6,8 @@ of handled items, so that an item not handled (a passing fault, a stop) is polle
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
 from datetime import datetime, timezone
 
@@ -82,3 +83,24 @@ def last_full_scan(store: Store) -> datetime | None:
 
 def record_full_scan(store: Store, at: datetime) -> None:
     _set(store, PAYMENTS_FULL_SCAN, at.isoformat())
+
+
+REGISTRATION_EVENTS = "registration.events"
+
+
+def registration_events(store: Store) -> dict[str, Any] | None:
+    """Where the registration's events read resumes (see jobs/flagged.py), or None before the
+    first: ``{"at", "seen", "open", "reconciled_at", "repairs_total"}``."""
+    raw = _get(store, REGISTRATION_EVENTS)
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and isinstance(value.get("seen"), dict) else None
+
+
+def save_registration_events(store: Store, state: dict[str, Any]) -> None:
+    """One write: the events cursor and the leads still open move together."""
+    _set(store, REGISTRATION_EVENTS, json.dumps(state, sort_keys=True))

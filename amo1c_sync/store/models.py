@@ -71,12 +71,12 @@ class Base(DeclarativeBase):
 
 class Cursor(Base):
     """Where an incremental poll resumes (store/cursors.py: the registration cursor, the last
-    full payments scan)."""
+    full payments scan, the registration's events read with its open leads, as JSON)."""
 
     __tablename__ = "cursors"
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    value: Mapped[str] = mapped_column(String(200))
+    value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

@@ -303,7 +303,7 @@ def test_given_nothing_changed_when_cycle_runs_then_one_amocrm_request_and_no_1c
     assert result.ok
     amo = requests_of(amo_emu)
     assert amo["total"] == 1
-    assert amo["counts"] == {"GET /api/v4/leads": 1}
+    assert amo["counts"] == {"GET /api/v4/events": 1}
     assert requests_of(onec_emu)["total"] == 0
     assert lead(amo_emu, lead_id)["notes"] == [f"Создан документ Заявка № {shown(onec_emu, 219)}"]
 

@@ -150,3 +150,26 @@ def test_given_a_prefilled_limiter_when_a_restarted_process_starts_then_its_firs
     clock = FakeClock()
     rl = RateLimiter(7, margin=0.0, prefill=True, clock=clock, sleep=clock.sleep)
     assert rl.acquire() == pytest.approx(1.0)
+
+
+def test_given_seven_slow_answers_when_the_eighth_request_comes_then_it_waits_a_second_from_their_arrival_not_from_their_answers():  # noqa: E501 - the name says it all
+    """amoCRM counts arrivals: seven requests that arrived at once and took 0.8 s to answer free
+    their slots ``per`` after their latest possible arrival (``max_transit`` after sending), not
+    ``per`` after their answers."""
+    from contextlib import ExitStack
+
+    clock = FakeClock()
+    rl = RateLimiter(7, margin=0.0, max_transit=0.5, clock=clock, sleep=clock.sleep)
+    with ExitStack() as held:
+        for _ in range(7):
+            held.enter_context(rl.slot())
+        clock.sleep(0.8)   # amoCRM works on them; their answers come back now
+    assert rl.acquire() == pytest.approx(0.7)   # 0.5 + 1.0 after they were sent, not 0.8 + 1.0
+
+
+def test_given_a_fast_answer_when_its_slot_is_reused_then_it_counts_from_the_answer():
+    clock = FakeClock()
+    rl = RateLimiter(1, margin=0.0, max_transit=0.5, clock=clock, sleep=clock.sleep)
+    with rl.slot():
+        clock.sleep(0.2)   # answered within max_transit: it arrived by then at the latest
+    assert rl.acquire() == pytest.approx(1.0)

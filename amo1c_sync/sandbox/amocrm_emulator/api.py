@@ -16,7 +16,7 @@
   sort?}]}``, ``type`` a string — text, numeric, checkbox, select, date, …; enums only for the
   list types; all or none: one bad item rejects the batch with 400 ``validation-errors``; 200 with
   the created fields),
-  ``GET /api/v4/account``.
+  ``GET /api/v4/account``, ``GET /api/v4/events`` (see :mod:`.events`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from amo1c_sync.sandbox.amocrm_emulator.contacts import ContactBook, ContactRoutes
+from amo1c_sync.sandbox.amocrm_emulator.events import EventRoutes
 from amo1c_sync.sandbox.amocrm_emulator.oauth import Tokens
 from amo1c_sync.sandbox.amocrm_emulator.problems import (
     HTML_403, HTML_429, Problem, hal, html, problem_response)
@@ -154,6 +155,7 @@ class AmoAPI:
             Rule("/api/v4/leads/<int:lid>", endpoint="lead_patch_one", methods=["PATCH"]),
             Rule("/api/v4/leads/<int:lid>/notes", endpoint="lead_notes", methods=["GET", "POST"]),
             *contact_routes.rules(),
+            *EventRoutes(book.events, page_links=page_links).rules(),
         ])
 
     def __call__(self, request: Request) -> Response:

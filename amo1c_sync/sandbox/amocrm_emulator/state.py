@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from werkzeug.exceptions import NotFound
 
+from amo1c_sync.sandbox.amocrm_emulator.events import EventLog
 from amo1c_sync.sandbox.amocrm_emulator.problems import Problem
 from amo1c_sync.sandbox.amocrm_emulator import validation
 
@@ -65,6 +66,7 @@ class LeadBook:
         self._next_lead_id = 30000001
         self._next_note_id = 70000001
         self.clock: Callable[[], float] = time.time
+        self.events = EventLog(account_id, lambda: self.clock())
         for name, ftype, options in lead_fields:
             self.add_field(name, ftype, options)
 
@@ -114,6 +116,7 @@ class LeadBook:
             self.leads[lid] = {"id": lid, "name": name or f"Сделка #{lid}", "price": 0,
                                "created_at": now, "updated_at": now, "deleted": False,
                                "cf": {}, "notes": []}
+            self.events.add("lead_added", lid, at=now)
             self.human_update(lid, {"fields": fields or {}, "price": price})
             return lid
 
@@ -168,10 +171,12 @@ class LeadBook:
             lead["price"] = int(Decimal(str(body["price"])))
         for name, value in (body.get("fields") or {}).items():
             field = self.field_by_name(name)
+            before = lead["cf"].get(field["id"])
             if value is None or value == "":
                 lead["cf"].pop(field["id"], None)
             else:
                 lead["cf"][field["id"]] = [self._typed(field, value)]
+            self.events.field_changed(field, lead_id, before, lead["cf"].get(field["id"]))
         self.bump(lead)
 
     def _typed(self, field: dict, value: Any) -> dict:
@@ -229,10 +234,12 @@ class LeadBook:
                 if "price" in change:
                     lead["price"] = change["price"]
                 for fid, values in (change.get("cf") or {}).items():
+                    before = lead["cf"].get(fid)
                     if values is None:
                         lead["cf"].pop(fid, None)
                     else:
                         lead["cf"][fid] = values
+                    self.events.field_changed(self.fields_by_id[fid], lead["id"], before, values, at=second)
                 self.bump(lead, second)
                 out.append((rid, lead))
             return out
@@ -248,6 +255,8 @@ class LeadBook:
                         raise validation.failed([{"request_id": str(i), "errors": errors}])
                 lid = self.create_lead(str(item.get("name") or ""), price=item.get("price"))
                 self.leads[lid]["cf"].update(staged)
+                for fid, values in staged.items():
+                    self.events.field_changed(self.fields_by_id[fid], lid, None, values)
                 out.append((str(i), lid))
             return out
 
