@@ -45,6 +45,9 @@ class OneCPort(Protocol):
 
     def zayavki_by_lead(self, lead_id: int | str) -> list[Zayavka]: ...
 
+    def zayavki_for(self, lead_ids: Iterable[int], days: Iterable[tuple[date, str]] = ()
+                    ) -> tuple[dict[int, list[Zayavka]], dict[tuple[date, str], list[Zayavka]]]: ...
+
     def get_zayavka(self, ref: str) -> Zayavka: ...
 
     def create_zayavka(self, *, client_ref: str, doctor_ref: str, day: date, start: time, end: time | None,

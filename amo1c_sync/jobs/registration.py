@@ -1,23 +1,42 @@
-"""F2: flagged lead -> «Заявка» in 1C, idempotently; result written back to the lead.
+"""F2: flagged lead -> «Заявка» in 1C, idempotently; results written back to the leads in batches.
 
 One cycle:
-1. One amoCRM request (usually): leads with ``updated_at >= cursor - overlap``. The lead fields are
-   resolved once and kept by the amoCRM gateway (``lead_field_map``), so an idle cycle costs that single request and nothing in
-   1C. 1C is touched only when a flagged lead is seen.
-2. Per flagged lead, in ``updated_at`` order: read and validate its fields (missing, unknown
-   doctor, doctor not working that day, time off the grid / outside the hours / busy — counting
-   the lead's own «Заявка» as free); resolve the client; look up its «Заявка» by «Номер AmoCRM»
-   (1C is the truth; the Registration row is a cache); update it or create one (the row with the
-   new ref is committed right after creating, before posting); post it; then write ONE note and
-   ONE lead PATCH (flag cleared, «Заявка 1С» number). The note goes first: if the PATCH fails the
-   lead stays flagged and the whole lead is retried (a duplicate note at worst, never a lost one).
-3. A lead whose 1C or amoCRM calls fail is recorded (status failed, and its RetryItem) and the
-   others go on. A passing fault (RetriableError) is retried after an exponential backoff, and
-   the cursor advances only past the leading run of leads that are fully handled, so the lead is
-   seen again. An item error (the lead cannot succeed as it is) is not retried until the lead
-   changes: a change moves its updated_at past the cursor, and past the version recorded.
+1. One amoCRM request (usually): leads with ``updated_at >= cursor - overlap`` (``_leads_since``).
+   The lead fields are resolved once and kept by the amoCRM gateway, so an idle cycle costs that
+   single request and nothing in 1C.
+2. One batched 1C read (``OneC.zayavki_for``) for every due flagged lead: their «Заявки» by
+   «Номер AmoCRM» and the bookings of each (doctor, day) they ask for. The schedules, the doctors,
+   the default client and nomenclature are kept for the daemon's run (``[sync]
+   schedule_cache_ttl``); the bookings for the cycle, updated with what the cycle itself books.
+   A lone lead costs three 1C requests: that read, the create, the post.
+3. Per flagged lead, in ``updated_at`` order, under the lead's *claim* (store/registrations.py:
+   one process at a time, also while leadership moves): validate; find its «Заявка» (1C is the
+   truth, the Registration row a cache); update it when it differs, or create one; post it. The
+   leader lock is confirmed (``ctx.fence()``) before each of these writes, not only between leads.
+4. Every 50 results: ONE notes POST, ONE PATCH (flag cleared, «Заявка 1С»), ONE store commit.
 
-A dry run is the same cycle through the recording adapters of jobs/dry_run.py.
+What a SIGKILL (or a lost answer) at each point leaves:
+* before the create: nothing in 1C; the lead is still flagged and is tried again.
+* create sent (the intent ``create_sent_at`` was committed before it), answer lost or late: the
+  next attempt — this process or another leader — finds the unconfirmed intent and looks the
+  «Заявка» up by «Номер AmoCRM» until ``[sync] create_settle_seconds`` after the intent before
+  creating: 1C's late create is found, not doubled.
+* after the create's ref was recorded (row pending), before or during the post: the lookup finds
+  it; posting is idempotent.
+* before the notes POST: the lead is flagged, its row pending; the rerun writes the note.
+* after the notes POST, before the PATCH: the lead is still flagged; the rerun writes the note
+  again — a duplicate note at worst, never a lost one, never a second «Заявка».
+* after the PATCH, before the store commit: the lead is unflagged and shows the number; the row
+  is pending. Reconciliation (``_reconcile``, at most every RECONCILE_EVERY seconds) sees the lead
+  written back and records it done; a lead amoCRM no longer has is recorded ``deleted`` and leaves
+  the retry queue.
+* after the commit: done.
+
+A lead whose 1C or amoCRM calls fail is recorded (status failed, and its RetryItem) and the others
+go on. A passing fault is retried after an exponential backoff and the cursor advances only past
+the leading run of fully handled leads. An item error waits until the lead changes. A «Заявка»
+1C refuses to post gets one note saying so and is retried. A dry run is the same cycle through the
+recording adapters of jobs/dry_run.py.
 
 Notes: «Создан документ Заявка № 219» when the lead had no confirmed registration before (also
 when a «Заявка» created by a crashed run is found by the lookup), «Изменён документ Заявка № 219»
@@ -28,10 +47,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import time as _time
+import uuid
+import weakref
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
-from typing import Any
+from datetime import date, datetime, time, timedelta
+from typing import Any, Callable
 
 from amo1c_sync.domain import registration as rules
 from amo1c_sync.domain import slots as slot_rules
@@ -39,6 +62,7 @@ from amo1c_sync.domain.dates import format_time
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
 from amo1c_sync.jobs.base import JobContext, JobResult
 from amo1c_sync.domain.slots import DoctorDay, NotWorking, UnknownDoctor
+from amo1c_sync.leader import LeadershipLost
 from amo1c_sync.logs import get_logger
 from amo1c_sync.services.slots import SlotFinder
 from amo1c_sync.store import cursors, registrations
@@ -51,6 +75,13 @@ log = get_logger("amo1c_sync.jobs.registration")
 JOB = "registration"
 #: with no cursor yet, look back this far (a flagged lead was updated when the button was pressed)
 FIRST_LOOKBACK = 86400
+#: leads per write-back batch: amoCRM takes at most 50 notes or leads per request
+BATCH = 50
+#: seconds between looks at 1C while an unconfirmed create settles
+POLL_EVERY = 1.0
+#: seconds between reconciliations of rows left pending or failed (one amoCRM read)
+RECONCILE_EVERY = 300.0
+POST_REFUSED = "1c:post_refused"
 
 class Invalid(Exception):
     """The lead's data cannot become a «Заявка»; the message is the lead's note."""
@@ -87,7 +118,92 @@ def is_flagged(fm: Any, lead: dict, flag_name: str) -> bool:
     return bool(value)
 
 
+# --- what lives for the daemon's run -----------------------------------------------------------
+
+
+class _Bookings:
+    """The 1C gateway as the SlotFinder sees it: a (doctor, day)'s «Заявки» are read once per
+    cycle (or come from the cycle's batched read) and follow what the cycle itself books."""
+
+    def __init__(self, onec: Any):
+        self.onec = onec
+        self.days: dict[tuple[date, str], list] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.onec, name)
+
+    def zayavki_on(self, day: date, doctor_ref: str | None = None) -> list:
+        if doctor_ref is None:
+            return self.onec.zayavki_on(day, doctor_ref)
+        key = (day, doctor_ref.lower())
+        if key not in self.days:
+            self.days[key] = list(self.onec.zayavki_on(day, doctor_ref))
+        return list(self.days[key])
+
+    def booked(self, zay: Any) -> None:
+        """A «Заявка» was created or moved by this cycle."""
+        ref = zay.ref.lower()
+        for rows in self.days.values():
+            rows[:] = [z for z in rows if z.ref.lower() != ref]
+        key = (zay.day, (zay.doctor_ref or "").lower())
+        if key in self.days:
+            self.days[key].append(zay)
+
+
+@dataclass
+class _RunState:
+    bookings: _Bookings
+    finder: SlotFinder
+    defaults: dict[str, tuple[float, Any]] = field(default_factory=dict)
+    reconciled_at: float | None = None
+    #: who holds a lead's claim: this process and this context (a term of leadership)
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+
+
+_RUNS: "weakref.WeakKeyDictionary[Any, _RunState]" = weakref.WeakKeyDictionary()
+
+
+def _run_state(ctx: JobContext) -> _RunState:
+    """The caches of this context (the daemon keeps one context per term of leadership)."""
+    state = _RUNS.get(ctx)
+    if state is None:
+        bookings = _Bookings(ctx.onec)
+        state = _RunState(bookings, SlotFinder.from_settings(ctx.settings, bookings))
+        _RUNS[ctx] = state
+    state.bookings.days = {}
+    return state
+
+
 # --- the cycle ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _WriteBack:
+    """One lead's result waiting for the batch's note, PATCH and commit."""
+
+    lead: dict
+    note: str
+    patch: dict
+    kind: str  # done | invalid
+    zay: Any = None
+    fingerprint: str | None = None
+    action: str = "lead.registered"
+    code: str | None = None
+    handled: bool = False
+
+    @property
+    def lead_id(self) -> int:
+        return int(self.lead["id"])
+
+
+class _Stopped(Exception):
+    """Stopping (SIGTERM, or this process's claim on the lead was taken): leave the lead as it is."""
+
+
+class _PostRefused(Exception):
+    def __init__(self, zay: Any, cause: Exception):
+        super().__init__(str(cause))
+        self.zay, self.cause = zay, cause
 
 
 @dataclass
@@ -96,8 +212,11 @@ class _Cycle:
     result: JobResult
     fm: Any
     now: datetime
-    _finder: SlotFinder | None = None
-    _defaults: dict = field(default_factory=dict)
+    run: _RunState
+    rows: dict = field(default_factory=dict)
+    found: dict | None = None
+    pending: list = field(default_factory=list)
+    claims: dict = field(default_factory=dict)
 
     @property
     def settings(self):
@@ -105,69 +224,167 @@ class _Cycle:
 
     @property
     def finder(self) -> SlotFinder:
-        if self._finder is None:
-            self._finder = SlotFinder.from_settings(self.settings, self.ctx.onec)
-        return self._finder
+        return self.run.finder
+
+    @property
+    def settle(self) -> float:
+        return float(getattr(self.settings.sync, "create_settle_seconds", 30.0))
+
+    @property
+    def lease(self) -> float:
+        """A claim outlives the longest step (a create waits up to the 1C read timeout)."""
+        o = self.settings.onec
+        return self.settle + float(o.read_timeout) + float(o.connect_timeout)
 
     def default(self, what: str):
-        if what not in self._defaults:
-            onec = self.ctx.onec
-            item = onec.default_client() if what == "client" else onec.default_nomenclature()
-            if item is None:
-                n = onec.names
-                name = n.default_client if what == "client" else n.default_nomenclature
-                where = n.clients if what == "client" else n.nomenclature
-                raise ItemError(f"в 1С нет элемента «{name}» в {where} (нужен для записи из amoCRM)",
-                                code="1c:no_default_item")
-            self._defaults[what] = item
-        return self._defaults[what]
+        hit = self.run.defaults.get(what)
+        if hit is not None and _time.monotonic() - hit[0] < float(self.settings.sync.schedule_cache_ttl):
+            return hit[1]
+        onec = self.ctx.onec
+        item = onec.default_client() if what == "client" else onec.default_nomenclature()
+        if item is None:
+            n = onec.names
+            name = n.default_client if what == "client" else n.default_nomenclature
+            where = n.clients if what == "client" else n.nomenclature
+            raise ItemError(f"в 1С нет элемента «{name}» в {where} (нужен для записи из amoCRM)",
+                            code="1c:no_default_item")
+        self.run.defaults[what] = (_time.monotonic(), item)
+        return item
+
+
+def _leads_since(ctx: JobContext, start: int, overlap: int) -> list[dict]:
+    """The leads that may have been flagged since ``start`` (the one call that finds them)."""
+    return list(ctx.amocrm.iter_leads_updated_since(start, overlap))
 
 
 def run(ctx: JobContext, result: JobResult) -> None:
     settings = ctx.settings
-    amo = ctx.amocrm
-    fm = field_map(amo, settings)
+    fm = field_map(ctx.amocrm, settings)
     cursor = cursors.registration(ctx.store)
     start = cursor if cursor is not None else int(_time.time()) - FIRST_LOOKBACK
-    overlap = int(settings.sync.lead_cursor_overlap)
-    leads = list(amo.iter_leads_updated_since(start, overlap))
+    leads = _leads_since(ctx, start, int(settings.sync.lead_cursor_overlap))
     result.count("leads_seen", len(leads))
-    cycle = _Cycle(ctx, result, fm, utcnow())
+    c = _Cycle(ctx, result, fm, utcnow(), _run_state(ctx))
+    try:
+        outcomes = _work(c, leads)
+        _reconcile(c, leads)
+        _fence(c)
+    except LeadershipLost as exc:
+        # another process may lead now: write nothing more, not even the cursor
+        result.status = "interrupted"
+        result.errors.append(str(exc))
+        result.count("leadership_lost")
+        log.warning("registration.leadership_lost", error=str(exc))
+        return
     run_of_handled = cursors.LeadingRun(start)
-    for lead in leads:
-        if ctx.stopping():
-            break
-        if _handle(cycle, lead):
-            run_of_handled.handled(int(lead.get("updated_at") or 0))
+    for updated_at, outcome in outcomes:
+        handled = outcome.handled if isinstance(outcome, _WriteBack) else outcome
+        if handled:
+            run_of_handled.handled(updated_at)
         else:
             run_of_handled.unhandled()
     if cursor is None or run_of_handled.value > cursor:
         cursors.advance_registration(ctx.store, run_of_handled.value)
 
 
-def _handle(c: _Cycle, lead: dict) -> bool:
-    """Process one lead; True when it is fully handled (the cursor may move past it)."""
-    ctx, result, f = c.ctx, c.result, c.settings.fields
+def _work(c: _Cycle, leads: list[dict]) -> list[tuple[int, Any]]:
+    """Handle the leads in order, writing back every BATCH results; (updated_at, outcome) each."""
+    flag = c.settings.fields.flag
+    flagged = [lead for lead in leads if is_flagged(c.fm, lead, flag)]
+    c.rows = registrations.load(c.ctx.store, [int(lead["id"]) for lead in flagged]) if flagged else {}
+    _prefetch(c, [lead for lead in flagged if _decision(c, lead) == "due"])
+    outcomes: list[tuple[int, Any]] = []
+    for lead in leads:
+        if c.ctx.stopping():
+            break
+        outcomes.append((int(lead.get("updated_at") or 0), _handle(c, lead)))
+        if len(c.pending) >= BATCH:
+            _flush(c)
+    _flush(c)
+    return outcomes
+
+
+def _decision(c: _Cycle, lead: dict) -> str:
+    _reg, failure = c.rows.get(int(lead["id"]), (None, None))
+    return retries.decide(failure, now=c.now,
+                          changed=failure is not None and failure.version != _version(lead))
+
+
+def _prefetch(c: _Cycle, leads: list[dict]) -> None:
+    """One batched 1C read for the due flagged leads: their «Заявки» and their days' bookings.
+    When it fails, each lead looks itself up (and fails on its own if 1C is away)."""
+    if not leads:
+        c.found = {}
+        return
+    try:
+        days = set()
+        for lead in leads:
+            try:
+                req = _request_of(c, lead)
+            except Invalid:
+                continue
+            ref = _doctor_ref(c, req)
+            if ref is not None:
+                days.add((req.day, ref))
+        found, booked = c.ctx.onec.zayavki_for([int(lead["id"]) for lead in leads], sorted(days))
+    except (RetriableError, ItemError) as exc:
+        log.warning("registration.prefetch_failed", error=str(exc), leads=len(leads))
+        c.found = None
+        return
+    c.found = found
+    c.run.bookings.days.update(booked)
+
+
+def _doctor_ref(c: _Cycle, req: rules.Request) -> str | None:
+    wanted = rules.clean_name(req.doctor).casefold()
+    for name, ref in c.finder.working(req.day):
+        if rules.clean_name(name).casefold() == wanted:
+            return ref
+    return None
+
+
+def _handle(c: _Cycle, lead: dict) -> Any:
+    """One lead: True when fully handled (the cursor may move past it), False when not, or its
+    _WriteBack (handled once its batch is written back)."""
     lead_id = int(lead["id"])
-    if not is_flagged(c.fm, lead, f.flag):
+    if not is_flagged(c.fm, lead, c.settings.fields.flag):
         return True
-    result.count("flagged")
-    reg, failure = registrations.get(ctx.store, lead_id)
-    version = _version(lead)
-    decision = retries.decide(failure, now=c.now, changed=failure is not None and failure.version != version)
+    c.result.count("flagged")
+    decision = _decision(c, lead)
     if decision == "waiting":
-        result.count("waiting_for_change")
+        c.result.count("waiting_for_change")
         return True
     if decision == "deferred":
-        result.count("deferred")
+        c.result.count("deferred")
         return False
+    _fence(c)
+    reg = registrations.claim(c.ctx.store, lead_id, c.run.owner, lease=c.lease)
+    if reg is None:
+        c.result.count("claimed_elsewhere")
+        return False
+    c.claims[lead_id] = _time.monotonic() + c.lease
+    outcome = _attempt(c, lead, reg)
+    if isinstance(outcome, _WriteBack):
+        c.pending.append(outcome)
+    else:
+        c.claims.pop(lead_id, None)
+        registrations.release(c.ctx.store, [lead_id], c.run.owner)
+    return outcome
+
+
+def _attempt(c: _Cycle, lead: dict, reg: Registration) -> Any:
+    lead_id = int(lead["id"])
     try:
-        _register(c, lead, reg)
-        return True
+        return _register(c, lead, reg)
     except Invalid as inv:
         return _reject(c, lead, inv)
-    except FatalError:
+    except (FatalError, LeadershipLost):
         raise
+    except _Stopped:
+        c.result.count("stopped")
+        return False
+    except _PostRefused as exc:
+        return _post_refused(c, lead, exc)
     except ItemError as exc:
         # cannot succeed as it is: recorded, not retried until the lead changes (a change moves
         # its updated_at past the cursor, so the poll sees it again)
@@ -180,6 +397,26 @@ def _handle(c: _Cycle, lead: dict) -> bool:
         log.exception("registration.lead_crashed", lead_id=lead_id)
         _failed(c, lead, f"{type(exc).__name__}: {exc}")
         return False
+
+
+def _fence(c: _Cycle) -> None:
+    """Raise LeadershipLost unless this process still holds the leader lock."""
+    fence: Callable[[], None] | None = getattr(c.ctx, "fence", None)
+    if fence is not None:
+        fence()
+
+
+def _step(c: _Cycle, lead_id: int) -> None:
+    """Before each external write of a lead: not stopping, still the leader, still its claim."""
+    if c.ctx.stop.is_set():
+        raise _Stopped()
+    _fence(c)
+    until = c.claims.get(lead_id)
+    if until is not None and until - _time.monotonic() < c.lease / 2:
+        if registrations.claim(c.ctx.store, lead_id, c.run.owner, lease=c.lease) is None:
+            log.warning("registration.claim_lost", lead_id=lead_id)
+            raise _Stopped()
+        c.claims[lead_id] = _time.monotonic() + c.lease
 
 
 def _version(lead: dict) -> str:
@@ -201,32 +438,59 @@ def _request_of(c: _Cycle, lead: dict) -> rules.Request:
     return parsed
 
 
-def _register(c: _Cycle, lead: dict, reg: Registration | None) -> None:
+def _register(c: _Cycle, lead: dict, reg: Registration) -> _WriteBack:
     lead_id = int(lead["id"])
     req = _request_of(c, lead)
-    existing = [z for z in c.ctx.onec.zayavki_by_lead(lead_id) if not z.deletion_mark]
+    existing = _lookup(c, lead_id, reg)
     zay = existing[0] if existing else None
     if len(existing) > 1:
         log.warning("registration.several_zayavki", lead_id=lead_id, refs=[z.ref for z in existing])
-    if zay is not None and reg is not None and _unchanged(c, req, reg, zay):
+    if zay is not None and _unchanged(c, req, reg, zay):
         if not zay.posted:
             _post(c, lead_id, zay)
-        _write_back(c, lead_id, zay.number, rules.already_note(zay.number, req), req.fingerprint, zay.ref,
-                    action="lead.already_registered")
         c.result.count("unchanged")
-        return
+        return _done(c, lead, zay, rules.already_note(zay.number, req), req.fingerprint,
+                     action="lead.already_registered")
     day = _free_day(c, req, existing, zay)
     client_ref, remark = _client(c, lead_id, req)
     values = dict(client_ref=client_ref, doctor_ref=day.doctor_ref, day=req.day, start=req.time,
                   end=slot_rules.end_time(req.time, c.settings.sync.appointment_minutes))
     created_now = zay is None
     zay = _write_zayavka(c, lead_id, zay, values)
-    first = created_now or reg is None or reg.fingerprint is None
+    first = created_now or reg.fingerprint is None
     note = rules.created_note(zay.number) if first else rules.updated_note(zay.number)
-    _post(c, lead_id, zay)
-    _write_back(c, lead_id, zay.number, rules.with_remarks(note, remark), req.fingerprint, zay.ref,
-                action="lead.registered")
+    if not zay.posted or not created_now:
+        _post(c, lead_id, zay)
     c.result.count("created" if first else "updated")
+    return _done(c, lead, zay, rules.with_remarks(note, remark), req.fingerprint, action="lead.registered")
+
+
+def _lookup(c: _Cycle, lead_id: int, reg: Registration) -> list:
+    """The lead's non-deleted «Заявки»: from the cycle's batched read when the row agrees with it;
+    read again when the row knows more; polled for the settle time after an unconfirmed create."""
+    if reg.create_sent_at is not None:
+        return _settle(c, lead_id, reg.create_sent_at)
+    rows = c.found.get(lead_id) if c.found is not None else None
+    known = (reg.zayavka_ref or "").lower()
+    if rows is None or (known and known not in {z.ref.lower() for z in rows}):
+        rows = c.ctx.onec.zayavki_by_lead(lead_id)
+    return [z for z in rows if not z.deletion_mark]
+
+
+def _settle(c: _Cycle, lead_id: int, sent_at: datetime) -> list:
+    """A create was sent and never confirmed: look the «Заявка» up until the settle time after
+    it has passed (1C may carry a create out long after its answer was lost)."""
+    deadline = sent_at + timedelta(seconds=c.settle)
+    c.result.count("settling")
+    while True:
+        rows = [z for z in c.ctx.onec.zayavki_by_lead(lead_id) if not z.deletion_mark]
+        left = (deadline - utcnow()).total_seconds()
+        if rows or left <= 0:
+            log.info("registration.create_settled", lead_id=lead_id, found=len(rows))
+            return rows
+        _step(c, lead_id)
+        if c.ctx.stop.wait(min(POLL_EVERY, left)):
+            raise _Stopped()
 
 
 def _unchanged(c: _Cycle, req: rules.Request, reg: Registration, zay: Any) -> bool:
@@ -234,6 +498,13 @@ def _unchanged(c: _Cycle, req: rules.Request, reg: Registration, zay: Any) -> bo
     return (reg.fingerprint == req.fingerprint and (reg.zayavka_ref or "").lower() == zay.ref.lower()
             and zay.day == req.day and zay.start == req.time
             and (zay.doctor_ref or "").lower() in c.finder.refs_named(req.doctor))
+
+
+def _same(zay: Any, values: dict) -> bool:
+    """The «Заявка» already holds these values: a PATCH would change nothing."""
+    return ((zay.client_ref or "").lower() == str(values["client_ref"]).lower()
+            and (zay.doctor_ref or "").lower() == str(values["doctor_ref"]).lower()
+            and zay.day == values["day"] and zay.start == values["start"] and zay.end == values["end"])
 
 
 def _free_day(c: _Cycle, req: rules.Request, existing: list, zay: Any) -> DoctorDay:
@@ -256,19 +527,31 @@ def _free_day(c: _Cycle, req: rules.Request, existing: list, zay: Any) -> Doctor
 
 
 def _write_zayavka(c: _Cycle, lead_id: int, zay: Any, values: dict) -> Any:
-    """Update the lead's «Заявка», or create one; its ref is recorded right after, before
-    anything else can fail (a rerun finds it, and so does 1C's lookup by «Номер AmoCRM»)."""
-    onec = c.ctx.onec
+    """Update the lead's «Заявка» when it differs, or create one: the intent committed before the
+    create is sent, its ref right after it is answered (a rerun finds it either way)."""
+    onec, store = c.ctx.onec, c.ctx.store
     if zay is not None:
+        if _same(zay, values):
+            c.result.count("zayavka_kept")
+            return zay
+        _step(c, lead_id)
         zay = onec.update_zayavka(zay.ref, **values)
         _record(c, lead_id, zay, action="zayavka.updated", system="1c",
                 message=f"«Заявка» № {rules.display_number(zay.number)} изменена", detail=_plain(values))
+        c.run.bookings.booked(zay)
         return zay
+    nomenclature = c.default("nomenclature").ref
     doc_date = datetime.now(c.settings.sync.tz).replace(tzinfo=None, microsecond=0)  # 1C: naive local
-    zay = onec.create_zayavka(lead_id=lead_id, nomenclature_ref=c.default("nomenclature").ref,
-                              doc_date=doc_date, **values)
+    _step(c, lead_id)
+    registrations.record_intent(store, lead_id)
+    try:
+        zay = onec.create_zayavka(lead_id=lead_id, nomenclature_ref=nomenclature, doc_date=doc_date, **values)
+    except ItemError:
+        registrations.clear_intent(store, lead_id)  # refused outright: nothing in flight
+        raise
     _record(c, lead_id, zay, action="zayavka.created", system="1c",
             message=f"создан документ «Заявка» № {rules.display_number(zay.number)}", detail=_plain(values))
+    c.run.bookings.booked(zay)
     return zay
 
 
@@ -302,6 +585,7 @@ def _client(c: _Cycle, lead_id: int, req: rules.Request) -> tuple[str, str | Non
         chosen = found[0]
         return chosen.ref, rules.client_remark(name=req.client_name, created=False, matches=len(found),
                                                chosen_code=chosen.code)
+    _step(c, lead_id)
     item = onec.create_client(req.client_name)
     record(c.ctx.store, job=JOB, system="1c", action="client.created", lead_id=lead_id, ref=item.ref,
            message=f"создан клиент «{item.name}»", detail={"code": item.code}, run_id=c.result.run_id)
@@ -319,9 +603,40 @@ def _record(c: _Cycle, lead_id: int, zay: Any, *, action: str, system: str, mess
 
 def _post(c: _Cycle, lead_id: int, zay: Any) -> None:
     onec = c.ctx.onec
-    onec.post(onec.names.zayavka, zay.ref)
+    _step(c, lead_id)
+    try:
+        onec.post(onec.names.zayavka, zay.ref)
+    except (ItemError, RetriableError) as exc:
+        raise _PostRefused(zay, exc) from exc
     record(c.ctx.store, job=JOB, system="1c", action="zayavka.posted", lead_id=lead_id, ref=zay.ref,
            message=f"проведён документ «Заявка» № {rules.display_number(zay.number)}", run_id=c.result.run_id)
+
+
+def post_refused_note(number: str, reason: str) -> str:
+    return (f"Документ Заявка № {rules.display_number(number)} создан в 1С, но 1С не проводит его: "
+            f"{reason}. Попытки провести его будут повторяться автоматически; эта заметка не повторится.")
+
+
+def _post_refused(c: _Cycle, lead: dict, exc: _PostRefused) -> bool:
+    """1C does not post the lead's «Заявка»: one note says so (on the first refusal only), and the
+    lead is retried after its backoff."""
+    lead_id = int(lead["id"])
+    _reg, failure = c.rows.get(lead_id, (None, None))
+    if failure is None or failure.code != POST_REFUSED:
+        note = rules.finish_note(post_refused_note(exc.zay.number, str(exc.cause)))
+        try:
+            _fence(c)
+            _confirmed(c.ctx.amocrm.add_notes([(lead_id, note)]), lead_id, "the note")
+            record(c.ctx.store, job=JOB, system="amocrm", action="lead.note", lead_id=lead_id,
+                   ref=exc.zay.ref, message=note, run_id=c.result.run_id)
+        except (ItemError, RetriableError) as note_exc:
+            log.warning("registration.note_failed", lead_id=lead_id, error=str(note_exc))
+    c.result.count("post_refused")
+    _failed(c, lead, f"1C does not post «Заявка» {exc.zay.number}: {exc.cause}", code=POST_REFUSED)
+    return False
+
+
+# --- write-back ---------------------------------------------------------------------------------
 
 
 def _lead_patch(c: _Cycle, lead_id: int, number: str | None) -> dict:
@@ -332,12 +647,78 @@ def _lead_patch(c: _Cycle, lead_id: int, number: str | None) -> dict:
     return {"id": lead_id, "custom_fields_values": cfv}
 
 
-def _amo_write(c: _Cycle, lead_id: int, note: str, patch: dict) -> None:
-    """One note, then one PATCH; raise ItemError/RetriableError when amoCRM refuses either or
-    does not confirm it (a lead its answer does not list is not written, whatever the status)."""
+def _done(c: _Cycle, lead: dict, zay: Any, note: str, fp: str, *, action: str) -> _WriteBack:
+    lead_id = int(lead["id"])
+    return _WriteBack(lead, rules.finish_note(note), _lead_patch(c, lead_id, zay.number), "done", zay=zay,
+                      fingerprint=fp, action=action)
+
+
+def _reject(c: _Cycle, lead: dict, inv: Invalid) -> _WriteBack:
+    """Validation failed: note + flag cleared, nothing in 1C."""
+    c.result.count("invalid")
+    return _WriteBack(lead, rules.finish_note(inv.message), _lead_patch(c, int(lead["id"]), None), "invalid",
+                      action="lead.invalid", code=inv.code)
+
+
+def _flush(c: _Cycle) -> None:
+    """Write back a batch: ONE notes POST, then ONE PATCH of the leads whose note amoCRM took, then
+    ONE store commit of the leads it patched (the order of the module docstring)."""
+    batch, c.pending = c.pending, []
+    if not batch:
+        return
     amo = c.ctx.amocrm
-    _confirmed(amo.add_notes([(lead_id, note)]), lead_id, "the note")
-    _confirmed(amo.update_leads([patch]), lead_id, "the lead update")
+    _fence(c)
+    noted = _sent(c, batch, lambda items: amo.add_notes([(w.lead_id, w.note) for w in items]), "the note")
+    _fence(c)
+    patched = _sent(c, noted, lambda items: amo.update_leads([w.patch for w in items]), "the lead update")
+    run_id = c.result.run_id
+    registrations.record_batch_done(
+        c.ctx.store,
+        done=[dict(lead_id=w.lead_id, ref=w.zay.ref, number=w.zay.number, fingerprint=w.fingerprint,
+                   entry=dict(job=JOB, system="amocrm", action=w.action, message=w.note,
+                              detail={"patch": w.patch}, run_id=run_id))
+              for w in patched if w.kind == "done"],
+        invalid=[dict(lead_id=w.lead_id, note=w.note,
+                      entry=dict(job=JOB, system="amocrm", action=w.action,
+                                 detail={"code": w.code, "patch": w.patch}, run_id=run_id))
+                 for w in patched if w.kind == "invalid"])
+    for w in patched:
+        w.handled = True
+        c.claims.pop(w.lead_id, None)
+    c.result.count("write_batches")
+
+
+def _sent(c: _Cycle, items: list, send: Callable[[list], Any], what: str) -> list:
+    """The items amoCRM confirmed; each other one is recorded failed (and handled as such)."""
+    if not items:
+        return []
+    try:
+        outcome = send(items)
+    except FatalError:
+        raise
+    except (ItemError, RetriableError) as exc:
+        for w in items:
+            _write_failed(c, w, exc)
+        return []
+    ok = []
+    for w in items:
+        try:
+            _confirmed(outcome, w.lead_id, what)
+            ok.append(w)
+        except (ItemError, RetriableError) as exc:
+            _write_failed(c, w, exc)
+    return ok
+
+
+def _write_failed(c: _Cycle, w: _WriteBack, exc: Exception) -> None:
+    c.claims.pop(w.lead_id, None)
+    error = str(exc) if w.kind == "done" else f"{w.note} (и не удалось записать заметку: {exc})"
+    if isinstance(exc, ItemError):
+        _failed(c, w.lead, error, code=exc.code, retry=False)
+        w.handled = True
+    else:
+        _failed(c, w.lead, error)
+        w.handled = False
 
 
 def _confirmed(outcome, lead_id: int, what: str) -> None:
@@ -347,34 +728,48 @@ def _confirmed(outcome, lead_id: int, what: str) -> None:
         raise RetriableError(f"amoCRM did not confirm {what} on lead {lead_id}")
 
 
-def _write_back(c: _Cycle, lead_id: int, number: str, note: str, fp: str, ref: str, *, action: str) -> None:
-    note = rules.finish_note(note)
-    patch = _lead_patch(c, lead_id, number)
-    _amo_write(c, lead_id, note, patch)
-    registrations.record_done(c.ctx.store, lead_id, ref=ref, number=number, fingerprint=fp, entry=dict(
-        job=JOB, system="amocrm", action=action, message=note, detail={"patch": patch}, run_id=c.result.run_id))
+# --- reconciliation -----------------------------------------------------------------------------
 
 
-def _reject(c: _Cycle, lead: dict, inv: Invalid) -> bool:
-    """Validation failed: note + flag cleared, nothing in 1C. True when amoCRM took both."""
-    lead_id = int(lead["id"])
-    note = rules.finish_note(inv.message)
-    c.result.count("invalid")
-    patch = _lead_patch(c, lead_id, None)
-    try:
-        _amo_write(c, lead_id, note, patch)
-    except FatalError:
-        raise
-    except ItemError as exc:
-        _failed(c, lead, f"{note} (и не удалось записать заметку: {exc})", code=exc.code, retry=False)
-        return True
-    except RetriableError as exc:
-        _failed(c, lead, f"{note} (и не удалось записать заметку: {exc})")
+def _reconcile(c: _Cycle, leads: list[dict]) -> None:
+    """Rows left pending or failed: a lead amoCRM shows written back (unflagged, its «Заявка 1С»
+    the row's number: the PATCH was carried out, its answer or our commit lost) is done; a lead
+    amoCRM no longer has is ``deleted``."""
+    now = _time.monotonic()
+    if c.run.reconciled_at is not None and now - c.run.reconciled_at < RECONCILE_EVERY:
+        return
+    c.run.reconciled_at = now
+    busy = {int(lead["id"]) for lead in leads if is_flagged(c.fm, lead, c.settings.fields.flag)}
+    rows = [r for r in registrations.unsettled(c.ctx.store) if r.lead_id not in busy
+            and not (r.claimed_by not in (None, c.run.owner) and r.claimed_until and r.claimed_until > c.now)]
+    if not rows:
+        return
+    listed = {int(lead["id"]): lead for lead in leads}
+    missing = [r.lead_id for r in rows if r.lead_id not in listed]
+    if missing:
+        listed.update({int(lead["id"]): lead for lead in c.ctx.amocrm.get_leads(missing)})
+    for r in rows:
+        lead = listed.get(r.lead_id)
+        _fence(c)
+        if lead is None:
+            registrations.record_deleted(c.ctx.store, r.lead_id, entry=dict(
+                job=JOB, system="amocrm", action="lead.deleted", run_id=c.result.run_id,
+                message="сделки больше нет в amoCRM: регистрация снята с повторов"))
+            c.result.count("leads_deleted")
+        elif r.zayavka_ref and _written_back(c, lead, r):
+            registrations.record_reconciled(c.ctx.store, r.lead_id, entry=dict(
+                job=JOB, system="amocrm", action="lead.reconciled", run_id=c.result.run_id,
+                message="amoCRM уже показывает записанный результат (флаг снят, номер заявки)"))
+            c.result.count("reconciled")
+
+
+def _written_back(c: _Cycle, lead: dict, reg: Registration) -> bool:
+    f = c.settings.fields
+    if is_flagged(c.fm, lead, f.flag):
         return False
-    registrations.record_invalid(c.ctx.store, lead_id, note=note, entry=dict(
-        job=JOB, system="amocrm", action="lead.invalid", detail={"code": inv.code, "patch": patch},
-        run_id=c.result.run_id))
-    return True
+    if not f.zayavka_number or not reg.zayavka_number:
+        return True
+    return str(_raw_value(c.fm, lead, f.zayavka_number) or "").strip() == rules.display_number(reg.zayavka_number)
 
 
 def _failed(c: _Cycle, lead: dict, error: str, *, code: str | None = None, retry: bool = True) -> None:
