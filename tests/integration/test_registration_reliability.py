@@ -302,3 +302,13 @@ def test_given_1c_keeps_refusing_the_post_when_retried_then_one_note_says_so_and
     assert _count(requests_of(onec_emu), "PATCH", ZAYAVKA_SET) == 0
     assert zayavki(onec_emu, lead_id)[0]["posted"] and len(zayavki(onec_emu)) == 1
     assert lead(amo_emu, lead_id)["notes"][1] == f"Создан документ Заявка № {shown(onec_emu, 219)}"
+
+
+def test_given_the_date_31_12_9999_when_flagged_then_a_readable_note_not_a_raw_timestamp(
+        amo_emu, onec_emu, settings, store):
+    lead_id = seed_lead(amo_emu, day="31.12.9999")
+    result = run(settings, store)
+    assert result.ok and result.counts["invalid"] == 1, result.errors
+    [note] = lead(amo_emu, lead_id)["notes"]
+    assert "31.12.9999" in note and "2534022" not in note, note
+    assert zayavki(onec_emu, lead_id) == [] and lead(amo_emu, lead_id)["fields"].get(FLAG) in (False, None)
