@@ -9,11 +9,15 @@ One cycle:
    the default client and nomenclature are kept for the daemon's run (``[sync]
    schedule_cache_ttl``); the bookings for the cycle, updated with what the cycle itself books.
    A lone lead costs three 1C requests: that read, the create, the post.
-3. Per flagged lead, in ``updated_at`` order, under the lead's *claim* (store/registrations.py:
-   one process at a time, also while leadership moves): validate; find its «Заявка» (1C is the
-   truth, the Registration row a cache); update it when it differs, or create one; post it. The
-   leader lock is confirmed (``ctx.fence()``) before each of these writes, not only between leads.
-4. Every 50 results: ONE notes POST, ONE PATCH (flag cleared, «Заявка 1С»), ONE store commit.
+3. The due flagged leads in groups of 50, in ``updated_at`` order; each group claimed in one
+   store transaction (store/registrations.py: one process at a time per lead, also while
+   leadership moves). Per lead: validate; find its «Заявка» (1C is the truth, the Registration row
+   a cache); update it when it differs, or create one (the intent committed just before); post it.
+   The leader lock is confirmed (``ctx.fence()``) before each of these writes, not only between
+   leads.
+4. Per group: ONE notes POST, ONE PATCH (flag cleared, «Заявка 1С»), ONE store commit (the rows
+   with their refs and fingerprints, the journal of what was done in 1C and amoCRM, the claims
+   released). A lead that fails commits its own row, journal and retry record.
 
 What a SIGKILL (or a lost answer) at each point leaves:
 * before the create: nothing in 1C; the lead is still flagged and is tried again.
@@ -21,9 +25,10 @@ What a SIGKILL (or a lost answer) at each point leaves:
   next attempt — this process or another leader — finds the unconfirmed intent and looks the
   «Заявка» up by «Номер AmoCRM» until ``[sync] create_settle_seconds`` after the intent before
   creating: 1C's late create is found, not doubled.
-* after the create's ref was recorded (row pending), before or during the post: the lookup finds
-  it; posting is idempotent.
-* before the notes POST: the lead is flagged, its row pending; the rerun writes the note.
+* after the create was answered, before the batch commit (the row has the intent, not the ref):
+  the next attempt's first look-up finds the «Заявка»; posting again is harmless; the journal
+  entries of this attempt are lost with the process, the «Заявка» is not.
+* before the notes POST: the lead is flagged; the rerun finds its «Заявка» and writes the note.
 * after the notes POST, before the PATCH: the lead is still flagged; the rerun writes the note
   again — a duplicate note at worst, never a lost one, never a second «Заявка».
 * after the PATCH, before the store commit: the lead is unflagged and shows the number; the row
@@ -217,6 +222,11 @@ class _Cycle:
     found: dict | None = None
     pending: list = field(default_factory=list)
     claims: dict = field(default_factory=dict)
+    #: per lead: the journal entries of what this attempt did in 1C, and the «Заявка» it wrote
+    entries: dict = field(default_factory=dict)
+    made: dict = field(default_factory=dict)
+    #: leads whose create was sent and not answered (its intent must stay)
+    in_flight: set = field(default_factory=set)
 
     @property
     def settings(self):
@@ -288,20 +298,62 @@ def run(ctx: JobContext, result: JobResult) -> None:
 
 
 def _work(c: _Cycle, leads: list[dict]) -> list[tuple[int, Any]]:
-    """Handle the leads in order, writing back every BATCH results; (updated_at, outcome) each."""
+    """Handle the leads: the due flagged ones in groups of BATCH (one 1C read, one claim, one
+    write-back each); (updated_at, outcome) of each lead in listing order."""
     flag = c.settings.fields.flag
     flagged = [lead for lead in leads if is_flagged(c.fm, lead, flag)]
     c.rows = registrations.load(c.ctx.store, [int(lead["id"]) for lead in flagged]) if flagged else {}
-    _prefetch(c, [lead for lead in flagged if _decision(c, lead) == "due"])
-    outcomes: list[tuple[int, Any]] = []
-    for lead in leads:
+    outcomes: dict[int, Any] = {}
+    due = []
+    for lead in flagged:
+        c.result.count("flagged")
+        decision = _decision(c, lead)
+        if decision == "due":
+            due.append(lead)
+        else:
+            c.result.count("waiting_for_change" if decision == "waiting" else "deferred")
+            outcomes[int(lead["id"])] = decision == "waiting"
+    for i in range(0, len(due), BATCH):
         if c.ctx.stopping():
             break
-        outcomes.append((int(lead.get("updated_at") or 0), _handle(c, lead)))
-        if len(c.pending) >= BATCH:
-            _flush(c)
+        _group(c, due[i:i + BATCH], outcomes)
+    stop_at = next((int(lead["id"]) for lead in flagged if int(lead["id"]) not in outcomes), None)
+    out = []
+    for lead in leads:
+        lead_id = int(lead["id"])
+        if lead_id == stop_at:
+            break   # stopped before this lead: it and those after it are not handled
+        out.append((int(lead.get("updated_at") or 0), outcomes.get(lead_id, True)))
+    return out
+
+
+def _group(c: _Cycle, group: list[dict], outcomes: dict[int, Any]) -> None:
+    """Up to BATCH due leads: read 1C for all, claim all, register each, write back all."""
+    _prefetch(c, group)
+    _fence(c)
+    claimed = registrations.claim(c.ctx.store, [int(lead["id"]) for lead in group], c.run.owner, lease=c.lease)
+    released = []
+    for lead in group:
+        lead_id = int(lead["id"])
+        if lead_id not in claimed:
+            c.result.count("claimed_elsewhere")
+            outcomes[lead_id] = False
+            continue
+        if c.ctx.stopping():
+            released.append(lead_id)
+            continue
+        c.claims[lead_id] = _time.monotonic() + c.lease
+        outcome = _attempt(c, lead, claimed[lead_id])
+        outcomes[lead_id] = outcome
+        if isinstance(outcome, _WriteBack):
+            c.pending.append(outcome)
+        else:
+            released.append(lead_id)
     _flush(c)
-    return outcomes
+    for lead_id in released:
+        c.claims.pop(lead_id, None)
+    registrations.release(c.ctx.store, released, c.run.owner,
+                          create_unsent=[i for i in released if i not in c.in_flight])
 
 
 def _decision(c: _Cycle, lead: dict) -> str:
@@ -341,35 +393,6 @@ def _doctor_ref(c: _Cycle, req: rules.Request) -> str | None:
         if rules.clean_name(name).casefold() == wanted:
             return ref
     return None
-
-
-def _handle(c: _Cycle, lead: dict) -> Any:
-    """One lead: True when fully handled (the cursor may move past it), False when not, or its
-    _WriteBack (handled once its batch is written back)."""
-    lead_id = int(lead["id"])
-    if not is_flagged(c.fm, lead, c.settings.fields.flag):
-        return True
-    c.result.count("flagged")
-    decision = _decision(c, lead)
-    if decision == "waiting":
-        c.result.count("waiting_for_change")
-        return True
-    if decision == "deferred":
-        c.result.count("deferred")
-        return False
-    _fence(c)
-    reg = registrations.claim(c.ctx.store, lead_id, c.run.owner, lease=c.lease)
-    if reg is None:
-        c.result.count("claimed_elsewhere")
-        return False
-    c.claims[lead_id] = _time.monotonic() + c.lease
-    outcome = _attempt(c, lead, reg)
-    if isinstance(outcome, _WriteBack):
-        c.pending.append(outcome)
-    else:
-        c.claims.pop(lead_id, None)
-        registrations.release(c.ctx.store, [lead_id], c.run.owner)
-    return outcome
 
 
 def _attempt(c: _Cycle, lead: dict, reg: Registration) -> Any:
@@ -413,7 +436,7 @@ def _step(c: _Cycle, lead_id: int) -> None:
     _fence(c)
     until = c.claims.get(lead_id)
     if until is not None and until - _time.monotonic() < c.lease / 2:
-        if registrations.claim(c.ctx.store, lead_id, c.run.owner, lease=c.lease) is None:
+        if lead_id not in registrations.claim(c.ctx.store, [lead_id], c.run.owner, lease=c.lease):
             log.warning("registration.claim_lost", lead_id=lead_id)
             raise _Stopped()
         c.claims[lead_id] = _time.monotonic() + c.lease
@@ -456,10 +479,10 @@ def _register(c: _Cycle, lead: dict, reg: Registration) -> _WriteBack:
     values = dict(client_ref=client_ref, doctor_ref=day.doctor_ref, day=req.day, start=req.time,
                   end=slot_rules.end_time(req.time, c.settings.sync.appointment_minutes))
     created_now = zay is None
-    zay = _write_zayavka(c, lead_id, zay, values)
+    zay, written = _write_zayavka(c, lead_id, zay, values)
     first = created_now or reg.fingerprint is None
     note = rules.created_note(zay.number) if first else rules.updated_note(zay.number)
-    if not zay.posted or not created_now:
+    if written or not zay.posted:
         _post(c, lead_id, zay)
     c.result.count("created" if first else "updated")
     return _done(c, lead, zay, rules.with_remarks(note, remark), req.fingerprint, action="lead.registered")
@@ -526,33 +549,33 @@ def _free_day(c: _Cycle, req: rules.Request, existing: list, zay: Any) -> Doctor
     return day
 
 
-def _write_zayavka(c: _Cycle, lead_id: int, zay: Any, values: dict) -> Any:
-    """Update the lead's «Заявка» when it differs, or create one: the intent committed before the
-    create is sent, its ref right after it is answered (a rerun finds it either way)."""
-    onec, store = c.ctx.onec, c.ctx.store
+def _write_zayavka(c: _Cycle, lead_id: int, zay: Any, values: dict) -> tuple[Any, bool]:
+    """Update the lead's «Заявка» when it differs, or create one (the intent committed before the
+    create is sent: a rerun finds the «Заявка» either way); and whether 1C was written."""
+    onec = c.ctx.onec
     if zay is not None:
         if _same(zay, values):
             c.result.count("zayavka_kept")
-            return zay
+            return zay, False
         _step(c, lead_id)
         zay = onec.update_zayavka(zay.ref, **values)
-        _record(c, lead_id, zay, action="zayavka.updated", system="1c",
+        _record(c, lead_id, zay, action="zayavka.updated",
                 message=f"«Заявка» № {rules.display_number(zay.number)} изменена", detail=_plain(values))
-        c.run.bookings.booked(zay)
-        return zay
+        return zay, True
     nomenclature = c.default("nomenclature").ref
     doc_date = datetime.now(c.settings.sync.tz).replace(tzinfo=None, microsecond=0)  # 1C: naive local
     _step(c, lead_id)
-    registrations.record_intent(store, lead_id)
+    registrations.record_intent(c.ctx.store, lead_id)
+    c.in_flight.add(lead_id)
     try:
         zay = onec.create_zayavka(lead_id=lead_id, nomenclature_ref=nomenclature, doc_date=doc_date, **values)
     except ItemError:
-        registrations.clear_intent(store, lead_id)  # refused outright: nothing in flight
+        c.in_flight.discard(lead_id)   # refused outright: nothing in flight
         raise
-    _record(c, lead_id, zay, action="zayavka.created", system="1c",
+    c.in_flight.discard(lead_id)
+    _record(c, lead_id, zay, action="zayavka.created",
             message=f"создан документ «Заявка» № {rules.display_number(zay.number)}", detail=_plain(values))
-    c.run.bookings.booked(zay)
-    return zay
+    return zay, True
 
 
 def _kept(message: str, zay: Any) -> str:
@@ -593,23 +616,28 @@ def _client(c: _Cycle, lead_id: int, req: rules.Request) -> tuple[str, str | Non
     return item.ref, rules.client_remark(name=req.client_name, created=True, matches=0)
 
 
-def _record(c: _Cycle, lead_id: int, zay: Any, *, action: str, system: str, message: str,
-            detail: dict) -> None:
-    """Registration row (status pending, with the ref) + journal, in one committed transaction."""
-    registrations.record_ref(c.ctx.store, lead_id, ref=zay.ref, number=zay.number, entry=dict(
-        job=JOB, system=system, action=action, message=message, detail={"number": zay.number, **detail},
-        run_id=c.result.run_id))
+def _record(c: _Cycle, lead_id: int, zay: Any, *, action: str, message: str, detail: dict) -> None:
+    """What was written in 1C: kept for the lead's next commit (its write-back batch, or its
+    failure), where the row gets the ref; until then the intent and the lookup by «Номер AmoCRM»
+    find the «Заявка»."""
+    c.made[lead_id] = zay
+    c.run.bookings.booked(zay)
+    c.entries.setdefault(lead_id, []).append(dict(
+        job=JOB, system="1c", action=action, ref=zay.ref, message=message,
+        detail={"number": zay.number, **detail}, run_id=c.result.run_id))
 
 
 def _post(c: _Cycle, lead_id: int, zay: Any) -> None:
     onec = c.ctx.onec
     _step(c, lead_id)
+    c.made.setdefault(lead_id, zay)
     try:
         onec.post(onec.names.zayavka, zay.ref)
     except (ItemError, RetriableError) as exc:
         raise _PostRefused(zay, exc) from exc
-    record(c.ctx.store, job=JOB, system="1c", action="zayavka.posted", lead_id=lead_id, ref=zay.ref,
-           message=f"проведён документ «Заявка» № {rules.display_number(zay.number)}", run_id=c.result.run_id)
+    c.entries.setdefault(lead_id, []).append(dict(
+        job=JOB, system="1c", action="zayavka.posted", ref=zay.ref, run_id=c.result.run_id,
+        message=f"проведён документ «Заявка» № {rules.display_number(zay.number)}"))
 
 
 def post_refused_note(number: str, reason: str) -> str:
@@ -675,8 +703,9 @@ def _flush(c: _Cycle) -> None:
     registrations.record_batch_done(
         c.ctx.store,
         done=[dict(lead_id=w.lead_id, ref=w.zay.ref, number=w.zay.number, fingerprint=w.fingerprint,
-                   entry=dict(job=JOB, system="amocrm", action=w.action, message=w.note,
-                              detail={"patch": w.patch}, run_id=run_id))
+                   entries=[*c.entries.pop(w.lead_id, []),
+                            dict(job=JOB, system="amocrm", action=w.action, message=w.note,
+                                 detail={"patch": w.patch}, run_id=run_id)])
               for w in patched if w.kind == "done"],
         invalid=[dict(lead_id=w.lead_id, note=w.note,
                       entry=dict(job=JOB, system="amocrm", action=w.action,
@@ -685,6 +714,7 @@ def _flush(c: _Cycle) -> None:
     for w in patched:
         w.handled = True
         c.claims.pop(w.lead_id, None)
+        c.made.pop(w.lead_id, None)
     c.result.count("write_batches")
 
 
@@ -779,8 +809,12 @@ def _failed(c: _Cycle, lead: dict, error: str, *, code: str | None = None, retry
     c.result.count("failed")
     c.result.item_failed(f"lead {lead_id}: {error}")
     log.warning("registration.lead_failed", lead_id=lead_id, error=error, code=code, retry=retry)
-    item = registrations.record_failure(c.ctx.store, lead_id, error=error, code=code, retriable=retry,
-                                        version=_version(lead), policy=retries.policy_of(c.settings),
-                                        job=JOB, run_id=c.result.run_id)
+    zay = c.made.pop(lead_id, None)
+    item = registrations.record_failure(
+        c.ctx.store, lead_id, error=error, code=code, retriable=retry, version=_version(lead),
+        policy=retries.policy_of(c.settings), job=JOB, run_id=c.result.run_id,
+        ref=zay.ref if zay is not None else None, number=zay.number if zay is not None else None,
+        entries=c.entries.pop(lead_id, []), create_unsent=lead_id not in c.in_flight)
+    c.claims.pop(lead_id, None)
     if item.state == retries.GIVEN_UP:
         c.result.count("given_up")

@@ -41,44 +41,23 @@ def get(store, lead_id: int) -> tuple[Registration | None, RetryItem | None]:
     return reg, failure
 
 
-def record_ref(store, lead_id: int, *, ref: str, number: str | None, entry: dict[str, Any]) -> None:
-    """A «Заявка» was created or changed in 1C: its ref and number, status pending."""
-    with store.session() as s:
-        reg = _row(s, lead_id)
-        reg.zayavka_ref, reg.zayavka_number, reg.status = ref, number, "pending"
-        reg.create_sent_at = None
-        journal(s, lead_id=lead_id, ref=ref, **entry)
-
-
-def record_done(store, lead_id: int, *, ref: str, number: str | None, fingerprint: str,
-                entry: dict[str, Any]) -> None:
-    """amoCRM took the note and the PATCH: the registration is confirmed."""
-    with store.session() as s:
-        reg = _row(s, lead_id)
-        reg.zayavka_ref, reg.zayavka_number, reg.fingerprint = ref, number, fingerprint
-        reg.status, reg.error = "done", None
-        reg.claimed_by = reg.claimed_until = None
-        retries.clear(s, retries.REGISTRATION, [lead_id])
-        journal(s, lead_id=lead_id, ref=ref, **entry)
-
-
-def record_invalid(store, lead_id: int, *, note: str, entry: dict[str, Any]) -> None:
-    """The lead's data cannot become a «Заявка»; the note told it on the lead."""
-    with store.session() as s:
-        reg = _row(s, lead_id)
-        reg.status, reg.error = "invalid", note
-        reg.claimed_by = reg.claimed_until = None
-        retries.clear(s, retries.REGISTRATION, [lead_id])
-        journal(s, lead_id=lead_id, message=note, **entry)
-
-
 def record_failure(store, lead_id: int, *, error: str, code: str | None, retriable: bool,
-                   version: str, policy: ItemRetry, job: str, run_id: int | None) -> RetryItem:
-    """The lead failed: status failed, its retry record, and a journal entry that tells both."""
+                   version: str, policy: ItemRetry, job: str, run_id: int | None,
+                   ref: str | None = None, number: str | None = None,
+                   entries: Iterable[dict[str, Any]] = (), create_unsent: bool = False) -> RetryItem:
+    """The lead failed: status failed, its retry record, and a journal entry that tells both.
+    ``ref``/``number``: the «Заявка» this attempt created or changed (with ``entries``, the journal
+    entries of what it did in 1C); ``create_unsent``: no create of this attempt can be in flight."""
     with store.session() as s:
         reg = _row(s, lead_id)
         reg.status = "failed"
         reg.claimed_by = reg.claimed_until = None
+        if ref is not None:
+            reg.zayavka_ref, reg.zayavka_number, reg.create_sent_at = ref, number, None
+        elif create_unsent:
+            reg.create_sent_at = None
+        for entry in entries:
+            journal(s, lead_id=lead_id, **entry)
         item = retries.record_failure(s, retries.REGISTRATION, lead_id, error=error, code=code,
                                       retriable=retriable, version=version, policy=policy)
         journal(s, job=job, system="store", action="lead.failed", lead_id=lead_id, ref=reg.zayavka_ref,
@@ -106,40 +85,47 @@ def load(store, lead_ids: Iterable[int]) -> dict[int, tuple[Registration | None,
     return out
 
 
-def claim(store, lead_id: int, owner: str, *, lease: float,
-          now: datetime | None = None) -> Registration | None:
-    """Take (or renew) the lead's claim for ``lease`` seconds; the fresh row (detached), or None
-    when another process holds an unexpired claim."""
+def claim(store, lead_ids: Iterable[int], owner: str, *, lease: float,
+          now: datetime | None = None) -> dict[int, Registration]:
+    """Take (or renew) the claims of these leads for ``lease`` seconds, in one transaction: the
+    rows of the leads now ours (detached), without those another process holds unexpired."""
+    ids = list(dict.fromkeys(int(i) for i in lead_ids))
+    if not ids:
+        return {}
     now = now or utcnow()
-    until = now + timedelta(seconds=lease)
     free = ((Registration.claimed_by.is_(None)) | (Registration.claimed_by == owner)
             | (Registration.claimed_until < now))
-    try:
-        with store.session() as s:
-            done = s.execute(update(Registration).where(Registration.lead_id == lead_id, free)
-                             .values(claimed_by=owner, claimed_until=until)
-                             .execution_options(synchronize_session=False)).rowcount
-            reg = s.get(Registration, lead_id)
-            if not done:
-                if reg is not None:
-                    return None
-                reg = Registration(lead_id=lead_id, status="pending", claimed_by=owner, claimed_until=until)
-                s.add(reg)
-                s.flush()
-            s.expunge(reg)
-    except IntegrityError:   # another process inserted the row first: it holds the claim
-        return None
-    return reg
+    with store.session() as s:
+        have = set(s.scalars(select(Registration.lead_id).where(Registration.lead_id.in_(ids))))
+        for lead_id in ids:
+            if lead_id not in have:
+                try:
+                    with s.begin_nested():   # another process may insert it at the same time
+                        s.add(Registration(lead_id=lead_id, status="pending"))
+                except IntegrityError:
+                    pass
+        s.execute(update(Registration).where(Registration.lead_id.in_(ids), free)
+                  .values(claimed_by=owner, claimed_until=now + timedelta(seconds=lease))
+                  .execution_options(synchronize_session=False))
+        rows = {r.lead_id: r for r in s.scalars(select(Registration).where(Registration.lead_id.in_(ids)))
+                if r.claimed_by == owner}
+        s.expunge_all()
+    return rows
 
 
-def release(store, lead_ids: Iterable[int], owner: str) -> None:
-    """Give up our claims on these leads (someone else's claim is left alone)."""
+def release(store, lead_ids: Iterable[int], owner: str, *, create_unsent: Iterable[int] = ()) -> None:
+    """Give up our claims on these leads (someone else's claim is left alone); for the leads in
+    ``create_unsent`` no create can be in flight, so their intent goes too."""
     ids = list(lead_ids)
     if not ids:
         return
+    unsent = [i for i in create_unsent if i in set(ids)]
     with store.session() as s:
         s.execute(update(Registration).where(Registration.lead_id.in_(ids), Registration.claimed_by == owner)
                   .values(claimed_by=None, claimed_until=None).execution_options(synchronize_session=False))
+        if unsent:
+            s.execute(update(Registration).where(Registration.lead_id.in_(unsent))
+                      .values(create_sent_at=None).execution_options(synchronize_session=False))
 
 
 def record_intent(store, lead_id: int) -> None:
@@ -148,18 +134,10 @@ def record_intent(store, lead_id: int) -> None:
         _row(s, lead_id).create_sent_at = utcnow()
 
 
-def clear_intent(store, lead_id: int) -> None:
-    """1C refused the create outright: nothing is in flight."""
-    with store.session() as s:
-        reg = s.get(Registration, lead_id)
-        if reg is not None:
-            reg.create_sent_at = None
-
-
 def record_batch_done(store, done: list[dict[str, Any]], invalid: list[dict[str, Any]]) -> None:
-    """One write-back batch confirmed by amoCRM: every lead's row, journal entry and retry record
-    in ONE transaction. ``done`` items: lead_id, ref, number, fingerprint, entry; ``invalid``:
-    lead_id, note, entry."""
+    """One write-back batch confirmed by amoCRM: every lead's row, journal entries and retry record
+    in ONE transaction. ``done`` items: lead_id, ref, number, fingerprint, entries (what was done
+    in 1C and in amoCRM, in order); ``invalid``: lead_id, note, entry."""
     if not done and not invalid:
         return
     with store.session() as s:
@@ -170,10 +148,11 @@ def record_batch_done(store, done: list[dict[str, Any]], invalid: list[dict[str,
             reg.zayavka_ref, reg.zayavka_number, reg.fingerprint = d["ref"], d["number"], d["fingerprint"]
             reg.status, reg.error, reg.create_sent_at = "done", None, None
             reg.claimed_by = reg.claimed_until = None
-            journal(s, lead_id=d["lead_id"], ref=d["ref"], **d["entry"])
+            for entry in d["entries"]:
+                journal(s, lead_id=d["lead_id"], **{"ref": d["ref"], **entry})
         for d in invalid:
             reg = rows.get(d["lead_id"]) or _row(s, d["lead_id"])
-            reg.status, reg.error = "invalid", d["note"]
+            reg.status, reg.error, reg.create_sent_at = "invalid", d["note"], None
             reg.claimed_by = reg.claimed_until = None
             journal(s, lead_id=d["lead_id"], message=d["note"], **d["entry"])
         retries.clear(s, retries.REGISTRATION, ids)
