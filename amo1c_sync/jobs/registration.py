@@ -162,7 +162,7 @@ class _RunState:
     defaults: dict[str, tuple[float, Any]] = field(default_factory=dict)
     reconciled_at: float | None = None
     #: who holds a lead's claim: this process and this context (a term of leadership)
-    owner: str = field(default_factory=lambda: f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+    owner: str = field(default_factory=lambda: _owner())
 
 
 _RUNS: "weakref.WeakKeyDictionary[Any, _RunState]" = weakref.WeakKeyDictionary()
@@ -331,7 +331,8 @@ def _group(c: _Cycle, group: list[dict], outcomes: dict[int, Any]) -> None:
     """Up to BATCH due leads: read 1C for all, claim all, register each, write back all."""
     _prefetch(c, group)
     _fence(c)
-    claimed = registrations.claim(c.ctx.store, [int(lead["id"]) for lead in group], c.run.owner, lease=c.lease)
+    claimed = registrations.claim(c.ctx.store, [int(lead["id"]) for lead in group], c.run.owner,
+                                  lease=c.lease, dead=_gone)
     released = []
     for lead in group:
         lead_id = int(lead["id"])
@@ -420,6 +421,26 @@ def _attempt(c: _Cycle, lead: dict, reg: Registration) -> Any:
         log.exception("registration.lead_crashed", lead_id=lead_id)
         _failed(c, lead, f"{type(exc).__name__}: {exc}")
         return False
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _gone(owner: str) -> bool:
+    """A claim's holder that was a process on this host which no longer runs (a SIGKILLed
+    daemon): its claim need not run out. A create it sent may still land: the intent covers it."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname()[:40] or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _fence(c: _Cycle) -> None:

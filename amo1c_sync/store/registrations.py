@@ -10,7 +10,7 @@ later attempt that finds it looks the «Заявка» up in 1C for the settle t
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -85,10 +85,11 @@ def load(store, lead_ids: Iterable[int]) -> dict[int, tuple[Registration | None,
     return out
 
 
-def claim(store, lead_ids: Iterable[int], owner: str, *, lease: float,
-          now: datetime | None = None) -> dict[int, Registration]:
+def claim(store, lead_ids: Iterable[int], owner: str, *, lease: float, now: datetime | None = None,
+          dead: Callable[[str], bool] | None = None) -> dict[int, Registration]:
     """Take (or renew) the claims of these leads for ``lease`` seconds, in one transaction: the
-    rows of the leads now ours (detached), without those another process holds unexpired."""
+    rows of the leads now ours (detached), without those another process holds unexpired.
+    ``dead(owner)``: True for a holder known to be gone (its claim is free at once)."""
     ids = list(dict.fromkeys(int(i) for i in lead_ids))
     if not ids:
         return {}
@@ -104,6 +105,13 @@ def claim(store, lead_ids: Iterable[int], owner: str, *, lease: float,
                         s.add(Registration(lead_id=lead_id, status="pending"))
                 except IntegrityError:
                     pass
+        if dead is not None:
+            holders = s.scalars(select(Registration.claimed_by).distinct().where(
+                Registration.lead_id.in_(ids), Registration.claimed_by.is_not(None),
+                Registration.claimed_by != owner, Registration.claimed_until >= now))
+            gone = [h for h in holders if dead(h)]
+            if gone:
+                free = free | Registration.claimed_by.in_(gone)
         s.execute(update(Registration).where(Registration.lead_id.in_(ids), free)
                   .values(claimed_by=owner, claimed_until=now + timedelta(seconds=lease))
                   .execution_options(synchronize_session=False))

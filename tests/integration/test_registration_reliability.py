@@ -312,3 +312,21 @@ def test_given_the_date_31_12_9999_when_flagged_then_a_readable_note_not_a_raw_t
     [note] = lead(amo_emu, lead_id)["notes"]
     assert "31.12.9999" in note and "2534022" not in note, note
     assert zayavki(onec_emu, lead_id) == [] and lead(amo_emu, lead_id)["fields"].get(FLAG) in (False, None)
+
+
+def test_given_a_claim_of_a_killed_daemon_on_this_host_when_the_next_one_runs_then_it_registers_at_once(
+        amo_emu, onec_emu, settings, store):
+    import socket
+    import subprocess
+    import sys
+
+    lead_id = seed_lead(amo_emu)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    pid = int(dead.stdout)
+    with store.session() as s:   # its claim would run for another 10 minutes
+        s.add(Registration(lead_id=lead_id, status="pending", claimed_by=f"{socket.gethostname()[:40]}:{pid}:x",
+                           claimed_until=datetime.now(timezone.utc) + timedelta(minutes=10)))
+    result = run(settings, store)
+    assert result.ok and result.counts["created"] == 1, result.counts
+    assert len(zayavki(onec_emu, lead_id)) == 1
