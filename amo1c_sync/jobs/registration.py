@@ -53,6 +53,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import time as _time
 import uuid
@@ -662,8 +663,15 @@ def _post(c: _Cycle, lead_id: int, zay: Any) -> None:
 
 
 def post_refused_note(number: str, reason: str) -> str:
-    return (f"Документ Заявка № {rules.display_number(number)} создан в 1С, но 1С не проводит его: "
-            f"{reason}. Попытки провести его будут повторяться автоматически; эта заметка не повторится.")
+    return (f"Документ Заявка № {rules.display_number(number)} создан в 1С, но 1С не проводит его "
+            f"({_reason(reason)}). Попытки провести его будут повторяться автоматически; "
+            "эта заметка не повторится.")
+
+
+def _reason(error: str) -> str:
+    """The gateway's «1C answered 500 to POST /…/Post?…: why» as a person reads it: «ответ 500: why»."""
+    m = re.match(r"1C answered (\d+) to \S+ \S+: (.*)$", error, re.S)
+    return f"ответ {m.group(1)}: {m.group(2).strip()}"[:300] if m else error[:300]
 
 
 def _post_refused(c: _Cycle, lead: dict, exc: _PostRefused) -> bool:

@@ -94,6 +94,19 @@ def test_given_1c_carries_out_the_create_after_the_read_timeout_when_retried_the
     assert reg.status == "done" and reg.create_sent_at is None and reg.claimed_by is None
 
 
+def test_given_1c_created_the_zayavka_and_its_answer_came_after_the_read_timeout_when_retried_then_one(
+        amo_emu, onec_emu, store):
+    settings = make_settings(amo_emu, onec_emu, create_settle_seconds="15s")
+    lead_id = seed_lead(amo_emu)
+    fault(onec_emu, count=1, phase="after", delay_ms=1500, method="POST", path_prefix=ZAYAVKA_SET)
+    first = run_job(_ctx(settings, store, read_timeout=0.3), "registration")
+    assert first.counts["failed"] == 1
+    _due_now(store, lead_id)
+    assert run_job(_ctx(settings, store), "registration").ok
+    assert len(zayavki(onec_emu, lead_id)) == 1 and len(zayavki(onec_emu)) == 1
+    assert lead(amo_emu, lead_id)["notes"] == [f"Создан документ Заявка № {shown(onec_emu, 219)}"]
+
+
 def test_given_an_unconfirmed_create_older_than_the_settle_time_when_retried_then_it_is_created(
         amo_emu, onec_emu, store):
     """The intent only delays: a create 1C never carried out is made once the settle time passed."""
