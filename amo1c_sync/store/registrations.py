@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from amo1c_sync.domain.retry import ItemRetry
@@ -98,13 +99,11 @@ def claim(store, lead_ids: Iterable[int], owner: str, *, lease: float, now: date
             | (Registration.claimed_until < now))
     with store.session() as s:
         have = set(s.scalars(select(Registration.lead_id).where(Registration.lead_id.in_(ids))))
-        for lead_id in ids:
-            if lead_id not in have:
-                try:
-                    with s.begin_nested():   # another process may insert it at the same time
-                        s.add(Registration(lead_id=lead_id, status="pending"))
-                except IntegrityError:
-                    pass
+        missing = [i for i in ids if i not in have]
+        if missing:   # another process may insert one at the same time: then its row stands
+            insert = pg_insert if store.dialect == "postgresql" else sqlite_insert
+            s.execute(insert(Registration).on_conflict_do_nothing(index_elements=["lead_id"]),
+                      [{"lead_id": i, "status": "pending", "updated_at": now} for i in missing])
         if dead is not None:
             holders = s.scalars(select(Registration.claimed_by).distinct().where(
                 Registration.lead_id.in_(ids), Registration.claimed_by.is_not(None),
@@ -138,8 +137,12 @@ def release(store, lead_ids: Iterable[int], owner: str, *, create_unsent: Iterab
 
 def record_intent(store, lead_id: int) -> None:
     """A create of the lead's «Заявка» is about to be sent (committed before it is)."""
-    with store.session() as s:
-        _row(s, lead_id).create_sent_at = utcnow()
+    with store.session() as s:   # one statement: the claim made the row
+        done = s.execute(update(Registration).where(Registration.lead_id == lead_id)
+                         .values(create_sent_at=utcnow())
+                         .execution_options(synchronize_session=False)).rowcount
+        if not done:
+            _row(s, lead_id).create_sent_at = utcnow()
 
 
 def record_batch_done(store, done: list[dict[str, Any]], invalid: list[dict[str, Any]]) -> None:
