@@ -13,6 +13,7 @@ from amo1c_sync.jobs.base import JobContext, run_job
 from amo1c_sync.leader import LeadershipLost
 from amo1c_sync.onec import OneC
 from amo1c_sync.store import Store
+from amo1c_sync.store import retry as retries
 from amo1c_sync.store.models import Cursor, JournalEntry, Registration, RetryItem
 from tests.support import wait_until
 from tests.support.e2e import (
@@ -288,6 +289,8 @@ def test_given_a_failed_lead_deleted_in_amocrm_when_next_cycle_then_recorded_del
     assert result.counts["leads_deleted"] == 1
     assert _reg(store, lead_id).status == "deleted" and _retry(store, lead_id) is None
     assert zayavki(onec_emu, lead_id) == []
+    _counts, unsettled = retries.unsettled(store, limit=50)   # what `status` lists as not settled
+    assert [row.lead_id for kind, row, _ in unsettled if kind == "registration"] == []
 
 
 # --- 14.10: messages and needless writes ---------------------------------------------------------
