@@ -101,6 +101,9 @@ class SyncSettings:
     slot_step_minutes: int = 5
     appointment_minutes: int = 15
     schedule_cache_ttl: float = 60.0
+    # after a «Заявка» create whose answer was lost, how long 1C may still carry it out: a later
+    # attempt looks it up until then before creating again (longer than 1C's worst case)
+    create_settle_seconds: float = 30.0
     # the old names of [retry] item_backoff_base, item_backoff_max, item_max_attempts: still read
     # from [sync], and always equal to the [retry] values in force
     retry_backoff_base: float = field(default=60.0, metadata={"moved_to": "item_backoff_base"})
@@ -255,7 +258,7 @@ _SECTIONS: dict[str, Callable[[], type]] = {
 _DURATION_KEYS = {
     "connect_timeout", "read_timeout", "registration_interval", "payments_interval",
     "directory_interval", "hot_window", "lookback", "full_scan_interval", "lead_cursor_overlap",
-    "lead_reconcile_interval",
+    "lead_reconcile_interval", "create_settle_seconds",
     "schedule_cache_ttl", "retry_backoff_base", "retry_backoff_max", "stale_after",
     "request_backoff_base", "request_backoff_max", "item_backoff_base", "item_backoff_max",
     "timeout", "lock_lease", "token_timeout",

@@ -60,6 +60,8 @@ def amo_date_to_day(value: Any, tz: ZoneInfo) -> date:
         day = local.date()
         # nearest midnight: compare to this day's and the next day's local midnight
         this_mid = datetime.combine(day, time(0), tzinfo=tz)
+        if day == date.max:   # 31.12.9999: no next day to compare with
+            return day
         next_mid = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz)
         if (next_mid - local) < (local - this_mid):
             day += timedelta(days=1)

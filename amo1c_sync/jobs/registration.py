@@ -1,23 +1,48 @@
-"""F2: flagged lead -> «Заявка» in 1C, idempotently; result written back to the lead.
+"""F2: flagged lead -> «Заявка» in 1C, idempotently; results written back to the leads in batches.
 
 One cycle:
-1. One amoCRM request (usually): leads with ``updated_at >= cursor - overlap``. The lead fields are
-   resolved once and kept by the amoCRM gateway (``lead_field_map``), so an idle cycle costs that
-   single request and nothing in 1C. 1C is touched only when a flagged lead is seen.
-2. Per flagged lead, in ``updated_at`` order: read and validate its fields (missing, unknown
-   doctor, doctor not working that day, time off the grid / outside the hours / busy — counting
-   the lead's own «Заявка» as free); resolve the client; look up its «Заявка» by «Номер AmoCRM»
-   (1C is the truth; the Registration row is a cache); update it or create one (the row with the
-   new ref is committed right after creating, before posting); post it; then write ONE note and
-   ONE lead PATCH (flag cleared, «Заявка 1С» number). The note goes first: if the PATCH fails the
-   lead stays flagged and the whole lead is retried (a duplicate note at worst, never a lost one).
-3. A lead whose 1C or amoCRM calls fail is recorded (status failed, and its RetryItem) and the
-   others go on. A passing fault (RetriableError) is retried after an exponential backoff, and
-   the cursor advances only past the leading run of leads that are fully handled, so the lead is
-   seen again. An item error (the lead cannot succeed as it is) is not retried until the lead
-   changes: a change moves its updated_at past the cursor, and past the version recorded.
+1. One amoCRM request (usually): the flag's change events since the last read, and the flagged
+   leads they name read by id (``_leads_since``, jobs/flagged.py; the lead listing is an hourly
+   reconciliation). The lead fields are resolved once and kept by the amoCRM gateway, so an idle
+   cycle costs that single request and nothing in 1C.
+2. One batched 1C read (``OneC.zayavki_for``) for every due flagged lead: their «Заявки» by
+   «Номер AmoCRM» and the bookings of each (doctor, day) they ask for. The schedules, the doctors,
+   the default client and nomenclature are kept for the daemon's run (``[sync]
+   schedule_cache_ttl``); the bookings for the cycle, updated with what the cycle itself books.
+   A lone lead costs three 1C requests: that read, the create, the post.
+3. The due flagged leads in groups of 50, in ``updated_at`` order; each group claimed in one
+   store transaction (store/registrations.py: one process at a time per lead, also while
+   leadership moves). Per lead: validate; find its «Заявка» (1C is the truth, the Registration row
+   a cache); update it when it differs, or create one (the intent committed just before); post it.
+   The leader lock is confirmed (``ctx.fence()``) before each of these writes, not only between
+   leads.
+4. Per group: ONE notes POST, ONE PATCH (flag cleared, «Заявка 1С»), ONE store commit (the rows
+   with their refs and fingerprints, the journal of what was done in 1C and amoCRM, the claims
+   released). A lead that fails commits its own row, journal and retry record.
 
-A dry run is the same cycle through the recording adapters of jobs/dry_run.py.
+What a SIGKILL (or a lost answer) at each point leaves:
+* before the create: nothing in 1C; the lead is still flagged and is tried again.
+* create sent (the intent ``create_sent_at`` was committed before it), answer lost or late: the
+  next attempt — this process or another leader — finds the unconfirmed intent and looks the
+  «Заявка» up by «Номер AmoCRM» until ``[sync] create_settle_seconds`` after the intent before
+  creating: 1C's late create is found, not doubled.
+* after the create was answered, before the batch commit (the row has the intent, not the ref):
+  the next attempt's first look-up finds the «Заявка»; posting again is harmless; the journal
+  entries of this attempt are lost with the process, the «Заявка» is not.
+* before the notes POST: the lead is flagged; the rerun finds its «Заявка» and writes the note.
+* after the notes POST, before the PATCH: the lead is still flagged; the rerun writes the note
+  again — a duplicate note at worst, never a lost one, never a second «Заявка».
+* after the PATCH, before the store commit: the lead is unflagged and shows the number; the row
+  is pending. Reconciliation (``_reconcile``, at most every RECONCILE_EVERY seconds) sees the lead
+  written back and records it done; a lead amoCRM no longer has is recorded ``deleted`` and leaves
+  the retry queue.
+* after the commit: done.
+
+A lead whose 1C or amoCRM calls fail is recorded (status failed, and its RetryItem) and the others
+go on. A passing fault is retried after an exponential backoff and the cursor advances only past
+the leading run of fully handled leads. An item error waits until the lead changes. A «Заявка»
+1C refuses to post gets one note saying so and is retried. A dry run is the same cycle through the
+recording adapters of jobs/dry_run.py.
 
 Notes: «Создан документ Заявка № 219» when the lead had no confirmed registration before (also
 when a «Заявка» created by a crashed run is found by the lookup), «Изменён документ Заявка № 219»
@@ -28,33 +53,45 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import socket
 import time as _time
+import uuid
+import weakref
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
-from typing import Any
+from datetime import date, datetime, time, timedelta
+from typing import Any, Callable
 
-from amo1c_sync.amocrm.gateway import BatchResult
-from amo1c_sync.config import Settings
 from amo1c_sync.domain import registration as rules
 from amo1c_sync.domain import slots as slot_rules
+from amo1c_sync.amocrm.gateway import BatchResult
+from amo1c_sync.config import Settings
 from amo1c_sync.domain.dates import format_time
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
-from amo1c_sync.jobs import flagged
 from amo1c_sync.jobs.base import JobContext, JobResult
+from amo1c_sync.jobs.flagged import leads_to_register
 from amo1c_sync.domain.slots import DoctorDay, NotWorking, UnknownDoctor
+from amo1c_sync.leader import LeadershipLost
 from amo1c_sync.logs import get_logger
-from amo1c_sync.onec.gateway import CatalogItem, Zayavka
 from amo1c_sync.services.slots import SlotFinder
 from amo1c_sync.store import cursors, registrations
 from amo1c_sync.store import retry as retries
 from amo1c_sync.store.journal import record
-from amo1c_sync.store.models import Registration, utcnow
+from amo1c_sync.store.models import Registration, RetryItem, utcnow
 
 log = get_logger("amo1c_sync.jobs.registration")
 
 JOB = "registration"
 #: with no cursor yet, look back this far (a flagged lead was updated when the button was pressed)
 FIRST_LOOKBACK = 86400
+#: leads per write-back batch: amoCRM takes at most 50 notes or leads per request
+BATCH = 50
+#: seconds between looks at 1C while an unconfirmed create settles
+POLL_EVERY = 1.0
+#: seconds between reconciliations of rows left pending or failed (one amoCRM read)
+RECONCILE_EVERY = 300.0
+POST_REFUSED = "1c:post_refused"
 
 class Invalid(Exception):
     """The lead's data cannot become a «Заявка»; the message is the lead's note."""
@@ -91,7 +128,92 @@ def is_flagged(fm: Any, lead: dict[str, Any], flag_name: str) -> bool:
     return bool(value)
 
 
+# --- what lives for the daemon's run -----------------------------------------------------------
+
+
+class _Bookings:
+    """The 1C gateway as the SlotFinder sees it: a (doctor, day)'s «Заявки» are read once per
+    cycle (or come from the cycle's batched read) and follow what the cycle itself books."""
+
+    def __init__(self, onec: Any):
+        self.onec = onec
+        self.days: dict[tuple[date, str], list[Any]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.onec, name)
+
+    def zayavki_on(self, day: date, doctor_ref: str | None = None) -> list[Any]:
+        if doctor_ref is None:
+            return list(self.onec.zayavki_on(day, doctor_ref))
+        key = (day, doctor_ref.lower())
+        if key not in self.days:
+            self.days[key] = list(self.onec.zayavki_on(day, doctor_ref))
+        return list(self.days[key])
+
+    def booked(self, zay: Any) -> None:
+        """A «Заявка» was created or moved by this cycle."""
+        ref = zay.ref.lower()
+        for rows in self.days.values():
+            rows[:] = [z for z in rows if z.ref.lower() != ref]
+        key = (zay.day, (zay.doctor_ref or "").lower())
+        if key in self.days:
+            self.days[key].append(zay)
+
+
+@dataclass
+class _RunState:
+    bookings: _Bookings
+    finder: SlotFinder
+    defaults: dict[str, tuple[float, Any]] = field(default_factory=dict)
+    reconciled_at: float | None = None
+    #: who holds a lead's claim: this process and this context (a term of leadership)
+    owner: str = field(default_factory=lambda: _owner())
+
+
+_RUNS: "weakref.WeakKeyDictionary[Any, _RunState]" = weakref.WeakKeyDictionary()
+
+
+def _run_state(ctx: JobContext) -> _RunState:
+    """The caches of this context (the daemon keeps one context per term of leadership)."""
+    state = _RUNS.get(ctx)
+    if state is None:
+        bookings = _Bookings(ctx.onec)
+        state = _RunState(bookings, SlotFinder.from_settings(ctx.settings, bookings))
+        _RUNS[ctx] = state
+    state.bookings.days = {}
+    return state
+
+
 # --- the cycle ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _WriteBack:
+    """One lead's result waiting for the batch's note, PATCH and commit."""
+
+    lead: dict[str, Any]
+    note: str
+    patch: dict[str, Any]
+    kind: str  # done | invalid
+    zay: Any = None
+    fingerprint: str | None = None
+    action: str = "lead.registered"
+    code: str | None = None
+    handled: bool = False
+
+    @property
+    def lead_id(self) -> int:
+        return int(self.lead["id"])
+
+
+class _Stopped(Exception):
+    """Stopping (SIGTERM, or this process's claim on the lead was taken): leave the lead as it is."""
+
+
+class _PostRefused(Exception):
+    def __init__(self, zay: Any, cause: Exception):
+        super().__init__(str(cause))
+        self.zay, self.cause = zay, cause
 
 
 @dataclass
@@ -100,8 +222,16 @@ class _Cycle:
     result: JobResult
     fm: Any
     now: datetime
-    _finder: SlotFinder | None = None
-    _defaults: dict[str, CatalogItem] = field(default_factory=dict)
+    run: _RunState
+    rows: dict[int, tuple[Registration | None, RetryItem | None]] = field(default_factory=dict)
+    found: dict[int, list[Any]] | None = None
+    pending: list[_WriteBack] = field(default_factory=list)
+    claims: dict[int, float] = field(default_factory=dict)
+    #: per lead: the journal entries of what this attempt did in 1C, and the «Заявка» it wrote
+    entries: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    made: dict[int, Any] = field(default_factory=dict)
+    #: leads whose create was sent and not answered (its intent must stay)
+    in_flight: set[int] = field(default_factory=set)
 
     @property
     def settings(self) -> Settings:
@@ -109,68 +239,182 @@ class _Cycle:
 
     @property
     def finder(self) -> SlotFinder:
-        if self._finder is None:
-            self._finder = SlotFinder.from_settings(self.settings, self.ctx.onec)
-        return self._finder
+        return self.run.finder
 
-    def default(self, what: str) -> CatalogItem:
-        if what not in self._defaults:
-            onec = self.ctx.onec
-            item = onec.default_client() if what == "client" else onec.default_nomenclature()
-            if item is None:
-                n = onec.names
-                name = n.default_client if what == "client" else n.default_nomenclature
-                where = n.clients if what == "client" else n.nomenclature
-                raise ItemError(f"в 1С нет элемента «{name}» в {where} (нужен для записи из amoCRM)",
-                                code="1c:no_default_item")
-            self._defaults[what] = item
-        return self._defaults[what]
+    @property
+    def settle(self) -> float:
+        return float(getattr(self.settings.sync, "create_settle_seconds", 30.0))
+
+    @property
+    def lease(self) -> float:
+        """A claim outlives the longest step (a create waits up to the 1C read timeout)."""
+        o = self.settings.onec
+        return self.settle + float(o.read_timeout) + float(o.connect_timeout)
+
+    def default(self, what: str) -> Any:
+        hit = self.run.defaults.get(what)
+        if hit is not None and _time.monotonic() - hit[0] < float(self.settings.sync.schedule_cache_ttl):
+            return hit[1]
+        onec = self.ctx.onec
+        item = onec.default_client() if what == "client" else onec.default_nomenclature()
+        if item is None:
+            n = onec.names
+            name = n.default_client if what == "client" else n.default_nomenclature
+            where = n.clients if what == "client" else n.nomenclature
+            raise ItemError(f"в 1С нет элемента «{name}» в {where} (нужен для записи из amoCRM)",
+                            code="1c:no_default_item")
+        self.run.defaults[what] = (_time.monotonic(), item)
+        return item
+
+
+def _leads_since(ctx: JobContext, result: JobResult, fm: Any) -> list[dict[str, Any]]:
+    """The flagged leads of this cycle (the one call that finds them): amoCRM's events, with the
+    lead listing as a periodic reconciliation (jobs/flagged.py)."""
+    return leads_to_register(ctx, result, fm)
 
 
 def run(ctx: JobContext, result: JobResult) -> None:
     settings = ctx.settings
-    amo = ctx.amocrm
-    fm = field_map(amo, settings)
+    fm = field_map(ctx.amocrm, settings)
     cursor = cursors.registration(ctx.store)
     start = cursor if cursor is not None else int(_time.time()) - FIRST_LOOKBACK
-    leads = flagged.leads_to_register(ctx, result, fm)
+    leads = _leads_since(ctx, result, fm)
     result.count("leads_seen", len(leads))
-    cycle = _Cycle(ctx, result, fm, utcnow())
+    c = _Cycle(ctx, result, fm, utcnow(), _run_state(ctx))
+    try:
+        outcomes = _work(c, leads)
+        _reconcile(c, leads)
+        _fence(c)
+    except LeadershipLost as exc:
+        # another process may lead now: write nothing more, not even the cursor
+        result.status = "interrupted"
+        result.errors.append(str(exc))
+        result.count("leadership_lost")
+        log.warning("registration.leadership_lost", error=str(exc))
+        return
     run_of_handled = cursors.LeadingRun(start)
-    for lead in leads:
-        if ctx.stopping():
-            break
-        if _handle(cycle, lead):
-            run_of_handled.handled(int(lead.get("updated_at") or 0))
+    for updated_at, outcome in outcomes:
+        handled = outcome.handled if isinstance(outcome, _WriteBack) else outcome
+        if handled:
+            run_of_handled.handled(updated_at)
         else:
             run_of_handled.unhandled()
     if cursor is None or run_of_handled.value > cursor:
         cursors.advance_registration(ctx.store, run_of_handled.value)
 
 
-def _handle(c: _Cycle, lead: dict[str, Any]) -> bool:
-    """Process one lead; True when it is fully handled (the cursor may move past it)."""
-    ctx, result, f = c.ctx, c.result, c.settings.fields
-    lead_id = int(lead["id"])
-    if not is_flagged(c.fm, lead, f.flag):
-        return True
-    result.count("flagged")
-    reg, failure = registrations.get(ctx.store, lead_id)
-    version = _version(lead)
-    decision = retries.decide(failure, now=c.now, changed=failure is not None and failure.version != version)
-    if decision == "waiting":
-        result.count("waiting_for_change")
-        return True
-    if decision == "deferred":
-        result.count("deferred")
-        return False
+def _work(c: _Cycle, leads: list[dict[str, Any]]) -> list[tuple[int, Any]]:
+    """Handle the leads: the due flagged ones in groups of BATCH (one 1C read, one claim, one
+    write-back each); (updated_at, outcome) of each lead in listing order."""
+    flag = c.settings.fields.flag
+    flagged = [lead for lead in leads if is_flagged(c.fm, lead, flag)]
+    c.rows = registrations.load(c.ctx.store, [int(lead["id"]) for lead in flagged]) if flagged else {}
+    outcomes: dict[int, Any] = {}
+    due = []
+    for lead in flagged:
+        c.result.count("flagged")
+        decision = _decision(c, lead)
+        if decision == "due":
+            due.append(lead)
+        else:
+            c.result.count("waiting_for_change" if decision == "waiting" else "deferred")
+            outcomes[int(lead["id"])] = decision == "waiting"
+    for i in range(0, len(due), BATCH):
+        if c.ctx.stopping():
+            break
+        _group(c, due[i:i + BATCH], outcomes)
+    stop_at = next((int(lead["id"]) for lead in flagged if int(lead["id"]) not in outcomes), None)
+    out = []
+    for lead in leads:
+        lead_id = int(lead["id"])
+        if lead_id == stop_at:
+            break   # stopped before this lead: it and those after it are not handled
+        out.append((int(lead.get("updated_at") or 0), outcomes.get(lead_id, True)))
+    return out
+
+
+def _group(c: _Cycle, group: list[dict[str, Any]], outcomes: dict[int, Any]) -> None:
+    """Up to BATCH due leads: read 1C for all, claim all, register each, write back all."""
+    _prefetch(c, group)
+    _fence(c)
+    claimed = registrations.claim(c.ctx.store, [int(lead["id"]) for lead in group], c.run.owner,
+                                  lease=c.lease, dead=_gone)
+    released = []
+    for lead in group:
+        lead_id = int(lead["id"])
+        if lead_id not in claimed:
+            c.result.count("claimed_elsewhere")
+            outcomes[lead_id] = False
+            continue
+        if c.ctx.stopping():
+            released.append(lead_id)
+            continue
+        c.claims[lead_id] = _time.monotonic() + c.lease
+        outcome = _attempt(c, lead, claimed[lead_id])
+        outcomes[lead_id] = outcome
+        if isinstance(outcome, _WriteBack):
+            c.pending.append(outcome)
+        else:
+            released.append(lead_id)
+    _flush(c)
+    for lead_id in released:
+        c.claims.pop(lead_id, None)
+    registrations.release(c.ctx.store, released, c.run.owner,
+                          create_unsent=[i for i in released if i not in c.in_flight])
+
+
+def _decision(c: _Cycle, lead: dict[str, Any]) -> str:
+    _reg, failure = c.rows.get(int(lead["id"]), (None, None))
+    return retries.decide(failure, now=c.now,
+                          changed=failure is not None and failure.version != _version(lead))
+
+
+def _prefetch(c: _Cycle, leads: list[dict[str, Any]]) -> None:
+    """One batched 1C read for the due flagged leads: their «Заявки» and their days' bookings.
+    When it fails, each lead looks itself up (and fails on its own if 1C is away)."""
+    if not leads:
+        c.found = {}
+        return
     try:
-        _register(c, lead, reg)
-        return True
+        days = set()
+        for lead in leads:
+            try:
+                req = _request_of(c, lead)
+            except Invalid:
+                continue
+            ref = _doctor_ref(c, req)
+            if ref is not None:
+                days.add((req.day, ref))
+        found, booked = c.ctx.onec.zayavki_for([int(lead["id"]) for lead in leads], sorted(days))
+    except (RetriableError, ItemError) as exc:
+        log.warning("registration.prefetch_failed", error=str(exc), leads=len(leads))
+        c.found = None
+        return
+    c.found = found
+    c.run.bookings.days.update(booked)
+
+
+def _doctor_ref(c: _Cycle, req: rules.Request) -> str | None:
+    wanted = rules.clean_name(req.doctor).casefold()
+    for name, ref in c.finder.working(req.day):
+        if rules.clean_name(name).casefold() == wanted:
+            return ref
+    return None
+
+
+def _attempt(c: _Cycle, lead: dict[str, Any], reg: Registration) -> Any:
+    lead_id = int(lead["id"])
+    try:
+        return _register(c, lead, reg)
     except Invalid as inv:
         return _reject(c, lead, inv)
-    except FatalError:
+    except (FatalError, LeadershipLost):
         raise
+    except _Stopped:
+        c.result.count("stopped")
+        return False
+    except _PostRefused as exc:
+        return _post_refused(c, lead, exc)
     except ItemError as exc:
         # cannot succeed as it is: recorded, not retried until the lead changes (a change moves
         # its updated_at past the cursor, so the poll sees it again)
@@ -183,6 +427,46 @@ def _handle(c: _Cycle, lead: dict[str, Any]) -> bool:
         log.exception("registration.lead_crashed", lead_id=lead_id)
         _failed(c, lead, f"{type(exc).__name__}: {exc}")
         return False
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _gone(owner: str) -> bool:
+    """A claim's holder that was a process on this host which no longer runs (a SIGKILLed
+    daemon): its claim need not run out. A create it sent may still land: the intent covers it."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname()[:40] or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _fence(c: _Cycle) -> None:
+    """Raise LeadershipLost unless this process still holds the leader lock."""
+    fence: Callable[[], None] | None = getattr(c.ctx, "fence", None)
+    if fence is not None:
+        fence()
+
+
+def _step(c: _Cycle, lead_id: int) -> None:
+    """Before each external write of a lead: not stopping, still the leader, still its claim."""
+    if c.ctx.stop.is_set():
+        raise _Stopped()
+    _fence(c)
+    until = c.claims.get(lead_id)
+    if until is not None and until - _time.monotonic() < c.lease / 2:
+        if lead_id not in registrations.claim(c.ctx.store, [lead_id], c.run.owner, lease=c.lease):
+            log.warning("registration.claim_lost", lead_id=lead_id)
+            raise _Stopped()
+        c.claims[lead_id] = _time.monotonic() + c.lease
 
 
 def _version(lead: dict[str, Any]) -> str:
@@ -204,32 +488,59 @@ def _request_of(c: _Cycle, lead: dict[str, Any]) -> rules.Request:
     return parsed
 
 
-def _register(c: _Cycle, lead: dict[str, Any], reg: Registration | None) -> None:
+def _register(c: _Cycle, lead: dict[str, Any], reg: Registration) -> _WriteBack:
     lead_id = int(lead["id"])
     req = _request_of(c, lead)
-    existing = [z for z in c.ctx.onec.zayavki_by_lead(lead_id) if not z.deletion_mark]
+    existing = _lookup(c, lead_id, reg)
     zay = existing[0] if existing else None
     if len(existing) > 1:
         log.warning("registration.several_zayavki", lead_id=lead_id, refs=[z.ref for z in existing])
-    if zay is not None and reg is not None and _unchanged(c, req, reg, zay):
+    if zay is not None and _unchanged(c, req, reg, zay):
         if not zay.posted:
             _post(c, lead_id, zay)
-        _write_back(c, lead_id, zay.number, rules.already_note(zay.number, req), req.fingerprint, zay.ref,
-                    action="lead.already_registered")
         c.result.count("unchanged")
-        return
+        return _done(c, lead, zay, rules.already_note(zay.number, req), req.fingerprint,
+                     action="lead.already_registered")
     day = _free_day(c, req, existing, zay)
     client_ref, remark = _client(c, lead_id, req)
     values = dict(client_ref=client_ref, doctor_ref=day.doctor_ref, day=req.day, start=req.time,
                   end=slot_rules.end_time(req.time, c.settings.sync.appointment_minutes))
     created_now = zay is None
-    zay = _write_zayavka(c, lead_id, zay, values)
-    first = created_now or reg is None or reg.fingerprint is None
+    zay, written = _write_zayavka(c, lead_id, zay, values)
+    first = created_now or reg.fingerprint is None
     note = rules.created_note(zay.number) if first else rules.updated_note(zay.number)
-    _post(c, lead_id, zay)
-    _write_back(c, lead_id, zay.number, rules.with_remarks(note, remark), req.fingerprint, zay.ref,
-                action="lead.registered")
+    if written or not zay.posted:
+        _post(c, lead_id, zay)
     c.result.count("created" if first else "updated")
+    return _done(c, lead, zay, rules.with_remarks(note, remark), req.fingerprint, action="lead.registered")
+
+
+def _lookup(c: _Cycle, lead_id: int, reg: Registration) -> list[Any]:
+    """The lead's non-deleted «Заявки»: from the cycle's batched read when the row agrees with it;
+    read again when the row knows more; polled for the settle time after an unconfirmed create."""
+    if reg.create_sent_at is not None:
+        return _settle(c, lead_id, reg.create_sent_at)
+    rows = c.found.get(lead_id) if c.found is not None else None
+    known = (reg.zayavka_ref or "").lower()
+    if rows is None or (known and known not in {z.ref.lower() for z in rows}):
+        rows = c.ctx.onec.zayavki_by_lead(lead_id)
+    return [z for z in rows if not z.deletion_mark]
+
+
+def _settle(c: _Cycle, lead_id: int, sent_at: datetime) -> list[Any]:
+    """A create was sent and never confirmed: look the «Заявка» up until the settle time after
+    it has passed (1C may carry a create out long after its answer was lost)."""
+    deadline = sent_at + timedelta(seconds=c.settle)
+    c.result.count("settling")
+    while True:
+        rows = [z for z in c.ctx.onec.zayavki_by_lead(lead_id) if not z.deletion_mark]
+        left = (deadline - utcnow()).total_seconds()
+        if rows or left <= 0:
+            log.info("registration.create_settled", lead_id=lead_id, found=len(rows))
+            return rows
+        _step(c, lead_id)
+        if c.ctx.stop.wait(min(POLL_EVERY, left)):
+            raise _Stopped()
 
 
 def _unchanged(c: _Cycle, req: rules.Request, reg: Registration, zay: Any) -> bool:
@@ -239,7 +550,14 @@ def _unchanged(c: _Cycle, req: rules.Request, reg: Registration, zay: Any) -> bo
             and (zay.doctor_ref or "").lower() in c.finder.refs_named(req.doctor))
 
 
-def _free_day(c: _Cycle, req: rules.Request, existing: list[Zayavka], zay: Any) -> DoctorDay:
+def _same(zay: Any, values: dict[str, Any]) -> bool:
+    """The «Заявка» already holds these values: a PATCH would change nothing."""
+    return ((zay.client_ref or "").lower() == str(values["client_ref"]).lower()
+            and (zay.doctor_ref or "").lower() == str(values["doctor_ref"]).lower()
+            and zay.day == values["day"] and zay.start == values["start"] and zay.end == values["end"])
+
+
+def _free_day(c: _Cycle, req: rules.Request, existing: list[Any], zay: Any) -> DoctorDay:
     """The doctor's day when the asked time is free on it (the lead's own «Заявка» not counted);
     else Invalid with the note that says why."""
     sync = c.settings.sync
@@ -258,21 +576,33 @@ def _free_day(c: _Cycle, req: rules.Request, existing: list[Zayavka], zay: Any) 
     return day
 
 
-def _write_zayavka(c: _Cycle, lead_id: int, zay: Any, values: dict[str, Any]) -> Any:
-    """Update the lead's «Заявка», or create one; its ref is recorded right after, before
-    anything else can fail (a rerun finds it, and so does 1C's lookup by «Номер AmoCRM»)."""
+def _write_zayavka(c: _Cycle, lead_id: int, zay: Any, values: dict[str, Any]) -> tuple[Any, bool]:
+    """Update the lead's «Заявка» when it differs, or create one (the intent committed before the
+    create is sent: a rerun finds the «Заявка» either way); and whether 1C was written."""
     onec = c.ctx.onec
     if zay is not None:
+        if _same(zay, values):
+            c.result.count("zayavka_kept")
+            return zay, False
+        _step(c, lead_id)
         zay = onec.update_zayavka(zay.ref, **values)
-        _record(c, lead_id, zay, action="zayavka.updated", system="1c",
+        _record(c, lead_id, zay, action="zayavka.updated",
                 message=f"«Заявка» № {rules.display_number(zay.number)} изменена", detail=_plain(values))
-        return zay
+        return zay, True
+    nomenclature = c.default("nomenclature").ref
     doc_date = datetime.now(c.settings.sync.tz).replace(tzinfo=None, microsecond=0)  # 1C: naive local
-    zay = onec.create_zayavka(lead_id=lead_id, nomenclature_ref=c.default("nomenclature").ref,
-                              doc_date=doc_date, **values)
-    _record(c, lead_id, zay, action="zayavka.created", system="1c",
+    _step(c, lead_id)
+    registrations.record_intent(c.ctx.store, lead_id)
+    c.in_flight.add(lead_id)
+    try:
+        zay = onec.create_zayavka(lead_id=lead_id, nomenclature_ref=nomenclature, doc_date=doc_date, **values)
+    except ItemError:
+        c.in_flight.discard(lead_id)   # refused outright: nothing in flight
+        raise
+    c.in_flight.discard(lead_id)
+    _record(c, lead_id, zay, action="zayavka.created",
             message=f"создан документ «Заявка» № {rules.display_number(zay.number)}", detail=_plain(values))
-    return zay
+    return zay, True
 
 
 def _kept(message: str, zay: Any) -> str:
@@ -305,6 +635,7 @@ def _client(c: _Cycle, lead_id: int, req: rules.Request) -> tuple[str, str | Non
         chosen = found[0]
         return chosen.ref, rules.client_remark(name=req.client_name, created=False, matches=len(found),
                                                chosen_code=chosen.code)
+    _step(c, lead_id)
     item = onec.create_client(req.client_name)
     record(c.ctx.store, job=JOB, system="1c", action="client.created", lead_id=lead_id, ref=item.ref,
            message=f"создан клиент «{item.name}»", detail={"code": item.code}, run_id=c.result.run_id)
@@ -312,19 +643,62 @@ def _client(c: _Cycle, lead_id: int, req: rules.Request) -> tuple[str, str | Non
     return item.ref, rules.client_remark(name=req.client_name, created=True, matches=0)
 
 
-def _record(c: _Cycle, lead_id: int, zay: Any, *, action: str, system: str, message: str,
-            detail: dict[str, Any]) -> None:
-    """Registration row (status pending, with the ref) + journal, in one committed transaction."""
-    registrations.record_ref(c.ctx.store, lead_id, ref=zay.ref, number=zay.number, entry=dict(
-        job=JOB, system=system, action=action, message=message, detail={"number": zay.number, **detail},
-        run_id=c.result.run_id))
+def _record(c: _Cycle, lead_id: int, zay: Any, *, action: str, message: str, detail: dict[str, Any]) -> None:
+    """What was written in 1C: kept for the lead's next commit (its write-back batch, or its
+    failure), where the row gets the ref; until then the intent and the lookup by «Номер AmoCRM»
+    find the «Заявка»."""
+    c.made[lead_id] = zay
+    c.run.bookings.booked(zay)
+    c.entries.setdefault(lead_id, []).append(dict(
+        job=JOB, system="1c", action=action, ref=zay.ref, message=message,
+        detail={"number": zay.number, **detail}, run_id=c.result.run_id))
 
 
 def _post(c: _Cycle, lead_id: int, zay: Any) -> None:
     onec = c.ctx.onec
-    onec.post(onec.names.zayavka, zay.ref)
-    record(c.ctx.store, job=JOB, system="1c", action="zayavka.posted", lead_id=lead_id, ref=zay.ref,
-           message=f"проведён документ «Заявка» № {rules.display_number(zay.number)}", run_id=c.result.run_id)
+    _step(c, lead_id)
+    c.made.setdefault(lead_id, zay)
+    try:
+        onec.post(onec.names.zayavka, zay.ref)
+    except (ItemError, RetriableError) as exc:
+        raise _PostRefused(zay, exc) from exc
+    c.entries.setdefault(lead_id, []).append(dict(
+        job=JOB, system="1c", action="zayavka.posted", ref=zay.ref, run_id=c.result.run_id,
+        message=f"проведён документ «Заявка» № {rules.display_number(zay.number)}"))
+
+
+def post_refused_note(number: str, reason: str) -> str:
+    return (f"Документ Заявка № {rules.display_number(number)} создан в 1С, но 1С не проводит его "
+            f"({_reason(reason)}). Попытки провести его будут повторяться автоматически; "
+            "эта заметка не повторится.")
+
+
+def _reason(error: str) -> str:
+    """The gateway's «1C answered 500 to POST /…/Post?…: why» as a person reads it: «ответ 500: why»."""
+    m = re.match(r"1C answered (\d+) to \S+ \S+: (.*)$", error, re.S)
+    return f"ответ {m.group(1)}: {m.group(2).strip()}"[:300] if m else error[:300]
+
+
+def _post_refused(c: _Cycle, lead: dict[str, Any], exc: _PostRefused) -> bool:
+    """1C does not post the lead's «Заявка»: one note says so (on the first refusal only), and the
+    lead is retried after its backoff."""
+    lead_id = int(lead["id"])
+    _reg, failure = c.rows.get(lead_id, (None, None))
+    if failure is None or failure.code != POST_REFUSED:
+        note = rules.finish_note(post_refused_note(exc.zay.number, str(exc.cause)))
+        try:
+            _fence(c)
+            _confirmed(c.ctx.amocrm.add_notes([(lead_id, note)]), lead_id, "the note")
+            record(c.ctx.store, job=JOB, system="amocrm", action="lead.note", lead_id=lead_id,
+                   ref=exc.zay.ref, message=note, run_id=c.result.run_id)
+        except (ItemError, RetriableError) as note_exc:
+            log.warning("registration.note_failed", lead_id=lead_id, error=str(note_exc))
+    c.result.count("post_refused")
+    _failed(c, lead, f"1C does not post «Заявка» {exc.zay.number}: {exc.cause}", code=POST_REFUSED)
+    return False
+
+
+# --- write-back ---------------------------------------------------------------------------------
 
 
 def _lead_patch(c: _Cycle, lead_id: int, number: str | None) -> dict[str, Any]:
@@ -335,12 +709,80 @@ def _lead_patch(c: _Cycle, lead_id: int, number: str | None) -> dict[str, Any]:
     return {"id": lead_id, "custom_fields_values": cfv}
 
 
-def _amo_write(c: _Cycle, lead_id: int, note: str, patch: dict[str, Any]) -> None:
-    """One note, then one PATCH; raise ItemError/RetriableError when amoCRM refuses either or
-    does not confirm it (a lead its answer does not list is not written, whatever the status)."""
+def _done(c: _Cycle, lead: dict[str, Any], zay: Any, note: str, fp: str, *, action: str) -> _WriteBack:
+    lead_id = int(lead["id"])
+    return _WriteBack(lead, rules.finish_note(note), _lead_patch(c, lead_id, zay.number), "done", zay=zay,
+                      fingerprint=fp, action=action)
+
+
+def _reject(c: _Cycle, lead: dict[str, Any], inv: Invalid) -> _WriteBack:
+    """Validation failed: note + flag cleared, nothing in 1C."""
+    c.result.count("invalid")
+    return _WriteBack(lead, rules.finish_note(inv.message), _lead_patch(c, int(lead["id"]), None), "invalid",
+                      action="lead.invalid", code=inv.code)
+
+
+def _flush(c: _Cycle) -> None:
+    """Write back a batch: ONE notes POST, then ONE PATCH of the leads whose note amoCRM took, then
+    ONE store commit of the leads it patched (the order of the module docstring)."""
+    batch, c.pending = c.pending, []
+    if not batch:
+        return
     amo = c.ctx.amocrm
-    _confirmed(amo.add_notes([(lead_id, note)]), lead_id, "the note")
-    _confirmed(amo.update_leads([patch]), lead_id, "the lead update")
+    _fence(c)
+    noted = _sent(c, batch, lambda items: amo.add_notes([(w.lead_id, w.note) for w in items]), "the note")
+    _fence(c)
+    patched = _sent(c, noted, lambda items: amo.update_leads([w.patch for w in items]), "the lead update")
+    run_id = c.result.run_id
+    registrations.record_batch_done(
+        c.ctx.store,
+        done=[dict(lead_id=w.lead_id, ref=w.zay.ref, number=w.zay.number, fingerprint=w.fingerprint,
+                   entries=[*c.entries.pop(w.lead_id, []),
+                            dict(job=JOB, system="amocrm", action=w.action, message=w.note,
+                                 detail={"patch": w.patch}, run_id=run_id)])
+              for w in patched if w.kind == "done"],
+        invalid=[dict(lead_id=w.lead_id, note=w.note,
+                      entry=dict(job=JOB, system="amocrm", action=w.action,
+                                 detail={"code": w.code, "patch": w.patch}, run_id=run_id))
+                 for w in patched if w.kind == "invalid"])
+    for w in patched:
+        w.handled = True
+        c.claims.pop(w.lead_id, None)
+        c.made.pop(w.lead_id, None)
+    c.result.count("write_batches")
+
+
+def _sent(c: _Cycle, items: list[_WriteBack], send: Callable[[list[Any]], Any], what: str) -> list[_WriteBack]:
+    """The items amoCRM confirmed; each other one is recorded failed (and handled as such)."""
+    if not items:
+        return []
+    try:
+        outcome = send(items)
+    except FatalError:
+        raise
+    except (ItemError, RetriableError) as exc:
+        for w in items:
+            _write_failed(c, w, exc)
+        return []
+    ok = []
+    for w in items:
+        try:
+            _confirmed(outcome, w.lead_id, what)
+            ok.append(w)
+        except (ItemError, RetriableError) as exc:
+            _write_failed(c, w, exc)
+    return ok
+
+
+def _write_failed(c: _Cycle, w: _WriteBack, exc: Exception) -> None:
+    c.claims.pop(w.lead_id, None)
+    error = str(exc) if w.kind == "done" else f"{w.note} (и не удалось записать заметку: {exc})"
+    if isinstance(exc, ItemError):
+        _failed(c, w.lead, error, code=exc.code, retry=False)
+        w.handled = True
+    else:
+        _failed(c, w.lead, error)
+        w.handled = False
 
 
 def _confirmed(outcome: BatchResult, lead_id: int, what: str) -> None:
@@ -350,34 +792,48 @@ def _confirmed(outcome: BatchResult, lead_id: int, what: str) -> None:
         raise RetriableError(f"amoCRM did not confirm {what} on lead {lead_id}")
 
 
-def _write_back(c: _Cycle, lead_id: int, number: str, note: str, fp: str, ref: str, *, action: str) -> None:
-    note = rules.finish_note(note)
-    patch = _lead_patch(c, lead_id, number)
-    _amo_write(c, lead_id, note, patch)
-    registrations.record_done(c.ctx.store, lead_id, ref=ref, number=number, fingerprint=fp, entry=dict(
-        job=JOB, system="amocrm", action=action, message=note, detail={"patch": patch}, run_id=c.result.run_id))
+# --- reconciliation -----------------------------------------------------------------------------
 
 
-def _reject(c: _Cycle, lead: dict[str, Any], inv: Invalid) -> bool:
-    """Validation failed: note + flag cleared, nothing in 1C. True when amoCRM took both."""
-    lead_id = int(lead["id"])
-    note = rules.finish_note(inv.message)
-    c.result.count("invalid")
-    patch = _lead_patch(c, lead_id, None)
-    try:
-        _amo_write(c, lead_id, note, patch)
-    except FatalError:
-        raise
-    except ItemError as exc:
-        _failed(c, lead, f"{note} (и не удалось записать заметку: {exc})", code=exc.code, retry=False)
-        return True
-    except RetriableError as exc:
-        _failed(c, lead, f"{note} (и не удалось записать заметку: {exc})")
+def _reconcile(c: _Cycle, leads: list[dict[str, Any]]) -> None:
+    """Rows left pending or failed: a lead amoCRM shows written back (unflagged, its «Заявка 1С»
+    the row's number: the PATCH was carried out, its answer or our commit lost) is done; a lead
+    amoCRM no longer has is ``deleted``."""
+    now = _time.monotonic()
+    if c.run.reconciled_at is not None and now - c.run.reconciled_at < RECONCILE_EVERY:
+        return
+    c.run.reconciled_at = now
+    busy = {int(lead["id"]) for lead in leads if is_flagged(c.fm, lead, c.settings.fields.flag)}
+    rows = [r for r in registrations.unsettled(c.ctx.store) if r.lead_id not in busy
+            and not (r.claimed_by not in (None, c.run.owner) and r.claimed_until and r.claimed_until > c.now)]
+    if not rows:
+        return
+    listed = {int(lead["id"]): lead for lead in leads}
+    missing = [r.lead_id for r in rows if r.lead_id not in listed]
+    if missing:
+        listed.update({int(lead["id"]): lead for lead in c.ctx.amocrm.get_leads(missing)})
+    for r in rows:
+        lead = listed.get(r.lead_id)
+        _fence(c)
+        if lead is None:
+            registrations.record_deleted(c.ctx.store, r.lead_id, entry=dict(
+                job=JOB, system="amocrm", action="lead.deleted", run_id=c.result.run_id,
+                message="сделки больше нет в amoCRM: регистрация снята с повторов"))
+            c.result.count("leads_deleted")
+        elif r.zayavka_ref and _written_back(c, lead, r):
+            registrations.record_reconciled(c.ctx.store, r.lead_id, entry=dict(
+                job=JOB, system="amocrm", action="lead.reconciled", run_id=c.result.run_id,
+                message="amoCRM уже показывает записанный результат (флаг снят, номер заявки)"))
+            c.result.count("reconciled")
+
+
+def _written_back(c: _Cycle, lead: dict[str, Any], reg: Registration) -> bool:
+    f = c.settings.fields
+    if is_flagged(c.fm, lead, f.flag):
         return False
-    registrations.record_invalid(c.ctx.store, lead_id, note=note, entry=dict(
-        job=JOB, system="amocrm", action="lead.invalid", detail={"code": inv.code, "patch": patch},
-        run_id=c.result.run_id))
-    return True
+    if not f.zayavka_number or not reg.zayavka_number:
+        return True
+    return str(_raw_value(c.fm, lead, f.zayavka_number) or "").strip() == rules.display_number(reg.zayavka_number)
 
 
 def _failed(c: _Cycle, lead: dict[str, Any], error: str, *, code: str | None = None, retry: bool = True) -> None:
@@ -387,8 +843,12 @@ def _failed(c: _Cycle, lead: dict[str, Any], error: str, *, code: str | None = N
     c.result.count("failed")
     c.result.item_failed(f"lead {lead_id}: {error}")
     log.warning("registration.lead_failed", lead_id=lead_id, error=error, code=code, retry=retry)
-    item = registrations.record_failure(c.ctx.store, lead_id, error=error, code=code, retriable=retry,
-                                        version=_version(lead), policy=retries.policy_of(c.settings),
-                                        job=JOB, run_id=c.result.run_id)
+    zay = c.made.pop(lead_id, None)
+    item = registrations.record_failure(
+        c.ctx.store, lead_id, error=error, code=code, retriable=retry, version=_version(lead),
+        policy=retries.policy_of(c.settings), job=JOB, run_id=c.result.run_id,
+        ref=zay.ref if zay is not None else None, number=zay.number if zay is not None else None,
+        entries=c.entries.pop(lead_id, []), create_unsent=lead_id not in c.in_flight)
+    c.claims.pop(lead_id, None)
     if item.state == retries.GIVEN_UP:
         c.result.count("given_up")

@@ -399,6 +399,51 @@ class OneC:
         rows.sort(key=lambda z: (z.date or datetime.min, z.number))
         return rows
 
+    def zayavki_for(self, lead_ids: Iterable[int], days: Iterable[tuple[date, str]] = ()
+                    ) -> tuple[dict[int, list[Zayavka]], dict[tuple[date, str], list[Zayavka]]]:
+        """The non-deleted «Заявки» of many leads (by ``parse_lead_id`` of «Номер AmoCRM», oldest
+        first) and of many (day, doctor ref) pairs, in as few GETs as the request target allows:
+        one filter ORs every lead's and every day's condition. Keys of the second map are
+        ``(day, doctor_ref.lower())``."""
+        n = self.names
+        want: dict[int, list[Zayavka]] = {w: [] for w in (parse_lead_id(str(i)) for i in lead_ids) if w is not None}
+        booked: dict[tuple[date, str], list[Zayavka]] = {(d, r.lower()): [] for d, r in days}
+        terms: list[str] = [q.substringof(str(w), n.zayavka_lead) for w in want]
+        for d, ref in booked:
+            start = datetime(d.year, d.month, d.day)
+            terms.append(q.Raw("(" + q.and_(q.ge(n.zayavka_date, start),
+                                            q.lt(n.zayavka_date, start + timedelta(days=1)),
+                                            q.eq(n.zayavka_doctor, q.Guid(ref))) + ")"))
+
+        def make(chunk: list[str]) -> q.Query:
+            return q.Query(n.zayavka, filter=q.and_(q.or_(*chunk), q.eq("DeletionMark", False)),
+                           select=self._zayavka_fields())
+
+        for query in self._packed(terms, make):
+            for z in map(self._zayavka, self._get_all(query)):
+                lead = parse_lead_id(z.lead)
+                if lead in want:
+                    want[lead].append(z)
+                key = (z.day, (z.doctor_ref or "").lower())
+                if key in booked:
+                    booked[key].append(z)
+        for rows in want.values():
+            rows.sort(key=lambda z: (z.date or datetime.min, z.number))
+        return want, booked
+
+    def _packed(self, terms: list[str], make) -> Iterator[q.Query]:
+        """Queries of ``make(chunk)`` over consecutive chunks of ``terms``, each as long as its
+        request target (with the first page's paging) stays under ``max_target_bytes``."""
+        chunk: list[str] = []
+        for term in terms:
+            trial = make(chunk + [term]).page(self.page_size, 10**6)
+            if chunk and q.target_bytes(trial, self._prefix_bytes) >= self.max_target_bytes:
+                yield make(chunk)
+                chunk = []
+            chunk.append(term)
+        if chunk:
+            yield make(chunk)
+
     def get_zayavka(self, ref: str) -> Zayavka:
         resp = self._request("GET", q.entity_path(self.names.zayavka, ref) + "?" +
                              q.Query(self.names.zayavka, select=self._zayavka_fields()).query_string())

@@ -126,10 +126,16 @@ class Registration(Base):
     zayavka_ref: Mapped[str | None] = mapped_column(String(36))
     zayavka_number: Mapped[str | None] = mapped_column(String(50))
     fingerprint: Mapped[str | None] = mapped_column(String(64))
-    # pending | done | invalid | failed (failed: see its RetryItem)
+    # pending | done | invalid | failed (failed: see its RetryItem) | deleted (the lead is gone)
     status: Mapped[str] = mapped_column(String(20), default="pending")
     # the note written on an invalid lead
     error: Mapped[str | None] = mapped_column(Text)
+    # a create of its «Заявка» was sent at this time and its answer not recorded yet: a later
+    # attempt looks the «Заявка» up until [sync] create_settle_seconds after it before creating
+    create_sent_at: Mapped[datetime | None]
+    # the process registering the lead now, and until when its claim holds (store/registrations.py)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claimed_until: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

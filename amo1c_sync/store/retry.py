@@ -105,12 +105,13 @@ def unsettled(store: Store, *, limit: int) -> tuple[dict[str, dict[str, int]], l
     counts: dict[str, dict[str, int]] = {}
     items: list[tuple[str, Any, RetryItem | None]] = []
     with store.session() as s:
-        kinds: tuple[tuple[str, type[Registration | LeadTotal], str], ...] = (
-            (REGISTRATION, Registration, "done"), (PAYMENT, LeadTotal, "ok"))
+        # a registration whose lead amoCRM deleted is settled too: nothing is left to do for it
+        kinds: tuple[tuple[str, type[Registration | LeadTotal], tuple[str, ...]], ...] = (
+            (REGISTRATION, Registration, ("done", "deleted")), (PAYMENT, LeadTotal, ("ok",)))
         for kind, model, good in kinds:
             counts[kind] = {st: n for st, n in s.execute(select(model.status, func.count())
                                                          .group_by(model.status))}
-            rows: list[Registration | LeadTotal] = list(s.scalars(select(model).where(model.status != good)
+            rows: list[Registration | LeadTotal] = list(s.scalars(select(model).where(model.status.not_in(good))
                                   .order_by(model.updated_at.desc()).limit(limit)))
             failures = load(s, kind, [r.lead_id for r in rows])
             items += [(kind, row, failures.get(row.lead_id)) for row in rows]

@@ -235,13 +235,16 @@ class SlotsApp:
             # finds the flagged lead on its next poll
             nudged = self.nudge("registration") is not False
         log.info("http.register_nudged", lead_id=lead_id, nudged=nudged)
+        # this endpoint does not read the lead: what it says must hold whether the flag is set or not
+        flag = self.settings.fields.flag
         if nudged:
-            message = ("Заявка поставлена в очередь на регистрацию в 1С. "
-                       "Queued for registration in 1C.")
+            when_ru, when_en = "сейчас", "now"
         else:
             minutes = max(1, round(self.settings.sync.registration_interval / 60))
-            message = (f"Заявка будет зарегистрирована в 1С при следующей проверке (до {minutes} мин). "
-                       f"Will be registered in 1C on the next poll (within {minutes} min).")
+            when_ru, when_en = f"при следующей проверке (до {minutes} мин)", f"on the next poll (within {minutes} min)"
+        message = (f"Сделка будет проверена {when_ru}: если на ней отмечено «{flag}», запись будет "
+                   f"зарегистрирована в 1С, и результат появится в заметке. The lead will be checked "
+                   f"{when_en}: if «{flag}» is set on it, it is registered in 1C and a note tells the result.")
         return _json({"accepted": True, "lead_id": lead_id, "nudged": nudged, "message": message},
                      status=202)
 

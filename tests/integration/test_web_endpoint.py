@@ -241,6 +241,16 @@ def test_given_a_lead_when_post_register_then_202_and_the_registration_job_is_nu
     assert nudges == ["registration"]
 
 
+def test_given_any_lead_when_post_register_then_the_answer_does_not_claim_it_was_queued(server, nudges):
+    """The endpoint does not read the lead: an unflagged lead must not hear «поставлена в очередь»."""
+    r = requests.post(server.url + "/register?lead_id=30000001", headers={"X-Amo1c-Secret": SECRET},
+                      timeout=10)
+    message = r.json()["message"]
+    assert "очередь" not in message
+    assert "Queued" not in message
+    assert "если на ней отмечено «Зарегистрировать в 1С»" in message
+
+
 def test_given_the_lead_id_in_a_json_body_when_post_register_then_202(server, nudges):
     r = requests.post(server.url + "/register", json={"lead_id": 7}, headers={"X-Amo1c-Secret": SECRET},
                       timeout=10)
