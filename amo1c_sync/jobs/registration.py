@@ -37,6 +37,7 @@ from amo1c_sync.domain import registration as rules
 from amo1c_sync.domain import slots as slot_rules
 from amo1c_sync.domain.dates import format_time
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
+from amo1c_sync.jobs import patient
 from amo1c_sync.jobs.base import JobContext, JobResult
 from amo1c_sync.domain.slots import DoctorDay, NotWorking, UnknownDoctor
 from amo1c_sync.logs import get_logger
@@ -97,6 +98,7 @@ class _Cycle:
     fm: Any
     now: datetime
     _finder: SlotFinder | None = None
+    contacts: patient.Contacts = field(default_factory=patient.Contacts)
     _defaults: dict = field(default_factory=dict)
 
     @property
@@ -130,9 +132,12 @@ def run(ctx: JobContext, result: JobResult) -> None:
     cursor = cursors.registration(ctx.store)
     start = cursor if cursor is not None else int(_time.time()) - FIRST_LOOKBACK
     overlap = int(settings.sync.lead_cursor_overlap)
-    leads = list(amo.iter_leads_updated_since(start, overlap))
+    leads = list(amo.iter_leads_updated_since(start, overlap, with_=("contacts",)))
     result.count("leads_seen", len(leads))
     cycle = _Cycle(ctx, result, fm, utcnow())
+    flagged = [lead for lead in leads if is_flagged(fm, lead, settings.fields.flag)]
+    if flagged:  # the patients' contacts, one batched read (an idle cycle reads none)
+        cycle.contacts = patient.main_contacts(amo, flagged, settings)
     run_of_handled = cursors.LeadingRun(start)
     for lead in leads:
         if ctx.stopping():
@@ -293,20 +298,10 @@ def _plain(values: dict) -> dict:
 
 
 def _client(c: _Cycle, lead_id: int, req: rules.Request) -> tuple[str, str | None]:
-    """The 1C client ref for the lead and a remark for the note (or None)."""
-    onec = c.ctx.onec
-    if not req.client_name:
-        return c.default("client").ref, None
-    found = onec.find_clients(req.client_name)
-    if found:
-        chosen = found[0]
-        return chosen.ref, rules.client_remark(name=req.client_name, created=False, matches=len(found),
-                                               chosen_code=chosen.code)
-    item = onec.create_client(req.client_name)
-    record(c.ctx.store, job=JOB, system="1c", action="client.created", lead_id=lead_id, ref=item.ref,
-           message=f"создан клиент «{item.name}»", detail={"code": item.code}, run_id=c.result.run_id)
-    c.result.count("clients_created")
-    return item.ref, rules.client_remark(name=req.client_name, created=True, matches=0)
+    """The 1C client ref for the lead and a remark for the note (or None): jobs/patient.py."""
+    chosen = patient.choose(c.ctx, c.result, lead_id, req.client_name, c.contacts,
+                            default_client=lambda: c.default("client"), job=JOB)
+    return chosen.ref, chosen.note
 
 
 def _record(c: _Cycle, lead_id: int, zay: Any, *, action: str, system: str, message: str,
