@@ -408,12 +408,17 @@ class OneC:
         out = [_known_client(r, tuple(x for x in lines[r["Ref_Key"]] if x)) for r in self._batched(lines, make)]
         return sorted(out, key=lambda c: (c.code, c.ref))
 
+    @staticmethod
+    def _contact_columns(n: OneCNames) -> tuple[str, ...]:
+        """What the phone search reads and a new client's phone lines write."""
+        return ("Ref_Key", "LineNumber", n.client_contact_type, n.client_contact_phone, n.client_contact_presentation)
+
     def _phone_query(self, digits: list[str]) -> q.Query:
         n = self.names
         flt = q.and_(q.eq(n.client_contact_type, n.client_contact_phone_type),
                      q.or_(*(q.substringof(d, n.client_contact_phone) for d in digits)))
         return q.Query(n.client_contacts_set, filter=flt, orderby=("Ref_Key", "LineNumber"),
-                       select=("Ref_Key", "LineNumber", n.client_contact_phone, n.client_contact_presentation))
+                       select=self._contact_columns(n))
 
     def _phone_chunks(self, digits: list[str]) -> Iterator[list[str]]:
         """``digits`` in as few queries as fit the request target limit (one for any real contact)."""
@@ -669,6 +674,7 @@ class OneC:
         probes = [
             ("doctors", n.doctors, self._CATALOG_FIELDS), ("clients", n.clients, self._CATALOG_FIELDS),
             ("nomenclature", n.nomenclature, self._CATALOG_FIELDS),
+            ("client_contacts", n.client_contacts_set, self._contact_columns(n)),
             ("zayavka", n.zayavka, self._zayavka_fields()),
             ("services", n.services, ("Ref_Key", *n.services_base_fields, n.services_amount)),
             ("schedules", n.schedules, ("Ref_Key", n.schedules_month)),
@@ -733,7 +739,7 @@ class OneC:
     def _config_key(self, probe: str, attribute: str) -> str | None:
         """The ``[onec_names]`` key that names ``attribute`` in the probe of ``probe``."""
         prefix = {"zayavka": "zayavka_", "services": "services_", "schedules": "schedules_",
-                  "schedules_lines": "schedule_"}.get(probe)
+                  "schedules_lines": "schedule_", "client_contacts": "client_contact"}.get(probe)
         if prefix is None:
             return None
         for name in OneCNames.field_names():
