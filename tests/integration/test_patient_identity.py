@@ -26,6 +26,7 @@ from tests.support.e2e import (
     reset_requests,
     run,
     shown,
+    writes,
     zayavki,
 )
 
@@ -367,3 +368,19 @@ def _journal(store, lead_id) -> list[JournalEntry]:
         for r in rows:
             s.expunge(r)
         return rows
+
+
+def test_given_a_new_patient_when_dry_run_then_the_client_with_its_phone_and_the_contact_key_are_planned_only(
+        amo_emu, onec_emu, settings, store):
+    lead_id = flagged_lead(amo_emu, client="Новикова Н.Н.", contact={"name": "Н", "phones": [SEED_PHONE]})
+    before = clients(onec_emu)
+    reset_requests(amo_emu)
+    reset_requests(onec_emu)
+    result = run(settings, store, dry_run=True)
+    assert result.ok, result.errors
+    planned = {p["action"]: p for p in result.planned}
+    assert planned["client.create"]["name"] == "Новикова Н.Н."
+    assert planned["client.create"]["phones"] == ["+7 911 123-45-67"]
+    assert planned["contact.update"]["contact_id"] == contact_of(amo_emu, lead_id)["id"]
+    assert writes(requests_of(amo_emu)) == {} and writes(requests_of(onec_emu)) == {}
+    assert clients(onec_emu) == before and contact_of(amo_emu, lead_id)["fields"] == {}
