@@ -14,7 +14,8 @@ Writes, each with its intent in the journal before it and its confirmation after
   leaves a client without its confirmation; the next run looks the patient up by phone (or by name
   when there is no phone) before creating, finds that client and uses it: no duplicate.
 * the 1C client's key on the amoCRM contact (``contact.key_writing`` -> PATCH ->
-  ``contact.key_written``), only the configured field, and only when the contact had no live key:
+  ``contact.key_written``), by ``write_keys`` once per batch of leads (PATCHes of up to 50
+  contacts), only the configured field, and only when the contact had no live key:
   a key that leads to another patient (a parent's contact used for a child's lead) stays. A SIGKILL
   around the PATCH leaves the key written or not; either way the next lead of the patient finds the
   same client (by key, or by phone and name, and writes the key then). A refused or unconfirmed
@@ -52,6 +53,8 @@ class Contacts:
     by_lead: dict[int, Contact | None] = field(default_factory=dict)
     key_field_id: int | None = None
     key_field_name: str = ""
+    # keys chosen in this batch, written by write_keys: contact id -> (lead id, contact, 1C ref)
+    pending: dict[int, tuple[int, Contact, str]] = field(default_factory=dict)
 
     def of(self, lead_id: int) -> Contact | None:
         return self.by_lead.get(int(lead_id))
@@ -111,7 +114,8 @@ def _contact(c: dict, key_field: int | None) -> Contact:
 def choose(ctx: Any, result: Any, lead_id: int, lead_name: str, contacts: Contacts, *,
            default_client: Callable[[], Any], job: str = "registration") -> Chosen:
     """The 1C client for the lead by the rules of ``domain.patients``: found, created, or the
-    default one; then its key written on the contact (when the contact had no live key)."""
+    default one; its key is queued for the contact (when the contact had no live key) and written
+    by ``write_keys`` at the end of the batch."""
     s, onec = ctx.settings, ctx.onec
     contact = contacts.of(lead_id)
     p = rules.patient(lead_name=lead_name, contact_name=contact.name if contact else "",
@@ -135,7 +139,7 @@ def choose(ctx: Any, result: Any, lead_id: int, lead_name: str, contacts: Contac
     keyed_elsewhere = by_key is not None and not by_key.deleted
     if contact is not None and contacts.key_field_id and not keyed_elsewhere \
             and not isinstance(decision, rules.DefaultClient) and ref.lower() != p.onec_key:
-        _write_key(ctx, result, lead_id, contact, contacts.key_field_id, ref, job)
+        contacts.pending[contact.id] = (lead_id, contact, ref)
     return Chosen(ref, decision.note or None, decision.rule)
 
 
@@ -158,25 +162,36 @@ def _create(ctx: Any, result: Any, lead_id: int, decision: rules.NewClient, job:
     return str(item.ref)
 
 
-def _write_key(ctx: Any, result: Any, lead_id: int, contact: Contact, field_id: int, ref: str, job: str) -> None:
-    patch = {"id": contact.id, "custom_fields_values": [{"field_id": field_id, "values": [{"value": ref}]}]}
-    entry = {"job": job, "system": "amocrm", "lead_id": lead_id, "ref": ref, "run_id": result.run_id,
-             "detail": {"contact_id": contact.id, "field_id": field_id}}
-    record(ctx.store, action="contact.key_writing", message=f"ключ клиента 1С пишется в контакт {contact.id}",
-           **entry)
-    try:
-        outcome = ctx.amocrm.update_contacts([patch])
-        error = outcome.failed.get(contact.id) if contact.id not in outcome.ok else None
-        if contact.id not in outcome.ok and error is None:
-            error = RetriableError(f"amoCRM did not confirm the update of contact {contact.id}")
-    except (ItemError, RetriableError) as exc:
-        error = exc
-    if error is None:
-        record(ctx.store, action="contact.key_written", message=f"ключ клиента 1С записан в контакт {contact.id}",
-               **entry)
-        result.count("contact_keys_written")
+def write_keys(ctx: Any, result: Any, contacts: Contacts, *, job: str = "registration") -> None:
+    """Once per batch, after its leads: the chosen clients' keys on their contacts, in PATCHes of
+    up to 50 contacts. A refused or unconfirmed one is journalled and counted, never raised: the
+    key only saves the next lead a lookup."""
+    if not contacts.pending or not contacts.key_field_id:
         return
-    log.warning("patient.contact_key_failed", lead_id=lead_id, contact_id=contact.id, error=str(error))
-    record(ctx.store, action="contact.key_failed",
-           message=f"ключ клиента 1С не записан в контакт {contact.id}: {error}", **entry)
-    result.count("contact_keys_failed")
+    fid = contacts.key_field_id
+    entries = {}
+    for cid, (lead_id, _contact, ref) in contacts.pending.items():
+        entries[cid] = {"job": job, "system": "amocrm", "lead_id": lead_id, "ref": ref, "run_id": result.run_id,
+                        "detail": {"contact_id": cid, "field_id": fid}}
+        record(ctx.store, action="contact.key_writing", message=f"ключ клиента 1С пишется в контакт {cid}",
+               **entries[cid])
+    patches = [{"id": cid, "custom_fields_values": [{"field_id": fid, "values": [{"value": ref}]}]}
+               for cid, (_lead, _contact, ref) in contacts.pending.items()]
+    contacts.pending.clear()
+    try:
+        outcome = ctx.amocrm.update_contacts(patches)
+        failed: dict[int, Exception] = dict(outcome.failed)
+        ok = set(outcome.ok)
+    except (ItemError, RetriableError) as exc:
+        failed, ok = {cid: exc for cid in entries}, set()
+    for cid, entry in entries.items():
+        if cid in ok and cid not in failed:
+            record(ctx.store, action="contact.key_written", message=f"ключ клиента 1С записан в контакт {cid}",
+                   **entry)
+            result.count("contact_keys_written")
+            continue
+        error = failed.get(cid) or RetriableError(f"amoCRM did not confirm the update of contact {cid}")
+        log.warning("patient.contact_key_failed", lead_id=entry["lead_id"], contact_id=cid, error=str(error))
+        record(ctx.store, action="contact.key_failed", message=f"ключ клиента 1С не записан в контакт {cid}: "
+               f"{error}", **entry)
+        result.count("contact_keys_failed")

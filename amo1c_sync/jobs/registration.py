@@ -146,6 +146,7 @@ def run(ctx: JobContext, result: JobResult) -> None:
             run_of_handled.handled(int(lead.get("updated_at") or 0))
         else:
             run_of_handled.unhandled()
+    patient.write_keys(ctx, result, cycle.contacts, job=JOB)  # the patients' 1C keys, batched
     if cursor is None or run_of_handled.value > cursor:
         cursors.advance_registration(ctx.store, run_of_handled.value)
 

@@ -384,3 +384,25 @@ def test_given_a_new_patient_when_dry_run_then_the_client_with_its_phone_and_the
     assert planned["contact.update"]["contact_id"] == contact_of(amo_emu, lead_id)["id"]
     assert writes(requests_of(amo_emu)) == {} and writes(requests_of(onec_emu)) == {}
     assert clients(onec_emu) == before and contact_of(amo_emu, lead_id)["fields"] == {}
+
+
+def test_given_a_batch_of_new_patients_when_registered_then_their_keys_go_in_one_contacts_patch(
+        amo_emu, onec_emu, settings, store):
+    ids = [flagged_lead(amo_emu, client=f"Пациентова {n}.", contact={"phones": [f"8 911 555-44-3{i}"]},
+                        time=t) for i, (n, t) in enumerate([("А", "9:05"), ("Б", "10:00"), ("В", "11:00")])]
+    reset_requests(amo_emu)
+    result = registered(amo_emu, onec_emu, settings, store)
+    assert requests_of(amo_emu)["counts"]["PATCH /api/v4/contacts"] == 1
+    assert result.counts["contact_keys_written"] == 3 and result.counts["clients_created"] == 3
+    assert all(contact_of(amo_emu, i)["fields"] == {KEY_FIELD: client_of(onec_emu, i)} for i in ids)
+
+
+def test_given_two_leads_of_one_new_patient_in_one_batch_when_registered_then_one_client(
+        amo_emu, onec_emu, settings, store):
+    first = flagged_lead(amo_emu, client="Новикова Н.Н.", contact={"name": "Н", "phones": [SEED_PHONE]})
+    cid = contact_of(amo_emu, first)["id"]
+    second = flagged_lead(amo_emu, client="Новикова Н.Н.", contact={"id": cid}, time="10:00")
+    result = registered(amo_emu, onec_emu, settings, store)
+    assert client_of(onec_emu, first) == client_of(onec_emu, second)
+    assert result.counts["clients_created"] == 1 and result.counts["contact_keys_written"] == 1
+    assert contact_of(amo_emu, first)["fields"] == {KEY_FIELD: client_of(onec_emu, first)}
