@@ -684,12 +684,16 @@ class OneC:
         problems = []
         known: Any = _UNSET   # the entity sets that exist; read once, on the first failure
         root_error: Exception | None = None
+        failed: set[str] = set()
         for key, entity_set, select in probes:
+            if key == "client_contacts" and "clients" in failed:
+                continue  # a section of the clients catalog: the clients' problem says it all
             try:
                 self._get(q.Query(entity_set, select=select, top=1))
                 continue
             except ItemError as exc:
                 failure = exc
+                failed.add(key)
             if known is _UNSET:
                 try:
                     known = self.entity_sets()
@@ -697,7 +701,7 @@ class OneC:
                     log.warning("onec.entity_sets_unavailable", error=str(exc))
                     known, root_error = None, exc
             problems.append(self._explain(key, entity_set, select, failure, known))
-        if len(problems) == len(probes) and isinstance(root_error, ItemError):
+        if failed >= {k for k, _, _ in probes if k != "client_contacts"} and isinstance(root_error, ItemError):
             # not even the service root answers: a wrong base_url, not seven wrong names
             return [("the OData service root does not answer, so no configured name can be checked: "
                      f"{root_error}")]
