@@ -126,9 +126,9 @@ def choose(ctx: Any, result: Any, lead_id: int, lead_name: str, contacts: Contac
                           "key_label": contacts.key_field_name or "Клиент 1С", "region": s.sync.phone_region}
     decision = rules.choose_client(p, by_key=by_key, **kw)
     if decision.rule is not rules.Rule.KEY:
-        decision = rules.choose_client(
-            p, by_key=by_key, by_phone=onec.clients_by_phones(p.phones) if p.phones else (),
-            by_name=[_known(c) for c in onec.find_clients(p.name)] if p.needs_name_lookup else (), **kw)
+        by_phone = onec.clients_by_phones([ph.national for ph in p.phones]) if p.phones else []
+        by_name = [_known(c) for c in onec.find_clients(p.name)] if p.needs_name_lookup else []
+        decision = rules.choose_client(p, by_key=by_key, by_phone=by_phone, by_name=by_name, **kw)
     if isinstance(decision, rules.UseClient):
         ref = decision.client.ref
     elif isinstance(decision, rules.NewClient):

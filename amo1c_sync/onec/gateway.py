@@ -20,6 +20,7 @@ import base64
 import difflib
 import io
 import json
+import re
 import time as _time
 import uuid
 from dataclasses import dataclass
@@ -383,9 +384,10 @@ class OneC:
                                  select=self._CATALOG_FIELDS))
         return _known_client(rows[0]) if rows else None
 
-    def clients_by_phones(self, phones: Iterable[Phone]) -> list[KnownClient]:
+    def clients_by_phones(self, digits: Iterable[str]) -> list[KnownClient]:
         """Clients (marked for deletion too: the caller skips them) whose contact information has
-        a phone line whose digits column contains one of these numbers' national digits.
+        a phone line whose digits column contains one of ``digits`` — the numbers' national digits
+        (``Phone.national``: «9111234567», without country code or trunk prefix).
 
         One query on the contact-information section (``substringof`` on the digits, so
         «79111234567», «89111234567», «+79111234567» and «9111234567» all match); it relies on
@@ -393,7 +395,7 @@ class OneC:
         (a longer number containing the digits matches too): ``domain.patients`` rechecks each
         number. Each client carries the presentations and digits of its matching lines."""
         n = self.names
-        wanted = list(dict.fromkeys(p.national for p in phones if p.national))
+        wanted = list(dict.fromkeys(d for d in (re.sub(r"\D", "", str(x)) for x in digits) if d))
         lines: dict[str, list[str]] = {}
         for chunk in self._phone_chunks(wanted):
             for r in self._get_all(self._phone_query(chunk)):
