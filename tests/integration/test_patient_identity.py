@@ -406,3 +406,15 @@ def test_given_two_leads_of_one_new_patient_in_one_batch_when_registered_then_on
     assert client_of(onec_emu, first) == client_of(onec_emu, second)
     assert result.counts["clients_created"] == 1 and result.counts["contact_keys_written"] == 1
     assert contact_of(amo_emu, first)["fields"] == {KEY_FIELD: client_of(onec_emu, first)}
+
+
+def test_given_amocrm_fails_to_list_the_contacts_when_registering_then_nothing_is_written_and_the_next_cycle_does_it(
+        amo_emu, onec_emu, settings, store):
+    anna = client_in_1c(onec_emu, "Иванова Анна", SEED_PHONE)
+    lead_id = flagged_lead(amo_emu, client="Иванова Анна", contact={"phones": [SEED_PHONE]})
+    fault(amo_emu, count=1, status=500, method="GET", path_prefix="/api/v4/contacts")
+    first = run(settings, store)
+    assert not first.ok and "will retry" in first.errors[0]
+    assert zayavki(onec_emu, lead_id) == [] and lead(amo_emu, lead_id)["notes"] == []
+    registered(amo_emu, onec_emu, settings, store)  # the cursor did not move past the lead
+    assert client_of(onec_emu, lead_id) == anna["ref"]
