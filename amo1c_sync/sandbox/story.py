@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 import requests
 
@@ -181,10 +181,10 @@ class _Story:
         if still_free:
             raise StoryFailed(f"{TIME} is still free after the registration")
 
-    def _client_has_the_phone(self, z: dict) -> None:
+    def _client_has_the_phone(self, z: Any) -> None:
         """F8: the caller's phone reached 1C with the «Заявка»'s client (its contact information)."""
         listed = requests.get(f"{self.sb.onec.url}/_sandbox/clients", timeout=10).json()
-        phones = next((c["phones"] for c in listed if c["ref"] == z.get("client_ref")), [])
+        phones: list[str] = next((c["phones"] for c in listed if c["ref"] == z.get("client_ref")), [])
         if not any(re.sub(r"\D", "", p)[-10:] == re.sub(r"\D", "", PHONE)[-10:] for p in phones):
             raise StoryFailed(f"the client «{z['client']}» of the «Заявка» has no phone {PHONE} in 1C ({phones})")
 
