@@ -115,6 +115,8 @@ class SyncSettings:
     cancelled_states: str = ""
     no_show_states: str = ""
     phone_region: str = "RU"  # the country of a phone number typed without its code
+    # the amoCRM contact field that keeps the patient's 1C client key; "" = not read nor written
+    contact_client_field: str = "Клиент 1С"
 
     @property
     def state_values(self) -> StateValues:

@@ -50,6 +50,8 @@ class BatchResult:
 class AmoCRM:
     """amoCRM API v4 client used by the jobs."""
 
+    _contact_fields: tuple[float, list[dict]] | None = None  # (monotonic time read, the list)
+
     def __init__(self, base_url: str, *, token_manager: TokenManager,
                  rate_limiter: RateLimiter | None = None, connect_timeout: float = 5,
                  read_timeout: float = 30, max_retries: int = 5, backoff_max: float = 30,
@@ -267,6 +269,50 @@ class AmoCRM:
             self._write_batch("/api/v4/leads/notes", chunk, "notes",
                               lambda item: int(item["entity_id"]), result, method="POST")
         return result
+
+    # ------------------------------------------------------------------ contacts
+    def get_contacts(self, ids: Iterable[int]) -> list[dict]:
+        """Contacts by id, batched (``filter[id][]``, up to 250 a page); unknown ids are absent."""
+        ids = list(dict.fromkeys(int(i) for i in ids))
+        out: list[dict] = []
+        for chunk in _chunks(ids, IDS_CHUNK):
+            for items in self._pages("/api/v4/contacts", {"filter[id][]": chunk, "limit": PAGE_LIMIT},
+                                     "contacts"):
+                out.extend(items)
+        return out
+
+    def update_contacts(self, patches: Sequence[dict]) -> BatchResult:
+        """PATCH contacts in chunks of <= 50, as ``update_leads`` does leads (result keyed by
+        contact id). The jobs only ever send the «Клиент 1С» field."""
+        result = BatchResult()
+        for chunk in _chunks(list(patches), UPDATE_CHUNK):
+            self._write_batch("/api/v4/contacts", chunk, "contacts", lambda item: int(item["id"]), result)
+        return result
+
+    def list_contact_fields(self, *, max_age: float = FIELD_LIST_TTL) -> list[dict]:
+        """All contact custom fields (``PHONE`` has ``code`` PHONE), kept up to ``max_age`` seconds
+        as the lead field list is: a cycle with flagged leads then costs no request for them."""
+        now = time.monotonic()
+        hit = self._contact_fields
+        if hit is None or now - hit[0] >= max_age:
+            out: list[dict] = []
+            for items in self._pages("/api/v4/contacts/custom_fields", {"limit": PAGE_LIMIT}, "custom_fields"):
+                out.extend(items)
+            hit = (now, out)
+            self._contact_fields = hit
+        return hit[1]
+
+    def create_contact_fields(self, fields: Sequence[dict]) -> list[dict]:
+        """Create contact custom fields (``[{name, type}]``) in one request, sent once (a retried
+        POST could make a second field of the same name), as ``create_lead_fields``."""
+        path = "/api/v4/contacts/custom_fields"
+        self._contact_fields = None
+        resp = self._send_once("POST", path, params=None, json=list(fields))
+        if classify(resp.status_code)[0] is not Action.OK:
+            raise ItemError(f"amoCRM refused to create the contact fields "
+                            f"{', '.join(repr(f.get('name')) for f in fields)}: {resp.status_code} "
+                            f"{_problem_detail(resp)}", item="contacts/custom_fields", code=str(resp.status_code))
+        return _embedded(_json_object(resp, "POST", path), "custom_fields", "POST", path)
 
     @staticmethod
     def _confirm(path: str, method: str, status: int, items: list[dict], key: str,

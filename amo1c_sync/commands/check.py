@@ -91,6 +91,32 @@ def _check_amocrm(settings, store, r: _Report) -> None:
     except Exception as exc:  # noqa: BLE001
         r.line(False, f"amoCRM lead fields: {_why(exc)} (`amo1c-sync setup amocrm` creates the "
                       "missing ones)")
+    _check_contact_field(settings, gw, r)
+
+
+def _check_contact_field(settings, gw, r: _Report) -> None:
+    """The contact field that keeps the 1C client key ([sync] contact_client_field), when it is on."""
+    from amo1c_sync.commands.setup import plan_contact_field
+
+    name = (settings.sync.contact_client_field or "").strip()
+    if not name:
+        r.out("     amoCRM contact field: [sync] contact_client_field is empty; the 1C client is not kept on contacts")
+        return
+    try:
+        fields = gw.list_contact_fields(max_age=0)
+    except Exception as exc:  # noqa: BLE001
+        r.line(False, f"amoCRM contact fields: {_why(exc)}")
+        return
+    plan = plan_contact_field(name, fields)
+    assert plan is not None
+    if plan.action == "exists":
+        r.line(True, f"amoCRM contact field «{name}» ({plan.found_type}, id {plan.field_id})")
+    elif plan.action == "wrong_type":
+        r.line(False, f"amoCRM contact field «{name}» is a {plan.found_type} field; [sync] contact_client_field "
+                      "needs a text field")
+    else:
+        r.line(False, f"amoCRM has no contact field «{name}» ([sync] contact_client_field); contact fields: "
+                      f"{', '.join(str(f.get('name')) for f in fields)}. `amo1c-sync setup amocrm` creates it")
 
 
 def _check_onec(settings, store, r: _Report) -> None:

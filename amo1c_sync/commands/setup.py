@@ -2,7 +2,9 @@
 set-up of both systems.
 
 amoCRM: every lead field the integration needs ([fields] names) that the account lacks is created
-with its type (POST /api/v4/leads/custom_fields); an existing field is never changed or deleted —
+with its type (POST /api/v4/leads/custom_fields), and so is the contact field that keeps the 1C
+client key ([sync] contact_client_field; POST /api/v4/contacts/custom_fields); an existing field is
+never changed or deleted —
 one of the wrong type is reported for a person to decide. 1C: the publication's service root and
 the objects' properties (one object, or $metadata when a set is empty) say which configured
 objects and attributes are published; the two default items are created only with
@@ -106,6 +108,44 @@ def _select_options(settings, plans: list[FieldPlan]) -> dict[str, list[str]]:
     return out
 
 
+CONTACT_FIELD_KEY = "contact_client_field"
+CONTACT_FIELD_TYPES = ("text", "textarea")  # it holds a 1C client's key (a GUID)
+
+
+def plan_contact_field(name: str, existing: list[dict]) -> FieldPlan | None:
+    """Pure: what to do for the contact field that keeps the 1C client key (None when it is off)."""
+    name = (name or "").strip()
+    if not name:
+        return None
+    have = next((f for f in existing if str(f.get("name", "")).strip().casefold() == name.casefold()), None)
+    if have is None:
+        return FieldPlan(CONTACT_FIELD_KEY, name, "text", "create")
+    action = "exists" if have.get("type") in CONTACT_FIELD_TYPES else "wrong_type"
+    return FieldPlan(CONTACT_FIELD_KEY, name, "text", action, have.get("type"), have.get("id"))
+
+
+def _setup_contact_field(gw, settings, *, dry_run: bool, out) -> tuple[bool, int]:
+    """The contact field «Клиент 1С» ([sync] contact_client_field): (something to create, problems)."""
+    name = (settings.sync.contact_client_field or "").strip()
+    plan = plan_contact_field(name, gw.list_contact_fields(max_age=0)) if name else None
+    if plan is None:
+        return False, 0
+    where = f"[sync] {CONTACT_FIELD_KEY} (a contact field)"
+    if plan.action == "exists":
+        out(f"exists        «{plan.name}» ({plan.found_type}, id {plan.field_id})  {where}")
+    elif plan.action == "wrong_type":
+        out(f"WRONG TYPE    «{plan.name}» is a {plan.found_type} contact field (id {plan.field_id}); the "
+            f"integration needs a text field. Left as it is: name another field in [sync] "
+            f"{CONTACT_FIELD_KEY} and run this again")
+        return False, 1
+    elif dry_run:
+        out(f"would create  «{plan.name}» (text)  {where}")
+    else:
+        made = gw.create_contact_fields([{"name": plan.name, "type": "text"}])
+        out(f"created       «{plan.name}» (text, id {(made[0] if made else {}).get('id', '?')})  {where}")
+    return plan.action == "create", 0
+
+
 def setup_amocrm(settings, *, dry_run: bool, out=print) -> int:
     gw = _amocrm_gateway(settings)
     plans = plan_fields(settings.fields, gw.list_lead_fields())
@@ -130,8 +170,10 @@ def setup_amocrm(settings, *, dry_run: bool, out=print) -> int:
     for p in creating if dry_run else ():
         out(f"would create  «{p.name}» ({p.type})  [fields] {p.key}"
             + (f" with {len(options.get(p.key, []))} options" if p.type == "select" else ""))
-    if not creating and not problems:
-        out("amoCRM: every lead field the integration needs exists; nothing to do")
+    contact_creating, contact_problems = _setup_contact_field(gw, settings, dry_run=dry_run, out=out)
+    problems += contact_problems
+    if not creating and not contact_creating and not problems:
+        out("amoCRM: every lead and contact field the integration needs exists; nothing to do")
     return 1 if problems else 0
 
 
@@ -141,6 +183,8 @@ def wanted_objects(n) -> list[tuple[str, str, tuple[str, ...]]]:
     return [
         ("doctors (read)", n.doctors, ("Ref_Key", "Code", "Description", "DeletionMark")),
         ("clients (read, create)", n.clients, ("Ref_Key", "Code", "Description", "DeletionMark")),
+        ("clients' contact information (phone search, new clients' phones)", n.client_contacts_set,
+         ("Ref_Key", "LineNumber", n.client_contact_type, n.client_contact_phone, n.client_contact_presentation)),
         ("nomenclature (read)", n.nomenclature, ("Ref_Key", "Code", "Description", "DeletionMark")),
         ("«Заявка» (read, create, change, post)", n.zayavka,
          ("Ref_Key", "Number", "Date", "Posted", "DeletionMark", n.zayavka_client, n.zayavka_doctor,

@@ -5,7 +5,8 @@ No I/O here: the job looks the candidates up (by key, by phone, by name) and han
 module only normalises and decides. The rules, in order:
 
 1. the contact carries a 1C client key written by amo1c-sync earlier -> that client, if it still
-   exists and is not marked for deletion;
+   exists, is not marked for deletion and the lead's name (when it has one) is that client's: a
+   parent's contact used for a child's lead must not book the child on the parent's card;
 2. a phone matches and the name matches -> that client;
 3. a phone matches but no name does -> a family member (relatives share one phone and must stay
    separate patients): a new client with this name and phone;
@@ -260,11 +261,16 @@ def choose_client(p: Patient, *, by_key: KnownClient | None = None, by_phone: Se
     if p.bad_key:
         remarks.append(f"В поле контакта «{key_label}» не ключ клиента 1С: «{p.bad_key}» — не учтено.")
     elif p.onec_key:
-        if by_key is not None and not by_key.deleted and by_key.ref.lower() == p.onec_key:
+        live = by_key is not None and not by_key.deleted and by_key.ref.lower() == p.onec_key
+        if live and by_key is not None and (not p.name or names_match(p.name, by_key.name)):
             return UseClient(Rule.KEY, by_key, _note(
                 f"Клиент найден по ключу 1С из контакта: {_who(by_key)}.", remarks))
-        remarks.append(f"Клиента 1С из поля контакта «{key_label}» ({p.onec_key}) нет в 1С или он "
-                       "помечен на удаление — клиент подобран заново.")
+        if live and by_key is not None:
+            remarks.append(f"Контакт сделки ведёт к клиенту 1С {_who(by_key)}, а в сделке пациент «{p.name}» "
+                           "(другой член семьи?) — клиент подобран по телефону и имени.")
+        else:
+            remarks.append(f"Клиента 1С из поля контакта «{key_label}» ({p.onec_key}) нет в 1С или он "
+                           "помечен на удаление — клиент подобран заново.")
     holders = _phone_holders(p.phones, by_phone, region)
     if holders:
         return _by_phone(p, holders, remarks, default_name)

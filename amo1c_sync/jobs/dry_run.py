@@ -67,6 +67,12 @@ class DryRunAmoCRM:
                                   "lead_id": int(p["id"]), "body": p})
         return BatchResult(ok=[int(p["id"]) for p in patches])
 
+    def update_contacts(self, patches: Sequence[dict[str, Any]]) -> BatchResult:
+        for p in patches:
+            self._planned.append({"system": "amocrm", "action": "contact.update",
+                                  "request": "PATCH /api/v4/contacts", "contact_id": int(p["id"]), "body": p})
+        return BatchResult(ok=[int(p["id"]) for p in patches])
+
     def update_field_enums(self, field_id: int, enums: Sequence[dict[str, Any] | str]) -> dict[str, Any]:
         items = [{"value": e} if isinstance(e, str) else dict(e) for e in enums]
         self._planned.append({"system": "amocrm", "action": "field.options", "field_id": int(field_id),
@@ -83,8 +89,9 @@ class DryRunOneC:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
 
-    def create_client(self, description: str) -> CatalogItem:
-        self._planned.append({"system": "1c", "action": "client.create", "name": description})
+    def create_client(self, description: str, phones: Iterable[Any] = ()) -> CatalogItem:
+        self._planned.append({"system": "1c", "action": "client.create", "name": description,
+                              "phones": [p.display for p in phones]})
         return CatalogItem(ref=DRY_REF, code="", name=description)
 
     def create_zayavka(self, **values: Any) -> Zayavka:

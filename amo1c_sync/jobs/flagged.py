@@ -40,6 +40,8 @@ FIRST_LOOKBACK = 86400
 EVENTS_OVERLAP = 5
 IDS_PER_READ = 50     # the gateway's ids per filter[id][] read
 LEADS_PER_PAGE = 250  # the lead listing's page
+#: the leads carry their contacts, so the patient match (jobs/patient.py) need not re-read them
+LEAD_WITH = ("contacts",)
 
 
 def leads_to_register(ctx: Any, result: Any, fm: Any) -> list[dict[str, Any]]:
@@ -81,14 +83,14 @@ def _read(amo: Any, ids: set[int], before: set[int], fresh: list[dict[str, Any]]
     if len(new) > IDS_PER_READ:
         since = min(int(e.get("created_at") or 0) for e in fresh if int(e["entity_id"]) in new)
         budget = math.ceil(len(new) / IDS_PER_READ) * LEADS_PER_PAGE
-        for n, lead in enumerate(amo.iter_leads_updated_since(since, overlap), 1):
+        for n, lead in enumerate(amo.iter_leads_updated_since(since, overlap, with_=LEAD_WITH), 1):
             if int(lead["id"]) in ids:
                 out[int(lead["id"])] = lead
             if n >= budget or len(out) == len(ids):
                 break
     rest = sorted(ids - set(out))
     if rest:
-        out.update({int(lead["id"]): lead for lead in amo.get_leads(rest)})
+        out.update({int(lead["id"]): lead for lead in amo.get_leads(rest, with_=LEAD_WITH)})
     return out
 
 
@@ -112,7 +114,8 @@ def _reconcile(amo: Any, state: dict[str, Any], result: Any, overlap: int, open_
     """The flagged leads among those updated since the last reconciliation; those the events had
     not opened are repairs, counted in the run and in the stored total."""
     listed = {int(lead["id"]): lead
-              for lead in amo.iter_leads_updated_since(int(state["reconciled_at"]), overlap) if flagged(lead)}
+              for lead in amo.iter_leads_updated_since(int(state["reconciled_at"]), overlap, with_=LEAD_WITH)
+              if flagged(lead)}
     repairs = sorted(i for i in listed if i not in open_ids)
     if repairs:
         log.warning("registration.reconcile_repaired", lead_ids=repairs)

@@ -69,6 +69,7 @@ from amo1c_sync.amocrm.gateway import BatchResult
 from amo1c_sync.config import Settings
 from amo1c_sync.domain.dates import format_time
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
+from amo1c_sync.jobs import patient
 from amo1c_sync.jobs.base import JobContext, JobResult
 from amo1c_sync.jobs.flagged import leads_to_register
 from amo1c_sync.domain.slots import DoctorDay, NotWorking, UnknownDoctor
@@ -232,6 +233,8 @@ class _Cycle:
     made: dict[int, Any] = field(default_factory=dict)
     #: leads whose create was sent and not answered (its intent must stay)
     in_flight: set[int] = field(default_factory=set)
+    #: the main amoCRM contacts of the group's leads (jobs/patient.py), and the keys to write back
+    contacts: patient.Contacts = field(default_factory=patient.Contacts)
 
     @property
     def settings(self) -> Settings:
@@ -334,8 +337,10 @@ def _work(c: _Cycle, leads: list[dict[str, Any]]) -> list[tuple[int, Any]]:
 
 
 def _group(c: _Cycle, group: list[dict[str, Any]], outcomes: dict[int, Any]) -> None:
-    """Up to BATCH due leads: read 1C for all, claim all, register each, write back all."""
+    """Up to BATCH due leads: read 1C and their main contacts for all, claim all, register each,
+    write back all, then the patients' 1C keys on their contacts."""
     _prefetch(c, group)
+    c.contacts = patient.main_contacts(c.ctx.amocrm, group, c.settings)  # one batched read
     _fence(c)
     claimed = registrations.claim(c.ctx.store, [int(lead["id"]) for lead in group], c.run.owner,
                                   lease=c.lease, dead=_gone)
@@ -361,6 +366,8 @@ def _group(c: _Cycle, group: list[dict[str, Any]], outcomes: dict[int, Any]) -> 
         c.claims.pop(lead_id, None)
     registrations.release(c.ctx.store, released, c.run.owner,
                           create_unsent=[i for i in released if i not in c.in_flight])
+    _fence(c)   # the keys are an external write too
+    patient.write_keys(c.ctx, c.result, c.contacts, job=JOB)
 
 
 def _decision(c: _Cycle, lead: dict[str, Any]) -> str:
@@ -626,21 +633,11 @@ def _plain(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _client(c: _Cycle, lead_id: int, req: rules.Request) -> tuple[str, str | None]:
-    """The 1C client ref for the lead and a remark for the note (or None)."""
-    onec = c.ctx.onec
-    if not req.client_name:
-        return c.default("client").ref, None
-    found = onec.find_clients(req.client_name)
-    if found:
-        chosen = found[0]
-        return chosen.ref, rules.client_remark(name=req.client_name, created=False, matches=len(found),
-                                               chosen_code=chosen.code)
-    _step(c, lead_id)
-    item = onec.create_client(req.client_name)
-    record(c.ctx.store, job=JOB, system="1c", action="client.created", lead_id=lead_id, ref=item.ref,
-           message=f"создан клиент «{item.name}»", detail={"code": item.code}, run_id=c.result.run_id)
-    c.result.count("clients_created")
-    return item.ref, rules.client_remark(name=req.client_name, created=True, matches=0)
+    """The 1C client ref for the lead and a remark for the note (or None): jobs/patient.py."""
+    chosen = patient.choose(c.ctx, c.result, lead_id, req.client_name, c.contacts,
+                            default_client=lambda: c.default("client"), job=JOB,
+                            before_create=lambda: _step(c, lead_id))
+    return chosen.ref, chosen.note
 
 
 def _record(c: _Cycle, lead_id: int, zay: Any, *, action: str, message: str, detail: dict[str, Any]) -> None:

@@ -63,6 +63,7 @@ def check_names(gw: OneC) -> list[str]:
     probes = [
         ("doctors", n.doctors, gw._CATALOG_FIELDS), ("clients", n.clients, gw._CATALOG_FIELDS),
         ("nomenclature", n.nomenclature, gw._CATALOG_FIELDS),
+        ("client_contacts", n.client_contacts_set, gw._contact_columns(n)),
         ("zayavka", n.zayavka, gw._zayavka_fields()),
         ("services", n.services, ("Ref_Key", *n.services_base_fields, n.services_amount)),
         ("schedules", n.schedules, ("Ref_Key", n.schedules_month)),
@@ -72,12 +73,16 @@ def check_names(gw: OneC) -> list[str]:
     problems = []
     known: Any = _UNSET   # the entity sets that exist; read once, on the first failure
     root_error: Exception | None = None
+    failed: set[str] = set()
     for key, entity_set, select in probes:
+        if key == "client_contacts" and "clients" in failed:
+            continue  # a section of the clients catalog: the clients' problem says it all
         try:
             gw._get(q.Query(entity_set, select=select, top=1))
             continue
         except ItemError as exc:
             failure = exc
+            failed.add(key)
         if known is _UNSET:
             try:
                 known = entity_sets(gw)
@@ -85,7 +90,7 @@ def check_names(gw: OneC) -> list[str]:
                 log.warning("onec.entity_sets_unavailable", error=str(exc))
                 known, root_error = None, exc
         problems.append(_explain(gw, key, entity_set, select, failure, known))
-    if len(problems) == len(probes) and isinstance(root_error, ItemError):
+    if failed >= {k for k, _, _ in probes if k != "client_contacts"} and isinstance(root_error, ItemError):
         # not even the service root answers: a wrong base_url, not seven wrong names
         return [("the OData service root does not answer, so no configured name can be checked: "
                  f"{root_error}")]
@@ -129,7 +134,7 @@ def _explain(gw: OneC, key: str, entity_set: str, select: Iterable[str], failure
 def _config_key(gw: OneC, probe: str, attribute: str) -> str | None:
     """The ``[onec_names]`` key that names ``attribute`` in the probe of ``probe``."""
     prefix = {"zayavka": "zayavka_", "services": "services_", "schedules": "schedules_",
-              "schedules_lines": "schedule_"}.get(probe)
+              "schedules_lines": "schedule_", "client_contacts": "client_contact"}.get(probe)
     if prefix is None:
         return None
     for name in OneCNames.field_names():

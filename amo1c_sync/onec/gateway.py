@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time as _time
 import uuid
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from zoneinfo import ZoneInfo
 import requests
 import structlog
 
+from amo1c_sync.domain.patients import KnownClient, Phone
 from amo1c_sync.domain.registration import display_number
 from amo1c_sync.domain.retry import RequestRetry
 from amo1c_sync.domain.totals import parse_lead_id
@@ -294,9 +296,77 @@ class OneC:
         """Non-deleted clients whose Description equals ``description`` exactly, ordered by Code."""
         return self._by_description(self.names.clients, description)
 
-    def create_client(self, description: str) -> CatalogItem:
-        row = self._create(self.names.clients, {"Description": description})
-        return _catalog_item(row)
+    def create_client(self, description: str, phones: Iterable[Phone] = ()) -> CatalogItem:
+        """A new client; each phone becomes a line of its contact information (kind, the number
+        as people read it, and as the digits the phone search compares). NOT retried once sent:
+        the caller looks the client up by phone and name before a rerun creates one."""
+        n = self.names
+        body: dict[str, Any] = {"Description": description}
+        lines = [{n.client_contact_type: n.client_contact_phone_type, n.client_contact_presentation: p.display,
+                  n.client_contact_phone: p.digits} for p in phones]
+        if lines:
+            body[n.client_contacts] = lines
+        return _catalog_item(self._create(n.clients, body))
+
+    def client(self, ref: str) -> KnownClient | None:
+        """The client with this ref, marked for deletion or not; None when 1C has none (a filter,
+        not ``Catalog(guid'…')``: an unknown ref is an empty answer, not an error)."""
+        try:
+            key = str(uuid.UUID(str(ref)))
+        except ValueError:
+            return None
+        rows = self._get(q.Query(self.names.clients, filter=q.eq("Ref_Key", q.Guid(key)),
+                                 select=self._CATALOG_FIELDS))
+        return _known_client(rows[0]) if rows else None
+
+    def clients_by_phones(self, digits: Iterable[str]) -> list[KnownClient]:
+        """Clients (marked for deletion too: the caller skips them) whose contact information has
+        a phone line whose digits column contains one of ``digits`` — the numbers' national digits
+        (``Phone.national``: «9111234567», without country code or trunk prefix).
+
+        One query on the contact-information section (``substringof`` on the digits, so
+        «79111234567», «89111234567», «+79111234567» and «9111234567» all match); it relies on
+        the column holding digits only, as typical configurations fill it. The match is loose
+        (a longer number containing the digits matches too): ``domain.patients`` rechecks each
+        number. Each client carries the presentations and digits of its matching lines."""
+        n = self.names
+        wanted = list(dict.fromkeys(d for d in (re.sub(r"\D", "", str(x)) for x in digits) if d))
+        lines: dict[str, list[str]] = {}
+        for chunk in self._phone_chunks(wanted):
+            for r in self._get_all(self._phone_query(chunk)):
+                found = lines.setdefault(r["Ref_Key"], [])
+                found.extend(str(r.get(k) or "") for k in (n.client_contact_presentation, n.client_contact_phone))
+        if not lines:
+            return []
+
+        def make(flt: str) -> q.Query:
+            return q.Query(n.clients, filter=flt, select=self._CATALOG_FIELDS, orderby=("Ref_Key",))
+
+        out = [_known_client(r, tuple(x for x in lines[r["Ref_Key"]] if x)) for r in self._batched(lines, make)]
+        return sorted(out, key=lambda c: (c.code, c.ref))
+
+    @staticmethod
+    def _contact_columns(n: OneCNames) -> tuple[str, ...]:
+        """What the phone search reads and a new client's phone lines write."""
+        return ("Ref_Key", "LineNumber", n.client_contact_type, n.client_contact_phone, n.client_contact_presentation)
+
+    def _phone_query(self, digits: list[str]) -> q.Query:
+        n = self.names
+        flt = q.and_(q.eq(n.client_contact_type, n.client_contact_phone_type),
+                     q.or_(*(q.substringof(d, n.client_contact_phone) for d in digits)))
+        return q.Query(n.client_contacts_set, filter=flt, orderby=("Ref_Key", "LineNumber"),
+                       select=self._contact_columns(n))
+
+    def _phone_chunks(self, digits: list[str]) -> Iterator[list[str]]:
+        """``digits`` in as few queries as fit the request target limit (one for any real contact)."""
+        i = 0
+        while i < len(digits):
+            size = len(digits) - i
+            while size > 1 and q.target_bytes(self._phone_query(digits[i:i + size]).page(self.page_size, 10**9),
+                                              self._prefix_bytes) > self.max_target_bytes:
+                size -= 1
+            yield digits[i:i + size]
+            i += size
 
     def create_catalog_item(self, entity_set: str, description: str) -> CatalogItem:
         """A new catalog element (the set-up's «Номенклатура AmoCRM», «Клиент из AmoCRM»)."""
@@ -612,6 +682,11 @@ def text_of(value: Any) -> str:
 def _catalog_item(r: Mapping[str, Any]) -> CatalogItem:
     return CatalogItem(ref=r["Ref_Key"], code=text_of(r.get("Code")), name=text_of(r.get("Description")),
                        deletion_mark=bool(r.get("DeletionMark")))
+
+
+def _known_client(r: Mapping[str, Any], phones: tuple[str, ...] = ()) -> KnownClient:
+    return KnownClient(ref=r["Ref_Key"], code=text_of(r.get("Code")), name=text_of(r.get("Description")),
+                       deleted=bool(r.get("DeletionMark")), phones=phones)
 
 
 def _json_default(value: Any) -> Any:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
+from amo1c_sync.sandbox.amocrm_emulator.contacts import PREDEFINED_CONTACT_FIELDS
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator
 
 
@@ -23,7 +24,7 @@ class Sandbox:
     fresh: bool = False
 
     def __post_init__(self):
-        kwargs = {"lead_fields": ()} if self.fresh else {}
+        kwargs = {"lead_fields": (), "contact_fields": PREDEFINED_CONTACT_FIELDS} if self.fresh else {}
         self.amo = AmoCRMEmulator(port=self.amo_port, rate_limit=self.amo_rate_limit, **kwargs)
         self.onec = OneCEmulator(port=self.onec_port, seed_defaults=not self.fresh)
 

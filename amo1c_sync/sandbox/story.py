@@ -1,6 +1,8 @@
 """The seed's story, played end to end on the emulators with the real daemon, narrated for a person:
 slots for 22.12.2021 -> register Ефимова Е.В. at 9:05 -> «Заявка № 219» -> «Оказание услуг» 150 ->
-the lead's budget and «Сумма1С» become 150.
+the lead's budget and «Сумма1С» become 150. The lead's contact carries the caller's phone
+«+7 (911) 123-45-67», so the «Заявка»'s client is the patient with that phone (F8), not the
+default client.
 
 The daemon child never outlives the story: it is asked to die with its parent (PR_SET_PDEATHSIG,
 so even a SIGKILL of the parent ends it), and a SIGTERM or SIGHUP to the parent (a closed
@@ -9,6 +11,7 @@ terminal) stops it the way Ctrl-C does."""
 from __future__ import annotations
 
 import ctypes
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable, TextIO, TypeVar
+from typing import Any, Callable, TextIO, TypeVar
 
 import requests
 
@@ -34,6 +37,7 @@ T = TypeVar("T")
 DAY = date(2021, 12, 22)
 DOCTOR = "Ефимова Е.В."
 TIME = "9:05"
+PHONE = "+7 (911) 123-45-67"  # the caller's number, on the lead's contact
 AMOUNT = "150.00"
 _PR_SET_PDEATHSIG = 1
 
@@ -179,6 +183,7 @@ class _Story:
                           "the button «Зарегистрировать запись к врачу в 1с» is pressed")
         self.lead_id = requests.post(f"{amo}/_sandbox/leads", timeout=10, json={
             "name": "Новый контакт по звонку с +7 (911) 123-45-67",
+            "contact": {"name": PHONE, "phones": [PHONE]},  # a call's contact, named by its number
             "fields": {f.date: DAY.strftime("%d.%m.%Y"), f.doctor: DOCTOR, f.time: TIME}}).json()["id"]
         requests.patch(f"{amo}/_sandbox/leads/{self.lead_id}", timeout=10,
                        json={"fields": {f.flag: True}}).raise_for_status()
@@ -186,6 +191,7 @@ class _Story:
         z = self.zayavka = _wait("the «Заявка» in 1C", self._posted_zayavka, self.timeout)
         self.tell.say(f"1C: «Заявка» № {number(z['number'])} — client «{z['client']}», doctor "
                       f"«{z['doctor']}», {when(z['start'])}, «Номер AmoCRM» = {z['lead']}, posted")
+        self._client_has_the_phone(z)
         card = _wait("the note on the lead", self._written_back, self.timeout)
         self.tell.say(f"amoCRM: note «{card['notes'][-1]}»; flag cleared; "
                       f"«{f.zayavka_number}» = {card['fields'].get(f.zayavka_number)}")
@@ -194,6 +200,13 @@ class _Story:
         self.tell.say(f"{TIME} is {'STILL free (wrong!)' if still_free else 'no longer free'} for {DOCTOR}")
         if still_free:
             raise StoryFailed(f"{TIME} is still free after the registration")
+
+    def _client_has_the_phone(self, z: Any) -> None:
+        """F8: the caller's phone reached 1C with the «Заявка»'s client (its contact information)."""
+        listed = requests.get(f"{self.sb.onec.url}/_sandbox/clients", timeout=10).json()
+        phones: list[str] = next((c["phones"] for c in listed if c["ref"] == z.get("client_ref")), [])
+        if not any(re.sub(r"\D", "", p)[-10:] == re.sub(r"\D", "", PHONE)[-10:] for p in phones):
+            raise StoryFailed(f"the client «{z['client']}» of the «Заявка» has no phone {PHONE} in 1C ({phones})")
 
     def _posted_zayavka(self):
         if self.daemon.poll() is not None:

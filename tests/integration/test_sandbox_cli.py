@@ -14,8 +14,10 @@ def test_given_a_fresh_machine_when_the_readme_sandbox_command_runs_then_the_see
     assert proc.returncode == 0, out + proc.stderr
     assert "doctors: Ефимова Е.В., Ишаева М.И." in out
     assert "free times of Ефимова Е.В.: 8:15, 8:20, 8:25, 8:30, 8:35, 8:40 …" in out
-    assert "«Заявка» № 219 — client «Клиент из AmoCRM», doctor «Ефимова Е.В.», 22.12.2021 9:05" in out
-    assert "note «Создан документ Заявка № 219»" in out
+    # the lead's contact has the caller's phone and no name: a new 1C client with that phone (F8)
+    assert "«Заявка» № 219 — client «+7 911 123-45-67», doctor «Ефимова Е.В.», 22.12.2021 9:05" in out
+    assert ("note «Создан документ Заявка № 219\nКлиента с телефоном +7 911 123-45-67 в 1С нет, а имени нет ни в "
+            "сделке, ни в контакте — создан новый клиент «+7 911 123-45-67» с этим телефоном.") in out
     assert "9:05 is no longer free" in out
     assert "the lead shows it paid: Бюджет 150 ₽, «Сумма1С» 150 ₽" in out
     assert "The story happened as the clinic told it." in out

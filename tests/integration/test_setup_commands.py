@@ -87,7 +87,7 @@ def test_given_a_base_without_defaults_when_setup_1c_runs_then_it_lists_and_crea
     ini = _ini(tmp_path, amo, onec)
     r = _setup(ini, "1c")
     assert r.returncode == 1, r.stdout + r.stderr
-    assert r.stdout.count("published     ") == 8
+    assert r.stdout.count("published     ") == 9  # with the clients' contact information
     assert "MISSING       client «Клиент из AmoCRM»" in r.stdout
     assert "--create-defaults" in r.stdout
     assert onec.clients() == []

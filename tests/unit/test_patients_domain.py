@@ -161,10 +161,22 @@ def choose(**kw):
 
 def test_rule_1_given_contact_key_of_an_existing_client_when_choosing_then_that_client():
     keyed = client("Иванова Анна Петровна", "000000012", ref=KEY)
-    got = choose(lead_name="Совсем Другое Имя", contact_phones=["+7 495 000-00-00"], contact_key=KEY,
+    got = choose(lead_name="Иванова А.", contact_phones=["+7 495 000-00-00"], contact_key=KEY,
                  by_key=keyed, by_phone=[MARIA])
     assert got == UseClient(Rule.KEY, keyed,
                             "Клиент найден по ключу 1С из контакта: «Иванова Анна Петровна» (код 000000012).")
+    assert choose(contact_key=KEY, by_key=keyed).rule is Rule.KEY  # no name at all: the key decides
+
+
+def test_rule_1_given_a_keyed_contact_and_another_name_on_the_lead_when_choosing_then_not_the_keyed_client():
+    # a mother's contact used for her son's lead: the son is not booked on her card
+    keyed = client("Иванова Мария", "000000013", "+79111234567", ref=KEY)
+    got = choose(lead_name="Иванов Пётр", contact_phones=[SEED_PHONE], contact_key=KEY, by_key=keyed,
+                 by_phone=[keyed])
+    assert got.rule is Rule.FAMILY_MEMBER
+    assert got.name == "Иванов Пётр"
+    assert got.note.endswith("Контакт сделки ведёт к клиенту 1С «Иванова Мария» (код 000000013), а в сделке "
+                             "пациент «Иванов Пётр» (другой член семьи?) — клиент подобран по телефону и имени.")
 
 
 @pytest.mark.parametrize("by_key", [None, client("Иванова Анна Петровна", "12", ref=KEY, deleted=True)])

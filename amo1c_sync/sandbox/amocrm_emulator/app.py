@@ -7,7 +7,7 @@ from typing import Iterable
 from werkzeug.wrappers import Request, Response
 
 from amo1c_sync.sandbox.amocrm_emulator.api import AmoAPI, RateLimiter
-from amo1c_sync.sandbox.amocrm_emulator.contacts import ContactBook
+from amo1c_sync.sandbox.amocrm_emulator.contacts import DEFAULT_CONTACT_FIELDS, ContactBook
 from amo1c_sync.sandbox.amocrm_emulator.control import AmoControl
 from amo1c_sync.sandbox.amocrm_emulator.oauth import Tokens
 from amo1c_sync.sandbox.amocrm_emulator.problems import (
@@ -32,6 +32,7 @@ class AmoCRMEmulator(LoopbackEmulator):
                  redirect_uri: str = "https://127.0.0.1/amo1c-sync/oauth",
                  long_lived_token: str | None = None,
                  lead_fields: Iterable[tuple[str, str, Iterable[str]]] = DEFAULT_LEAD_FIELDS,
+                 contact_fields: Iterable[tuple[str, str, str | None, Iterable[str]]] = DEFAULT_CONTACT_FIELDS,
                  subdomain: str = "clinic", account_id: int = 29000001):
         super().__init__(host, port)
         self.subdomain, self.account_id = subdomain, account_id
@@ -40,7 +41,7 @@ class AmoCRMEmulator(LoopbackEmulator):
                              access_token_ttl=access_token_ttl, refresh_token_ttl=refresh_token_ttl,
                              long_lived_token=long_lived_token, account_id=account_id)
         self.limiter = RateLimiter(rate_limit, block_after, block_window, block_seconds)
-        self.contacts = ContactBook(self.book)
+        self.contacts = ContactBook(self.book, contact_fields)
         self.api = AmoAPI(self.book, self.tokens, self.limiter, subdomain=subdomain, contacts=self.contacts)
         self.control = AmoControl(self.book, self.tokens, self.limiter, contacts=self.contacts)
 

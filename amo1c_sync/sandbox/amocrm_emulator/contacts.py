@@ -14,7 +14,9 @@ and answer HAL JSON):
 * ``PATCH /api/v4/contacts`` (array, atomic like leads) and ``PATCH /api/v4/contacts/<id>``: a field
   by ``field_id`` or ``field_code``; a multitext value by ``enum_id`` or ``enum_code`` (``WORK``
   when neither); a PATCH replaces all values of the fields it names and leaves the others;
-* ``GET /api/v4/contacts/custom_fields``;
+* ``GET /api/v4/contacts/custom_fields`` and ``POST`` (an array of ``{name, type, enums?}``, all or
+  none, as for leads: amoCRM's «Пользовательские поля» take the entity type in the path,
+  ``/api/v4/{leads|contacts|companies|customers}/custom_fields``);
 * ``with=contacts`` on leads: ``_embedded.contacts`` = ``[{"id", "is_main", "_links"}]``.
 
 Control API: ``POST /_sandbox/contacts`` ``{"name", "phones": ["8 (911) …" | {"value", "enum"}],
@@ -44,6 +46,8 @@ DEFAULT_CONTACT_FIELDS: tuple[tuple[str, str, str | None, tuple[str, ...]], ...]
     ("Email", "multitext", "EMAIL", EMAIL_ENUMS),
     ("Клиент 1С", "text", None, ()),
 )
+# a new account has only amoCRM's predefined contact fields («Клиент 1С» is what `setup amocrm` adds)
+PREDEFINED_CONTACT_FIELDS = DEFAULT_CONTACT_FIELDS[:2]
 
 
 class ContactBook:
@@ -80,6 +84,17 @@ class ContactBook:
                                   for i, v in enumerate(enums)]
             self.fields_by_id[fid] = field
             return fid
+
+    def create_fields(self, items: list) -> list[dict]:
+        """``POST /api/v4/contacts/custom_fields``: all of them, or none when one is invalid."""
+        with self.lock:
+            errors = [{"request_id": str(i), "errors": e}
+                      for i, e in ((i, validation.field_create(x)) for i, x in enumerate(items)) if e]
+            if errors:
+                raise validation.failed(errors)
+            return [self.fields_by_id[self.add_field(x["name"].strip(), x["type"], None,
+                                                     [e["value"] for e in x.get("enums") or []])]
+                    for x in items]
 
     def field(self, *, fid: Any = None, code: Any = None, name: str | None = None) -> dict | None:
         for f in self.fields_by_id.values():
@@ -285,6 +300,7 @@ class ContactRoutes:
             Rule("/api/v4/contacts", endpoint=self.list_, methods=["GET"]),
             Rule("/api/v4/contacts", endpoint=self.patch, methods=["PATCH"]),
             Rule("/api/v4/contacts/custom_fields", endpoint=self.fields, methods=["GET"]),
+            Rule("/api/v4/contacts/custom_fields", endpoint=self.create_fields, methods=["POST"]),
             Rule("/api/v4/contacts/<int:cid>", endpoint=self.get_one, methods=["GET"]),
             Rule("/api/v4/contacts/<int:cid>", endpoint=self.patch_one, methods=["PATCH"]),
         ]
@@ -320,15 +336,23 @@ class ContactRoutes:
         out = self._patched(request, [{**self._object_body(request), "id": cid}])
         return hal({k: v for k, v in out[0].items() if k != "request_id"})
 
+    def _shaped(self, f: dict, request: Request) -> dict:
+        return {"id": f["id"], "name": f["name"], "type": f["type"], "code": f["code"],
+                "sort": f["sort"], "account_id": self.c.book.account_id, "is_api_only": False,
+                "enums": [dict(e) for e in f["enums"]] if f["enums"] is not None else None,
+                "is_predefined": f["code"] is not None, "is_deletable": f["code"] is None,
+                "entity_type": "contacts", "group_id": None, "required_statuses": [],
+                "_links": {"self": {"href": f"{request.host_url}api/v4/contacts/custom_fields/{f['id']}"}}}
+
+    def create_fields(self, request: Request) -> Response:
+        created = self.c.create_fields(self._array_body(request))
+        with self.c.lock:
+            shaped = [self._shaped(f, request) for f in created]
+        return hal({"_total_items": len(shaped), "_embedded": {"custom_fields": shaped}})
+
     def fields(self, request: Request) -> Response:
         with self.c.lock:
             fields = sorted(self.c.fields_by_id.values(), key=lambda f: (f["sort"], f["id"]))
-            shaped = [{"id": f["id"], "name": f["name"], "type": f["type"], "code": f["code"],
-                       "sort": f["sort"], "account_id": self.c.book.account_id, "is_api_only": False,
-                       "enums": [dict(e) for e in f["enums"]] if f["enums"] is not None else None,
-                       "is_predefined": f["code"] is not None, "is_deletable": f["code"] is None,
-                       "entity_type": "contacts", "group_id": None, "required_statuses": [],
-                       "_links": {"self": {"href": f"{request.host_url}api/v4/contacts/custom_fields/{f['id']}"}}}
-                      for f in fields]
+            shaped = [self._shaped(f, request) for f in fields]
         return hal({"_total_items": len(shaped), "_page": 1, "_page_count": 1,
                     "_links": {"self": {"href": request.base_url}}, "_embedded": {"custom_fields": shaped}})
