@@ -81,3 +81,70 @@ def test_given_the_control_api_when_a_person_sets_a_stage_by_name_then_the_lead_
     assert (r.json()["pipeline"], r.json()["status"]) == ("Запись к врачу", "Не пришёл")
     bad = requests.patch(f"{amo.url}/_sandbox/leads/{lid}", json={"status": "Нет такого"}, timeout=5)
     assert bad.status_code == 400 and "Запись к врачу: Неразобранное" in bad.text
+
+
+# --- 1C: the administrator's actions on a «Заявка» ------------------------------------------------
+
+@pytest.fixture
+def onec():
+    from amo1c_sync.onec.names import OneCNames
+
+    with OneCEmulator(names=OneCNames(zayavka_state="Состояние")) as e:
+        yield e
+
+
+def _zayavka(onec, **body) -> dict:
+    r = requests.post(onec.url + "/_sandbox/zayavki", json={"lead": 30000001, "doctor": "Ефимова Е.В.",
+                                                           "start": "2021-12-22T09:05:00",
+                                                           "end": "2021-12-22T09:20:00", **body}, timeout=5)
+    r.raise_for_status()
+    return r.json()
+
+
+def _version(onec, ref) -> str:
+    r = requests.get(f"{onec.url}/odata/standard.odata/Document_Заявка(guid'{ref}')",
+                     params={"$format": "json", "$select": "DataVersion"}, auth=(onec.username.encode(), onec.password.encode()),
+                     timeout=5)
+    r.raise_for_status()
+    return r.json()["DataVersion"]
+
+
+def test_given_a_zayavka_when_the_administrator_moves_it_then_day_time_doctor_and_data_version_change(onec):
+    ref = _zayavka(onec)["ref"]
+    before = _version(onec, ref)
+    r = requests.patch(f"{onec.url}/_sandbox/zayavki/{ref}",
+                       json={"start": "2021-12-23T15:30:00", "doctor": "Ишаева М.И."}, timeout=5)
+    assert r.status_code == 200
+    z = r.json()
+    assert (z["start"], z["end"], z["doctor"]) == ("2021-12-23T15:30:00", "2021-12-23T15:45:00", "Ишаева М.И.")
+    assert _version(onec, ref) != before
+
+
+@pytest.mark.parametrize("action, posted, deletion_mark", [
+    ("delete", False, True), ("unpost", False, False), ("post", True, False)])
+def test_given_a_zayavka_when_an_action_is_taken_then_it_shows_and_the_data_version_changes(
+        onec, action, posted, deletion_mark):
+    ref = _zayavka(onec)["ref"]
+    before = _version(onec, ref)
+    z = requests.post(f"{onec.url}/_sandbox/zayavki/{ref}/{action}", timeout=5).json()
+    assert (z["posted"], z["deletion_mark"]) == (posted, deletion_mark)
+    assert _version(onec, ref) != before
+
+
+def test_given_a_status_attribute_when_the_state_is_set_then_the_list_and_odata_show_it(onec):
+    ref = _zayavka(onec)["ref"]
+    z = requests.patch(f"{onec.url}/_sandbox/zayavki/{ref}", json={"state": "Не пришел"}, timeout=5).json()
+    assert z["state"] == "Не пришел"
+    r = requests.get(f"{onec.url}/odata/standard.odata/Document_Заявка(guid'{ref}')",
+                     params={"$format": "json", "$select": "Состояние"}, auth=(onec.username.encode(), onec.password.encode()),
+                     timeout=5)
+    assert r.json()["Состояние"] == "Не пришел"
+
+
+def test_given_a_base_without_a_status_attribute_when_a_state_is_set_then_it_is_refused_clearly():
+    with OneCEmulator() as e:
+        ref = _zayavka(e)["ref"]
+        r = requests.patch(f"{e.url}/_sandbox/zayavki/{ref}", json={"state": "Не пришел"}, timeout=5)
+        assert r.status_code == 400 and "zayavka_state" in r.json()["error"]
+        bad = requests.patch(f"{e.url}/_sandbox/zayavki/{ref}", json={"start": "завтра"}, timeout=5)
+        assert bad.status_code == 400 and "start" in bad.json()["error"]
