@@ -1,0 +1,289 @@
+"""F7 end to end over HTTP against both emulators: what the clinic does to a «Заявка» in 1C
+reaches its lead (note, fields, stage), once, with no echoes; crash safety by after-commit faults."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+
+from amo1c_sync.config import load_settings
+from amo1c_sync.onec.names import OneCNames
+from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
+from amo1c_sync.sandbox.onec_emulator import OneCEmulator
+from amo1c_sync.store import journal
+from amo1c_sync.store import lifecycle as lstore
+from amo1c_sync.jobs.base import JobContext, run_job
+from amo1c_sync.onec import OneC
+from tests.support.e2e import EFIMOVA, ISHAEVA, TOKEN, fault, lead, make_amo, new_lead, requests_of, reset_requests
+
+MSK = ZoneInfo("Europe/Moscow")
+STAGES = {"registered": "Запись к врачу / Записан на приём", "cancelled": "Запись к врачу / Отменена",
+          "no_show": "Запись к врачу / Не пришёл", "paid": "Запись к врачу / Оплачено"}
+
+
+@pytest.fixture
+def amo_emu():
+    with AmoCRMEmulator(rate_limit=1000, long_lived_token=TOKEN) as e:
+        yield e
+
+
+@pytest.fixture
+def onec_emu():
+    with OneCEmulator(names=OneCNames(zayavka_state="Состояние")) as e:
+        yield e
+
+
+def settings_for(amo_emu, onec_emu, *, stages=STAGES, **stage_extra):
+    return load_settings(None, overrides={
+        "amocrm": {"base_url": amo_emu.url, "long_lived_token": TOKEN, "rate_limit": "1000"},
+        "onec": {"base_url": onec_emu.url, "username": onec_emu.username, "password": onec_emu.password},
+        "onec_names": {"zayavka_state": "Состояние"},
+        "sync": {"cancelled_states": "Отменена", "no_show_states": "Не пришел"},
+        "stages": {**stages, **stage_extra},
+    })
+
+
+@pytest.fixture
+def settings(amo_emu, onec_emu):
+    return settings_for(amo_emu, onec_emu)
+
+
+TOMORROW = datetime.now(MSK).date() + timedelta(days=1)
+
+
+def at(day: date, hm: str) -> str:
+    return f"{day.isoformat()}T{hm}:00"
+
+
+def booked(amo_emu, onec_emu, *, day: date = TOMORROW, hm="09:05", doctor=EFIMOVA, status=None) -> tuple[int, str]:
+    """A lead whose fields say what its «Заявка» says, and that «Заявка», made by hand in 1C."""
+    lid = new_lead(amo_emu, **{"Дата записи к врачу": day.strftime("%d.%m.%Y"), "Врач": doctor,
+                               "Время записи": hm})
+    if status:
+        requests.patch(f"{amo_emu.url}/_sandbox/leads/{lid}", json={"status": status}, timeout=5).raise_for_status()
+    r = requests.post(onec_emu.url + "/_sandbox/zayavki", timeout=5,
+                      json={"lead": lid, "doctor": doctor, "start": at(day, hm)})
+    r.raise_for_status()
+    return lid, r.json()["ref"]
+
+
+def act(onec_emu, ref, action=None, **body):
+    if action:
+        r = requests.post(f"{onec_emu.url}/_sandbox/zayavki/{ref}/{action}", timeout=5)
+    else:
+        r = requests.patch(f"{onec_emu.url}/_sandbox/zayavki/{ref}", json=body, timeout=5)
+    r.raise_for_status()
+
+
+def run(settings, store, job="lifecycle", **kw):
+    """A job run with gateways that know the base's names (the status attribute)."""
+    o = settings.onec
+    onec = OneC(o.base_url, o.username, o.password, names=settings.onec_names, max_retries=0,
+                backoff_base=0.01, backoff_max=0.05)
+    ctx = JobContext(settings, store, amocrm=make_amo(settings, store), onec=onec, **kw)
+    return run_job(ctx, job)
+
+
+def cycle(settings, store, **kw):
+    result = run(settings, store, "lifecycle", **kw)
+    assert result.status == "ok", result.errors
+    return result
+
+
+def notes(amo_emu, lid) -> list[str]:
+    return [n for n in lead(amo_emu, lid)["notes"]]
+
+
+def where(day: date, hm: str, doctor: str) -> str:
+    return f"{day.strftime('%d.%m.%Y')} {int(hm[:2])}:{hm[3:]} {doctor}"
+
+
+# --- events -------------------------------------------------------------------------------------
+
+def test_given_a_hand_made_zayavka_when_first_seen_then_the_lead_moves_to_registered(amo_emu, onec_emu, settings, store):
+    lid, _ = booked(amo_emu, onec_emu)
+    result = cycle(settings, store)
+    assert lead(amo_emu, lid)["status"] == "Записан на приём"
+    assert notes(amo_emu, lid) == []
+    assert result.counts["first_seen"] == 1
+
+
+def test_given_a_zayavka_moved_in_1c_when_a_cycle_runs_then_the_lead_shows_the_new_time_and_a_note(
+        amo_emu, onec_emu, settings, store):
+    lid, ref = booked(amo_emu, onec_emu)
+    cycle(settings, store)
+    later = TOMORROW + timedelta(days=1)
+    act(onec_emu, ref, start=at(later, "15:30"), doctor=ISHAEVA)
+
+    cycle(settings, store)
+
+    shown = lead(amo_emu, lid)
+    assert shown["fields"]["Дата записи к врачу"] == later.strftime("%d.%m.%Y")
+    assert (shown["fields"]["Врач"], shown["fields"]["Время записи"]) == (ISHAEVA, "15:30")
+    assert notes(amo_emu, lid) == [
+        f"Запись перенесена: {where(TOMORROW, '09:05', EFIMOVA)} -> {where(later, '15:30', ISHAEVA)}"]
+    assert shown["status"] == "Записан на приём"
+    cycle(settings, store)
+    assert len(notes(amo_emu, lid)) == 1
+
+
+@pytest.mark.parametrize("action, body, why", [
+    ("delete", {}, "помечена на удаление"),
+    ("unpost", {}, "проведение документа"),
+    (None, {"state": "Отменена"}, "состояние «Отменена»"),
+])
+def test_given_a_zayavka_cancelled_in_1c_when_a_cycle_runs_then_a_note_and_the_cancelled_stage(
+        amo_emu, onec_emu, settings, store, action, body, why):
+    lid, ref = booked(amo_emu, onec_emu)
+    cycle(settings, store)
+    act(onec_emu, ref, action, **body)
+
+    cycle(settings, store)
+
+    (note,) = notes(amo_emu, lid)
+    assert note.startswith("Запись отменена в 1С (") and why in note
+    assert lead(amo_emu, lid)["status"] == "Отменена"
+
+
+def test_given_a_no_show_in_1c_when_a_cycle_runs_then_a_note_and_the_no_show_stage(amo_emu, onec_emu, settings, store):
+    lid, ref = booked(amo_emu, onec_emu)
+    cycle(settings, store)
+    act(onec_emu, ref, state="Не пришел")
+    cycle(settings, store)
+    assert notes(amo_emu, lid)[0].startswith("Пациент не пришёл на приём")
+    assert lead(amo_emu, lid)["status"] == "Не пришёл"
+
+
+def test_given_no_show_states_not_configured_when_the_state_changes_then_nothing_is_written(
+        amo_emu, onec_emu, store):
+    settings = load_settings(None, overrides={
+        "amocrm": {"base_url": amo_emu.url, "long_lived_token": TOKEN, "rate_limit": "1000"},
+        "onec": {"base_url": onec_emu.url, "username": onec_emu.username, "password": onec_emu.password},
+        "onec_names": {"zayavka_state": "Состояние"}, "stages": STAGES})
+    lid, ref = booked(amo_emu, onec_emu)
+    cycle(settings, store)
+    act(onec_emu, ref, state="Не пришел")
+    cycle(settings, store)
+    assert notes(amo_emu, lid) == [] and lead(amo_emu, lid)["status"] == "Записан на приём"
+
+
+def test_given_a_pushed_payment_when_a_cycle_runs_then_the_lead_moves_to_paid(amo_emu, onec_emu, settings, store):
+    lid, _ = booked(amo_emu, onec_emu)
+    cycle(settings, store)
+    requests.post(onec_emu.url + "/_sandbox/services", json={"lead": lid, "amount": "150.00"},
+                  timeout=5).raise_for_status()
+    assert run(settings, store, "payments").status == "ok"
+    cycle(settings, store)
+    assert lead(amo_emu, lid)["status"] == "Оплачено"
+    reset_requests(amo_emu)
+    cycle(settings, store)
+    assert requests_of(amo_emu)["counts"] == {}
+
+
+# --- protection ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("status", ["Успешно реализовано", "Закрыто и не реализовано", "Воронка / Переговоры"])
+def test_given_a_lead_closed_or_in_another_pipeline_when_its_zayavka_is_cancelled_then_its_stage_stays(
+        amo_emu, onec_emu, settings, store, status):
+    lid, ref = booked(amo_emu, onec_emu, status=status)
+    before = lead(amo_emu, lid)["status"]
+    cycle(settings, store)
+    act(onec_emu, ref, "delete")
+    result = cycle(settings, store)
+    assert lead(amo_emu, lid)["status"] == before
+    assert len(notes(amo_emu, lid)) == 1   # the note still tells what happened
+    assert sum(v for k, v in result.counts.items() if k.startswith("stage_kept_")) == 1
+
+
+def test_given_move_closed_when_a_closed_lead_is_cancelled_then_it_moves(amo_emu, onec_emu, store):
+    settings = settings_for(amo_emu, onec_emu, move_closed="yes")
+    lid, ref = booked(amo_emu, onec_emu, status="Успешно реализовано")
+    cycle(settings, store)
+    act(onec_emu, ref, "delete")
+    cycle(settings, store)
+    assert lead(amo_emu, lid)["status"] == "Отменена"
+
+
+def test_given_a_reposted_zayavka_when_a_cycle_runs_then_the_lead_is_not_sent_back_to_registered(
+        amo_emu, onec_emu, settings, store):
+    lid, ref = booked(amo_emu, onec_emu)
+    cycle(settings, store)
+    act(onec_emu, ref, "unpost")
+    cycle(settings, store)
+    act(onec_emu, ref, "post")
+    cycle(settings, store)
+    assert lead(amo_emu, lid)["status"] == "Отменена"
+    assert notes(amo_emu, lid)[-1].startswith("Запись снова действует в 1С")
+
+
+def test_given_a_deleted_lead_or_a_bad_number_when_seen_then_skipped_counted_and_journaled_once(
+        amo_emu, onec_emu, settings, store):
+    lid, ref = booked(amo_emu, onec_emu)
+    requests.delete(f"{amo_emu.url}/_sandbox/leads/{lid}", timeout=5).raise_for_status()
+    requests.post(onec_emu.url + "/_sandbox/zayavki", timeout=5,
+                  json={"lead": "Иванова", "doctor": EFIMOVA, "start": at(TOMORROW, "10:00")}).raise_for_status()
+    first = cycle(settings, store)
+    assert first.counts["skipped"] == 2
+    again = cycle(settings, store)
+    assert again.counts["skipped"] == 0 and again.counts["changed"] == 0
+    reasons = {r.skip_reason for r in lstore.skipped(store)}
+    assert reasons == {"«Номер AmoCRM» «Иванова» is not a lead id", f"lead {lid} does not exist in amoCRM (deleted?)"}
+    assert lstore.counts(store)["skipped"] == 2
+    assert [e.action for e in journal.of_lead(store, lid)] == ["lifecycle.skipped"]
+    act(onec_emu, ref, start=at(TOMORROW, "11:00"))
+    assert cycle(settings, store).counts["skipped"] == 1
+    assert [e.action for e in journal.of_lead(store, lid)] == ["lifecycle.skipped"] * 2
+
+
+def test_given_an_unknown_stage_name_when_the_job_starts_then_it_fails_listing_the_stages(amo_emu, onec_emu, store):
+    from amo1c_sync.errors import ConfigError
+
+    settings = settings_for(amo_emu, onec_emu, cancelled="Запись к врачу / Отменено")
+    with pytest.raises(ConfigError, match="no stage «Отменено».*«Отменена»"):
+        run(settings, store, "lifecycle")
+
+
+# --- idle cycles ----------------------------------------------------------------------------------
+
+def test_given_nothing_changed_when_a_cycle_runs_then_it_reads_only_versions_in_the_hot_window_and_writes_nothing(
+        amo_emu, onec_emu, settings, store):
+    booked(amo_emu, onec_emu)
+    cycle(settings, store)
+    reset_requests(amo_emu)
+    reset_requests(onec_emu)
+
+    result = cycle(settings, store)
+
+    assert result.counts["window_hot"] == 1
+    assert requests_of(amo_emu)["counts"] == {}
+    (target,) = [e["target"] for e in requests_of(onec_emu)["log"]]
+    assert "$select=Ref_Key,DataVersion" in requests.utils.unquote(target)
+    hot_from = (datetime.now(MSK).date() - timedelta(days=3)).isoformat()
+    assert f"ДатаПриема ge datetime'{hot_from}T00:00:00'" in requests.utils.unquote(target).replace("+", " ")
+
+
+# --- crash safety -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/api/v4/leads/notes", "/api/v4/leads"])
+def test_given_the_answer_to_a_write_is_lost_when_the_next_cycle_runs_then_no_duplicate_note_and_no_lost_move(
+        amo_emu, onec_emu, settings, store, path):
+    lid, ref = booked(amo_emu, onec_emu)
+    cycle(settings, store)
+    later = TOMORROW + timedelta(days=1)
+    act(onec_emu, ref, start=at(later, "15:30"), doctor=ISHAEVA)
+    fault(amo_emu, count=1, phase="after", drop=True, path_prefix=path, method="PATCH" if path == "/api/v4/leads" else "POST")
+
+    first = run(settings, store, "lifecycle")
+    assert first.status != "ok"
+    assert lstore.counts(store)["pending"] == 1
+    cycle(settings, store)
+    cycle(settings, store)
+
+    shown = lead(amo_emu, lid)
+    assert len(shown["notes"]) == 1 and shown["notes"][0].startswith("Запись перенесена")
+    assert shown["fields"]["Время записи"] == "15:30"
+    assert lstore.counts(store)["pending"] == 0
+    assert [e.action for e in journal.of_lead(store, lid)].count("lifecycle.moved") == 1
