@@ -35,9 +35,10 @@ A stage is never applied to a lead in a closed stage (142/143) or in another pip
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Iterable
+from typing import Any
 
 from amo1c_sync.domain import lifecycle as lc
 from amo1c_sync.domain.dates import format_time

@@ -37,6 +37,7 @@ from amo1c_sync.domain import registration as rules
 from amo1c_sync.domain import slots as slot_rules
 from amo1c_sync.domain.dates import format_time
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
+from amo1c_sync.jobs import card_cancel
 from amo1c_sync.jobs.base import JobContext, JobResult
 from amo1c_sync.domain.slots import DoctorDay, NotWorking, UnknownDoctor
 from amo1c_sync.logs import get_logger
@@ -141,6 +142,7 @@ def run(ctx: JobContext, result: JobResult) -> None:
             run_of_handled.handled(int(lead.get("updated_at") or 0))
         else:
             run_of_handled.unhandled()
+    card_cancel.cancel_flagged(ctx, result, leads)
     if cursor is None or run_of_handled.value > cursor:
         cursors.advance_registration(ctx.store, run_of_handled.value)
 

@@ -8,16 +8,22 @@ entry); a row whose ``pending`` survives a crash is finished by the next cycle.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timezone
 from decimal import Decimal
-from typing import Any, Iterable, Iterator, Sequence
 
 from sqlalchemy import func, select
 
 from amo1c_sync.domain.lifecycle import Appointment
 from amo1c_sync.store.journal import journal
-from amo1c_sync.store.models import Cursor, LeadTotal, LifecycleZayavka, utcnow
+from amo1c_sync.store.models import (
+    CardCancel,
+    Cursor,
+    LeadTotal,
+    LifecycleZayavka,
+    utcnow,
+)
 
 DB_CHUNK = 500
 UNCONFIRMED = ""      # data_version of a row whose state is known but not yet mirrored at a version
@@ -164,7 +170,7 @@ class Change:
                 "stage": self.stage, "done": self.done, "entries": self.entries}
 
     @staticmethod
-    def of_intent(ref: str, intent: dict) -> "Change":
+    def of_intent(ref: str, intent: dict) -> Change:
         return Change(ref=ref, version=intent["version"], number=intent["number"],
                       lead_id=intent["lead_id"], mirrored=from_json(intent["mirrored"]),
                       patch=intent.get("patch"), notes=list(intent.get("notes") or []),
@@ -235,3 +241,44 @@ def record_full_scan(store, at: datetime) -> None:
             s.add(Cursor(name=FULL_SCAN, value=at.isoformat()))
         else:
             row.value = at.isoformat()
+
+
+# --- cancels from the card ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cancel:
+    lead_id: int
+    zayavka_ref: str | None
+    number: str | None
+    note: str | None
+
+
+def cancels_under_way(store) -> list[Cancel]:
+    with store.session() as s:
+        return [Cancel(r.lead_id, r.zayavka_ref, r.number, r.note)
+                for r in s.scalars(select(CardCancel).order_by(CardCancel.lead_id))]
+
+
+def begin_cancel(store, lead_id: int) -> None:
+    """The intent, before anything is written to 1C or amoCRM."""
+    with store.session() as s:
+        if s.get(CardCancel, int(lead_id)) is None:
+            s.add(CardCancel(lead_id=int(lead_id)))
+
+
+def plan_cancel(store, lead_id: int, *, ref: str | None, number: str | None, note: str) -> None:
+    """Which «Заявка» is cancelled and the note the lead gets (fixed before the 1C write, so a
+    retry writes the same note, not «already cancelled»)."""
+    with store.session() as s:
+        row = s.get(CardCancel, int(lead_id)) or CardCancel(lead_id=int(lead_id))
+        row.zayavka_ref, row.number, row.note = ref, number, note
+        s.add(row)
+
+
+def finish_cancel(store, lead_id: int, *, job: str, run_id: int | None, entries: Iterable[dict]) -> None:
+    with store.session() as s:
+        row = s.get(CardCancel, int(lead_id))
+        if row is not None:
+            s.delete(row)
+        for e in entries:
+            journal(s, job=job, system=e.get("system", "amocrm"), action=e["action"], lead_id=int(lead_id),
+                    ref=e.get("ref"), message=e.get("message"), detail=e.get("detail") or {}, run_id=run_id)

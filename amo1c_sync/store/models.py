@@ -243,3 +243,17 @@ class LifecycleZayavka(Base):
     pending: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     skip_reason: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CardCancel(Base):
+    """A cancel pressed on the card (F7) that is under way: recorded before the 1C write, removed
+    by the confirmation after the lead's note and PATCH, so a crash or the registration cursor
+    moving on never loses it."""
+
+    __tablename__ = "lifecycle_card_cancels"
+
+    lead_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    zayavka_ref: Mapped[str | None] = mapped_column(String(36))
+    number: Mapped[str | None] = mapped_column(String(50))
+    note: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

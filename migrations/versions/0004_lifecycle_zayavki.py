@@ -1,4 +1,5 @@
-"""lifecycle_zayavki: per «Заявка», the state last mirrored to its lead (F7)
+"""lifecycle_zayavki: per «Заявка», the state last mirrored to its lead; lifecycle_card_cancels:
+the cancels pressed on the card that are under way (F7)
 
 Revision ID: 0004_lifecycle
 Revises: 0003
@@ -29,8 +30,17 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('ref')
     )
     op.create_index('ix_lifecycle_zayavki_lead_id', 'lifecycle_zayavki', ['lead_id'], unique=False)
+    op.create_table('lifecycle_card_cancels',
+    sa.Column('lead_id', sa.BigInteger(), autoincrement=False, nullable=False),
+    sa.Column('zayavka_ref', sa.String(length=36), nullable=True),
+    sa.Column('number', sa.String(length=50), nullable=True),
+    sa.Column('note', sa.Text(), nullable=True),
+    sa.Column('updated_at', amo1c_sync.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('lead_id')
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('lifecycle_card_cancels')
     op.drop_index('ix_lifecycle_zayavki_lead_id', table_name='lifecycle_zayavki')
     op.drop_table('lifecycle_zayavki')

@@ -3,6 +3,7 @@ reaches its lead (note, fields, stage), once, with no echoes; crash safety by af
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -10,14 +11,30 @@ import pytest
 import requests
 
 from amo1c_sync.config import load_settings
+from amo1c_sync.domain.registration import display_number
+from amo1c_sync.jobs.base import JobContext, run_job
+from amo1c_sync.onec import OneC
 from amo1c_sync.onec.names import OneCNames
 from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator
 from amo1c_sync.store import journal
 from amo1c_sync.store import lifecycle as lstore
-from amo1c_sync.jobs.base import JobContext, run_job
-from amo1c_sync.onec import OneC
-from tests.support.e2e import EFIMOVA, ISHAEVA, TOKEN, fault, lead, make_amo, new_lead, requests_of, reset_requests
+from tests.support.e2e import (
+    EFIMOVA,
+    ISHAEVA,
+    SEED_DAY,
+    TOKEN,
+    edit_lead,
+    fault,
+    lead,
+    make_amo,
+    new_lead,
+    requests_of,
+    reset_requests,
+    seed_lead,
+    writes,
+    zayavki,
+)
 
 MSK = ZoneInfo("Europe/Moscow")
 STAGES = {"registered": "Запись к врачу / Записан на приём", "cancelled": "Запись к врачу / Отменена",
@@ -43,6 +60,7 @@ def settings_for(amo_emu, onec_emu, *, stages=STAGES, **stage_extra):
         "onec_names": {"zayavka_state": "Состояние"},
         "sync": {"cancelled_states": "Отменена", "no_show_states": "Не пришел"},
         "stages": {**stages, **stage_extra},
+        "fields": {"cancel_flag": "Отменить запись в 1С"},
     })
 
 
@@ -287,3 +305,101 @@ def test_given_the_answer_to_a_write_is_lost_when_the_next_cycle_runs_then_no_du
     assert shown["fields"]["Время записи"] == "15:30"
     assert lstore.counts(store)["pending"] == 0
     assert [e.action for e in journal.of_lead(store, lid)].count("lifecycle.moved") == 1
+
+
+# --- from the card ------------------------------------------------------------------------------
+
+def registered_from_card(amo_emu, onec_emu, settings, store) -> tuple[int, dict]:
+    lid = seed_lead(amo_emu)
+    assert run(settings, store, "registration").status == "ok"
+    (z,) = zayavki(onec_emu, lid)
+    return lid, z
+
+
+def test_given_the_cancel_button_when_the_registration_job_runs_then_the_zayavka_is_marked_and_the_lead_cancelled(
+        amo_emu, onec_emu, settings, store):
+    lid, z = registered_from_card(amo_emu, onec_emu, settings, store)
+    cycle(settings, store, since=SEED_DAY)   # the lifecycle follows it from here
+    edit_lead(amo_emu, lid, **{"Отменить запись в 1С": True})
+
+    assert run(settings, store, "registration").status == "ok"
+
+    (after,) = zayavki(onec_emu, lid)
+    assert after["deletion_mark"] is True
+    shown = lead(amo_emu, lid)
+    assert shown["notes"][-1] == f"Запись отменена: Заявка № {display_number(z['number'])}"
+    assert not shown["fields"].get("Отменить запись в 1С") and shown["status"] == "Отменена"
+    before = len(shown["notes"])
+    cycle(settings, store, since=SEED_DAY)   # no echo: the lifecycle job writes no «отменена в 1С»
+    assert len(lead(amo_emu, lid)["notes"]) == before
+
+
+def test_given_the_cancel_button_twice_when_run_then_the_second_says_already_cancelled_and_1c_is_untouched(
+        amo_emu, onec_emu, settings, store):
+    lid, z = registered_from_card(amo_emu, onec_emu, settings, store)
+    edit_lead(amo_emu, lid, **{"Отменить запись в 1С": True})
+    run(settings, store, "registration")
+    reset_requests(onec_emu)
+    edit_lead(amo_emu, lid, **{"Отменить запись в 1С": True})
+    assert run(settings, store, "registration").status == "ok"
+    assert lead(amo_emu, lid)["notes"][-1].startswith("Запись уже отменена: Заявка № ")
+    assert writes(requests_of(onec_emu)) == {}
+
+
+def test_given_unpost_mode_when_cancelled_from_the_card_then_the_zayavka_is_unposted_not_marked(
+        amo_emu, onec_emu, store):
+    settings = settings_for(amo_emu, onec_emu)
+    settings = dataclasses.replace(settings, sync=dataclasses.replace(settings.sync, cancel_mode="unpost"))
+    lid, _ = registered_from_card(amo_emu, onec_emu, settings, store)
+    edit_lead(amo_emu, lid, **{"Отменить запись в 1С": True})
+    assert run(settings, store, "registration").status == "ok"
+    (after,) = zayavki(onec_emu, lid)
+    assert (after["posted"], after["deletion_mark"]) == (False, False)
+
+
+def test_given_a_lead_with_no_zayavka_when_cancel_is_pressed_then_a_note_says_there_was_nothing(
+        amo_emu, onec_emu, settings, store):
+    lid = new_lead(amo_emu, **{"Отменить запись в 1С": True})
+    assert run(settings, store, "registration").status == "ok"
+    shown = lead(amo_emu, lid)
+    assert shown["notes"] == ["Отменять нечего: у сделки нет записи в 1С."]
+    assert not shown["fields"].get("Отменить запись в 1С") and shown["status"] == "Новая заявка"
+
+
+def test_given_a_lost_answer_to_the_cancel_patch_when_the_next_cycle_runs_then_one_note_and_the_flag_cleared(
+        amo_emu, onec_emu, settings, store):
+    lid, _ = registered_from_card(amo_emu, onec_emu, settings, store)
+    edit_lead(amo_emu, lid, **{"Отменить запись в 1С": True})
+    fault(amo_emu, count=1, phase="after", drop=True, path_prefix="/api/v4/leads", method="PATCH")
+    assert run(settings, store, "registration").status != "ok"
+    assert lstore.cancels_under_way(store)
+    assert run(settings, store, "registration").status == "ok"
+    shown = lead(amo_emu, lid)
+    assert [n for n in shown["notes"] if n.startswith("Запись отменена")] == [shown["notes"][-1]]
+    assert not shown["fields"].get("Отменить запись в 1С") and not lstore.cancels_under_way(store)
+
+
+def test_given_a_reschedule_from_the_card_when_the_lifecycle_runs_then_no_moved_note_comes_back(
+        amo_emu, onec_emu, settings, store):
+    lid, _ = registered_from_card(amo_emu, onec_emu, settings, store)
+    cycle(settings, store, since=SEED_DAY)
+    edit_lead(amo_emu, lid, **{"Время записи": "10:00", "Зарегистрировать в 1С": True})
+    assert run(settings, store, "registration").status == "ok"
+    (z,) = zayavki(onec_emu, lid)
+    assert z["start"].endswith("T10:00:00")
+    before = lead(amo_emu, lid)["notes"]
+    reset_requests(amo_emu)
+    result = cycle(settings, store, since=SEED_DAY)
+    assert result.counts["moved"] == 0 and lead(amo_emu, lid)["notes"] == before
+    assert writes(requests_of(amo_emu)) == {}
+
+
+def test_given_the_lifecycle_wrote_a_move_to_the_lead_when_registration_polls_then_nothing_is_registered(
+        amo_emu, onec_emu, settings, store):
+    lid, ref = booked(amo_emu, onec_emu)
+    cycle(settings, store)
+    act(onec_emu, ref, start=at(TOMORROW, "15:30"))
+    cycle(settings, store)
+    reset_requests(onec_emu)
+    result = run(settings, store, "registration")
+    assert result.counts["flagged"] == 0 and writes(requests_of(onec_emu)) == {}

@@ -3,8 +3,8 @@ acting as a clinic's administrator on a «Заявка» (raw HTTP, no gateway).
 
 from __future__ import annotations
 
-import requests
 import pytest
+import requests
 
 from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator

@@ -12,7 +12,7 @@ main pipeline's first ordinary stage.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from amo1c_sync.sandbox.amocrm_emulator.problems import Problem
 

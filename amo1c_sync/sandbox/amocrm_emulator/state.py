@@ -47,6 +47,7 @@ DEFAULT_LEAD_FIELDS: tuple[tuple[str, str, Iterable[str]], ...] = (
     ("Сумма1С", "numeric", ()),
     ("Зарегистрировать в 1С", "checkbox", ()),
     ("Заявка 1С", "text", ()),
+    ("Отменить запись в 1С", "checkbox", ()),
 )
 
 
