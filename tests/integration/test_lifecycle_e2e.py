@@ -336,7 +336,7 @@ def test_given_the_cancel_button_when_the_registration_job_runs_then_the_zayavka
 
 def test_given_the_cancel_button_twice_when_run_then_the_second_says_already_cancelled_and_1c_is_untouched(
         amo_emu, onec_emu, settings, store):
-    lid, z = registered_from_card(amo_emu, onec_emu, settings, store)
+    lid, _z = registered_from_card(amo_emu, onec_emu, settings, store)
     edit_lead(amo_emu, lid, **{"Отменить запись в 1С": True})
     run(settings, store, "registration")
     reset_requests(onec_emu)
@@ -396,7 +396,7 @@ def test_given_a_reschedule_from_the_card_when_the_lifecycle_runs_then_no_moved_
 
 def test_given_the_lifecycle_wrote_a_move_to_the_lead_when_registration_polls_then_nothing_is_registered(
         amo_emu, onec_emu, settings, store):
-    lid, ref = booked(amo_emu, onec_emu)
+    _lid, ref = booked(amo_emu, onec_emu)
     cycle(settings, store)
     act(onec_emu, ref, start=at(TOMORROW, "15:30"))
     cycle(settings, store)
