@@ -81,6 +81,7 @@ def render(st: dict) -> str:
         out += ["  " + line for line in _table(
             [[d["number"] or d["ref"], d["date"] or "-", d["amount"] or "-", d["reason"]] for d in docs],
             ["DOCUMENT", "DATE", "AMOUNT", "REASON"])]
+    out += _lifecycle_lines(st.get("lifecycle") or {})
     tokens = st["tokens"]
     if not tokens:
         out.append(f"amoCRM token: {'long-lived token (from config)' if st['amocrm_auth'] != 'oauth' else 'none stored; run `amo1c-sync auth --code CODE`'}")
@@ -90,6 +91,18 @@ def render(st: dict) -> str:
         out.append(f"amoCRM token {t['account']}: {state}; expires {_when(t['expires_at'])}; "
                    f"generation {t['generation']}")
     return "\n".join(out)
+
+
+def _lifecycle_lines(lc: dict) -> list[str]:
+    out = [f"lifecycle: {lc.get('followed', 0)} «Заявки» followed, {lc.get('pending', 0)} writes under way, "
+           f"{lc.get('cancels_under_way', 0)} cancels from the card under way; "
+           f"skipped: {lc.get('skipped') or 'none'}"]
+    rows = lc.get("skipped_zayavki") or []
+    if rows:
+        out += ["  " + line for line in _table(
+            [[r["number"] or r["ref"], r["lead_id"] or "-", r["reason"]] for r in rows],
+            ["ZAYAVKA", "LEAD", "REASON"])]
+    return out
 
 
 def main(args) -> int:

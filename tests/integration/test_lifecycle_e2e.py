@@ -250,6 +250,10 @@ def test_given_a_deleted_lead_or_a_bad_number_when_seen_then_skipped_counted_and
     reasons = {r.skip_reason for r in lstore.skipped(store)}
     assert reasons == {"«Номер AmoCRM» «Иванова» is not a lead id", f"lead {lid} does not exist in amoCRM (deleted?)"}
     assert lstore.counts(store)["skipped"] == 2
+    from amo1c_sync.status import collect_status
+
+    shown = collect_status(store, settings)["lifecycle"]
+    assert shown["skipped"] == 2 and {r["reason"] for r in shown["skipped_zayavki"]} == reasons
     assert [e.action for e in journal.of_lead(store, lid)] == ["lifecycle.skipped"]
     act(onec_emu, ref, start=at(TOMORROW, "11:00"))
     assert cycle(settings, store).counts["skipped"] == 1
@@ -403,3 +407,26 @@ def test_given_the_lifecycle_wrote_a_move_to_the_lead_when_registration_polls_th
     reset_requests(onec_emu)
     result = run(settings, store, "registration")
     assert result.counts["flagged"] == 0 and writes(requests_of(onec_emu)) == {}
+
+
+# --- trace and status ---------------------------------------------------------------------------
+
+def test_given_a_lead_through_its_lifecycle_when_traced_then_every_step_is_shown(amo_emu, onec_emu, settings, store):
+    from amo1c_sync.commands.trace import collect_trace, render
+    from amo1c_sync.status import collect_status
+
+    lid, ref = booked(amo_emu, onec_emu)
+    cycle(settings, store)
+    act(onec_emu, ref, start=at(TOMORROW, "15:30"))
+    cycle(settings, store)
+    act(onec_emu, ref, "delete")
+    cycle(settings, store)
+
+    tr = collect_trace(store, lid)
+    actions = [e["action"] for e in tr["journal"]]
+    assert actions == ["lifecycle.stage", "lifecycle.moved", "lifecycle.cancelled", "lifecycle.stage"]
+    text = render(tr)
+    assert "Запись перенесена" in text and "Запись отменена в 1С" in text and "Этап -> Запись к врачу / Отменена" in text
+    assert "lifecycle «Заявка»" in text and "deleted" in text
+    st = collect_status(store, settings)
+    assert st["lifecycle"]["followed"] == 1 and st["lifecycle"]["skipped"] == 0
