@@ -430,3 +430,20 @@ def test_given_a_lead_through_its_lifecycle_when_traced_then_every_step_is_shown
     assert "lifecycle «Заявка»" in text and "deleted" in text
     st = collect_status(store, settings)
     assert st["lifecycle"]["followed"] == 1 and st["lifecycle"]["skipped"] == 0
+
+
+@pytest.mark.parametrize("cancelled, expect", [
+    ("Запись к врачу / Отменена", "OK   amoCRM stages: registered = Запись к врачу / Записан на приём"),
+    ("Запись к врачу / Отменено", "FAIL amoCRM stages:"),
+])
+def test_given_configured_stages_when_check_runs_then_it_resolves_them_or_names_what_exists(
+        amo_emu, onec_emu, store, cancelled, expect):
+    from amo1c_sync.commands.check import run_checks
+
+    settings = settings_for(amo_emu, onec_emu, cancelled=cancelled)
+    lines: list[str] = []
+    run_checks(settings, store, out=lines.append)
+    (line,) = [x for x in lines if "amoCRM stages" in x]
+    assert line.startswith(expect.split(":")[0]) and expect.split("  ")[-1].split(":")[0] in line
+    if "FAIL" in expect:
+        assert "«Отменена»" in line and "«Не пришёл»" in line
