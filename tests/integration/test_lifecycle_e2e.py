@@ -447,3 +447,21 @@ def test_given_configured_stages_when_check_runs_then_it_resolves_them_or_names_
     assert line.startswith(expect.split(":")[0]) and expect.split("  ")[-1].split(":")[0] in line
     if "FAIL" in expect:
         assert "«Отменена»" in line and "«Не пришёл»" in line
+
+
+@pytest.mark.parametrize("action", ["unpost", "delete"])
+def test_given_a_zayavka_cancelled_in_1c_when_free_times_are_asked_then_its_time_is_free_again(
+        amo_emu, onec_emu, settings, action):
+    from datetime import time as t
+
+    from amo1c_sync.services.slots import SlotFinder
+
+    r = requests.post(onec_emu.url + "/_sandbox/zayavki", timeout=5,
+                      json={"lead": 1, "doctor": EFIMOVA, "start": at(SEED_DAY, "09:05"), "end": at(SEED_DAY, "09:20")})
+    ref = r.json()["ref"]
+    o = settings.onec
+    finder = SlotFinder.from_settings(settings, OneC(o.base_url, o.username, o.password, max_retries=0))
+    assert t(9, 5) not in finder.free_times(SEED_DAY, EFIMOVA)
+    act(onec_emu, ref, action)
+    finder.invalidate()
+    assert t(9, 5) in finder.free_times(SEED_DAY, EFIMOVA)
