@@ -90,17 +90,21 @@ def _plan(ctx: JobContext, lead_id: int) -> lstore.Cancel:
     found = [z for z in ctx.onec.zayavki_by_lead(lead_id) if _standing(ctx, z)]
     if found:
         z = found[-1]
-        note, ref, number = lc.card_cancelled_note(z.number), z.ref, z.number
-    else:
-        gone = [f for f in lstore.of_lead(ctx.store, lead_id) if f.mirrored is not None]
-        note = lc.card_already_cancelled_note(gone[-1].number) if gone else lc.nothing_to_cancel_note()
-        ref, number = None, (gone[-1].number if gone else None)
+        return _planned(ctx, lead_id, z.ref, z.number, lc.card_cancelled_note(z.number))
+    gone = [f for f in lstore.of_lead(ctx.store, lead_id) if f.mirrored is not None]
+    note = lc.card_already_cancelled_note(gone[-1].number) if gone else lc.nothing_to_cancel_note()
+    return _planned(ctx, lead_id, None, gone[-1].number if gone else None, note)
+
+
+def _planned(ctx: JobContext, lead_id: int, ref: str | None, number: str | None, note: str) -> lstore.Cancel:
     lstore.plan_cancel(ctx.store, lead_id, ref=ref, number=number, note=note)
     return lstore.Cancel(lead_id, ref, number, note)
 
 
 def _cancel_in_1c(ctx: JobContext, plan: lstore.Cancel) -> None:
-    z = ctx.onec.get_zayavka(plan.zayavka_ref)
+    z = ctx.onec.get_zayavka(str(plan.zayavka_ref))
+    if z.day is None or z.start is None:
+        raise ItemError(f"«Заявка» № {display_number(z.number)} has no appointment date or start time")
     doctors = {d.ref: d.name for d in ctx.onec.doctors()}
     delete = ctx.settings.sync.cancel_mode == "delete_mark"
     written = lc.Appointment(number=z.number, day=z.day, start=z.start,
@@ -120,7 +124,7 @@ def _cancel_in_1c(ctx: JobContext, plan: lstore.Cancel) -> None:
 def _write_lead(ctx: JobContext, result: JobResult, fm: Any, lead: dict, plan: lstore.Cancel) -> None:
     lead_id = plan.lead_id
     patch: dict = {"id": lead_id, "custom_fields_values": [fm.cf(ctx.settings.fields.cancel_flag, False)]}
-    entries = [{"action": "card_cancel.note", "message": plan.note, "ref": plan.zayavka_ref}]
+    entries: list[dict] = [{"action": "card_cancel.note", "message": plan.note, "ref": plan.zayavka_ref}]
     if plan.zayavka_ref:
         where = lc.LeadStage(int(lead.get("pipeline_id") or 0), int(lead.get("status_id") or 0))
         decision = lc.decide_move("cancelled", where, stages_of(ctx),

@@ -167,8 +167,8 @@ def _one(c: _Cycle, r: Any, prev: Followed | None, leads: dict[int, dict]) -> Ch
     now = _appointment(c, r)
     change = Change(ref=r.ref, version=r.data_version, number=r.number, lead_id=lead_id, mirrored=now)
     base = prev.mirrored if prev is not None and prev.lead_id == lead_id else None
-    passed = prev.passed if base is not None else ()
-    done = prev.done if base is not None else ()
+    passed = prev.passed if prev is not None and base is not None else ()
+    done = prev.done if prev is not None and base is not None else ()
     if base is None:
         c.result.count("first_seen")
         if lc.cancel_reason(now, c.ctx.settings.sync.state_values) is None and "registered" not in done:
@@ -209,7 +209,7 @@ def _stage(c: _Cycle, change: Change, key: str, lead: dict, passed: Iterable[int
         return
     c.result.count("stage_moves")
     change.stage = decision.to.status_id
-    change.patch = {**(change.patch or {"id": change.lead_id}), **lc.lead_patch(change.lead_id, decision)}
+    change.patch = {**(change.patch or {"id": change.lead_id}), **lc.lead_patch(int(change.lead_id or 0), decision)}
     change.entries.append({"action": "lifecycle.stage", "message": f"Этап -> {decision.to}",
                            "detail": {"key": key, "pipeline_id": decision.to.pipeline_id,
                                       "status_id": decision.to.status_id}})
@@ -321,7 +321,7 @@ def _patch(c: _Cycle, batch: list[Change]) -> set[str]:
     ok = {ch.ref for ch in batch if not ch.patch}
     if not with_patch:
         return ok
-    outcome = c.ctx.amocrm.update_leads([ch.patch for ch in with_patch])
+    outcome = c.ctx.amocrm.update_leads([ch.patch for ch in with_patch if ch.patch])
     c.result.count("patch_batches")
     for ch in with_patch:
         err = outcome.failed.get(int(ch.lead_id or 0))
