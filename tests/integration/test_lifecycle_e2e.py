@@ -324,6 +324,7 @@ def test_given_the_cancel_button_when_the_registration_job_runs_then_the_zayavka
         amo_emu, onec_emu, settings, store):
     lid, z = registered_from_card(amo_emu, onec_emu, settings, store)
     cycle(settings, store, since=SEED_DAY)   # the lifecycle follows it from here
+    assert lead(amo_emu, lid)["status"] == "Записан на приём"   # registered by F2: the stage
     edit_lead(amo_emu, lid, **{"Отменить запись в 1С": True})
 
     assert run(settings, store, "registration").status == "ok"
@@ -465,3 +466,16 @@ def test_given_a_zayavka_cancelled_in_1c_when_free_times_are_asked_then_its_time
     act(onec_emu, ref, action)
     finder.invalidate()
     assert t(9, 5) in finder.free_times(SEED_DAY, EFIMOVA)
+
+
+def test_given_a_dry_run_when_a_move_is_seen_then_the_patch_and_note_are_planned_and_nothing_is_written(
+        amo_emu, onec_emu, settings, store):
+    lid, ref = booked(amo_emu, onec_emu)
+    cycle(settings, store)
+    act(onec_emu, ref, start=at(TOMORROW, "15:30"))
+    reset_requests(amo_emu)
+    result = run(settings, store, dry_run=True)
+    assert result.status == "ok" and result.counts["moved"] == 1
+    assert writes(requests_of(amo_emu)) == {}
+    assert notes(amo_emu, lid) == [] and lstore.followed(store, [ref])[ref].mirrored.start.hour == 9
+    assert any("Запись перенесена" in str(p) for p in result.planned)
