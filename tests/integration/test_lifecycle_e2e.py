@@ -371,17 +371,27 @@ def test_given_a_lead_with_no_zayavka_when_cancel_is_pressed_then_a_note_says_th
     assert not shown["fields"].get("Отменить запись в 1С") and shown["status"] == "Новая заявка"
 
 
-def test_given_a_lost_answer_to_the_cancel_patch_when_the_next_cycle_runs_then_one_note_and_the_flag_cleared(
-        amo_emu, onec_emu, settings, store):
+@pytest.mark.parametrize("system, method, path", [
+    ("amo", "PATCH", "/api/v4/leads"), ("amo", "POST", "/api/v4/leads/notes"),
+    ("1c", "PATCH", "/odata/standard.odata/Document_"), ("1c", "POST", "/odata/standard.odata/Document_")])
+def test_given_a_lost_answer_to_a_cancel_write_when_the_next_cycle_runs_then_one_note_the_mark_and_the_flag_cleared(
+        amo_emu, onec_emu, settings, store, system, method, path):
     lid, _ = registered_from_card(amo_emu, onec_emu, settings, store)
+    cycle(settings, store, since=SEED_DAY)
     edit_lead(amo_emu, lid, **{"Отменить запись в 1С": True})
-    fault(amo_emu, count=1, phase="after", drop=True, path_prefix="/api/v4/leads", method="PATCH")
+    fault(amo_emu if system == "amo" else onec_emu, count=1, phase="after", drop=True, path_prefix=path,
+          method=method)
     assert run(settings, store, "registration").status != "ok"
     assert lstore.cancels_under_way(store)
     assert run(settings, store, "registration").status == "ok"
     shown = lead(amo_emu, lid)
     assert [n for n in shown["notes"] if n.startswith("Запись отменена")] == [shown["notes"][-1]]
+    assert shown["notes"][-1].startswith("Запись отменена: Заявка №")
     assert not shown["fields"].get("Отменить запись в 1С") and not lstore.cancels_under_way(store)
+    assert zayavki(onec_emu, lid)[0]["deletion_mark"] is True and shown["status"] == "Отменена"
+    before = len(shown["notes"])
+    cycle(settings, store, since=SEED_DAY)
+    assert len(lead(amo_emu, lid)["notes"]) == before   # and the lifecycle does not echo it
 
 
 def test_given_a_reschedule_from_the_card_when_the_lifecycle_runs_then_no_moved_note_comes_back(
