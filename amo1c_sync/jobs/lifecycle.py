@@ -172,7 +172,7 @@ def _one(c: _Cycle, r: Any, prev: Followed | None, leads: dict[int, dict]) -> Ch
     if base is None:
         c.result.count("first_seen")
         if lc.cancel_reason(now, c.ctx.settings.sync.state_values) is None and "registered" not in done:
-            _stage(c, change, "registered", lead, passed)
+            _registered(c, change, lead, passed)
         return change
     events = [e for e in lc.detect(base, now, c.ctx.settings.sync.state_values)
               if not (e.kind == lc.MOVED and _lead_shows(c, lead, now))]
@@ -182,6 +182,17 @@ def _one(c: _Cycle, r: Any, prev: Followed | None, leads: dict[int, dict]) -> Ch
     if keys:
         _stage(c, change, keys[-1], lead, passed)
     return change
+
+
+def _registered(c: _Cycle, change: Change, lead: dict, passed: Iterable[int]) -> None:
+    """The ``registered`` stage, except for a lead already in a later configured one (paid,
+    cancelled, no-show): a «Заявка» seen late does not send it back."""
+    later = {(st.pipeline_id, st.status_id) for key, st in c.stages.items() if key != "registered"}
+    if (int(lead.get("pipeline_id") or 0), int(lead.get("status_id") or 0)) in later:
+        change.done.append("registered")
+        c.result.count("stage_kept_already_passed")
+        return
+    _stage(c, change, "registered", lead, passed)
 
 
 def _event(c: _Cycle, change: Change, event: lc.Event) -> None:

@@ -489,3 +489,10 @@ def test_given_a_dry_run_when_a_move_is_seen_then_the_patch_and_note_are_planned
     assert writes(requests_of(amo_emu)) == {}
     assert notes(amo_emu, lid) == [] and lstore.followed(store, [ref])[ref].mirrored.start.hour == 9
     assert any("Запись перенесена" in str(p) for p in result.planned)
+
+
+def test_given_a_lead_already_paid_when_its_zayavka_is_first_seen_then_it_is_not_sent_back_to_registered(
+        amo_emu, onec_emu, settings, store):
+    lid, _ = booked(amo_emu, onec_emu, status="Оплачено")
+    result = cycle(settings, store)
+    assert lead(amo_emu, lid)["status"] == "Оплачено" and result.counts["stage_kept_already_passed"] == 1
