@@ -83,6 +83,7 @@ class FieldNames:
     sum: str = "Сумма1С"
     flag: str = "Зарегистрировать в 1С"
     zayavka_number: str = "Заявка 1С"
+    cancel_flag: str = ""  # the checkbox the widget's «Отменить запись в 1С» sets; "" = off
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class SyncSettings:
     timezone: str = "Europe/Moscow"
     registration_interval: float = 15.0
     payments_interval: float = 60.0
+    lifecycle_interval: float = 60.0
+    lifecycle_ahead: float = 92 * 86400.0  # the lifecycle follows appointments this far ahead
     directory_interval: float = 3600.0
     hot_window: float = 3 * 86400.0
     lookback: float = 62 * 86400.0
@@ -263,7 +266,7 @@ _DURATION_KEYS = {
     "lead_reconcile_interval", "create_settle_seconds",
     "schedule_cache_ttl", "retry_backoff_base", "retry_backoff_max", "stale_after",
     "request_backoff_base", "request_backoff_max", "item_backoff_base", "item_backoff_max",
-    "timeout", "lock_lease", "token_timeout",
+    "timeout", "lock_lease", "token_timeout", "lifecycle_interval", "lifecycle_ahead",
 }
 _MAY_BE_ZERO = {"lead_cursor_overlap"}
 _REQUIRED_NAMES = ("date", "doctor", "time", "flag")  # [fields] registration cannot do without

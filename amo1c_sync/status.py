@@ -101,6 +101,16 @@ def _change_detection(store) -> dict[str, Any] | None:
             "reconcile_repairs_total": int(state.get("repairs_total") or 0)}
 
 
+def lifecycle_status(store) -> dict[str, Any]:
+    """The «Заявки» the lifecycle follows, those it writes to no lead (and why), writes under way."""
+    from amo1c_sync.store import lifecycle
+
+    return {**lifecycle.counts(store), "cancels_under_way": len(lifecycle.cancels_under_way(store)),
+            "skipped_zayavki": [{"ref": r.ref, "number": r.number, "lead_id": r.lead_id,
+                                 "reason": r.skip_reason, "at": _iso(r.updated_at)}
+                                for r in lifecycle.skipped(store, limit=LIST_LIMIT)]}
+
+
 # --- status -------------------------------------------------------------------------------
 def collect_status(store, settings: Settings, jobs: Sequence[Job] | None = None) -> dict[str, Any]:
     """Everything `status` shows, through the store's readers (those the jobs write with)."""
@@ -122,6 +132,7 @@ def collect_status(store, settings: Settings, jobs: Sequence[Job] | None = None)
         "failed": [i for i in listed if i["status"] != "pending"],
         "skipped_documents": _skipped(store),
         "skipped_documents_total": payments.count_skipped(store),
+        "lifecycle": lifecycle_status(store),
         "tokens": _tokens(store, now),
         "amocrm_auth": "long-lived token" if settings.amocrm.long_lived_token else "oauth",
         "change_detection": _change_detection(store),

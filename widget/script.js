@@ -26,6 +26,8 @@ define(['jquery'], function ($) {
     doctors_placeholder: 'Список врачей',
     times_placeholder: 'Время записи',
     register_button: 'Зарегистрировать запись к врачу в 1с',
+    cancel_button: 'Отменить запись в 1С',
+    cancel_confirm: 'Отменить запись этой сделки в 1С?',
     loading_doctors: 'Загружаю врачей на {date}…',
     loading_times: 'Загружаю свободное время: {doctor}, {date}…',
     no_doctors: 'На {date} в 1С нет работающих врачей.',
@@ -43,6 +45,7 @@ define(['jquery'], function ($) {
     error_generic: 'Ошибка: {detail}',
     not_configured: 'Виджет не настроен: укажите адрес службы и секрет в настройках.'
   };
+  var BUTTONS = '.amo1c-register, .amo1c-cancel';
   var POLL_EVERY_MS = 1500;
   var POLL_FOR_MS = 90000;
   var CSS = [
@@ -51,6 +54,8 @@ define(['jquery'], function ($) {
     '.amo1c-actions{margin:10px 0}',
     '.amo1c-register{cursor:pointer}',
     '.amo1c-register[disabled]{cursor:default;opacity:.6}',
+    '.amo1c-cancel{cursor:pointer;margin-left:8px}',
+    '.amo1c-cancel[disabled]{cursor:default;opacity:.6}',
     '.amo1c-status{margin-top:6px;font-size:13px}',
     '.amo1c-status.amo1c-error{color:#c0392b}',
     '.amo1c-status.amo1c-ok{color:#1e7e34}'
@@ -293,17 +298,17 @@ define(['jquery'], function ($) {
             latestNote(function (text) {
               var failed = /не |ошибк|нельзя|занят|error/i.test(text) && !/Создан|Изменён|уже зарегистр/i.test(text);
               status(text ? ui('done', { note: text }) : ui('done', { note: '' }), failed ? 'error' : 'ok');
-              $('.amo1c-register').prop('disabled', false);
+              $(BUTTONS).prop('disabled', false);
             });
           } else if (Date.now() - started < POLL_FOR_MS) {
             setTimeout(poll, POLL_EVERY_MS);
           } else {
             status(ui('still_waiting'));
-            $('.amo1c-register').prop('disabled', false);
+            $(BUTTONS).prop('disabled', false);
           }
         }).fail(function (xhr) {
           status(ui('error_generic', { detail: 'HTTP ' + xhr.status }), 'error');
-          $('.amo1c-register').prop('disabled', false);
+          $(BUTTONS).prop('disabled', false);
         });
       }
       poll();
@@ -332,7 +337,7 @@ define(['jquery'], function ($) {
         apiValue(fTime, vTime),
         { field_id: fFlag.id, values: [{ value: true }] }
       ];
-      $('.amo1c-register').prop('disabled', true);
+      $(BUTTONS).prop('disabled', true);
       status(ui('saving'));
       saveLead(id, values).done(function () {
         callService('POST', '/register?lead_id=' + encodeURIComponent(id)).done(function () {
@@ -340,7 +345,7 @@ define(['jquery'], function ($) {
           waitForResult(id, fFlag);
         }).fail(function (xhr) {
           status(errorText(xhr), 'error');
-          $('.amo1c-register').prop('disabled', false);
+          $(BUTTONS).prop('disabled', false);
         });
       }).fail(function (xhr) {
         var detail = 'HTTP ' + xhr.status;
@@ -349,7 +354,30 @@ define(['jquery'], function ($) {
           detail = b.detail || b.title || detail;
         } catch (e) { /* keep the status */ }
         status(ui('error_save', { detail: detail }), 'error');
-        $('.amo1c-register').prop('disabled', false);
+        $(BUTTONS).prop('disabled', false);
+      });
+    }
+
+    // the second button: sets [fields] cancel_flag, nudges the service (POST /cancel) and shows its note
+    function cancel() {
+      var s = settings(), id = leadId(), fCancel = FIELDS.cancel_flag ? field(FIELDS.cancel_flag) : null;
+      if (!s.endpoint || !s.secret) { status(ui('not_configured'), 'error'); return; }
+      if (!id || !fCancel) { status(ui('error_generic', { detail: 'lead / «' + FIELDS.cancel_flag + '»' }), 'error'); return; }
+      if (window.confirm && !window.confirm(ui('cancel_confirm'))) { return; }
+      setField(fCancel, true);
+      $(BUTTONS).prop('disabled', true);
+      status(ui('saving'));
+      saveLead(id, [{ field_id: fCancel.id, values: [{ value: true }] }]).done(function () {
+        callService('POST', '/cancel?lead_id=' + encodeURIComponent(id)).done(function () {
+          status(ui('queued'));
+          waitForResult(id, fCancel);
+        }).fail(function (xhr) {
+          status(errorText(xhr), 'error');
+          $(BUTTONS).prop('disabled', false);
+        });
+      }).fail(function (xhr) {
+        status(ui('error_save', { detail: 'HTTP ' + xhr.status }), 'error');
+        $(BUTTONS).prop('disabled', false);
       });
     }
 
@@ -377,6 +405,8 @@ define(['jquery'], function ($) {
         var $anchor = FIELDS.sum && field(FIELDS.sum) ? field(FIELDS.sum).$row : fTime.$row;
         $('<div class="amo1c-actions"/>')
           .append($('<button type="button" class="button-input amo1c-register"/>').text(ui('register_button')))
+          .append(FIELDS.cancel_flag && field(FIELDS.cancel_flag)
+            ? $('<button type="button" class="button-input amo1c-cancel"/>').text(ui('cancel_button')) : null)
           .append($('<div class="amo1c-status" role="status" aria-live="polite"/>'))
           .insertAfter($anchor);
       }
@@ -406,6 +436,10 @@ define(['jquery'], function ($) {
       $(document).on('click' + NS, '.amo1c-register', function (e) {
         e.preventDefault();
         if (!$(this).prop('disabled')) { register(); }
+      });
+      $(document).on('click' + NS, '.amo1c-cancel', function (e) {
+        e.preventDefault();
+        if (!$(this).prop('disabled')) { cancel(); }
       });
     }
 

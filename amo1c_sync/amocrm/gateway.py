@@ -260,6 +260,17 @@ class AmoCRM:
             self._write_batch("/api/v4/leads", chunk, "leads", lambda item: int(item["id"]), result)
         return result
 
+    def pipelines(self) -> dict:
+        """``GET /api/v4/leads/pipelines``: the pipelines with their stages in ``_embedded.statuses``."""
+        return self._get_json("/api/v4/leads/pipelines") or {}
+
+    def lead_note_texts(self, lead_id: int) -> list[str]:
+        """The texts of a lead's common notes (to tell whether a note was already written)."""
+        out: list[str] = []
+        for items in self._pages(f"/api/v4/leads/{int(lead_id)}/notes", {"limit": PAGE_LIMIT}, "notes"):
+            out.extend(str((n.get("params") or {}).get("text") or "") for n in items)
+        return out
+
     def add_notes(self, notes: Iterable[tuple[int, str]]) -> BatchResult:
         """Common notes on leads, batched; result keyed by lead id."""
         items = [{"entity_id": int(lead_id), "note_type": "common", "params": {"text": text}}

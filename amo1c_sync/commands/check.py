@@ -92,6 +92,7 @@ def _check_amocrm(settings, store, r: _Report) -> None:
         r.line(False, f"amoCRM lead fields: {_why(exc)} (`amo1c-sync setup amocrm` creates the "
                       "missing ones)")
     _check_contact_field(settings, gw, r)
+    _check_stages(settings, gw, r)
 
 
 def _check_contact_field(settings, gw, r: _Report) -> None:
@@ -117,6 +118,21 @@ def _check_contact_field(settings, gw, r: _Report) -> None:
     else:
         r.line(False, f"amoCRM has no contact field «{name}» ([sync] contact_client_field); contact fields: "
                       f"{', '.join(str(f.get('name')) for f in fields)}. `amo1c-sync setup amocrm` creates it")
+
+
+def _check_stages(settings, gw, r: _Report) -> None:
+    """``[stages]`` against the account's pipelines (the lifecycle resolves them the same way)."""
+    from amo1c_sync.domain.lifecycle import resolve_stages
+
+    names = settings.stages.names()
+    if not any(names.values()):
+        r.line(True, "amoCRM stages: none configured ([stages]); leads are not moved")
+        return
+    try:
+        stages = resolve_stages(names, gw.pipelines(), where=settings.source)
+        r.line(True, "amoCRM stages: " + ", ".join(f"{k} = {v}" for k, v in stages.items()))
+    except Exception as exc:  # noqa: BLE001
+        r.line(False, f"amoCRM stages: {_why(exc)}")
 
 
 def _check_onec(settings, store, r: _Report) -> None:

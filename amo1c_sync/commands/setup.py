@@ -31,6 +31,7 @@ FIELD_TYPES = {
     "sum": "numeric",
     "flag": "checkbox",
     "zayavka_number": "text",
+    "cancel_flag": "checkbox",
 }
 # types a field of that key may also have (F4: «Врач» and «Время записи» may be plain text fields)
 ALSO_FINE = {"doctor": {"text"}, "time": {"text"}, "zayavka_number": {"numeric", "textarea"}}

@@ -86,6 +86,7 @@ def render(st: dict) -> str:
         out.append(f"flagged leads: events read up to {_when(cd['events_cursor_at'])}, "
                    f"{len(cd['open_leads'])} open; last reconciliation {_when(cd['last_reconciliation_at'])}, "
                    f"repairs so far: {cd['reconcile_repairs_total']}")
+    out += _lifecycle_lines(st.get("lifecycle") or {})
     tokens = st["tokens"]
     if not tokens:
         none = ("long-lived token (from config)" if st["amocrm_auth"] != "oauth"
@@ -97,6 +98,18 @@ def render(st: dict) -> str:
         out.append(f"amoCRM token {t['account']}: {state}; expires {_when(t['expires_at'])}; "
                    f"generation {t['generation']}")
     return "\n".join(out)
+
+
+def _lifecycle_lines(lc: dict) -> list[str]:
+    out = [f"lifecycle: {lc.get('followed', 0)} «Заявки» followed, {lc.get('pending', 0)} writes under way, "
+           f"{lc.get('cancels_under_way', 0)} cancels from the card under way; "
+           f"skipped: {lc.get('skipped') or 'none'}"]
+    rows = lc.get("skipped_zayavki") or []
+    if rows:
+        out += ["  " + line for line in _table(
+            [[r["number"] or r["ref"], r["lead_id"] or "-", r["reason"]] for r in rows],
+            ["ZAYAVKA", "LEAD", "REASON"])]
+    return out
 
 
 def main(args) -> int:

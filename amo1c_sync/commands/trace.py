@@ -9,7 +9,7 @@ from typing import Any
 
 from amo1c_sync.commands.common import open_existing_store, print_json, settings_from
 from amo1c_sync.domain.totals import sum_field_value
-from amo1c_sync.store import journal, payments, registrations
+from amo1c_sync.store import journal, lifecycle, payments, registrations
 from amo1c_sync.store import retry as retries
 
 
@@ -50,6 +50,11 @@ def collect_trace(store, lead_id: int) -> dict[str, Any]:
              "amount": None if d.amount is None else format(d.amount, "f"), "posted": d.posted,
              "deletion_mark": d.deletion_mark, "skip_reason": d.skip_reason}
             for d in payments.documents_of(store, lead_id)],
+        "lifecycle": [
+            {"ref": f.ref, "number": f.number, "data_version": f.data_version,
+             "mirrored": lifecycle.to_json(f.mirrored), "stages_passed": list(f.passed),
+             "handled": list(f.done), "pending": f.pending is not None, "skip_reason": f.skip_reason}
+            for f in lifecycle.of_lead(store, lead_id)],
         "journal": entries,
     }
 
@@ -99,6 +104,14 @@ def render(tr: dict[str, Any], *, sum_name: str = "Сумма1С") -> str:
                    f"{_as_lead_holds(d['amount']) or '-'}"
                    + (" posted" if d["posted"] else " not posted")
                    + (f" — skipped: {d['skip_reason']}" if d["skip_reason"] else ""))
+    for z in tr.get("lifecycle") or []:
+        m = z["mirrored"] or {}
+        state = ("skipped: " + z["skip_reason"]) if z["skip_reason"] else (
+            f"{m.get('day')} {str(m.get('start', ''))[:5]} {m.get('doctor', '')}"
+            + (" deleted" if m.get("deleted") else "" if m.get("posted", True) else " unposted")
+            + (f" «{m['state']}»" if m.get("state") else ""))
+        out.append(f"  lifecycle «Заявка» {z['number']}: {state}; handled {', '.join(z['handled']) or '-'}"
+                   + ("; write under way" if z["pending"] else ""))
     if not tr["journal"]:
         out.append("  journal: nothing recorded for this lead")
     for e in tr["journal"]:
@@ -115,5 +128,5 @@ def main(args) -> int:
         print_json(tr)
     else:
         print(render(tr, sum_name=settings.fields.sum or "Сумма1С"))
-    found = tr["journal"] or tr["registration"] or tr["payment_total"] or tr["documents"]
+    found = tr["journal"] or tr["registration"] or tr["payment_total"] or tr["documents"] or tr["lifecycle"]
     return 0 if found else 1

@@ -7,12 +7,13 @@ from operator import attrgetter
 
 from amo1c_sync.jobs.base import Job, JobContext, JobResult, run_job
 from amo1c_sync.store.journal import journal
-from amo1c_sync.jobs import directory, payments, registration
+from amo1c_sync.jobs import directory, lifecycle, payments, registration
 
 JOBS: tuple[Job, ...] = (
     Job("directory", directory.run, attrgetter("sync.directory_interval")),
     Job("registration", registration.run, attrgetter("sync.registration_interval")),
     Job("payments", payments.run, attrgetter("sync.payments_interval")),
+    Job("lifecycle", lifecycle.run, attrgetter("sync.lifecycle_interval")),
 )
 
 

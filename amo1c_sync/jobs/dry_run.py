@@ -108,3 +108,9 @@ class DryRunOneC:
 
     def post(self, entity_set: str, ref: str) -> None:
         self._planned.append({"system": "1c", "action": "document.post", "entity_set": entity_set, "ref": ref})
+
+    def mark_zayavka_deleted(self, ref: str) -> None:
+        self._planned.append({"system": "1c", "action": "zayavka.delete_mark", "ref": ref})
+
+    def unpost(self, entity_set: str, ref: str) -> None:
+        self._planned.append({"system": "1c", "action": "document.unpost", "entity_set": entity_set, "ref": ref})

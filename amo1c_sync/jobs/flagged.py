@@ -8,10 +8,12 @@ One cycle:
    the ids already seen in those seconds are skipped). With no cursor yet it looks back a day of
    those events only, never listing the leads themselves.
 2. The "open" leads: a lead is opened by an event that left its flag set and closed by a later one
-   that cleared it (our own write-back does). Open leads are read by id (50 per request; a burst of
-   more is read from the lead listing since the burst, when that is cheaper) and those still
-   flagged are handed to the job; a lead the job could not finish stays flagged, hence open,
-   and is read again next cycle (the job's retry records decide when it is tried).
+   that cleared it (our own write-back does); the card's cancel flag ([fields] cancel_flag), when
+   configured, is followed the same way, in the same request, with its own open leads. Open leads
+   are read by id (50 per request; a burst of more is read from the lead listing since the burst,
+   when that is cheaper) and those still flagged are handed to the job; a lead the job could not
+   finish stays flagged, hence open, and is read again next cycle (the job's retry records decide
+   when it is tried).
 3. Every ``[sync] lead_reconcile_interval`` the leads updated since the last reconciliation are
    listed (``iter_leads_updated_since``); a flagged one that is not open is a repair: counted
    (``reconcile_repairs`` in the run, its total in ``status``), logged, and handed to the job.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from amo1c_sync.amocrm import events
@@ -49,27 +52,46 @@ def leads_to_register(ctx: Any, result: Any, fm: Any) -> list[dict[str, Any]]:
     from amo1c_sync.jobs.registration import is_flagged
 
     settings, amo = ctx.settings, ctx.amocrm
-    flag = settings.fields.flag
+    flags = _flags(ctx, fm)
     now = int(time.time())
     overlap = int(settings.sync.lead_cursor_overlap)
     lag = min(overlap, EVENTS_OVERLAP)
     state = cursors.registration_events(ctx.store) or {
         "at": now - FIRST_LOOKBACK + lag, "seen": {}, "open": [], "reconciled_at": now,
         "repairs_total": 0}
-    fresh = [e for e in events.lead_events(amo, [events.field_changed_type(fm.id(flag))],
-                                           since=int(state["at"]) - lag)
+    types = {events.field_changed_type(m.id(name)): key for key, (m, name) in flags.items()}
+    fresh = [e for e in events.lead_events(amo, list(types), since=int(state["at"]) - lag)
              if str(e.get("id")) not in state["seen"]]
     result.count("flag_events", len(fresh))
-    before = {int(i) for i in state["open"]}
-    open_ids = _apply(set(before), fresh)
+    before = {key: {int(i) for i in state.get(key) or []} for key in flags}
+    opened = {key: _apply(set(ids), [e for e in fresh if types.get(str(e.get("type"))) == key])
+              for key, ids in before.items()}
+    open_ids = set().union(*opened.values())
+
+    def is_set(lead: dict[str, Any], keys: Iterable[str] = tuple(flags)) -> bool:
+        return any(is_flagged(flags[k][0], lead, flags[k][1]) for k in keys)
+
     found: dict[int, dict[str, Any]] = {}
     if now - int(state["reconciled_at"]) >= settings.sync.lead_reconcile_interval:
-        found.update(_reconcile(amo, state, result, overlap, open_ids, lambda lead: is_flagged(fm, lead, flag)))
+        found.update(_reconcile(amo, state, result, overlap, open_ids, is_set))
         state["reconciled_at"] = now
-    found.update(_read(amo, open_ids - set(found), before, fresh, overlap))
-    flagged = [lead for lead in found.values() if is_flagged(fm, lead, flag)]
-    _save(ctx.store, state, fresh, lag, {int(lead["id"]) for lead in flagged})
+    found.update(_read(amo, open_ids - set(found), set().union(*before.values()), fresh, overlap))
+    flagged = [lead for lead in found.values() if is_set(lead)]
+    _save(ctx.store, state, fresh, lag, {key: {int(lead["id"]) for lead in flagged if is_set(lead, (key,))}
+                                         for key in flags})
     return sorted(flagged, key=lambda lead: (int(lead.get("updated_at") or 0), int(lead["id"])))
+
+
+def _flags(ctx: Any, fm: Any) -> dict[str, tuple[Any, str]]:
+    """The checkboxes whose events open a lead, by the state key of their open leads: the
+    registration flag, and the card's cancel flag when configured (jobs/card_cancel.py acts on the
+    leads this returns that carry it)."""
+    f = ctx.settings.fields
+    out: dict[str, tuple[Any, str]] = {"open": (fm, f.flag)}
+    if f.cancel_flag:
+        out["open_cancel"] = (ctx.amocrm.lead_field_map([f.cancel_flag], tz=ctx.settings.sync.timezone),
+                              f.cancel_flag)
+    return out
 
 
 def _read(amo: Any, ids: set[int], before: set[int], fresh: list[dict[str, Any]],
@@ -124,11 +146,13 @@ def _reconcile(amo: Any, state: dict[str, Any], result: Any, overlap: int, open_
     return listed
 
 
-def _save(store: Any, state: dict[str, Any], fresh: list[dict[str, Any]], lag: int, open_ids: set[int]) -> None:
+def _save(store: Any, state: dict[str, Any], fresh: list[dict[str, Any]], lag: int,
+          open_ids: dict[str, set[int]]) -> None:
     """``at`` is the newest event's second (amoCRM's clock, not ours); the next read starts
     ``lag`` before it, and the events of those seconds are remembered, to be skipped."""
     at = max([int(e.get("created_at") or 0) for e in fresh] + [int(state["at"])])
     seen = {**state["seen"], **{str(e["id"]): int(e.get("created_at") or 0) for e in fresh}}
     cursors.save_registration_events(store, {
-        "at": at, "seen": {k: v for k, v in seen.items() if v >= at - lag}, "open": sorted(open_ids),
+        "at": at, "seen": {k: v for k, v in seen.items() if v >= at - lag},
+        **{key: sorted(ids) for key, ids in open_ids.items()},
         "reconciled_at": int(state["reconciled_at"]), "repairs_total": int(state.get("repairs_total", 0))})

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Iterator, Protocol, Sequence
 from amo1c_sync.amocrm.fields import FieldMap
 from amo1c_sync.amocrm.gateway import BatchResult
 from amo1c_sync.domain.patients import KnownClient, Phone
-from amo1c_sync.onec.gateway import CatalogItem, ScheduleLine, Service, Zayavka
+from amo1c_sync.onec.gateway import CatalogItem, FollowedZayavka, ScheduleLine, Service, Zayavka
 from amo1c_sync.onec.names import OneCNames
 
 
@@ -36,6 +36,11 @@ class AmoCRMPort(Protocol):
     def update_leads(self, patches: Sequence[dict[str, Any]]) -> BatchResult: ...
 
     def update_field_enums(self, field_id: int, enums: Sequence[dict[str, Any] | str]) -> dict[str, Any]: ...
+
+    # the lifecycle
+    def pipelines(self) -> dict[str, Any]: ...
+
+    def lead_note_texts(self, lead_id: int) -> list[str]: ...
 
 
 class OneCPort(Protocol):
@@ -80,3 +85,12 @@ class OneCPort(Protocol):
     def services_in_window(self, date_from: date | datetime, date_to: date | datetime) -> list[Service]: ...
 
     def resolve_bases(self, refs: Iterable[str]) -> dict[str, str | None]: ...
+
+    # the lifecycle
+    def zayavka_versions(self, date_from: date, date_to: date) -> dict[str, str]: ...
+
+    def followed_zayavki(self, refs: Iterable[str]) -> list[FollowedZayavka]: ...
+
+    def mark_zayavka_deleted(self, ref: str) -> None: ...
+
+    def unpost(self, entity_set: str, ref: str) -> None: ...

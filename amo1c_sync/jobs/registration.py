@@ -69,7 +69,7 @@ from amo1c_sync.amocrm.gateway import BatchResult
 from amo1c_sync.config import Settings
 from amo1c_sync.domain.dates import format_time
 from amo1c_sync.errors import FatalError, ItemError, RetriableError
-from amo1c_sync.jobs import patient
+from amo1c_sync.jobs import card_cancel, patient
 from amo1c_sync.jobs.base import JobContext, JobResult
 from amo1c_sync.jobs.flagged import leads_to_register
 from amo1c_sync.domain.slots import DoctorDay, NotWorking, UnknownDoctor
@@ -302,6 +302,7 @@ def run(ctx: JobContext, result: JobResult) -> None:
             run_of_handled.handled(updated_at)
         else:
             run_of_handled.unhandled()
+    card_cancel.cancel_flagged(ctx, result, leads)
     if cursor is None or run_of_handled.value > cursor:
         cursors.advance_registration(ctx.store, run_of_handled.value)
 

@@ -103,6 +103,23 @@ class Zayavka:
 
 
 @dataclass(frozen=True)
+class FollowedZayavka:
+    """A «Заявка» as the lifecycle follows it (nothing else is read): ``state`` is the configured
+    status attribute's value, "" when the base has none."""
+
+    ref: str
+    number: str
+    data_version: str
+    posted: bool
+    deletion_mark: bool
+    day: date | None
+    start: time | None
+    doctor_ref: str | None
+    lead: str
+    state: str = ""
+
+
+@dataclass(frozen=True)
 class Service:
     """An «Оказание услуг» as the payments job needs it (nothing else is read)."""
 
@@ -556,6 +573,43 @@ class OneC:
                                   lead_id=lead_id, nomenclature_ref=nomenclature_ref, doc_date=_UNSET)
         resp = self._request("PATCH", q.entity_path(self.names.zayavka, ref) + "?$format=json", body=body)
         return self._zayavka(resp.body)
+
+    # --- the lifecycle -----------------------------------------------------------------------
+    def zayavka_versions(self, date_from: date, date_to: date) -> dict[str, str]:
+        """{ref: DataVersion} of the «Заявки» with a «Номер AmoCRM» whose appointment date is in
+        ``[date_from, date_to]``: two properties each, so a cycle where nothing changed reads
+        nothing more."""
+        n = self.names
+        lo = datetime(date_from.year, date_from.month, date_from.day)
+        hi = datetime(date_to.year, date_to.month, date_to.day) + timedelta(days=1)
+        query = q.Query(n.zayavka, filter=q.and_(q.ge(n.zayavka_date, lo), q.lt(n.zayavka_date, hi),
+                                                 q.ne(n.zayavka_lead, "")),
+                        select=("Ref_Key", "DataVersion"))
+        return {r["Ref_Key"]: r.get("DataVersion", "") for r in self._get_all(query)}
+
+    def followed_zayavki(self, refs: Iterable[str]) -> list[FollowedZayavka]:
+        """The fields the lifecycle mirrors, of these «Заявки» (batched by ref)."""
+        n = self.names
+        select = ("Ref_Key", "Number", "Posted", "DeletionMark", "DataVersion", n.zayavka_doctor,
+                  n.zayavka_date, n.zayavka_start, n.zayavka_lead, *((n.zayavka_state,) if n.zayavka_state else ()))
+
+        def make(flt: str) -> q.Query:
+            return q.Query(n.zayavka, filter=flt, select=select)
+
+        return [FollowedZayavka(
+            ref=r["Ref_Key"], number=text_of(r.get("Number")), data_version=r.get("DataVersion", ""),
+            posted=bool(r.get("Posted")), deletion_mark=bool(r.get("DeletionMark")),
+            day=q.parse_date(r.get(n.zayavka_date)), start=q.parse_time(r.get(n.zayavka_start)),
+            doctor_ref=_ref(r.get(n.zayavka_doctor)), lead=str(r.get(n.zayavka_lead) or "").strip(),
+            state=text_of(r.get(n.zayavka_state)) if n.zayavka_state else "")
+            for r in self._batched(list(refs), make)]
+
+    def mark_zayavka_deleted(self, ref: str) -> None:
+        """The deletion mark, as 1C sets it: a posted document is unposted first. Both steps are
+        idempotent, so a retry after a lost answer changes nothing more."""
+        self.unpost(self.names.zayavka, ref)
+        self._request("PATCH", q.entity_path(self.names.zayavka, ref) + "?$format=json",
+                      body={"DeletionMark": True})
 
     # --- generic writes ----------------------------------------------------------------------
     def _create(self, entity_set: str, body: Mapping[str, Any]) -> dict:

@@ -2,7 +2,9 @@
 slots for 22.12.2021 -> register Ефимова Е.В. at 9:05 -> «Заявка № 219» -> «Оказание услуг» 150 ->
 the lead's budget and «Сумма1С» become 150. The lead's contact carries the caller's phone
 «+7 (911) 123-45-67», so the «Заявка»'s client is the patient with that phone (F8), not the
-default client.
+default client. Then the visit's life: the clinic moves it in 1C (23.12.2021 15:30, Ишаева М.И.)
+and the lead shows the new time; a second lead is registered and cancelled from the card, and its
+«Заявка» is marked for deletion in 1C.
 
 The daemon child never outlives the story: it is asked to die with its parent (PR_SET_PDEATHSIG,
 so even a SIGKILL of the parent ends it), and a SIGTERM or SIGHUP to the parent (a closed
@@ -39,6 +41,8 @@ DOCTOR = "Ефимова Е.В."
 TIME = "9:05"
 PHONE = "+7 (911) 123-45-67"  # the caller's number, on the lead's contact
 AMOUNT = "150.00"
+MOVED_TO, MOVED_DOCTOR = datetime(2021, 12, 23, 15, 30), "Ишаева М.И."
+SECOND_TIME = "10:00"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -240,8 +244,54 @@ class _Story:
         if card["price"] != 150:
             raise StoryFailed(f"the budget is {card['price']}, not 150")
 
+    def move(self) -> None:
+        f = self.fields
+        # the lifecycle follows the «Заявка» once it has seen it (it moved the lead to «Оплачено»)
+        _wait("the lead in «Оплачено»", lambda: self._lead().get("status") == "Оплачено", self.timeout)
+        self.tell.step(6, f"The clinic moves the visit in 1C: «Заявка» № {number(self.zayavka['number'])} "
+                          f"-> {MOVED_TO:%d.%m.%Y} {format_time(MOVED_TO.time())}, {MOVED_DOCTOR}")
+        requests.patch(f"{self.sb.onec.url}/_sandbox/zayavki/{self.zayavka['ref']}", timeout=10,
+                       json={"start": MOVED_TO.isoformat(), "doctor": MOVED_DOCTOR}).raise_for_status()
+        shown = f"{MOVED_TO:%d.%m.%Y}"
+
+        def moved():
+            c = self._lead()
+            return c if (c["fields"].get(f.date), c["fields"].get(f.time)) == (shown, "15:30") else None
+
+        card = _wait("the new time on the lead", moved, self.timeout)
+        self.tell.say(f"amoCRM: {f.date} {card['fields'][f.date]}, {f.doctor} {card['fields'][f.doctor]}, "
+                      f"{f.time} {card['fields'][f.time]}; note «{card['notes'][-1]}»")
+
+    def cancel_from_card(self) -> None:
+        f, amo = self.fields, self.sb.amo.url
+        self.tell.step(7, f"A second lead is registered ({DAY:%d.%m.%Y}, {DOCTOR}, {SECOND_TIME}), then the "
+                          f"button «{f.cancel_flag}» is pressed on its card")
+        lead_id = requests.post(f"{amo}/_sandbox/leads", timeout=10, json={
+            "name": "Повторный визит", "fields": {f.date: DAY.strftime("%d.%m.%Y"), f.doctor: DOCTOR,
+                                                  f.time: SECOND_TIME, f.flag: True}}).json()["id"]
+
+        def zayavka(marked: bool):
+            rows = requests.get(f"{self.sb.onec.url}/_sandbox/zayavki", params={"lead": lead_id}, timeout=10).json()
+            return rows[0] if rows and rows[0]["posted"] != marked and rows[0]["deletion_mark"] == marked else None
+
+        z = _wait("the second «Заявка»", lambda: zayavka(False), self.timeout)
+        _wait("the note on the second lead", lambda: requests.get(
+            f"{amo}/_sandbox/leads/{lead_id}", timeout=10).json()["notes"], self.timeout)
+        self.tell.say(f"lead #{lead_id}: «Заявка» № {number(z['number'])} posted")
+        requests.patch(f"{amo}/_sandbox/leads/{lead_id}", timeout=10,
+                       json={"fields": {f.cancel_flag: True}}).raise_for_status()
+        _wait("the deletion mark in 1C", lambda: zayavka(True), self.timeout)
+        self.tell.say(f"1C: «Заявка» № {number(z['number'])} marked for deletion")
+
+        def cancelled():
+            c = requests.get(f"{amo}/_sandbox/leads/{lead_id}", timeout=10).json()
+            return c if c["status"] == "Отменена" and not c["fields"].get(f.cancel_flag) else None
+
+        card = _wait("the cancelled lead", cancelled, self.timeout)
+        self.tell.say(f"amoCRM: note «{card['notes'][-1]}»; flag cleared; stage «{card['status']}»")
+
     def keep_running(self) -> None:
-        self.tell.step(6, "Everything keeps running (--keep). Ctrl-C stops it (so does closing the "
+        self.tell.step(8, "Everything keeps running (--keep). Ctrl-C stops it (so does closing the "
                           "terminal); then the daemon is stopped and the temporary directory removed.")
         self.tell.say(f"try: amo1c-sync --config {self.ini} status | trace {self.lead_id} | "
                       f"slots {DAY:%d.%m.%Y}")
@@ -253,7 +303,7 @@ class _Story:
             pass
 
     def stop_daemon(self) -> None:
-        self.tell.step(6, "The daemon is stopped (SIGTERM)")
+        self.tell.step(8, "The daemon is stopped (SIGTERM)")
         self._running().send_signal(signal.SIGTERM)
         code = self._running().wait(timeout=60)
         self.daemon = None
@@ -281,7 +331,8 @@ def play(out: TextIO = sys.stdout, *, keep: bool = False, workdir: str | None = 
     restore = _on_stop_signals()
     try:
         story.prepare()
-        for step in (story.authorise, story.free_times, story.start_daemon, story.register, story.pay):
+        for step in (story.authorise, story.free_times, story.start_daemon, story.register, story.pay,
+                     story.move, story.cancel_from_card):
             step()
         if keep:
             story.keep_running()

@@ -109,7 +109,8 @@ class SlotFinder:
 
     def day_of(self, day: date, doctor: str, *, exclude_refs: Iterable[str] = ()) -> DayAnswer:
         """Everything about one doctor's day; ``exclude_refs``: «Заявки» not to count as busy
-        (a lead's own «Заявка» when it is being moved)."""
+        (a lead's own «Заявка» when it is being moved). A «Заявка» marked for deletion or unposted
+        is cancelled: its time is free."""
         found = self._find(day, doctor)
         if not isinstance(found, tuple):
             return found
@@ -117,7 +118,7 @@ class SlotFinder:
         intervals = self.month_schedule(day)[(ref, day)].intervals
         skip = {str(r).lower() for r in exclude_refs}
         busy = tuple((z.start, z.end) for z in self.onec.zayavki_on(day, ref)
-                     if z.start is not None and not z.deletion_mark and z.ref.lower() not in skip
+                     if z.start is not None and not z.deletion_mark and z.posted and z.ref.lower() not in skip
                      and (z.doctor_ref or ref).lower() == ref.lower())
         free = tuple(rules.free_starts(intervals, busy, self.step_minutes, self.appointment_minutes))
         return DoctorDay(doctor=name, doctor_ref=ref, day=day, intervals=intervals, busy=busy, free=free)

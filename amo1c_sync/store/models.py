@@ -231,3 +231,38 @@ class JournalEntry(Base):
     ref: Mapped[str | None] = mapped_column(String(36))
     message: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class LifecycleZayavka(Base):
+    """A «Заявка» the lifecycle follows (F7): the state last mirrored to its lead, the DataVersion
+    it was mirrored at, the stages it has moved the lead to, and the write under way (``pending``:
+    the intent recorded before the amoCRM write, cleared by the confirmation after it)."""
+
+    __tablename__ = "lifecycle_zayavki"
+    __table_args__ = (Index("ix_lifecycle_zayavki_lead_id", "lead_id"),)
+
+    ref: Mapped[str] = mapped_column(String(36), primary_key=True)
+    data_version: Mapped[str] = mapped_column(String(100))
+    number: Mapped[str] = mapped_column(String(50))
+    lead_id: Mapped[int | None] = mapped_column(BigInteger)
+    # the state mirrored: domain.lifecycle.Appointment as JSON (None for a skipped «Заявка»)
+    mirrored: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    passed: Mapped[list[Any]] = mapped_column(JSON, default=list)   # stage ids moved to
+    done: Mapped[list[Any]] = mapped_column(JSON, default=list)     # [stages] keys handled
+    pending: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CardCancel(Base):
+    """A cancel pressed on the card (F7) that is under way: recorded before the 1C write, removed
+    by the confirmation after the lead's note and PATCH, so a crash or the registration cursor
+    moving on never loses it."""
+
+    __tablename__ = "lifecycle_card_cancels"
+
+    lead_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    zayavka_ref: Mapped[str | None] = mapped_column(String(36))
+    number: Mapped[str | None] = mapped_column(String(50))
+    note: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -6,7 +6,11 @@ Routes
   POST /register?lead_id=…               -> 202 {"accepted": true, "lead_id", "message"}; nudges the
                                             registration job. The flag on the lead stays the source
                                             of truth: this only makes the daemon look now.
-  GET  /fields                           -> 200 {"date", "doctor", "time", "flag", "number", "sum"}: the
+  POST /cancel?lead_id=…                 -> 202 the same shape; after the widget set ``[fields]
+                                            cancel_flag``: nudges the registration job, which cancels
+                                            the lead's «Заявка» in 1C (the flag is the source of truth)
+  GET  /fields                           -> 200 {"date", "doctor", "time", "flag", "number", "sum",
+                                            "cancel_flag"}: the
                                             configured lead field names, for the widget
   GET  /healthz                          -> amo1c_sync.status.health(store, settings)
   GET  /metrics                          -> Prometheus text
@@ -115,6 +119,7 @@ class SlotsApp:
         self.url_map = Map([
             Rule("/slots", endpoint="slots", methods=["GET"]),
             Rule("/register", endpoint="register", methods=["POST"]),
+            Rule("/cancel", endpoint="cancel", methods=["POST"]),
             Rule("/fields", endpoint="fields", methods=["GET"]),
             Rule("/healthz", endpoint="healthz", methods=["GET"]),
             Rule("/metrics", endpoint="metrics", methods=["GET"]),
@@ -215,20 +220,7 @@ class SlotsApp:
         return _json({"date": day.isoformat(), "doctor": doctor, "times": [format_time(t) for t in times]})
 
     def on_register(self, request: Request) -> Response:
-        raw = request.args.get("lead_id")
-        if raw is None:
-            body = request.get_json(silent=True) if request.is_json else None
-            if isinstance(body, dict):
-                raw = body.get("lead_id")
-            else:
-                raw = request.form.get("lead_id")
-        try:
-            lead_id = int(str(raw).strip())
-            if lead_id <= 0:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise BadRequest("bad_lead_id", "Не указан номер сделки: передайте lead_id=<id сделки>. "
-                                            "Missing or invalid lead_id.") from None
+        lead_id = self._lead_id(request)
         nudged = False
         if self.nudge is not None:
             # Daemon.nudge answers False when this instance is not the leader: the leader still
@@ -248,11 +240,43 @@ class SlotsApp:
         return _json({"accepted": True, "lead_id": lead_id, "nudged": nudged, "message": message},
                      status=202)
 
+    def on_cancel(self, request: Request) -> Response:
+        """The cancel button: like /register, the checkbox on the lead is what the job acts on."""
+        lead_id = self._lead_id(request)
+        if not self.settings.fields.cancel_flag:
+            raise BadRequest("cancel_off", "Отмена из карточки выключена: в sync.ini не задано [fields] "
+                                           "cancel_flag. Cancel from the card is off ([fields] cancel_flag).")
+        nudged = self.nudge is not None and self.nudge("registration") is not False
+        log.info("http.cancel_nudged", lead_id=lead_id, nudged=nudged)
+        message = ("Отмена записи поставлена в очередь. Queued for cancelling in 1C." if nudged else
+                   "Запись будет отменена в 1С при следующей проверке. Will be cancelled on the next poll.")
+        return _json({"accepted": True, "lead_id": lead_id, "nudged": nudged, "message": message},
+                     status=202)
+
+    @staticmethod
+    def _lead_id(request: Request) -> int:
+        raw = request.args.get("lead_id")
+        if raw is None:
+            body = request.get_json(silent=True) if request.is_json else None
+            if isinstance(body, dict):
+                raw = body.get("lead_id")
+            else:
+                raw = request.form.get("lead_id")
+        try:
+            lead_id = int(str(raw).strip())
+            if lead_id <= 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise BadRequest("bad_lead_id", "Не указан номер сделки: передайте lead_id=<id сделки>. "
+                                            "Missing or invalid lead_id.") from None
+        return lead_id
+
     def on_fields(self, request: Request) -> Response:
         """The configured lead field names, for the widget (they are what the card shows anyway)."""
         f = self.settings.fields
         return _json({"date": f.date, "doctor": f.doctor, "time": f.time, "flag": f.flag,
-                      "number": f.zayavka_number or None, "sum": f.sum or None})
+                      "number": f.zayavka_number or None, "sum": f.sum or None,
+                      "cancel_flag": f.cancel_flag or None})
 
     def on_healthz(self, request: Request) -> Response:
         if self.store is None:  # nothing to judge the jobs by: the process answers, that is all

@@ -17,7 +17,7 @@ NOW = datetime.now(timezone.utc)
 def _fill(store, *, age: float = 5):
     at = NOW - timedelta(seconds=age)
     with store.session() as s:
-        for job in ("directory", "registration", "payments"):
+        for job in ("directory", "registration", "payments", "lifecycle"):
             s.add(JobRun(job=job, started_at=at - timedelta(seconds=2), finished_at=at, status="ok",
                          counts={"pushed": 2}))
         s.add(JobRun(job="payments", started_at=at + timedelta(seconds=1), finished_at=None, status="running"))
@@ -43,7 +43,7 @@ def test_given_runs_items_and_tokens_then_status_has_every_field_and_no_secret(s
     assert st["leader"]["pid"]
     assert st["leader"]["role"] == "leader"
     assert st["standby"] == []
-    assert set(st["jobs"]) == {"directory", "registration", "payments"}
+    assert set(st["jobs"]) == {"directory", "registration", "payments", "lifecycle"}
     pay = st["jobs"]["payments"]
     assert pay["last_run"]["status"] == "running"
     assert pay["last_success_at"]
@@ -75,7 +75,7 @@ def test_given_recent_successful_runs_then_healthz_is_200(store):
     code, body = health(store, Settings())
     assert code == 200
     assert body["status"] == "ok"
-    assert set(body["jobs"]) == {"directory", "registration", "payments"}
+    assert set(body["jobs"]) == {"directory", "registration", "payments", "lifecycle"}
 
 
 def test_given_a_job_without_a_recent_success_then_healthz_is_503_naming_it(store):

@@ -297,7 +297,7 @@ def test_given_a_store_where_no_job_ran_when_get_healthz_then_503_names_every_jo
     assert r.status_code == 503
     body = r.json()
     assert body["status"] == "stale"
-    assert set(body["stale"]) == {"directory", "registration", "payments"}
+    assert set(body["stale"]) == {"directory", "registration", "payments", "lifecycle"}
     assert "Traceback" not in r.text
 
 
@@ -308,7 +308,7 @@ def test_given_every_job_succeeded_just_now_when_get_healthz_then_200(slots, sql
 
     now = datetime.now(timezone.utc)
     with sqlite_store.session() as s:
-        for job in ("directory", "registration", "payments"):
+        for job in ("directory", "registration", "payments", "lifecycle"):
             s.add(JobRun(job=job, started_at=now - timedelta(seconds=2), finished_at=now, status="ok"))
     app = create_app(make_settings(), slot_finder=slots, store=sqlite_store)
     with serve(app) as srv:

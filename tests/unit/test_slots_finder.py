@@ -30,6 +30,7 @@ class Zay:
     end: time | None
     doctor_ref: str
     deletion_mark: bool = False
+    posted: bool = True
 
 
 class FakeOneC:

@@ -16,7 +16,9 @@
   sort?}]}``, ``type`` a string — text, numeric, checkbox, select, date, …; enums only for the
   list types; all or none: one bad item rejects the batch with 400 ``validation-errors``; 200 with
   the created fields),
-  ``GET /api/v4/account``, ``GET /api/v4/events`` (see :mod:`.events`).
+  ``GET /api/v4/account``, ``GET /api/v4/events`` (see :mod:`.events`), ``GET /api/v4/leads/pipelines``
+  (:mod:`.pipelines`; a lead PATCH may carry ``pipeline_id``/``status_id``, an unknown one is a
+  ``NotSupportedChoice``).
 """
 
 from __future__ import annotations
@@ -146,6 +148,7 @@ class AmoAPI:
             Rule("/api/v4/leads", endpoint="leads_patch", methods=["PATCH"]),
             Rule("/api/v4/leads", endpoint="leads_create", methods=["POST"]),
             Rule("/api/v4/leads/notes", endpoint="notes_add", methods=["POST"]),
+            Rule("/api/v4/leads/pipelines", endpoint="pipelines", methods=["GET"]),
             Rule("/api/v4/leads/custom_fields", endpoint="fields_list", methods=["GET"]),
             Rule("/api/v4/leads/custom_fields", endpoint="fields_patch", methods=["PATCH"]),
             Rule("/api/v4/leads/custom_fields", endpoint="fields_create", methods=["POST"]),
@@ -191,8 +194,8 @@ class AmoAPI:
             cfv.append({"field_id": fid, "field_name": field["name"], "field_code": None,
                         "field_type": field["type"], "values": [_api_value(field, v) for v in values]})
         body = {"id": lead["id"], "name": lead["name"], "price": lead["price"],
-                "responsible_user_id": 8000001, "group_id": 0, "status_id": 142000001,
-                "pipeline_id": 7000001, "loss_reason_id": None, "created_by": 8000001,
+                "responsible_user_id": 8000001, "group_id": 0, "status_id": lead["status_id"],
+                "pipeline_id": lead["pipeline_id"], "loss_reason_id": None, "created_by": 8000001,
                 "updated_by": 0, "created_at": lead["created_at"], "updated_at": lead["updated_at"],
                 "closed_at": None, "closest_task_at": None, "is_deleted": False,
                 "custom_fields_values": cfv or None, "score": None,
@@ -239,6 +242,10 @@ class AmoAPI:
         return {"date_pattern": "d.m.Y H:i", "short_date_pattern": "d.m.Y", "short_time_pattern": "H:i",
                 "date_formant": "d.m.Y", "time_format": "H:i:s", "timezone": self.book.timezone_name,
                 "timezone_offset": f"{offset[:3]}:{offset[3:]}"}
+
+    def _h_pipelines(self, request: Request) -> Response:
+        with self.book.lock:
+            return hal(self.book.pipelines.api_view(request.host_url))
 
     def _h_leads_list(self, request: Request) -> Response:
         page, limit = page_args(request)

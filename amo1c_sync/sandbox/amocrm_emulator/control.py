@@ -6,7 +6,10 @@
   widget/directory sync would), ``true`` for a checkbox, ``"1500.50"`` or a number for numeric,
   ``null`` clears. ``PATCH /_sandbox/leads/<id>`` same shape; ``GET /_sandbox/leads/<id>`` ->
   ``{"id","name","price","updated_at","deleted","fields":{name: value},"notes":[text,...]}``
-  (dates shown as ``DD.MM.YYYY``, numeric as a string); ``GET /_sandbox/leads`` lists them;
+  (dates shown as ``DD.MM.YYYY``, numeric as a string), plus ``"pipeline"``, ``"status"`` (names)
+  and their ids; ``"status": "<stage name>"`` (or ``"Pipeline / Stage"``) in a POST or PATCH puts
+  the lead there (a stage of the main pipeline «Запись к врачу» first; a new lead without one is in
+  «Новая заявка»); ``GET /_sandbox/leads`` lists them;
   ``DELETE /_sandbox/leads/<id>`` deletes the lead (the API then treats it as unknown).
 * ``GET /_sandbox/fields`` -> the lead fields with their options.
 * A lead's contacts (``"contact"``, ``"contacts"`` in the bodies above; the lead view adds
@@ -76,7 +79,7 @@ class AmoControl:
         body = LoopbackEmulator.control_body(request)
         with self.book.lock:
             lid = self.book.create_lead(str(body.get("name") or ""), body.get("fields") or {},
-                                        price=body.get("price"))
+                                        price=body.get("price"), status=body.get("status"))
             self.contacts.attach(lid, body)
         return json_response({"id": lid}, 201)
 
@@ -88,7 +91,8 @@ class AmoControl:
             return Response(status=204)
         body = LoopbackEmulator.control_body(request)
         with self.book.lock:
-            self.book.update_lead(lid, body.get("fields") or {}, name=body.get("name"), price=body.get("price"))
+            self.book.update_lead(lid, body.get("fields") or {}, name=body.get("name"), price=body.get("price"),
+                                  status=body.get("status"))
             self.contacts.attach(lid, body)
         return json_response({**self.book.lead(lid), **self.contacts.lead_view(lid)})
 

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from werkzeug.exceptions import NotFound
 
 from amo1c_sync.sandbox.amocrm_emulator.events import EventLog
+from amo1c_sync.sandbox.amocrm_emulator.pipelines import Pipelines
 from amo1c_sync.sandbox.amocrm_emulator.problems import Problem
 from amo1c_sync.sandbox.amocrm_emulator import validation
 
@@ -47,6 +48,7 @@ DEFAULT_LEAD_FIELDS: tuple[tuple[str, str, Iterable[str]], ...] = (
     ("Сумма1С", "numeric", ()),
     ("Зарегистрировать в 1С", "checkbox", ()),
     ("Заявка 1С", "text", ()),
+    ("Отменить запись в 1С", "checkbox", ()),
 )
 
 
@@ -67,6 +69,7 @@ class LeadBook:
         self._next_note_id = 70000001
         self.clock: Callable[[], float] = time.time
         self.events = EventLog(account_id, lambda: self.clock())
+        self.pipelines = Pipelines(account_id)
         for name, ftype, options in lead_fields:
             self.add_field(name, ftype, options)
 
@@ -108,23 +111,27 @@ class LeadBook:
             return [json.loads(json.dumps(f)) for f in self.fields_by_id.values()]
 
     # ------------------------------------------------------------------ leads (a person's view)
-    def create_lead(self, name: str = "", fields: dict | None = None, price: int | None = None) -> int:
+    def create_lead(self, name: str = "", fields: dict | None = None, price: int | None = None,
+                    status: str | None = None) -> int:
         with self.lock:
             lid = self._next_lead_id
             self._next_lead_id += 1
             now = int(self.clock())
+            pipeline_id, status_id = self.pipelines.default_stage()
             self.leads[lid] = {"id": lid, "name": name or f"Сделка #{lid}", "price": 0,
                                "created_at": now, "updated_at": now, "deleted": False,
+                               "pipeline_id": pipeline_id, "status_id": status_id,
                                "cf": {}, "notes": []}
             self.events.add("lead_added", lid, at=now)
-            self.human_update(lid, {"fields": fields or {}, "price": price})
+            self.human_update(lid, {"fields": fields or {}, "price": price, "status": status})
             return lid
 
     def update_lead(self, lead_id: int, fields: dict | None = None, *, name: str | None = None,
-                    price: int | None = None) -> None:
+                    price: int | None = None, status: str | None = None) -> None:
         with self.lock:
             self.lead_or_404(lead_id)
-            self.human_update(lead_id, {"fields": fields or {}, "name": name, "price": price})
+            self.human_update(lead_id, {"fields": fields or {}, "name": name, "price": price,
+                                        "status": status})
 
     def delete_lead(self, lead_id: int) -> None:
         with self.lock:
@@ -169,6 +176,8 @@ class LeadBook:
             lead["name"] = str(body["name"])
         if body.get("price") is not None:
             lead["price"] = int(Decimal(str(body["price"])))
+        if body.get("status"):
+            lead["pipeline_id"], lead["status_id"] = self.pipelines.by_name(str(body["status"]))
         for name, value in (body.get("fields") or {}).items():
             field = self.field_by_name(name)
             before = lead["cf"].get(field["id"])
@@ -213,8 +222,11 @@ class LeadBook:
                 enum = next((e for e in field["enums"] if e["id"] == values[0].get("enum_id")), None)
                 v = enum["value"] if enum else v
             fields[field["name"]] = v
+        pipeline, status = self.pipelines.names(lead["pipeline_id"], lead["status_id"])
         return {"id": lead["id"], "name": lead["name"], "price": lead["price"],
                 "updated_at": lead["updated_at"], "deleted": lead["deleted"], "fields": fields,
+                "pipeline": pipeline, "status": status,
+                "pipeline_id": lead["pipeline_id"], "status_id": lead["status_id"],
                 "notes": [n["params"]["text"] for n in lead["notes"]]}
 
     def human_list(self) -> list[dict]:
@@ -233,6 +245,8 @@ class LeadBook:
                     lead["name"] = change["name"]
                 if "price" in change:
                     lead["price"] = change["price"]
+                if "status_id" in change:
+                    lead["pipeline_id"], lead["status_id"] = change["pipeline_id"], change["status_id"]
                 for fid, values in (change.get("cf") or {}).items():
                     before = lead["cf"].get(fid)
                     if values is None:

@@ -75,7 +75,30 @@ def lead_patch(book, item: Any) -> tuple[list, dict]:
         cf_errors, staged = custom_fields(book, item["custom_fields_values"])
         errors.extend(cf_errors)
         change["cf"] = staged
+    if "pipeline_id" in item or "status_id" in item:
+        errors.extend(_stage(book, book.live_lead(lead_id), item, change))
     return errors, change
+
+
+def _stage(book, lead: dict | None, item: dict, change: dict) -> list[dict]:
+    """``pipeline_id``/``status_id`` of a lead PATCH: a stage of that pipeline (the lead's own when
+    only ``status_id`` is given; the pipeline's first ordinary stage when only ``pipeline_id`` is)."""
+    pid, sid = item.get("pipeline_id"), item.get("status_id")
+    for key, v in (("pipeline_id", pid), ("status_id", sid)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            return [_wrong_type(key, "int")]
+    if lead is None:
+        return []
+    pipelines = book.pipelines
+    pid = lead["pipeline_id"] if pid is None else pid
+    if pid not in pipelines.pipelines:
+        return [_not_a_choice("pipeline_id")]
+    if sid is None:
+        sid = next(s["id"] for s in pipelines.pipelines[pid]["statuses"] if s["type"] == 0)
+    if not pipelines.has(pid, sid):
+        return [_not_a_choice("status_id")]
+    change.update(pipeline_id=pid, status_id=sid)
+    return []
 
 
 def custom_fields(book, cfv: Any, prefix: str = "custom_fields_values") -> tuple[list, dict]:

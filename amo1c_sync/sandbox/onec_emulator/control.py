@@ -5,6 +5,12 @@
   end null when empty; lead "" when empty).
 * ``POST /_sandbox/zayavki`` ``{"lead": null|id, "doctor": name, "start": "2021-12-22T09:05:00",
   "end"?: …, "client"?: name, "posted"?: true}`` -> 201 ``{"ref","number"}`` (a «Заявка» made by hand).
+* ``PATCH /_sandbox/zayavki/<ref>`` with any of ``{"start": "2021-12-23T15:30:00", "doctor":
+  "Ишаева М.И.", "state": "Не пришел"}`` (``state`` only where the base has the status attribute,
+  ``[onec_names] zayavka_state``; the list then shows ``"state"`` too) -> 200, the «Заявка» as
+  listed: an administrator moving the visit in the form. ``POST /_sandbox/zayavki/<ref>/delete``
+  (deletion mark, unposting a posted one), ``/unpost``, ``/post``. Each is one write: one new
+  DataVersion.
 * ``POST /_sandbox/services`` ``{"lead": id, "amount": "150.00", "date"?: iso}`` (or
   ``"zayavka_ref": ref``, or ``"zayavka_ref": null`` for no base) -> 201 ``{"ref","number"}``: an
   «Оказание услуг» на основании that «Заявка» (the newest non-deleted one of the lead) with one
@@ -47,6 +53,8 @@ class OneCControl:
             return Rule(path, endpoint=endpoint, methods=methods), self._guarded(getattr(self, f"_c_{endpoint}"))
         return [
             rule("/_sandbox/zayavki", "zayavki", ["GET", "POST"]),
+            rule("/_sandbox/zayavki/<uuid:ref>", "zayavka", ["PATCH"]),
+            rule("/_sandbox/zayavki/<uuid:ref>/<any(post, unpost, delete):action>", "zayavka_action", ["POST"]),
             rule("/_sandbox/services", "services", ["GET", "POST"]),
             rule("/_sandbox/services/<uuid:ref>/<any(post, unpost, delete):action>", "service_action", ["POST"]),
             rule("/_sandbox/schedules", "schedules", ["POST"]),
@@ -73,6 +81,22 @@ class OneCControl:
                                     end=datetime.fromisoformat(body["end"]) if body.get("end") else None,
                                     client=body.get("client"), posted=body.get("posted", True))
         return json_response({"ref": row["Ref_Key"], "number": row["Number"]}, 201)
+
+    def _zayavka_view(self, ref: str) -> dict:
+        return next(z for z in self.base.zayavki() if z["ref"] == ref)
+
+    def _c_zayavka(self, request: Request, ref) -> Response:
+        body = LoopbackEmulator.control_body(request)
+        try:
+            start = datetime.fromisoformat(body["start"]) if body.get("start") else None
+        except ValueError:
+            return json_response({"error": f"start: not an ISO date and time: {body['start']!r}"}, 400)
+        self.base.change_zayavka(str(ref), start=start, doctor=body.get("doctor"), state=body.get("state"))
+        return json_response(self._zayavka_view(str(ref)))
+
+    def _c_zayavka_action(self, request: Request, ref, action: str) -> Response:
+        self.base.zayavka_action(str(ref), action)
+        return json_response(self._zayavka_view(str(ref)))
 
     def _c_services(self, request: Request) -> Response:
         if request.method == "GET":

@@ -95,7 +95,8 @@ def build_schema(names: OneCNames) -> dict[str, EntityType]:
         EntityType(n.zayavka, "Document", {
             n.zayavka_client: "guid", n.zayavka_doctor: "guid", n.zayavka_date: "datetime",
             n.zayavka_start: "datetime", n.zayavka_end: "datetime", n.zayavka_lead: "string",
-            n.zayavka_nomenclature: "guid", "Комментарий": "string"},
+            n.zayavka_nomenclature: "guid", "Комментарий": "string",
+            **({n.zayavka_state: "string"} if n.zayavka_state else {})},
             refs={n.zayavka_client: n.clients, n.zayavka_doctor: n.doctors,
                   n.zayavka_nomenclature: n.nomenclature},
             fixed={n.zayavka_lead: 12}),

@@ -207,6 +207,48 @@ class OneCBase:
             }
             return dict(self.insert(n.zayavka, values))
 
+    def change_zayavka(self, ref: str, *, start: datetime | None = None, doctor: str | None = None,
+                       state: str | None = None) -> dict:
+        """What an administrator does in the «Заявка» form: another day and time (the end moves with
+        the start, the duration kept), another doctor, another «Состояние»; one write, one new
+        DataVersion."""
+        n = self.names
+        with self.lock:
+            row = self.find(n.zayavka, ref)
+            if state is not None and not n.zayavka_state:
+                raise ODataError(400, "-1", "the base's «Заявка» has no status attribute "
+                                 "([onec_names] zayavka_state is empty)")
+            if start is not None:
+                old_day, old_start = row[n.zayavka_date][:10], row[n.zayavka_start][11:19]
+                old = datetime.fromisoformat(f"{old_day}T{old_start}")
+                if row[n.zayavka_end] != EMPTY_DATE:
+                    end = datetime.fromisoformat(f"{old_day}T{row[n.zayavka_end][11:19]}")
+                    row[n.zayavka_end] = f"0001-01-01T{(start + (end - old)).strftime('%H:%M:%S')}"
+                row[n.zayavka_date] = datetime(start.year, start.month, start.day).isoformat()
+                row[n.zayavka_start] = f"0001-01-01T{start.strftime('%H:%M:%S')}"
+            if doctor is not None:
+                row[n.zayavka_doctor] = self.by_name(n.doctors, doctor)
+            if state is not None:
+                row[n.zayavka_state] = str(state)
+            self.touch(row)
+            return dict(row)
+
+    def zayavka_action(self, ref: str, action: str) -> dict:
+        """``post``, ``unpost``, ``delete`` (the deletion mark; 1C unposts a posted document it marks)."""
+        n = self.names
+        with self.lock:
+            row = self.find(n.zayavka, ref)
+            if action == "post":
+                self.post(n.zayavka, ref)
+            elif action == "unpost":
+                self.unpost(n.zayavka, ref)
+            elif action == "delete":
+                row["DeletionMark"], row["Posted"] = True, False
+                self.touch(row)
+            else:
+                raise ODataError(404, "6", f"unknown action {action}")
+            return dict(row)
+
     def zayavki(self, lead: str | None = None) -> list[dict]:
         n = self.names
         with self.lock:
@@ -224,7 +266,8 @@ class OneCBase:
                             "doctor": self.name_of(n.doctors, row[n.zayavka_doctor]),
                             "start": at(row[n.zayavka_start]), "end": at(row[n.zayavka_end]),
                             "lead": row[n.zayavka_lead].rstrip(" "), "posted": row["Posted"],
-                            "deletion_mark": row["DeletionMark"]})
+                            "deletion_mark": row["DeletionMark"],
+                            **({"state": row[n.zayavka_state]} if n.zayavka_state else {})})
             out.sort(key=lambda z: z["number"])
             return out
 
