@@ -15,13 +15,24 @@ One cycle (``run``):
    re-read and re-evaluated next cycle. Every lead whose recomputed total differs from the last
    one pushed is marked ``pending`` in ``lead_totals`` in the same transaction, so a pending total
    survives any crash, whatever window the next cycle reads.
-4. Each due lead (pending, or failed with its backoff elapsed) gets its total recomputed from the
-   store and pushed in PATCHes of <= 50 leads: «Сумма1С» exact, price rounded half up. After each
-   PATCH, one transaction records the accepted totals (``pushed_total``), their journal entries
-   and the DataVersions now confirmed; rejected leads become ``failed`` with amoCRM's reason,
-   ``attempts`` and an exponential ``next_attempt_at``. A crash between the write and the commit
-   means the same (idempotent) PATCH again next cycle, and one journal entry.
+4. Each due lead (pending, failed with its backoff elapsed, or with a push in flight) gets its
+   total recomputed from the store and pushed in PATCHes of <= 50 leads: «Сумма1С» exact, price
+   rounded half up. Before each PATCH one transaction records the totals being sent
+   (``pushing_total``, the intent); after it, one transaction records the accepted totals
+   (``pushed_total``, intent cleared), their journal entries and the DataVersions now confirmed;
+   rejected leads become ``failed`` with amoCRM's reason, ``attempts`` and an exponential
+   ``next_attempt_at`` (an item error clears the intent: amoCRM wrote nothing).
 
+What a SIGKILL leaves, by where it strikes:
+
+* before step 3's commit: nothing of this cycle; the next one reads the same changes again;
+* after step 3, before an intent: leads ``pending``, documents unconfirmed; pushed next cycle;
+* after an intent, before or during the PATCH (amoCRM may or may not have applied it), or after
+  the PATCH before its commit: the intent is still there, so the next cycle pushes the lead again
+  with its total *then*, even when that equals ``pushed_total`` (a document unposted meanwhile:
+  amoCRM may hold the unconfirmed total, which only a push undoes). An idempotent PATCH again,
+  one journal entry;
+* after the commit of a PATCH: that batch is done; the later batches are as above.
 A dry run is the same cycle through the recording adapters of jobs/dry_run.py: it reads both
 systems and writes nothing anywhere; the would-be PATCHes go to ``result.planned``.
 """
@@ -194,7 +205,7 @@ def _plan_leads(result: JobResult, plan: _Plan, state: store.LeadsState, candida
     for d in merged.values():
         if d.lead_id in candidates and d.counts:
             plan.docs_of.setdefault(d.lead_id, []).append((d.ref, numbers.get(d.ref), d.amount))
-    differing = T.leads_to_push(plan.totals, plan.pushed)
+    differing = T.leads_to_push(plan.totals, plan.pushed, in_flight=state.in_flight)
     for lead, value in differing.items():
         # a changed document of the lead makes a recorded item error worth a new try
         decision = retries.decide(state.failures.get(lead), now=now, changed=lead in plan.changed_of)
@@ -246,6 +257,7 @@ def _push(ctx: JobContext, result: JobResult, plan: _Plan) -> None:
         if ctx.stopping():
             break
         patches = [_patch(field_map, sum_field, lead, plan.push[lead]) for lead in batch]
+        store.record_intent(ctx.store, {lead: plan.push[lead] for lead in batch})
         outcome = ctx.amocrm.update_leads(patches)
         result.count("patch_batches")
         accepted = set(outcome.ok) - set(outcome.failed)

@@ -110,11 +110,14 @@ class LeadsState:
     docs: dict[str, T.DocState] = field(default_factory=dict)
     numbers: dict[str, str | None] = field(default_factory=dict)
     failures: dict[int, RetryItem] = field(default_factory=dict)
+    in_flight: set[int] = field(default_factory=set)   # a PATCH sent, never confirmed
 
 
 def unsettled_leads(store) -> set[int]:
+    """Leads amoCRM may not hold the current total of: pending, failed, or with a push in flight."""
     with store.session() as s:
-        return set(s.scalars(select(LeadTotal.lead_id).where(LeadTotal.status.in_(UNSETTLED))))
+        return set(s.scalars(select(LeadTotal.lead_id).where(
+            LeadTotal.status.in_(UNSETTLED) | LeadTotal.pushing_total.is_not(None))))
 
 
 def leads_state(store, leads: set[int]) -> LeadsState:
@@ -126,6 +129,8 @@ def leads_state(store, leads: set[int]) -> LeadsState:
         for chunk in _chunks(sorted(leads)):
             for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(chunk))):
                 out.pushed[r.lead_id] = r.pushed_total
+                if r.pushing_total is not None:
+                    out.in_flight.add(r.lead_id)
             for d in s.scalars(select(OnecDocument).where(OnecDocument.lead_id.in_(chunk))):
                 out.docs[d.ref] = state_of(d)
                 out.numbers[d.ref] = d.number
@@ -194,6 +199,20 @@ def _mark_leads(s: Session, unsettled: set[int], settled: set[int]) -> None:
             retries.clear(s, retries.PAYMENT, [lead])
 
 
+def record_intent(store, totals: dict[int, Decimal]) -> None:
+    """Before a PATCH: the totals about to be sent. Until ``record_push`` confirms one, amoCRM may
+    hold it, so the lead is pushed again with its current total whatever ``pushed_total`` says."""
+    with store.session() as s:
+        rows = {r.lead_id: r for chunk in _chunks(sorted(totals))
+                for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(chunk)))}
+        for lead, value in totals.items():
+            row = rows.get(lead)
+            if row is None:
+                row = LeadTotal(lead_id=lead, pushed_total=None, status="pending")
+                s.add(row)
+            row.pushing_total = value
+
+
 Describe = Callable[[int, Decimal | None, Decimal], tuple[str, dict[str, Any]]]
 
 
@@ -214,7 +233,7 @@ def record_push(store, *, totals: dict[int, Decimal], accepted: set[int], failed
                 s.add(row)
             if lead in accepted:
                 message, detail = describe(lead, row.pushed_total, new)
-                row.pushed_total, row.pushed_at, row.status = new, now, "ok"
+                row.pushed_total, row.pushed_at, row.status, row.pushing_total = new, now, "ok", None
                 retries.clear(s, retries.PAYMENT, [lead])
                 journal(s, job=job, system="amocrm", action="lead.total_pushed", lead_id=lead,
                         message=message, detail=detail, run_id=run_id)
@@ -230,6 +249,8 @@ def _refused(s: Session, row: LeadTotal, lead: int, new: Decimal, err: Exception
              policy: ItemRetry, now: datetime, job: str, run_id: int | None) -> str:
     reason = str(err) if err is not None else "amoCRM did not confirm the write"
     row.status = "failed"
+    if isinstance(err, ItemError):  # amoCRM refused it: nothing was written
+        row.pushing_total = None
     item = retries.record_failure(s, retries.PAYMENT, lead, error=reason, now=now, policy=policy,
                                   retriable=not isinstance(err, ItemError), code=getattr(err, "code", None))
     journal(s, job=job, system="amocrm", action="lead.total_rejected", lead_id=lead, message=reason,

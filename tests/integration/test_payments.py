@@ -497,3 +497,58 @@ def test_given_a_first_push_killed_when_rerun_then_the_new_document_is_counted_o
         pushed = [e.detail["new_total"] for e in s.scalars(
             select(JournalEntry).where(JournalEntry.action == "lead.total_pushed"))]
     assert pushed == ["200.50"]
+
+
+# ---------------------------------------------------------------------------------------------
+# a push amoCRM carried out but never confirmed, then 1C returns to the last confirmed total
+# ---------------------------------------------------------------------------------------------
+def test_given_a_push_whose_answer_was_lost_when_1c_returns_to_the_confirmed_total_then_amocrm_gets_it(store):
+    with AmoCRMEmulator() as amo, OneCEmulator() as onec:
+        token = amo.issue_long_lived_token()
+        settings = load_settings(None, overrides={
+            "amocrm": {"base_url": amo.url, "long_lived_token": token},
+            "onec": {"base_url": onec.url, "username": onec.username, "password": onec.password},
+            "store": {"url": store.url}, "retry": {"request_retries": "0"}})
+        sys_ = Systems(amo, onec, store, settings)
+        lead, _ = paid(sys_, "150.00")
+        assert sys_.run().ok
+        extra = sys_.service("50.00", lead=lead)
+        sys_.amo.add_fault(count=1, status=None, drop=True, phase="after", path_prefix="/api/v4/leads",
+                           method="PATCH")
+
+        lost = sys_.run()
+
+        assert lost.status == "failed"
+        assert sys_.lead(lead)["price"] == 200  # amoCRM carried it out; the answer never came
+        row = sys_.lead_total(lead)
+        assert (row.pushed_total, row.pushing_total) == (Decimal("150"), Decimal("200"))
+
+        sys_.service_action(extra, "unpost")  # back to the total last confirmed
+        again = sys_.run()
+
+        assert again.ok, again.errors
+        assert (sys_.lead(lead)["price"], sys_.sum1c(lead)) == (150, Decimal("150"))
+        row = sys_.lead_total(lead)
+        assert (row.status, row.pushed_total, row.pushing_total) == ("ok", Decimal("150"), None)
+
+
+def test_given_a_run_killed_after_the_amocrm_write_when_1c_returns_to_the_recorded_total_then_amocrm_follows(crash_sys):
+    sys_ = crash_sys
+    lead = sys_.new_lead()
+    sys_.zayavka(lead)
+    sys_.service("150.00", lead=lead)
+    assert once_payments(sys_).returncode == 0
+    extra = sys_.service("50.00", lead=lead)
+
+    killed = once_payments_killed_after_the_amocrm_write(sys_, lead, 200)
+
+    assert killed == -signal.SIGKILL
+    assert sys_.lead_total(lead).pushing_total == Decimal("200")
+    sys_.service_action(extra, "unpost")
+
+    rerun = once_payments(sys_)
+
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert (sys_.lead(lead)["price"], sys_.sum1c(lead)) == (150, Decimal("150"))
+    row = sys_.lead_total(lead)
+    assert (row.status, row.pushed_total, row.pushing_total) == ("ok", Decimal("150"), None)
