@@ -5,13 +5,20 @@ One cycle (``run``):
 1. Read the «Оказание услуг» of a window of document dates, only the fields needed: the hot window
    (``[sync] hot_window``) every cycle; the whole ``lookback`` every ``full_scan_interval`` (the
    cursor ``payments.last_full_scan``); ``ctx.since`` widens it for a backfill (progress bar on a TTY).
-2. Documents whose DataVersion differs from the stored one are *changed*. Their base «Заявки» are
-   resolved in batches to lead ids; a document without a base «Заявка», or whose «Заявка» has no
-   (valid) «Номер AmoCRM», is *skipped* with the reason (journal once per change, counted,
-   listed by ``skipped_documents``).
-3. The changed documents' facts (lead, amount, posted, deletion mark) are written to the store at
-   once, but their DataVersion is NOT: it is recorded only after every lead the document touches
-   (its lead now and its lead before) has been accepted by amoCRM, so an unconfirmed document is
+2. A stored document dated in the window that the read no longer returns is looked up by ref:
+   found, its date moved (it is read as any other); not found, it is *gone* (deleted outright):
+   its row is deleted and its lead loses its sum. Each base «Заявка» -> lead mapping is kept in
+   the store (``onec_bases``) with the «Заявка»'s own DataVersion: one scan of the «Заявки» dated
+   from the earliest known base of the window's documents (from the window's start too on a full or
+   backfill read) finds the changed ones («Номер AmoCRM» filled in, corrected, relinked); only
+   bases never seen, or known and missing from the scan, are looked up by ref (gone: no lead).
+   A document is *changed* when it is new, its DataVersion or its base differs from the stored
+   ones, or its base changed; a ``--since`` backfill re-evaluates every document it reads. A
+   document without a base «Заявка», or whose «Заявка» has no (valid) «Номер AmoCRM», is
+   *skipped* with the reason (journal once per change, counted, listed by ``skipped_documents``).
+3. The changed documents' facts (lead, amount, posted, deletion mark, base), the bases read and
+   the gone documents' deletions are written to the store at once, but the documents' DataVersion
+   is NOT: it is recorded only after every lead the document touches (its lead now and before) has been accepted by amoCRM, so an unconfirmed document is
    re-read and re-evaluated next cycle. Every lead whose recomputed total differs from the last
    one pushed is marked ``pending`` in ``lead_totals`` in the same transaction, so a pending total
    survives any crash, whatever window the next cycle reads.
@@ -41,7 +48,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -62,6 +69,7 @@ log = get_logger("amo1c_sync.jobs.payments")
 JOB = "payments"
 PATCH_BATCH = 50          # leads per PATCH (amoCRM: at most 50 per request)
 BACKFILL_SLICE_DAYS = 7   # a --since backfill reads 1C a week at a time (one progress step each)
+NEW_BASES_SCAN = 60       # more unknown bases than this in a hot read: scan the «Заявки» of the window
 
 
 SKIP_NO_BASE = "no base document: 1C does not know which lead this payment is for"
@@ -84,6 +92,7 @@ class _Plan:
     docs_of: dict[int, list[tuple[str, str | None, Decimal]]] = field(default_factory=dict)
     leads_of: dict[str, set[int]] = field(default_factory=dict)    # changed doc -> its leads now+before
     changed_of: dict[int, list[str]] = field(default_factory=dict)  # lead -> its changed docs
+    bases: dict[str, store.KnownBase] = field(default_factory=dict)   # bases to record with the facts
 
 
 def run(ctx: JobContext, result: JobResult) -> None:
@@ -98,12 +107,12 @@ def run(ctx: JobContext, result: JobResult) -> None:
     log.debug("payments.window", date_from=window.date_from.isoformat(),
               date_to=window.date_to.isoformat(), kind=window.kind)
 
-    services = _read_window(ctx, window)
+    services, complete = _read_window(ctx, window)
     result.count("read", len(services))
     if ctx.stopping():
         return
 
-    plan = _plan(ctx, result, services, now)
+    plan = _plan(ctx, result, window, services, complete, now)
     _record_facts(ctx, result, plan, now)
     if plan.push and not ctx.stopping():
         _push(ctx, result, plan)
@@ -120,19 +129,21 @@ def _progress(iterable, *, total: int, desc: str, unit: str, enabled: bool):
     return iterable
 
 
-def _read_window(ctx: JobContext, window: Window) -> list:
-    """The window's «Оказание услуг», one per ref (the last read wins)."""
+def _read_window(ctx: JobContext, window: Window) -> tuple[list, bool]:
+    """The window's «Оказание услуг», one per ref (the last read wins), and whether the whole
+    window was read (a stop cuts a backfill short: then nothing missing counts as gone)."""
     if window.kind == "since":
         parts = slices(window, BACKFILL_SLICE_DAYS)
         out: dict[str, Any] = {}
         for lo, hi in _progress(parts, total=len(parts), desc="1C «Оказание услуг»", unit="week",
                                 enabled=True):
             if ctx.stopping():
-                break
+                return list(out.values()), False
             for svc in ctx.onec.services_in_window(lo, hi):
                 out[svc.ref] = svc
-        return list(out.values())
-    return list({svc.ref: svc for svc in ctx.onec.services_in_window(window.date_from, window.date_to)}.values())
+        return list(out.values()), True
+    read = ctx.onec.services_in_window(window.date_from, window.date_to)
+    return list({svc.ref: svc for svc in read}.values()), True
 
 
 def _to_utc(value: datetime | None, tz) -> datetime | None:
@@ -141,6 +152,20 @@ def _to_utc(value: datetime | None, tz) -> datetime | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=tz)
     return value.astimezone(timezone.utc)
+
+
+def _local(value: datetime, tz) -> datetime:
+    return value.astimezone(tz).replace(tzinfo=None)
+
+
+def _utc_bounds(window: Window, tz) -> tuple[datetime, datetime]:
+    """The window's dates as aware UTC [from, to): what the stored doc_date is compared with."""
+    end = datetime.combine(window.date_to + timedelta(days=1), time(0, 0))
+    return _to_utc(window.date_from, tz), _to_utc(end, tz)  # type: ignore[return-value]
+
+
+def _base_of(svc) -> str | None:
+    return svc.base_ref if svc.base_ref and svc.base_is_zayavka else None
 
 
 def _fresh(svc, leads_by_base: dict[str, str | None], tz) -> DocumentFacts:
@@ -170,29 +195,106 @@ def _fresh(svc, leads_by_base: dict[str, str | None], tz) -> DocumentFacts:
                             "reason": skip}}
     return DocumentFacts(ref=svc.ref, number=svc.number, data_version=svc.data_version,
                          doc_date=_to_utc(svc.date, tz), lead_id=lead_id, skip_reason=skip, state=state,
-                         skipped_entry=entry)
+                         skipped_entry=entry, base_ref=_base_of(svc))
 
 
-def _plan(ctx: JobContext, result: JobResult, services: list, now: datetime) -> _Plan:
+def _gone(ref: str) -> DocumentFacts:
+    state = T.DocState(ref=ref, lead_id=None, amount=T.ZERO, posted=False, deletion_mark=True)
+    return DocumentFacts(ref=ref, number="", data_version="", doc_date=None, lead_id=None, skip_reason=None,
+                         state=state, gone=True)
+
+
+def _vanished(ctx: JobContext, window: Window, by_ref: dict[str, Any]) -> set[str]:
+    """Stored documents dated in the window that the read did not return: looked up by ref, those
+    found (their date moved) join ``by_ref``; the rest are gone from 1C."""
+    lo, hi = _utc_bounds(window, ctx.settings.sync.tz)
+    missing = store.refs_dated(ctx.store, lo, hi) - set(by_ref)
+    if not missing:
+        return set()
+    for svc in ctx.onec.services_by_ref(missing):
+        by_ref[svc.ref] = svc
+    return missing - set(by_ref)
+
+
+def _changed(svc, old: store.StoredDoc | None, changed_bases: set[str], since: bool) -> bool:
+    """A document is re-evaluated when it is new, its DataVersion or base differs from the stored
+    ones, its base «Заявка» changed, or a backfill re-reads everything."""
+    if old is None or since:
+        return True
+    base = _base_of(svc)
+    return old.data_version != svc.data_version or old.base_ref != base or base in changed_bases
+
+
+def _plan(ctx: JobContext, result: JobResult, window: Window, services: list, complete: bool,
+          now: datetime) -> _Plan:
     plan = _Plan()
-    stored = store.stored_documents(ctx.store, [svc.ref for svc in services])
-    changed = [svc for svc in services if stored.get(svc.ref, (None,))[0] != svc.data_version]
-    plan.stored = {svc.ref: stored[svc.ref][1] for svc in changed if svc.ref in stored}
+    tz = ctx.settings.sync.tz
+    since = window.kind == "since"
+    by_ref = {svc.ref: svc for svc in services}
+    gone = _vanished(ctx, window, by_ref) if complete else set()
+    stored = store.stored_documents(ctx.store, list(by_ref) + sorted(gone))
+    bases = _bases(ctx, window, by_ref.values(), since=since)
+    plan.bases = bases.to_record
+    changed = [svc for svc in by_ref.values() if _changed(svc, stored.get(svc.ref), bases.changed, since)]
+    plan.stored = {ref: stored[ref].state for ref in [svc.ref for svc in changed] + sorted(gone)
+                   if ref in stored}
     result.count("changed", len(changed))
-
-    bases = sorted({svc.base_ref for svc in changed if svc.base_ref and svc.base_is_zayavka})
-    leads_by_base = ctx.onec.resolve_bases(bases) if bases else {}
+    if gone:
+        result.count("gone", len(gone))
+    leads_by_base = {ref: b.lead_raw for ref, b in bases.mapping.items()}
     for svc in changed:
-        f = _fresh(svc, leads_by_base, ctx.settings.sync.tz)
+        f = _fresh(svc, leads_by_base, tz)
         plan.fresh[f.ref] = f
         if f.skip_reason:
             result.count("skipped")
+    for ref in gone:
+        plan.fresh[ref] = _gone(ref)
 
     _index_changed(plan)
     candidates = set(plan.changed_of) | store.unsettled_leads(ctx.store)
     if candidates:
         _plan_leads(result, plan, store.leads_state(ctx.store, candidates), candidates, now)
     return plan
+
+
+@dataclass
+class _Bases:
+    mapping: dict[str, store.KnownBase] = field(default_factory=dict)   # every base of the window
+    changed: set[str] = field(default_factory=set)                       # since it was last read
+    to_record: dict[str, store.KnownBase] = field(default_factory=dict)  # new or changed
+
+
+def _bases(ctx: JobContext, window: Window, services, *, since: bool) -> _Bases:
+    """The base «Заявки» of the window's documents, followed by their own DataVersion: one scan of
+    the «Заявки» dated from the earliest known base of the window's documents (from the window's
+    start too on a full or backfill read, which finds new bases without a look-up each); bases
+    still unknown, or known and no longer in the scan's range, are looked up by ref."""
+    tz = ctx.settings.sync.tz
+    wanted = {b for b in map(_base_of, services) if b}
+    known = store.known_bases(ctx.store, wanted)
+    earliest = store.earliest_base_date(ctx.store, *_utc_bounds(window, tz))
+    starts = [_local(earliest, tz)] if earliest is not None else []
+    if window.kind != "hot" or len(wanted - set(known)) > NEW_BASES_SCAN:
+        starts.append(window.date_from)
+    scan_from = min(starts) if starts else None
+    fresh: dict[str, store.KnownBase] = {}
+    if scan_from is not None and wanted:
+        for b in ctx.onec.zayavka_versions(scan_from):
+            if b.ref in wanted:
+                fresh[b.ref] = store.KnownBase(b.data_version, b.lead, _to_utc(b.date, tz))
+
+    def in_scan(k: store.KnownBase) -> bool:
+        return scan_from is not None and k.doc_date is not None and _local(k.doc_date, tz) >= scan_from
+
+    recheck = {ref for ref in wanted - set(fresh) if ref not in known or since or in_scan(known[ref])}
+    for b in ctx.onec.bases_by_ref(recheck) if recheck else ():
+        fresh[b.ref] = store.KnownBase(b.data_version, b.lead, _to_utc(b.date, tz))
+    for ref in recheck - set(fresh):   # the «Заявка» no longer exists: its documents count for no lead
+        fresh[ref] = store.KnownBase("", None, known[ref].doc_date if ref in known else None)
+    out = _Bases(mapping={**known, **fresh})
+    out.changed = {ref for ref, b in fresh.items() if since or (ref in known and known[ref].data_version != b.data_version)}
+    out.to_record = {ref: b for ref, b in fresh.items() if known.get(ref) != b}
+    return out
 
 
 def _plan_leads(result: JobResult, plan: _Plan, state: store.LeadsState, candidates: set[int],
@@ -235,7 +337,8 @@ def _record_facts(ctx: JobContext, result: JobResult, plan: _Plan, now: datetime
     unsettled = set(plan.push) | plan.deferred
     confirmed = {ref for ref in plan.fresh if not (_leads_of(plan, ref) & unsettled)}
     store.record_facts(ctx.store, plan.fresh.values(), confirmed=confirmed, unsettled=unsettled,
-                       settled=set(plan.totals) - unsettled, job=JOB, run_id=result.run_id)
+                       settled=set(plan.totals) - unsettled, job=JOB, run_id=result.run_id,
+                       bases=plan.bases.items())
 
 
 def _patch(field_map, sum_field: str, lead: int, value: Decimal) -> dict:

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 from amo1c_sync.amocrm.fields import FieldMap
 from amo1c_sync.amocrm.gateway import BatchResult
-from amo1c_sync.onec.gateway import CatalogItem, ScheduleLine, Service, Zayavka
+from amo1c_sync.onec.gateway import BaseVersion, CatalogItem, DocVersion, ScheduleLine, Service, Zayavka
 from amo1c_sync.onec.names import OneCNames
 
 
@@ -57,3 +57,11 @@ class OneCPort(Protocol):
     def services_in_window(self, date_from: date | datetime, date_to: date | datetime) -> list[Service]: ...
 
     def resolve_bases(self, refs: Iterable[str]) -> dict[str, str | None]: ...
+
+    def services_by_ref(self, refs: Iterable[str]) -> list[Service]: ...
+
+    def service_versions(self, date_from: datetime, date_to: datetime) -> list[DocVersion]: ...
+
+    def zayavka_versions(self, date_from: datetime) -> list[BaseVersion]: ...
+
+    def bases_by_ref(self, refs: Iterable[str]) -> list[BaseVersion]: ...

@@ -162,6 +162,7 @@ class OnecBase(Base):
     ref: Mapped[str] = mapped_column(String(36), primary_key=True)
     data_version: Mapped[str] = mapped_column(String(100))
     lead_raw: Mapped[str | None] = mapped_column(String(200))  # None: empty, or the «Заявка» is gone
+    doc_date: Mapped[datetime | None]  # the «Заявка»'s own Date: where a scan of «Заявки» starts
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

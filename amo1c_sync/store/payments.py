@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -17,7 +17,7 @@ from amo1c_sync.domain.retry import ItemRetry
 from amo1c_sync.errors import ItemError
 from amo1c_sync.store import retry as retries
 from amo1c_sync.store.journal import journal
-from amo1c_sync.store.models import LeadTotal, OnecDocument, RetryItem, utcnow
+from amo1c_sync.store.models import LeadTotal, OnecBase, OnecDocument, RetryItem, utcnow
 
 DB_CHUNK = 500            # ids per IN (...) in store queries
 UNCONFIRMED = ""          # data_version of a document whose facts are stored but not yet confirmed
@@ -92,14 +92,64 @@ def state_of(row: OnecDocument) -> T.DocState:
                       posted=bool(row.posted), deletion_mark=bool(row.deletion_mark))
 
 
-def stored_documents(store, refs: Sequence[str]) -> dict[str, tuple[str, T.DocState]]:
-    """ref -> (the DataVersion recorded, the state counted) of the documents already seen."""
-    out: dict[str, tuple[str, T.DocState]] = {}
+@dataclass(frozen=True)
+class StoredDoc:
+    """A document as the store last recorded it."""
+
+    data_version: str
+    state: T.DocState
+    base_ref: str | None
+
+
+_DOC_COLUMNS = (OnecDocument.ref, OnecDocument.data_version, OnecDocument.lead_id, OnecDocument.amount,
+                OnecDocument.posted, OnecDocument.deletion_mark, OnecDocument.skip_reason,
+                OnecDocument.base_ref)
+
+
+def stored_documents(store, refs: Iterable[str]) -> dict[str, StoredDoc]:
+    """ref -> what is recorded of the documents already seen (plain rows, no ORM objects)."""
+    out: dict[str, StoredDoc] = {}
     with store.session() as s:
         for chunk in _chunks(refs):
-            for row in s.scalars(select(OnecDocument).where(OnecDocument.ref.in_(chunk))):
-                out[row.ref] = (row.data_version, state_of(row))
+            for ref, dv, lead, amount, posted, mark, skip, base in s.execute(
+                    select(*_DOC_COLUMNS).where(OnecDocument.ref.in_(chunk))):
+                state = T.DocState(ref=ref, lead_id=None if skip else lead,
+                                   amount=amount if amount is not None else T.ZERO,
+                                   posted=bool(posted), deletion_mark=bool(mark))
+                out[ref] = StoredDoc(dv, state, base)
     return out
+
+
+def refs_dated(store, date_from: datetime, date_to: datetime) -> set[str]:
+    """Refs of the stored documents dated ``date_from <= doc_date < date_to`` (aware UTC)."""
+    with store.session() as s:
+        return set(s.scalars(select(OnecDocument.ref).where(OnecDocument.doc_date >= date_from,
+                                                             OnecDocument.doc_date < date_to)))
+
+
+@dataclass(frozen=True)
+class KnownBase:
+    data_version: str
+    lead_raw: str | None
+    doc_date: datetime | None
+
+
+def known_bases(store, refs: Iterable[str]) -> dict[str, KnownBase]:
+    """The base «Заявки» already seen: their DataVersion and «Номер AmoCRM» then."""
+    out: dict[str, KnownBase] = {}
+    with store.session() as s:
+        for chunk in _chunks(refs):
+            for ref, dv, lead, when in s.execute(select(OnecBase.ref, OnecBase.data_version, OnecBase.lead_raw,
+                                                        OnecBase.doc_date).where(OnecBase.ref.in_(chunk))):
+                out[ref] = KnownBase(dv, lead, when)
+    return out
+
+
+def earliest_base_date(store, date_from: datetime, date_to: datetime) -> datetime | None:
+    """The earliest Date of the known bases of the documents dated in [date_from, date_to)."""
+    with store.session() as s:
+        return s.scalar(select(func.min(OnecBase.doc_date)).join(OnecDocument, OnecDocument.base_ref == OnecBase.ref)
+                        .where(OnecDocument.doc_date >= date_from, OnecDocument.doc_date < date_to))
 
 
 @dataclass
@@ -151,35 +201,65 @@ class DocumentFacts:
     skip_reason: str | None
     state: T.DocState
     skipped_entry: dict[str, Any] | None = None
+    base_ref: str | None = None
+    gone: bool = False   # no longer in 1C (deleted outright): its row goes
 
     def facts(self) -> tuple:
         return (self.lead_id, self.state.amount, self.state.posted, self.state.deletion_mark, self.skip_reason)
 
 
 def record_facts(store, facts: Iterable[DocumentFacts], *, confirmed: set[str], unsettled: set[int],
-                 settled: set[int], job: str, run_id: int | None) -> None:
-    """One transaction: the changed documents' facts (their DataVersion only for ``confirmed``),
-    ``unsettled`` leads marked pending, and ``settled`` leads (amoCRM has their total) ok."""
+                 settled: set[int], job: str, run_id: int | None,
+                 bases: Iterable[tuple[str, KnownBase]] = ()) -> None:
+    """One transaction: the changed documents' facts (their DataVersion only for ``confirmed``;
+    a gone one's row deleted), the bases read, ``unsettled`` leads marked pending, and ``settled``
+    leads (amoCRM has their total) ok."""
     facts = list(facts)
     with store.session() as s:
         existing = {}
         for chunk in _chunks([f.ref for f in facts]):
             existing.update({r.ref: r for r in s.scalars(select(OnecDocument).where(OnecDocument.ref.in_(chunk)))})
         for f in facts:
-            row = existing.get(f.ref)
-            before = None
-            if row is None:
-                row = OnecDocument(ref=f.ref, data_version=UNCONFIRMED)
-                s.add(row)
-            else:
-                before = (row.lead_id, row.amount, row.posted, row.deletion_mark, row.skip_reason)
-            row.number, row.doc_date, row.lead_id, row.skip_reason = f.number, f.doc_date, f.lead_id, f.skip_reason
-            row.amount, row.posted, row.deletion_mark = f.state.amount, f.state.posted, f.state.deletion_mark
-            if f.ref in confirmed:
-                row.data_version = f.data_version
-            if f.skipped_entry is not None and before != f.facts():
-                journal(s, job=job, run_id=run_id, **f.skipped_entry)
+            _record_one(s, existing.get(f.ref), f, f.ref in confirmed, job, run_id)
+        _record_bases(s, dict(bases))
         _mark_leads(s, unsettled, settled)
+
+
+def _record_one(s: Session, row: OnecDocument | None, f: DocumentFacts, confirmed: bool, job: str,
+                run_id: int | None) -> None:
+    if f.gone:
+        if row is not None:
+            journal(s, job=job, run_id=run_id, system="1c", action="document.gone", ref=f.ref,
+                    lead_id=row.lead_id, message=f"«Оказание услуг» № {f.number or row.number}: no longer in 1C "
+                    f"(deleted); its amount {T.money_text(row.amount)} no longer counts",
+                    detail={"number": row.number, "amount": T.money_text(row.amount), "lead_id": row.lead_id})
+            s.delete(row)
+        return
+    before = None
+    if row is None:
+        row = OnecDocument(ref=f.ref, data_version=UNCONFIRMED)
+        s.add(row)
+    else:
+        before = (row.lead_id, row.amount, row.posted, row.deletion_mark, row.skip_reason)
+    row.number, row.doc_date, row.lead_id, row.skip_reason = f.number, f.doc_date, f.lead_id, f.skip_reason
+    row.amount, row.posted, row.deletion_mark = f.state.amount, f.state.posted, f.state.deletion_mark
+    row.base_ref = f.base_ref
+    if confirmed:
+        row.data_version = f.data_version
+    if f.skipped_entry is not None and before != f.facts():
+        journal(s, job=job, run_id=run_id, **f.skipped_entry)
+
+
+def _record_bases(s: Session, bases: dict[str, KnownBase]) -> None:
+    rows: dict[str, OnecBase] = {}
+    for chunk in _chunks(sorted(bases)):
+        rows.update({r.ref: r for r in s.scalars(select(OnecBase).where(OnecBase.ref.in_(chunk)))})
+    for ref, b in bases.items():
+        row = rows.get(ref)
+        if row is None:
+            row = OnecBase(ref=ref)
+            s.add(row)
+        row.data_version, row.lead_raw, row.doc_date = b.data_version, b.lead_raw, b.doc_date
 
 
 def _mark_leads(s: Session, unsettled: set[int], settled: set[int]) -> None:

@@ -26,6 +26,7 @@ def upgrade() -> None:
     sa.Column('ref', sa.String(length=36), nullable=False),
     sa.Column('data_version', sa.String(length=100), nullable=False),
     sa.Column('lead_raw', sa.String(length=200), nullable=True),
+    sa.Column('doc_date', _utc, nullable=True),
     sa.Column('updated_at', _utc, nullable=False),
     sa.PrimaryKeyConstraint('ref')
     )

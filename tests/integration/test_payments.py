@@ -372,14 +372,14 @@ def test_given_a_run_stopped_before_the_push_when_run_again_then_the_pending_tot
     lead, _ = paid(sys_, "150.00")
     stop = threading.Event()
     ctx = JobContext(sys_.settings, sys_.store, stop=stop)
-    original = ctx.onec.resolve_bases
+    original = ctx.onec.zayavka_versions
 
-    def resolve_then_stop(refs):
-        out = original(refs)
+    def resolve_then_stop(date_from):
+        out = original(date_from)
         stop.set()  # SIGTERM arrives while the run is between reading 1C and writing amoCRM
         return out
 
-    ctx.onec.resolve_bases = resolve_then_stop
+    ctx.onec.zayavka_versions = resolve_then_stop
     interrupted = run_job(ctx, "payments")
     assert interrupted.status == "interrupted"
     assert sys_.lead(lead)["price"] == 0
@@ -552,3 +552,106 @@ def test_given_a_run_killed_after_the_amocrm_write_when_1c_returns_to_the_record
     assert (sys_.lead(lead)["price"], sys_.sum1c(lead)) == (150, Decimal("150"))
     row = sys_.lead_total(lead)
     assert (row.status, row.pushed_total, row.pushing_total) == ("ok", Decimal("150"), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# changes in 1C a document's own DataVersion does not show: its base «Заявка», or its deletion
+# ---------------------------------------------------------------------------------------------
+def odata_delete(sys_: Systems, entity_set: str, ref: str) -> None:
+    token = base64.b64encode(f"{sys_.onec.username}:{sys_.onec.password}".encode("utf-8")).decode()
+    r = requests.delete(f"{sys_.onec.odata_url}{entity_set}(guid'{ref}')",
+                        headers={"Authorization": f"Basic {token}"}, timeout=5)
+    assert r.status_code == 204, r.text
+
+
+def relink(sys_: Systems, zayavka_ref: str, value: str) -> None:
+    """A 1C user types «Номер AmoCRM» on the «Заявка» (fills it in, corrects it, relinks it)."""
+    odata_patch(sys_, "Document_Заявка", zayavka_ref, {"НомерAmoCRM": value})
+
+
+def test_given_a_skipped_payment_when_the_lead_number_is_filled_in_on_its_zayavka_then_the_lead_gets_it(sys_):
+    lead = sys_.new_lead()
+    z = sys_.zayavka(None)
+    ref = sys_.service("300.00", zayavka_ref=z)
+    assert sys_.run().counts["skipped"] == 1
+
+    relink(sys_, z, str(lead))
+    result = sys_.run()
+
+    assert result.ok and result.counts["window_hot"] == 1 and result.counts["pushed"] == 1
+    assert (sys_.lead(lead)["price"], sys_.sum1c(lead)) == (300, Decimal("300"))
+    assert skipped_documents(sys_.store) == []
+    with sys_.store.session() as s:
+        assert s.get(OnecDocument, ref).lead_id == lead
+
+
+def test_given_a_zayavka_relinked_to_another_lead_when_run_then_the_money_moves_to_the_second(sys_):
+    a, _ = paid(sys_, "150.00")
+    b = sys_.new_lead()
+    assert sys_.run().ok and sys_.lead(a)["price"] == 150
+    z = sys_.onec.zayavki(str(a))[0]["ref"]
+
+    relink(sys_, z, f" {b} ")  # corrected, with the spaces a person leaves
+    result = sys_.run()
+
+    assert result.ok and result.counts["pushed"] == 2
+    assert (sys_.lead(a)["price"], sys_.sum1c(a)) == (0, Decimal("0"))
+    assert (sys_.lead(b)["price"], sys_.sum1c(b)) == (150, Decimal("150"))
+    # and the base is now known: the next cycle looks nothing up by ref
+    sys_.reset_requests()
+    assert sys_.run().counts["changed"] == 0
+    assert not [t for t in sys_.onec.requests()["log"] if "Ref_Key eq" in unquote(t["target"])]
+
+
+def test_given_a_document_deleted_outright_in_1c_when_run_then_the_lead_loses_its_sum(sys_):
+    lead, first = paid(sys_, "150.00")
+    second = sys_.service("50.00", lead=lead)
+    assert sys_.run().ok and sys_.lead(lead)["price"] == 200
+
+    odata_delete(sys_, "Document_ОказаниеУслуг", second)
+    result = sys_.run()
+
+    assert result.ok and result.counts["gone"] == 1 and result.counts["window_hot"] == 1
+    assert (sys_.lead(lead)["price"], sys_.sum1c(lead)) == (150, Decimal("150"))
+    with sys_.store.session() as s:
+        assert s.get(OnecDocument, second) is None and s.get(OnecDocument, first) is not None
+    gone = sys_.journal("document.gone", lead)
+    assert len(gone) == 1 and gone[0].ref == second and "50.00" in gone[0].message
+
+
+def test_given_a_document_whose_date_moved_out_of_the_window_when_run_then_it_still_counts(sys_):
+    lead, ref = paid(sys_, "150.00")
+    assert sys_.run().ok
+    old = (datetime.now() - timedelta(days=30)).replace(microsecond=0)
+
+    odata_patch(sys_, "Document_ОказаниеУслуг", ref, {"Date": old.isoformat()})
+    result = sys_.run()  # the hot window no longer holds it: looked up by ref, not gone
+
+    assert result.ok and result.counts.get("gone", 0) == 0
+    assert sys_.lead(lead)["price"] == 150
+    with sys_.store.session() as s:
+        assert s.get(OnecDocument, ref).doc_date.astimezone(sys_.settings.sync.tz).date() == old.date()
+
+
+def test_given_old_edits_outside_every_window_when_once_payments_since_then_all_are_repaired(sys_):
+    long_ago = (datetime.now() - timedelta(days=100)).replace(hour=10, minute=0, second=0, microsecond=0)
+    a, b, c = sys_.new_lead(), sys_.new_lead(), sys_.new_lead()
+    za, zc = sys_.zayavka(a), sys_.zayavka(None)
+    moved = sys_.service("150.00", zayavka_ref=za)
+    deleted = sys_.service("40.00", zayavka_ref=za)
+    unlinked = sys_.service("70.00", zayavka_ref=zc)
+    for ref in (moved, deleted, unlinked):
+        odata_patch(sys_, "Document_ОказаниеУслуг", ref, {"Date": long_ago.isoformat()})
+    since = (long_ago - timedelta(days=1)).date()
+    assert sys_.run(since=since).ok and sys_.lead(a)["price"] == 190
+
+    relink(sys_, za, str(b))          # the money of «Заявка» a moves to lead b
+    relink(sys_, zc, str(c))          # a number filled in
+    odata_delete(sys_, "Document_ОказаниеУслуг", deleted)
+    assert sys_.run().ok and sys_.lead(a)["price"] == 190  # outside the windows: unseen
+
+    result = sys_.run(since=since)
+
+    assert result.ok, result.errors
+    assert [sys_.lead(x)["price"] for x in (a, b, c)] == [0, 150, 70]
+    assert result.counts["gone"] == 1
