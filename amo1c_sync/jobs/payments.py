@@ -47,6 +47,7 @@ systems and writes nothing anywhere; the would-be PATCHes go to ``result.planned
 from __future__ import annotations
 
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -348,31 +349,53 @@ def _patch(field_map, sum_field: str, lead: int, value: Decimal) -> dict:
 
 
 def _push(ctx: JobContext, result: JobResult, plan: _Plan) -> None:
+    """PATCH the due leads in batches, one PATCH in flight while the store records the previous
+    one's outcome (so the store's work hides in the rate limiter's waits). Each batch's intent is
+    committed before its PATCH is handed to the sending thread."""
     sync = ctx.settings.sync
     sum_field = ctx.settings.fields.sum
     field_map = ctx.amocrm.lead_field_map([sum_field], tz=sync.timezone)
     leads = sorted(plan.push)
-    settled = set(plan.totals) - set(plan.push) - plan.deferred
-    waiting_docs = {ref for ref in plan.fresh if _leads_of(plan, ref) - settled}
+    settling = _Settling(settled=set(plan.totals) - set(plan.push) - plan.deferred)
+    settling.waiting = {ref for ref in plan.fresh if _leads_of(plan, ref) - settling.settled}
     batches = [leads[i:i + PATCH_BATCH] for i in range(0, len(leads), PATCH_BATCH)]
-    for batch in _progress(batches, total=len(batches), desc="amoCRM leads", unit="PATCH",
-                           enabled=ctx.since is not None):
-        if ctx.stopping():
-            break
-        patches = [_patch(field_map, sum_field, lead, plan.push[lead]) for lead in batch]
-        store.record_intent(ctx.store, {lead: plan.push[lead] for lead in batch})
-        outcome = ctx.amocrm.update_leads(patches)
-        result.count("patch_batches")
-        accepted = set(outcome.ok) - set(outcome.failed)
-        # an item error is settled too: recorded with the DataVersions it failed at, it waits
-        # for one of its documents to change
-        refused = {lead for lead, err in outcome.failed.items() if isinstance(err, ItemError)}
-        settled |= accepted | refused
-        touched = {ref for lead in accepted | refused for ref in plan.changed_of.get(lead, ())}
-        confirm = {ref for ref in touched & waiting_docs if not (_leads_of(plan, ref) - settled)}
-        waiting_docs -= confirm
-        _record_batch(ctx, result, plan, batch, accepted, outcome.failed,
-                      {ref: plan.fresh[ref].data_version for ref in confirm})
+    sent: tuple[list[int], Future] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="payments-patch") as pool:
+        for batch in _progress(batches, total=len(batches), desc="amoCRM leads", unit="PATCH",
+                               enabled=ctx.since is not None):
+            if ctx.stopping():
+                break
+            patches = [_patch(field_map, sum_field, lead, plan.push[lead]) for lead in batch]
+            store.record_intent(ctx.store, {lead: plan.push[lead] for lead in batch})
+            future = pool.submit(ctx.amocrm.update_leads, patches)
+            if sent is not None:
+                _settle(ctx, result, plan, settling, *sent)
+            sent = (batch, future)
+        if sent is not None:
+            _settle(ctx, result, plan, settling, *sent)
+
+
+@dataclass
+class _Settling:
+    settled: set[int]                                   # leads amoCRM holds the total of, or refused
+    waiting: set[str] = field(default_factory=set)      # changed documents not confirmed yet
+
+
+def _settle(ctx: JobContext, result: JobResult, plan: _Plan, settling: _Settling, batch: list[int],
+            future: Future) -> None:
+    """One PATCH's outcome, once it is in: recorded, and the DataVersions it confirms."""
+    outcome = future.result()
+    result.count("patch_batches")
+    accepted = set(outcome.ok) - set(outcome.failed)
+    # an item error is settled too: recorded with the DataVersions it failed at, it waits
+    # for one of its documents to change
+    refused = {lead for lead, err in outcome.failed.items() if isinstance(err, ItemError)}
+    settling.settled |= accepted | refused
+    touched = {ref for lead in accepted | refused for ref in plan.changed_of.get(lead, ())}
+    confirm = {ref for ref in touched & settling.waiting if not (_leads_of(plan, ref) - settling.settled)}
+    settling.waiting -= confirm
+    _record_batch(ctx, result, plan, batch, accepted, outcome.failed,
+                  {ref: plan.fresh[ref].data_version for ref in confirm})
 
 
 def _record_batch(ctx: JobContext, result: JobResult, plan: _Plan, batch: list[int], accepted: set[int],

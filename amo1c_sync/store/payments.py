@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from amo1c_sync.domain import totals as T
@@ -219,10 +219,25 @@ def record_facts(store, facts: Iterable[DocumentFacts], *, confirmed: set[str], 
         existing = {}
         for chunk in _chunks([f.ref for f in facts]):
             existing.update({r.ref: r for r in s.scalars(select(OnecDocument).where(OnecDocument.ref.in_(chunk)))})
+        new_rows = []
         for f in facts:
-            _record_one(s, existing.get(f.ref), f, f.ref in confirmed, job, run_id)
+            row = existing.get(f.ref)
+            if row is None and not f.gone:   # a new document: one bulk INSERT for all of them
+                new_rows.append(_new_row(f, f.ref in confirmed))
+                if f.skipped_entry is not None:
+                    journal(s, job=job, run_id=run_id, **f.skipped_entry)
+                continue
+            _record_one(s, row, f, f.ref in confirmed, job, run_id)
+        if new_rows:
+            s.execute(insert(OnecDocument), new_rows)
         _record_bases(s, dict(bases))
         _mark_leads(s, unsettled, settled)
+
+
+def _new_row(f: DocumentFacts, confirmed: bool) -> dict[str, Any]:
+    return {"ref": f.ref, "data_version": f.data_version if confirmed else UNCONFIRMED, "number": f.number,
+            "doc_date": f.doc_date, "lead_id": f.lead_id, "skip_reason": f.skip_reason, "amount": f.state.amount,
+            "posted": f.state.posted, "deletion_mark": f.state.deletion_mark, "base_ref": f.base_ref}
 
 
 def _record_one(s: Session, row: OnecDocument | None, f: DocumentFacts, confirmed: bool, job: str,
@@ -254,29 +269,39 @@ def _record_bases(s: Session, bases: dict[str, KnownBase]) -> None:
     rows: dict[str, OnecBase] = {}
     for chunk in _chunks(sorted(bases)):
         rows.update({r.ref: r for r in s.scalars(select(OnecBase).where(OnecBase.ref.in_(chunk)))})
+    new_rows = []
     for ref, b in bases.items():
         row = rows.get(ref)
         if row is None:
-            row = OnecBase(ref=ref)
-            s.add(row)
+            new_rows.append({"ref": ref, "data_version": b.data_version, "lead_raw": b.lead_raw,
+                             "doc_date": b.doc_date})
+            continue
         row.data_version, row.lead_raw, row.doc_date = b.data_version, b.lead_raw, b.doc_date
+    if new_rows:
+        s.execute(insert(OnecBase), new_rows)
 
 
 def _mark_leads(s: Session, unsettled: set[int], settled: set[int]) -> None:
     rows: dict[int, LeadTotal] = {}
     for chunk in _chunks(sorted(unsettled | settled)):
         rows.update({r.lead_id: r for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(chunk)))})
+    new_rows = []
     for lead in unsettled:
         row = rows.get(lead)
         if row is None:
-            s.add(LeadTotal(lead_id=lead, pushed_total=None, status="pending"))
+            new_rows.append({"lead_id": lead, "pushed_total": None, "status": "pending"})
         elif row.status == "ok":
             row.status = "pending"
+    if new_rows:
+        s.execute(insert(LeadTotal), new_rows)
+    cleared = []
     for lead in settled:
         row = rows.get(lead)
         if row is not None and row.status != "ok":
             row.status = "ok"
-            retries.clear(s, retries.PAYMENT, [lead])
+            cleared.append(lead)
+    for chunk in _chunks(cleared):
+        retries.clear(s, retries.PAYMENT, chunk)
 
 
 def record_intent(store, totals: dict[int, Decimal]) -> None:
@@ -306,6 +331,7 @@ def record_push(store, *, totals: dict[int, Decimal], accepted: set[int], failed
     refusals = []
     with store.session() as s:
         rows = {r.lead_id: r for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(list(totals))))}
+        retries.clear(s, retries.PAYMENT, [lead for lead in totals if lead in accepted])
         for lead, new in totals.items():
             row = rows.get(lead)
             if row is None:
@@ -314,7 +340,6 @@ def record_push(store, *, totals: dict[int, Decimal], accepted: set[int], failed
             if lead in accepted:
                 message, detail = describe(lead, row.pushed_total, new)
                 row.pushed_total, row.pushed_at, row.status, row.pushing_total = new, now, "ok", None
-                retries.clear(s, retries.PAYMENT, [lead])
                 journal(s, job=job, system="amocrm", action="lead.total_pushed", lead_id=lead,
                         message=message, detail=detail, run_id=run_id)
                 continue
