@@ -17,9 +17,12 @@ One cycle (``run``):
    document without a base «Заявка», or whose «Заявка» has no (valid) «Номер AmoCRM», is
    *skipped* with the reason (journal once per change, counted, listed by ``skipped_documents``).
 3. The changed documents' facts (lead, amount, posted, deletion mark, base), the bases read and
-   the gone documents' deletions are written to the store at once, but the documents' DataVersion
-   is NOT: it is recorded only after every lead the document touches (its lead now and before) has been accepted by amoCRM, so an unconfirmed document is
-   re-read and re-evaluated next cycle. Every lead whose recomputed total differs from the last
+   the gone documents' deletions are written to the store: those of the documents touching no lead
+   to push before the push, each PATCH batch's ones in the transaction of its intent (so the first
+   PATCH leaves without waiting for every row to be written; a base goes with the last part that
+   holds one of its documents). The documents' DataVersion is NOT: it is recorded only after
+   every lead the document touches (its lead now and before) has been accepted by amoCRM, so an
+   unconfirmed document is re-read and re-evaluated next cycle. Every lead whose recomputed total differs from the last
    one pushed is marked ``pending`` in ``lead_totals`` in the same transaction, so a pending total
    survives any crash, whatever window the next cycle reads.
 4. Each due lead (pending, failed with its backoff elapsed, or with a push in flight) gets its
@@ -33,13 +36,15 @@ One cycle (``run``):
 What a SIGKILL leaves, by where it strikes:
 
 * before step 3's commit: nothing of this cycle; the next one reads the same changes again;
-* after step 3, before an intent: leads ``pending``, documents unconfirmed; pushed next cycle;
+* after step 3's first part, before a batch's part: that batch's documents and bases unrecorded
+  (their DataVersions and bases still differ, so the next cycle re-evaluates them);
 * after an intent, before or during the PATCH (amoCRM may or may not have applied it), or after
   the PATCH before its commit: the intent is still there, so the next cycle pushes the lead again
   with its total *then*, even when that equals ``pushed_total`` (a document unposted meanwhile:
   amoCRM may hold the unconfirmed total, which only a push undoes). An idempotent PATCH again,
   one journal entry;
 * after the commit of a PATCH: that batch is done; the later batches are as above.
+
 A dry run is the same cycle through the recording adapters of jobs/dry_run.py: it reads both
 systems and writes nothing anywhere; the would-be PATCHes go to ``result.planned``.
 """
@@ -114,9 +119,15 @@ def run(ctx: JobContext, result: JobResult) -> None:
         return
 
     plan = _plan(ctx, result, window, services, complete, now)
-    _record_facts(ctx, result, plan, now)
-    if plan.push and not ctx.stopping():
-        _push(ctx, result, plan)
+    leads = sorted(plan.push)
+    batches = [leads[i:i + PATCH_BATCH] for i in range(0, len(leads), PATCH_BATCH)]
+    first, parts = _parts(plan, batches)
+    _record_part(ctx, result, plan, first, intent=False)
+    if ctx.stopping():
+        for part in parts:
+            _record_part(ctx, result, plan, part, intent=False)
+    elif parts:
+        _push(ctx, result, plan, batches, parts)
     if window.full and not ctx.stopping():
         cursors.record_full_scan(ctx.store, now)
 
@@ -333,13 +344,52 @@ def _index_changed(plan: _Plan) -> None:
             plan.changed_of.setdefault(lead, []).append(ref)
 
 
-def _record_facts(ctx: JobContext, result: JobResult, plan: _Plan, now: datetime) -> None:
-    """Changed documents' facts; DataVersions of those touching no unsettled lead; pending leads."""
+@dataclass
+class _Part:
+    """The facts recorded in one transaction: before the push (``intent`` empty), or with the
+    intent of one PATCH batch, just before it is sent."""
+
+    refs: list[str]
+    unsettled: set[int]
+    bases: dict[str, store.KnownBase] = field(default_factory=dict)
+    intent: dict[int, Decimal] = field(default_factory=dict)
+    settled: set[int] = field(default_factory=set)
+    confirmed: set[str] = field(default_factory=set)
+
+
+def _parts(plan: _Plan, batches: list[list[int]]) -> tuple[_Part, list[_Part]]:
+    """Split the facts so that each batch's documents (and the bases only they need) are recorded
+    with its intent: the first PATCH goes out without waiting for every document to be written.
+    A base is recorded with the last part holding one of its documents, so a crash between parts
+    leaves it unrecorded and its documents re-evaluated."""
     unsettled = set(plan.push) | plan.deferred
-    confirmed = {ref for ref in plan.fresh if not (_leads_of(plan, ref) & unsettled)}
-    store.record_facts(ctx.store, plan.fresh.values(), confirmed=confirmed, unsettled=unsettled,
-                       settled=set(plan.totals) - unsettled, job=JOB, run_id=result.run_id,
-                       bases=plan.bases.items())
+    assigned: set[str] = set()
+    per: list[_Part] = []
+    for batch in batches:
+        refs = list(dict.fromkeys(ref for lead in batch for ref in plan.changed_of.get(lead, ())
+                                  if ref not in assigned))
+        assigned.update(refs)
+        marks = set(batch) | ({lead for ref in refs for lead in _leads_of(plan, ref)} & unsettled)
+        per.append(_Part(refs, marks, intent={lead: plan.push[lead] for lead in batch}))
+    rest = [ref for ref in plan.fresh if ref not in assigned]
+    first = _Part(rest, ({lead for ref in rest for lead in _leads_of(plan, ref)} | plan.deferred) & unsettled,
+                  settled=set(plan.totals) - unsettled,
+                  confirmed={ref for ref in rest if not (_leads_of(plan, ref) & unsettled)})
+    last: dict[str, int] = {}
+    for i, part in enumerate([first, *per]):
+        for ref in part.refs:
+            base = plan.fresh[ref].base_ref
+            if base in plan.bases:
+                last[base] = i
+    for base, value in plan.bases.items():
+        [first, *per][last.get(base, 0)].bases[base] = value
+    return first, per
+
+
+def _record_part(ctx: JobContext, result: JobResult, plan: _Plan, part: _Part, *, intent: bool) -> None:
+    store.record_facts(ctx.store, [plan.fresh[ref] for ref in part.refs], confirmed=part.confirmed,
+                       unsettled=part.unsettled, settled=part.settled, job=JOB, run_id=result.run_id,
+                       bases=part.bases.items(), intent=part.intent if intent else None)
 
 
 def _patch(field_map, sum_field: str, lead: int, value: Decimal) -> dict:
@@ -348,25 +398,27 @@ def _patch(field_map, sum_field: str, lead: int, value: Decimal) -> dict:
                                       "values": [{"value": T.sum_field_value(value)}]}]}
 
 
-def _push(ctx: JobContext, result: JobResult, plan: _Plan) -> None:
+def _push(ctx: JobContext, result: JobResult, plan: _Plan, batches: list[list[int]], parts: list[_Part]) -> None:
     """PATCH the due leads in batches, one PATCH in flight while the store records the previous
-    one's outcome (so the store's work hides in the rate limiter's waits). Each batch's intent is
-    committed before its PATCH is handed to the sending thread."""
+    one's outcome and the next one's facts and intent (so the store's work hides in the rate
+    limiter's waits). Each batch's intent is committed before its PATCH goes to the sending thread;
+    a stop records the facts of the batches not sent, without an intent."""
     sync = ctx.settings.sync
     sum_field = ctx.settings.fields.sum
     field_map = ctx.amocrm.lead_field_map([sum_field], tz=sync.timezone)
-    leads = sorted(plan.push)
     settling = _Settling(settled=set(plan.totals) - set(plan.push) - plan.deferred)
     settling.waiting = {ref for ref in plan.fresh if _leads_of(plan, ref) - settling.settled}
-    batches = [leads[i:i + PATCH_BATCH] for i in range(0, len(leads), PATCH_BATCH)]
     sent: tuple[list[int], Future] | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="payments-patch") as pool:
-        for batch in _progress(batches, total=len(batches), desc="amoCRM leads", unit="PATCH",
-                               enabled=ctx.since is not None):
+        steps = _progress(list(zip(batches, parts)), total=len(batches), desc="amoCRM leads", unit="PATCH",
+                          enabled=ctx.since is not None)
+        for i, (batch, part) in enumerate(steps):
             if ctx.stopping():
+                for rest in parts[i:]:
+                    _record_part(ctx, result, plan, rest, intent=False)
                 break
             patches = [_patch(field_map, sum_field, lead, plan.push[lead]) for lead in batch]
-            store.record_intent(ctx.store, {lead: plan.push[lead] for lead in batch})
+            _record_part(ctx, result, plan, part, intent=True)
             future = pool.submit(ctx.amocrm.update_leads, patches)
             if sent is not None:
                 _settle(ctx, result, plan, settling, *sent)

@@ -210,10 +210,10 @@ class DocumentFacts:
 
 def record_facts(store, facts: Iterable[DocumentFacts], *, confirmed: set[str], unsettled: set[int],
                  settled: set[int], job: str, run_id: int | None,
-                 bases: Iterable[tuple[str, KnownBase]] = ()) -> None:
+                 bases: Iterable[tuple[str, KnownBase]] = (), intent: dict[int, Decimal] | None = None) -> None:
     """One transaction: the changed documents' facts (their DataVersion only for ``confirmed``;
-    a gone one's row deleted), the bases read, ``unsettled`` leads marked pending, and ``settled``
-    leads (amoCRM has their total) ok."""
+    a gone one's row deleted), the bases read, ``unsettled`` leads marked pending, ``settled``
+    leads (amoCRM has their total) ok, and the ``intent`` of the PATCH about to be sent."""
     facts = list(facts)
     with store.session() as s:
         existing = {}
@@ -232,6 +232,9 @@ def record_facts(store, facts: Iterable[DocumentFacts], *, confirmed: set[str], 
             s.execute(insert(OnecDocument), new_rows)
         _record_bases(s, dict(bases))
         _mark_leads(s, unsettled, settled)
+        if intent:
+            s.flush()
+            _set_intent(s, intent)
 
 
 def _new_row(f: DocumentFacts, confirmed: bool) -> dict[str, Any]:
@@ -308,14 +311,18 @@ def record_intent(store, totals: dict[int, Decimal]) -> None:
     """Before a PATCH: the totals about to be sent. Until ``record_push`` confirms one, amoCRM may
     hold it, so the lead is pushed again with its current total whatever ``pushed_total`` says."""
     with store.session() as s:
-        rows = {r.lead_id: r for chunk in _chunks(sorted(totals))
-                for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(chunk)))}
-        for lead, value in totals.items():
-            row = rows.get(lead)
-            if row is None:
-                row = LeadTotal(lead_id=lead, pushed_total=None, status="pending")
-                s.add(row)
-            row.pushing_total = value
+        _set_intent(s, totals)
+
+
+def _set_intent(s: Session, totals: dict[int, Decimal]) -> None:
+    rows = {r.lead_id: r for chunk in _chunks(sorted(totals))
+            for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(chunk)))}
+    for lead, value in totals.items():
+        row = rows.get(lead)
+        if row is None:
+            row = LeadTotal(lead_id=lead, pushed_total=None, status="pending")
+            s.add(row)
+        row.pushing_total = value
 
 
 Describe = Callable[[int, Decimal | None, Decimal], tuple[str, dict[str, Any]]]
