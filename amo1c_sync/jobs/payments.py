@@ -75,6 +75,7 @@ log = get_logger("amo1c_sync.jobs.payments")
 JOB = "payments"
 PATCH_BATCH = 50          # leads per PATCH (amoCRM: at most 50 per request)
 BACKFILL_SLICE_DAYS = 7   # a --since backfill reads 1C a week at a time (one progress step each)
+REFS_PER_LOOKUP = 25      # about as many refs as one look-up by ref holds (2,000-byte request target)
 NEW_BASES_SCAN = 60       # more unknown bases than this in a hot read: scan the «Заявки» of the window
 
 
@@ -113,12 +114,13 @@ def run(ctx: JobContext, result: JobResult) -> None:
     log.debug("payments.window", date_from=window.date_from.isoformat(),
               date_to=window.date_to.isoformat(), kind=window.kind)
 
-    services, complete = _read_window(ctx, window)
-    result.count("read", len(services))
+    known = store.refs_dated(ctx.store, *_utc_bounds(window, tz))
+    read = _read(ctx, window, known)
+    result.count("read", len(read.seen))
     if ctx.stopping():
         return
 
-    plan = _plan(ctx, result, window, services, complete, now)
+    plan = _plan(ctx, result, window, read, known, now)
     leads = sorted(plan.push)
     batches = [leads[i:i + PATCH_BATCH] for i in range(0, len(leads), PATCH_BATCH)]
     first, parts = _parts(plan, batches)
@@ -216,11 +218,46 @@ def _gone(ref: str) -> DocumentFacts:
                          state=state, gone=True)
 
 
-def _vanished(ctx: JobContext, window: Window, by_ref: dict[str, Any]) -> set[str]:
+@dataclass
+class _Read:
+    """What a cycle read of the window: full rows of the documents to evaluate, every ref the
+    window holds, whether the whole window was read, and the stored side of those refs."""
+
+    rows: dict[str, Any]
+    seen: set[str]
+    complete: bool
+    stored: dict[str, store.StoredDoc] | None = None
+
+
+def _read(ctx: JobContext, window: Window, known: set[str]) -> _Read:
+    """A backfill, or a window the store knows nothing of, is read in full rows. Otherwise the scan
+    reads only Ref_Key and DataVersion, and full rows of the changed documents alone: by ref, or
+    the window again in full when that takes fewer requests (most of it changed)."""
+    if window.kind == "since" or not known:
+        services, complete = _read_window(ctx, window)
+        rows = {svc.ref: svc for svc in services}
+        return _Read(rows, set(rows), complete)
+    end = datetime.combine(window.date_to + timedelta(days=1), time(0, 0))
+    versions = {v.ref: v.data_version for v in ctx.onec.service_versions(window.date_from, end)}
+    stored = store.stored_documents(ctx.store, set(versions) | known)
+    changed = [ref for ref, dv in versions.items() if ref not in stored or stored[ref].data_version != dv]
+    return _Read(_full_rows(ctx, window, changed, len(versions)), set(versions), True, stored)
+
+
+def _full_rows(ctx: JobContext, window: Window, refs: list[str], total: int) -> dict[str, Any]:
+    if not refs:
+        return {}
+    pages = -(-total // max(int(getattr(ctx.onec, "page_size", 500)), 1))
+    if -(-len(refs) // REFS_PER_LOOKUP) > pages:
+        wanted = set(refs)
+        return {svc.ref: svc for svc in ctx.onec.services_in_window(window.date_from, window.date_to)
+                if svc.ref in wanted}
+    return {svc.ref: svc for svc in ctx.onec.services_by_ref(refs)}
+
+
+def _vanished(ctx: JobContext, missing: set[str], by_ref: dict[str, Any]) -> set[str]:
     """Stored documents dated in the window that the read did not return: looked up by ref, those
     found (their date moved) join ``by_ref``; the rest are gone from 1C."""
-    lo, hi = _utc_bounds(window, ctx.settings.sync.tz)
-    missing = store.refs_dated(ctx.store, lo, hi) - set(by_ref)
     if not missing:
         return set()
     for svc in ctx.onec.services_by_ref(missing):
@@ -237,16 +274,23 @@ def _changed(svc, old: store.StoredDoc | None, changed_bases: set[str], since: b
     return old.data_version != svc.data_version or old.base_ref != base or base in changed_bases
 
 
-def _plan(ctx: JobContext, result: JobResult, window: Window, services: list, complete: bool,
+def _plan(ctx: JobContext, result: JobResult, window: Window, read: _Read, known: set[str],
           now: datetime) -> _Plan:
     plan = _Plan()
     tz = ctx.settings.sync.tz
     since = window.kind == "since"
-    by_ref = {svc.ref: svc for svc in services}
-    gone = _vanished(ctx, window, by_ref) if complete else set()
-    stored = store.stored_documents(ctx.store, list(by_ref) + sorted(gone))
-    bases = _bases(ctx, window, by_ref.values(), since=since)
+    by_ref = read.rows
+    gone = _vanished(ctx, known - read.seen, by_ref) if read.complete else set()
+    stored = read.stored if read.stored is not None else {}
+    stored.update(store.stored_documents(ctx.store, (set(by_ref) | gone) - set(stored)))
+    not_read = {ref for ref in read.seen - set(by_ref) if ref in stored}
+    wanted = {b for b in map(_base_of, by_ref.values()) if b} | {
+        b for b in (stored[ref].base_ref for ref in not_read) if b}
+    bases = _bases(ctx, window, wanted, since=since)
     plan.bases = bases.to_record
+    again = [ref for ref in not_read if stored[ref].base_ref in bases.changed]
+    if again:  # documents unchanged themselves whose base «Заявка» changed
+        by_ref.update({svc.ref: svc for svc in ctx.onec.services_by_ref(again)})
     changed = [svc for svc in by_ref.values() if _changed(svc, stored.get(svc.ref), bases.changed, since)]
     plan.stored = {ref: stored[ref].state for ref in [svc.ref for svc in changed] + sorted(gone)
                    if ref in stored}
@@ -276,13 +320,12 @@ class _Bases:
     to_record: dict[str, store.KnownBase] = field(default_factory=dict)  # new or changed
 
 
-def _bases(ctx: JobContext, window: Window, services, *, since: bool) -> _Bases:
+def _bases(ctx: JobContext, window: Window, wanted: set[str], *, since: bool) -> _Bases:
     """The base «Заявки» of the window's documents, followed by their own DataVersion: one scan of
     the «Заявки» dated from the earliest known base of the window's documents (from the window's
     start too on a full or backfill read, which finds new bases without a look-up each); bases
     still unknown, or known and no longer in the scan's range, are looked up by ref."""
     tz = ctx.settings.sync.tz
-    wanted = {b for b in map(_base_of, services) if b}
     known = store.known_bases(ctx.store, wanted)
     earliest = store.earliest_base_date(ctx.store, *_utc_bounds(window, tz))
     starts = [_local(earliest, tz)] if earliest is not None else []

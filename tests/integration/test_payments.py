@@ -655,3 +655,19 @@ def test_given_old_edits_outside_every_window_when_once_payments_since_then_all_
     assert result.ok, result.errors
     assert [sys_.lead(x)["price"] for x in (a, b, c)] == [0, 150, 70]
     assert result.counts["gone"] == 1
+
+
+def test_given_a_known_window_when_one_document_changes_then_the_scan_reads_versions_and_only_its_full_row(sys_):
+    lead, ref = paid(sys_, "150.00")
+    others = [paid(sys_, "10.00")[1] for _ in range(3)]
+    assert sys_.run().ok
+    sys_.service_action(ref, "post", amount="175.00")
+    sys_.reset_requests()
+
+    result = sys_.run()
+
+    assert result.ok and result.counts["changed"] == 1 and sys_.lead(lead)["price"] == 175
+    reads = [unquote(t["target"]) for t in sys_.onec.requests()["log"] if "ОказаниеУслуг" in unquote(t["target"])]
+    assert len(reads) == 2, reads
+    assert "$select=Ref_Key,DataVersion&" in reads[0] and "Date ge" in reads[0]
+    assert f"Ref_Key eq guid'{ref}'" in reads[1] and not any(o in reads[1] for o in others)
