@@ -2,9 +2,13 @@
 
 One cycle (``run``):
 
-1. Read the «Оказание услуг» of a window of document dates, only the fields needed: the hot window
-   (``[sync] hot_window``) every cycle; the whole ``lookback`` every ``full_scan_interval`` (the
-   cursor ``payments.last_full_scan``); ``ctx.since`` widens it for a backfill (progress bar on a TTY).
+1. Read the «Оказание услуг» of a window of document dates: the hot window (``[sync] hot_window``)
+   every cycle; the whole ``lookback`` every ``full_scan_interval`` (the cursor
+   ``payments.last_full_scan``), in slices of a week, one per cycle after the hot window (the
+   cursor ``payments.full_scan_from``), so a posting never waits behind a whole scan; the first
+   full scan and a ``ctx.since`` backfill are read at once (progress bar on a TTY). A window the
+   store knows is scanned for Ref_Key and DataVersion only, and full rows are read for the changed
+   documents alone.
 2. A stored document dated in the window that the read no longer returns is looked up by ref:
    found, its date moved (it is read as any other); not found, it is *gone* (deleted outright):
    its row is deleted and its lead loses its sum. Each base «Заявка» -> lead mapping is kept in
@@ -54,12 +58,12 @@ from __future__ import annotations
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
 from amo1c_sync.domain import totals as T
-from amo1c_sync.domain.payment_window import Window, plan_window, slices
+from amo1c_sync.domain.payment_window import Window, plan_windows, slices
 from amo1c_sync.domain.registration import display_number
 from amo1c_sync.errors import ItemError
 from amo1c_sync.jobs.base import JobContext, JobResult
@@ -76,6 +80,7 @@ JOB = "payments"
 PATCH_BATCH = 50          # leads per PATCH (amoCRM: at most 50 per request)
 BACKFILL_SLICE_DAYS = 7   # a --since backfill reads 1C a week at a time (one progress step each)
 REFS_PER_LOOKUP = 25      # about as many refs as one look-up by ref holds (2,000-byte request target)
+FULL_SCAN_SLICE_DAYS = 7  # a periodic full scan reads a week of documents per cycle, after the hot window
 NEW_BASES_SCAN = 60       # more unknown bases than this in a hot read: scan the «Заявки» of the window
 
 
@@ -104,16 +109,29 @@ class _Plan:
 
 def run(ctx: JobContext, result: JobResult) -> None:
     sync = ctx.settings.sync
-    tz = sync.tz
     now = utcnow()
-    last_full = cursors.last_full_scan(ctx.store)
-    window = plan_window(now_utc=now, tz=tz, hot_window=sync.hot_window, lookback=sync.lookback,
-                         full_scan_interval=sync.full_scan_interval, last_full_scan=last_full,
-                         since=ctx.since)
+    windows = plan_windows(now_utc=now, tz=sync.tz, hot_window=sync.hot_window, lookback=sync.lookback,
+                           full_scan_interval=sync.full_scan_interval,
+                           last_full_scan=cursors.last_full_scan(ctx.store), since=ctx.since,
+                           slice_from=store.scan_slice(ctx.store), slice_days=FULL_SCAN_SLICE_DAYS)
+    for window in windows:
+        if ctx.stopping():
+            return
+        _cycle(ctx, result, window, now)
+        if ctx.stopping():
+            return
+        if window.kind == "slice":
+            store.record_scan_slice(ctx.store, None if window.full else window.upper())
+        if window.full:
+            cursors.record_full_scan(ctx.store, now)
+
+
+def _cycle(ctx: JobContext, result: JobResult, window: Window, now: datetime) -> None:
+    """Read one window, record what changed, push the leads it changes."""
+    tz = ctx.settings.sync.tz
     result.count(f"window_{window.kind}")
     log.debug("payments.window", date_from=window.date_from.isoformat(),
-              date_to=window.date_to.isoformat(), kind=window.kind)
-
+              date_to=window.upper().isoformat(), kind=window.kind)
     known = store.refs_dated(ctx.store, *_utc_bounds(window, tz))
     read = _read(ctx, window, known)
     result.count("read", len(read.seen))
@@ -130,8 +148,6 @@ def run(ctx: JobContext, result: JobResult) -> None:
             _record_part(ctx, result, plan, part, intent=False)
     elif parts:
         _push(ctx, result, plan, batches, parts)
-    if window.full and not ctx.stopping():
-        cursors.record_full_scan(ctx.store, now)
 
 
 def _progress(iterable, *, total: int, desc: str, unit: str, enabled: bool):
@@ -156,7 +172,7 @@ def _read_window(ctx: JobContext, window: Window) -> tuple[list, bool]:
             for svc in ctx.onec.services_in_window(lo, hi):
                 out[svc.ref] = svc
         return list(out.values()), True
-    read = ctx.onec.services_in_window(window.date_from, window.date_to)
+    read = ctx.onec.services_in_window(window.date_from, window.upper())
     return list({svc.ref: svc for svc in read}.values()), True
 
 
@@ -174,8 +190,7 @@ def _local(value: datetime, tz) -> datetime:
 
 def _utc_bounds(window: Window, tz) -> tuple[datetime, datetime]:
     """The window's dates as aware UTC [from, to): what the stored doc_date is compared with."""
-    end = datetime.combine(window.date_to + timedelta(days=1), time(0, 0))
-    return _to_utc(window.date_from, tz), _to_utc(end, tz)  # type: ignore[return-value]
+    return _to_utc(window.date_from, tz), _to_utc(window.upper(), tz)  # type: ignore[return-value]
 
 
 def _base_of(svc) -> str | None:
@@ -237,8 +252,7 @@ def _read(ctx: JobContext, window: Window, known: set[str]) -> _Read:
         services, complete = _read_window(ctx, window)
         rows = {svc.ref: svc for svc in services}
         return _Read(rows, set(rows), complete)
-    end = datetime.combine(window.date_to + timedelta(days=1), time(0, 0))
-    versions = {v.ref: v.data_version for v in ctx.onec.service_versions(window.date_from, end)}
+    versions = {v.ref: v.data_version for v in ctx.onec.service_versions(window.date_from, window.upper())}
     stored = store.stored_documents(ctx.store, set(versions) | known)
     changed = [ref for ref, dv in versions.items() if ref not in stored or stored[ref].data_version != dv]
     return _Read(_full_rows(ctx, window, changed, len(versions)), set(versions), True, stored)
@@ -250,7 +264,7 @@ def _full_rows(ctx: JobContext, window: Window, refs: list[str], total: int) -> 
     pages = -(-total // max(int(getattr(ctx.onec, "page_size", 500)), 1))
     if -(-len(refs) // REFS_PER_LOOKUP) > pages:
         wanted = set(refs)
-        return {svc.ref: svc for svc in ctx.onec.services_in_window(window.date_from, window.date_to)
+        return {svc.ref: svc for svc in ctx.onec.services_in_window(window.date_from, window.upper())
                 if svc.ref in wanted}
     return {svc.ref: svc for svc in ctx.onec.services_by_ref(refs)}
 

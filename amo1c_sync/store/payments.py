@@ -17,7 +17,7 @@ from amo1c_sync.domain.retry import ItemRetry
 from amo1c_sync.errors import ItemError
 from amo1c_sync.store import retry as retries
 from amo1c_sync.store.journal import journal
-from amo1c_sync.store.models import LeadTotal, OnecBase, OnecDocument, RetryItem, utcnow
+from amo1c_sync.store.models import Cursor, LeadTotal, OnecBase, OnecDocument, RetryItem, utcnow
 
 DB_CHUNK = 500            # ids per IN (...) in store queries
 UNCONFIRMED = ""          # data_version of a document whose facts are stored but not yet confirmed
@@ -185,6 +185,29 @@ def leads_state(store, leads: set[int]) -> LeadsState:
                 out.docs[d.ref] = state_of(d)
                 out.numbers[d.ref] = d.number
     return out
+
+
+SCAN_SLICE = "payments.full_scan_from"   # where the full scan in progress goes on (local time)
+
+
+def scan_slice(store) -> datetime | None:
+    """Where the periodic full scan in progress goes on (naive local), or None when none is."""
+    with store.session() as s:
+        row = s.get(Cursor, SCAN_SLICE)
+        return datetime.fromisoformat(row.value) if row is not None and row.value else None
+
+
+def record_scan_slice(store, at: datetime | None) -> None:
+    """After a slice: where the next one starts; None when the scan is complete."""
+    with store.session() as s:
+        row = s.get(Cursor, SCAN_SLICE)
+        if at is None:
+            if row is not None:
+                s.delete(row)
+        elif row is None:
+            s.add(Cursor(name=SCAN_SLICE, value=at.isoformat()))
+        else:
+            row.value = at.isoformat()
 
 
 # --- what the job writes ----------------------------------------------------------------------

@@ -671,3 +671,30 @@ def test_given_a_known_window_when_one_document_changes_then_the_scan_reads_vers
     assert len(reads) == 2, reads
     assert "$select=Ref_Key,DataVersion&" in reads[0] and "Date ge" in reads[0]
     assert f"Ref_Key eq guid'{ref}'" in reads[1] and not any(o in reads[1] for o in others)
+
+
+def test_given_a_periodic_full_scan_when_cycles_run_then_it_goes_in_slices_after_the_hot_window(sys_):
+    lead, _ = paid(sys_, "150.00")
+    old_lead = sys_.new_lead()
+    old = sys_.service("70.00", zayavka_ref=sys_.zayavka(old_lead))
+    month_ago = (datetime.now() - timedelta(days=30)).replace(microsecond=0)
+    odata_patch(sys_, "Document_ОказаниеУслуг", old, {"Date": month_ago.isoformat()})
+    assert sys_.run().ok and sys_.lead(old_lead)["price"] == 70  # the first full scan: at once
+    odata_delete(sys_, "Document_ОказаниеУслуг", old)
+    due = datetime.now(timezone.utc) - timedelta(hours=2)
+    cursors.record_full_scan(sys_.store, due)
+    sys_.service("25.00", lead=lead)
+
+    first = sys_.run()
+
+    assert first.ok and first.counts["window_hot"] == 1 and first.counts["window_slice"] == 1
+    assert sys_.lead(lead)["price"] == 175   # the posting did not wait for the scan
+    assert cursors.last_full_scan(sys_.store) == due
+    cycles = 1
+    while cursors.last_full_scan(sys_.store) == due:
+        assert sys_.run().ok
+        cycles += 1
+        assert cycles < 20, "the full scan never ends"
+    assert cycles > 2
+    assert sys_.lead(old_lead)["price"] == 0  # its slice saw the deletion
+    assert sys_.run().counts.get("window_slice", 0) == 0  # done until the next one falls due
