@@ -58,7 +58,7 @@ from __future__ import annotations
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -336,24 +336,30 @@ class _Bases:
 
 def _bases(ctx: JobContext, window: Window, wanted: set[str], *, since: bool) -> _Bases:
     """The base «Заявки» of the window's documents, followed by their own DataVersion: one scan of
-    the «Заявки» dated from the earliest known base of the window's documents (from the window's
-    start too on a full or backfill read, which finds new bases without a look-up each); bases
+    the «Заявки» dated from the earliest to the latest known base of the window's documents (from
+    the window's start on, too, on a full or backfill read or when many bases are new, which finds
+    new bases without a look-up each); bases
     still unknown, or known and no longer in the scan's range, are looked up by ref."""
     tz = ctx.settings.sync.tz
     known = store.known_bases(ctx.store, wanted)
-    earliest = store.earliest_base_date(ctx.store, *_utc_bounds(window, tz))
+    earliest, latest = store.base_date_range(ctx.store, *_utc_bounds(window, tz))
     starts = [_local(earliest, tz)] if earliest is not None else []
-    if window.kind != "hot" or len(wanted - set(known)) > NEW_BASES_SCAN:
-        starts.append(window.date_from)
+    scan_to: datetime | None = _local(latest, tz) + timedelta(seconds=1) if latest is not None else None
+    if window.kind in ("full", "since") or len(wanted - set(known)) > NEW_BASES_SCAN:
+        starts.append(window.date_from)  # new bases are likely dated in the window: no look-up each
+        scan_to = None
     scan_from = min(starts) if starts else None
     fresh: dict[str, store.KnownBase] = {}
     if scan_from is not None and wanted:
-        for b in ctx.onec.zayavka_versions(scan_from):
+        for b in ctx.onec.zayavka_versions(scan_from, scan_to):
             if b.ref in wanted:
                 fresh[b.ref] = store.KnownBase(b.data_version, b.lead, _to_utc(b.date, tz))
 
     def in_scan(k: store.KnownBase) -> bool:
-        return scan_from is not None and k.doc_date is not None and _local(k.doc_date, tz) >= scan_from
+        if scan_from is None or k.doc_date is None:
+            return False
+        at = _local(k.doc_date, tz)
+        return at >= scan_from and (scan_to is None or at < scan_to)
 
     recheck = {ref for ref in wanted - set(fresh) if ref not in known or since or in_scan(known[ref])}
     for b in ctx.onec.bases_by_ref(recheck) if recheck else ():

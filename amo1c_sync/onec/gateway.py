@@ -541,10 +541,12 @@ class OneC:
         return BaseVersion(ref=r["Ref_Key"], data_version=r.get("DataVersion", ""), lead=lead or None,
                            date=q.parse_datetime(r.get("Date")))
 
-    def zayavka_versions(self, date_from: datetime) -> list[BaseVersion]:
-        """Every «Заявка» with ``Date >= date_from``: ref, DataVersion, «Номер AmoCRM», date."""
+    def zayavka_versions(self, date_from: datetime, date_to: datetime | None = None) -> list[BaseVersion]:
+        """Every «Заявка» with ``date_from <= Date`` (``< date_to`` when given): ref, DataVersion,
+        «Номер AmoCRM», date."""
         n = self.names
-        query = q.Query(n.zayavka, filter=q.ge("Date", date_from),
+        flt = q.and_(q.ge("Date", date_from), q.lt("Date", date_to) if date_to is not None else None)
+        query = q.Query(n.zayavka, filter=flt,
                         select=("Ref_Key", "DataVersion", "Date", n.zayavka_lead))
         return [self._base_version(r) for r in self._get_all(query)]
 

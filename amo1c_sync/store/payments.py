@@ -145,11 +145,13 @@ def known_bases(store, refs: Iterable[str]) -> dict[str, KnownBase]:
     return out
 
 
-def earliest_base_date(store, date_from: datetime, date_to: datetime) -> datetime | None:
-    """The earliest Date of the known bases of the documents dated in [date_from, date_to)."""
+def base_date_range(store, date_from: datetime, date_to: datetime) -> tuple[datetime | None, datetime | None]:
+    """The earliest and latest Date of the known bases of the documents dated in [date_from, date_to)."""
     with store.session() as s:
-        return s.scalar(select(func.min(OnecBase.doc_date)).join(OnecDocument, OnecDocument.base_ref == OnecBase.ref)
-                        .where(OnecDocument.doc_date >= date_from, OnecDocument.doc_date < date_to))
+        row = s.execute(select(func.min(OnecBase.doc_date), func.max(OnecBase.doc_date))
+                        .join(OnecDocument, OnecDocument.base_ref == OnecBase.ref)
+                        .where(OnecDocument.doc_date >= date_from, OnecDocument.doc_date < date_to)).one()
+        return row[0], row[1]
 
 
 @dataclass

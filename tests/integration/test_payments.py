@@ -374,8 +374,8 @@ def test_given_a_run_stopped_before_the_push_when_run_again_then_the_pending_tot
     ctx = JobContext(sys_.settings, sys_.store, stop=stop)
     original = ctx.onec.zayavka_versions
 
-    def resolve_then_stop(date_from):
-        out = original(date_from)
+    def resolve_then_stop(*args):
+        out = original(*args)
         stop.set()  # SIGTERM arrives while the run is between reading 1C and writing amoCRM
         return out
 
