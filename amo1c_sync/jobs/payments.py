@@ -133,12 +133,13 @@ def _cycle(ctx: JobContext, result: JobResult, window: Window, now: datetime) ->
     log.debug("payments.window", date_from=window.date_from.isoformat(),
               date_to=window.upper().isoformat(), kind=window.kind)
     known = store.refs_dated(ctx.store, *_utc_bounds(window, tz))
-    read = _read(ctx, window, known)
-    result.count("read", len(read.seen))
-    if ctx.stopping():
-        return
-
-    plan = _plan(ctx, result, window, read, known, now)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="payments-bases") as pool:
+        prefetch = _prefetch_bases(ctx, window, pool)
+        read = _read(ctx, window, known)
+        result.count("read", len(read.seen))
+        if ctx.stopping():
+            return
+        plan = _plan(ctx, result, window, read, known, now, prefetch)
     leads = sorted(plan.push)
     batches = [leads[i:i + PATCH_BATCH] for i in range(0, len(leads), PATCH_BATCH)]
     first, parts = _parts(plan, batches)
@@ -288,8 +289,19 @@ def _changed(svc, old: store.StoredDoc | None, changed_bases: set[str], since: b
     return old.data_version != svc.data_version or old.base_ref != base or base in changed_bases
 
 
+def _prefetch_bases(ctx: JobContext, window: Window, pool: ThreadPoolExecutor) -> tuple[datetime, Future] | None:
+    """On a full or backfill read, the «Заявки» scan's range does not depend on the documents:
+    it is read while the documents are (the two 1C reads overlap)."""
+    if window.kind not in ("full", "since"):
+        return None
+    tz = ctx.settings.sync.tz
+    earliest, _latest = store.base_date_range(ctx.store, *_utc_bounds(window, tz))
+    scan_from = min(window.date_from, _local(earliest, tz)) if earliest is not None else window.date_from
+    return scan_from, pool.submit(ctx.onec.zayavka_versions, scan_from, None)
+
+
 def _plan(ctx: JobContext, result: JobResult, window: Window, read: _Read, known: set[str],
-          now: datetime) -> _Plan:
+          now: datetime, prefetch: tuple[datetime, Future] | None = None) -> _Plan:
     plan = _Plan()
     tz = ctx.settings.sync.tz
     since = window.kind == "since"
@@ -300,7 +312,7 @@ def _plan(ctx: JobContext, result: JobResult, window: Window, read: _Read, known
     not_read = {ref for ref in read.seen - set(by_ref) if ref in stored}
     wanted = {b for b in map(_base_of, by_ref.values()) if b} | {
         b for b in (stored[ref].base_ref for ref in not_read) if b}
-    bases = _bases(ctx, window, wanted, since=since)
+    bases = _bases(ctx, window, wanted, since=since, prefetch=prefetch)
     plan.bases = bases.to_record
     again = [ref for ref in not_read if stored[ref].base_ref in bases.changed]
     if again:  # documents unchanged themselves whose base «Заявка» changed
@@ -334,7 +346,8 @@ class _Bases:
     to_record: dict[str, store.KnownBase] = field(default_factory=dict)  # new or changed
 
 
-def _bases(ctx: JobContext, window: Window, wanted: set[str], *, since: bool) -> _Bases:
+def _bases(ctx: JobContext, window: Window, wanted: set[str], *, since: bool,
+           prefetch: tuple[datetime, Future] | None = None) -> _Bases:
     """The base «Заявки» of the window's documents, followed by their own DataVersion: one scan of
     the «Заявки» dated from the earliest to the latest known base of the window's documents (from
     the window's start on, too, on a full or backfill read or when many bases are new, which finds
@@ -350,8 +363,13 @@ def _bases(ctx: JobContext, window: Window, wanted: set[str], *, since: bool) ->
         scan_to = None
     scan_from = min(starts) if starts else None
     fresh: dict[str, store.KnownBase] = {}
-    if scan_from is not None and wanted:
-        for b in ctx.onec.zayavka_versions(scan_from, scan_to):
+    scanned: list = []
+    if prefetch is not None and prefetch[0] == scan_from and scan_to is None:
+        scanned = prefetch[1].result()
+    elif scan_from is not None and wanted:
+        scanned = ctx.onec.zayavka_versions(scan_from, scan_to)
+    if wanted:
+        for b in scanned:
             if b.ref in wanted:
                 fresh[b.ref] = store.KnownBase(b.data_version, b.lead, _to_utc(b.date, tz))
 

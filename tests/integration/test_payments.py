@@ -372,14 +372,14 @@ def test_given_a_run_stopped_before_the_push_when_run_again_then_the_pending_tot
     lead, _ = paid(sys_, "150.00")
     stop = threading.Event()
     ctx = JobContext(sys_.settings, sys_.store, stop=stop)
-    original = ctx.onec.zayavka_versions
+    original = ctx.amocrm.lead_field_map
 
-    def resolve_then_stop(*args):
-        out = original(*args)
+    def fields_then_stop(*args, **kw):
+        out = original(*args, **kw)
         stop.set()  # SIGTERM arrives while the run is between reading 1C and writing amoCRM
         return out
 
-    ctx.onec.zayavka_versions = resolve_then_stop
+    ctx.amocrm.lead_field_map = fields_then_stop
     interrupted = run_job(ctx, "payments")
     assert interrupted.status == "interrupted"
     assert sys_.lead(lead)["price"] == 0
