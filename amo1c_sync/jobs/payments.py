@@ -385,7 +385,8 @@ def _bases(ctx: JobContext, window: Window, wanted: set[str], *, since: bool,
     for ref in recheck - set(fresh):   # the «Заявка» no longer exists: its documents count for no lead
         fresh[ref] = store.KnownBase("", None, known[ref].doc_date if ref in known else None)
     out = _Bases(mapping={**known, **fresh})
-    out.changed = {ref for ref, b in fresh.items() if since or (ref in known and known[ref].data_version != b.data_version)}
+    out.changed = {ref for ref, b in fresh.items()
+                   if since or (ref in known and known[ref].data_version != b.data_version)}
     out.to_record = {ref: b for ref, b in fresh.items() if known.get(ref) != b}
     return out
 
