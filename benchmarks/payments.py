@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         ctx = JobContext(settings, store)
         phases = {"1c": 0.0, "amocrm_patch": 0.0}
         _timed(ctx.onec, "services_in_window", phases, "1c")
-        _timed(ctx.onec, "resolve_bases", phases, "1c")
+        _timed(ctx.onec, "base_versions", phases, "1c")
+        _timed(ctx.onec, "bases_by_ref", phases, "1c")
+        _timed(ctx.onec, "services_by_ref", phases, "1c")
         _timed(ctx.amocrm, "update_leads", phases, "amocrm_patch")
         t1 = time.monotonic()
         result = run_job(ctx, "payments")

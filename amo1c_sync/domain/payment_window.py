@@ -13,8 +13,13 @@ class Window:
 
     date_from: datetime
     date_to: date
-    full: bool  # covers the whole lookback window (records the full scan)
-    kind: str   # hot | full | since
+    full: bool  # covers the whole lookback window, or ends it (records the full scan)
+    kind: str   # hot | full | since | slice
+    end: datetime | None = None  # a slice ends here (exclusive) instead of at the end of date_to
+
+    def upper(self) -> datetime:
+        """The exclusive upper bound of the document dates read (local, naive)."""
+        return self.end or datetime.combine(self.date_to + timedelta(days=1), time(0, 0))
 
 
 def plan_window(*, now_utc: datetime, tz: tzinfo, hot_window: float, lookback: float,
@@ -46,3 +51,25 @@ def slices(window: Window, days: int) -> list[tuple[datetime, datetime]]:
         out.append((lo, hi))
         lo = hi
     return out
+
+
+def plan_windows(*, now_utc: datetime, tz: tzinfo, hot_window: float, lookback: float, full_scan_interval: float,
+                 last_full_scan: datetime | None, since: date | None = None,
+                 slice_from: datetime | None = None, slice_days: float = 7.0) -> list[Window]:
+    """The windows of one cycle. The first full scan and a backfill are read at once; a periodic
+    full scan runs in slices, one per cycle after the hot window, from ``slice_from`` (the slice
+    cursor: where the scan in progress goes on, local) or the lookback's start when one falls due,
+    so that a posting never waits behind a whole scan. The last slice ends where the hot window
+    starts and is ``full`` (it records the full scan)."""
+    one = plan_window(now_utc=now_utc, tz=tz, hot_window=hot_window, lookback=lookback,
+                      full_scan_interval=full_scan_interval, last_full_scan=last_full_scan, since=since)
+    if one.kind == "since" or last_full_scan is None or (one.kind == "hot" and slice_from is None):
+        return [one]
+    hot = plan_window(now_utc=now_utc, tz=tz, hot_window=hot_window, lookback=lookback,
+                      full_scan_interval=float("inf"), last_full_scan=now_utc)
+    full_from = now_utc.astimezone(tz).replace(tzinfo=None, microsecond=0) - timedelta(seconds=lookback)
+    lo = max(slice_from or full_from, full_from)
+    hi = min(lo + timedelta(days=slice_days), hot.date_from)
+    if lo >= hot.date_from:
+        lo, hi = hot.date_from, hot.date_from
+    return [hot, Window(date_from=lo, date_to=hi.date(), full=hi >= hot.date_from, kind="slice", end=hi)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Iterable, Mapping, Protocol
+from typing import Collection, Iterable, Mapping, Protocol
 
 ZERO = Decimal("0")
 _ROUBLE = Decimal("1")
@@ -129,9 +129,12 @@ def affected_leads(stored: Mapping[str, DocState], changed: Iterable[DocState]) 
     return out
 
 
-def leads_to_push(totals: Mapping[int, Decimal], pushed: Mapping[int, Decimal | None]) -> dict[int, Decimal]:
-    """The totals that differ from the last ones pushed, in lead order."""
-    return {lead: t for lead, t in sorted(totals.items()) if not same_total(pushed.get(lead), t)}
+def leads_to_push(totals: Mapping[int, Decimal], pushed: Mapping[int, Decimal | None], *,
+                  in_flight: Collection[int] = ()) -> dict[int, Decimal]:
+    """The totals that differ from the last ones pushed, in lead order, and those of the leads
+    with a push in flight (amoCRM may hold the unconfirmed value, whatever was last confirmed)."""
+    return {lead: t for lead, t in sorted(totals.items())
+            if lead in in_flight or not same_total(pushed.get(lead), t)}
 
 
 def parse_lead_id(text: str | None) -> int | None:

@@ -2,25 +2,52 @@
 
 One cycle (``run``):
 
-1. Read the «Оказание услуг» of a window of document dates, only the fields needed: the hot window
-   (``[sync] hot_window``) every cycle; the whole ``lookback`` every ``full_scan_interval`` (the
-   cursor ``payments.last_full_scan``); ``ctx.since`` widens it for a backfill (progress bar on a TTY).
-2. Documents whose DataVersion differs from the stored one are *changed*. Their base «Заявки» are
-   resolved in batches to lead ids; a document without a base «Заявка», or whose «Заявка» has no
-   (valid) «Номер AmoCRM», is *skipped* with the reason (journal once per change, counted,
-   listed by ``skipped_documents``).
-3. The changed documents' facts (lead, amount, posted, deletion mark) are written to the store at
-   once, but their DataVersion is NOT: it is recorded only after every lead the document touches
-   (its lead now and its lead before) has been accepted by amoCRM, so an unconfirmed document is
-   re-read and re-evaluated next cycle. Every lead whose recomputed total differs from the last
+1. Read the «Оказание услуг» of a window of document dates: the hot window (``[sync] hot_window``)
+   every cycle; the whole ``lookback`` every ``full_scan_interval`` (the cursor
+   ``payments.last_full_scan``), in slices of a week, one per cycle after the hot window (the
+   cursor ``payments.full_scan_from``), so a posting never waits behind a whole scan; the first
+   full scan and a ``ctx.since`` backfill are read at once (progress bar on a TTY). A window the
+   store knows is scanned for Ref_Key and DataVersion only, and full rows are read for the changed
+   documents alone.
+2. A stored document dated in the window that the read no longer returns is looked up by ref:
+   found, its date moved (it is read as any other); not found, it is *gone* (deleted outright):
+   its row is deleted and its lead loses its sum. Each base «Заявка» -> lead mapping is kept in
+   the store (``onec_bases``) with the «Заявка»'s own DataVersion: one scan of the «Заявки» dated
+   from the earliest known base of the window's documents (from the window's start too on a full or
+   backfill read) finds the changed ones («Номер AmoCRM» filled in, corrected, relinked); only
+   bases never seen, or known and missing from the scan, are looked up by ref (gone: no lead).
+   A document is *changed* when it is new, its DataVersion or its base differs from the stored
+   ones, or its base changed; a ``--since`` backfill re-evaluates every document it reads. A
+   document without a base «Заявка», or whose «Заявка» has no (valid) «Номер AmoCRM», is
+   *skipped* with the reason (journal once per change, counted, listed by ``skipped_documents``).
+3. The changed documents' facts (lead, amount, posted, deletion mark, base), the bases read and
+   the gone documents' deletions are written to the store: those of the documents touching no lead
+   to push before the push, each PATCH batch's ones in the transaction of its intent (so the first
+   PATCH leaves without waiting for every row to be written; a base goes with the last part that
+   holds one of its documents). The documents' DataVersion is NOT: it is recorded only after
+   every lead the document touches (its lead now and before) has been accepted by amoCRM, so an
+   unconfirmed document is re-read and re-evaluated next cycle. Every lead whose recomputed total differs from the last
    one pushed is marked ``pending`` in ``lead_totals`` in the same transaction, so a pending total
    survives any crash, whatever window the next cycle reads.
-4. Each due lead (pending, or failed with its backoff elapsed) gets its total recomputed from the
-   store and pushed in PATCHes of <= 50 leads: «Сумма1С» exact, price rounded half up. After each
-   PATCH, one transaction records the accepted totals (``pushed_total``), their journal entries
-   and the DataVersions now confirmed; rejected leads become ``failed`` with amoCRM's reason,
-   ``attempts`` and an exponential ``next_attempt_at``. A crash between the write and the commit
-   means the same (idempotent) PATCH again next cycle, and one journal entry.
+4. Each due lead (pending, failed with its backoff elapsed, or with a push in flight) gets its
+   total recomputed from the store and pushed in PATCHes of <= 50 leads: «Сумма1С» exact, price
+   rounded half up. Before each PATCH one transaction records the totals being sent
+   (``pushing_total``, the intent); after it, one transaction records the accepted totals
+   (``pushed_total``, intent cleared), their journal entries and the DataVersions now confirmed;
+   rejected leads become ``failed`` with amoCRM's reason, ``attempts`` and an exponential
+   ``next_attempt_at`` (an item error clears the intent: amoCRM wrote nothing).
+
+What a SIGKILL leaves, by where it strikes:
+
+* before step 3's commit: nothing of this cycle; the next one reads the same changes again;
+* after step 3's first part, before a batch's part: that batch's documents and bases unrecorded
+  (their DataVersions and bases still differ, so the next cycle re-evaluates them);
+* after an intent, before or during the PATCH (amoCRM may or may not have applied it), or after
+  the PATCH before its commit: the intent is still there, so the next cycle pushes the lead again
+  with its total *then*, even when that equals ``pushed_total`` (a document unposted meanwhile:
+  amoCRM may hold the unconfirmed total, which only a push undoes). An idempotent PATCH again,
+  one journal entry;
+* after the commit of a PATCH: that batch is done; the later batches are as above.
 
 A dry run is the same cycle through the recording adapters of jobs/dry_run.py: it reads both
 systems and writes nothing anywhere; the would-be PATCHes go to ``result.planned``.
@@ -29,14 +56,16 @@ systems and writes nothing anywhere; the would-be PATCHes go to ``result.planned
 from __future__ import annotations
 
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any, Iterable, Mapping, TypeVar
 
 from amo1c_sync.amocrm.fields import FieldMap
+from amo1c_sync.amocrm.gateway import BatchResult
 from amo1c_sync.domain import totals as T
-from amo1c_sync.domain.payment_window import Window, plan_window, slices
+from amo1c_sync.domain.payment_window import Window, plan_windows, slices
 from amo1c_sync.domain.registration import display_number
 from amo1c_sync.errors import ItemError
 from amo1c_sync.jobs.base import JobContext, JobResult
@@ -45,7 +74,7 @@ from amo1c_sync.store import cursors
 from amo1c_sync.store import payments as store
 from amo1c_sync.store import retry as retries
 from amo1c_sync.store.models import utcnow
-from amo1c_sync.onec.gateway import Service
+from amo1c_sync.onec.gateway import BaseVersion, Service
 from amo1c_sync.store.payments import DocumentFacts
 
 log = get_logger("amo1c_sync.jobs.payments")
@@ -54,6 +83,9 @@ T_ = TypeVar("T_")
 JOB = "payments"
 PATCH_BATCH = 50          # leads per PATCH (amoCRM: at most 50 per request)
 BACKFILL_SLICE_DAYS = 7   # a --since backfill reads 1C a week at a time (one progress step each)
+REFS_PER_LOOKUP = 25      # about as many refs as one look-up by ref holds (2,000-byte request target)
+FULL_SCAN_SLICE_DAYS = 7  # a periodic full scan reads a week of documents per cycle, after the hot window
+NEW_BASES_SCAN = 60       # more unknown bases than this in a hot read: scan the «Заявки» of the window
 
 
 SKIP_NO_BASE = "no base document: 1C does not know which lead this payment is for"
@@ -76,31 +108,51 @@ class _Plan:
     docs_of: dict[int, list[tuple[str, str | None, Decimal]]] = field(default_factory=dict)
     leads_of: dict[str, set[int]] = field(default_factory=dict)    # changed doc -> its leads now+before
     changed_of: dict[int, list[str]] = field(default_factory=dict)  # lead -> its changed docs
+    bases: dict[str, store.KnownBase] = field(default_factory=dict)   # bases to record with the facts
 
 
 def run(ctx: JobContext, result: JobResult) -> None:
     sync = ctx.settings.sync
-    tz = sync.tz
     now = utcnow()
-    last_full = cursors.last_full_scan(ctx.store)
-    window = plan_window(now_utc=now, tz=tz, hot_window=sync.hot_window, lookback=sync.lookback,
-                         full_scan_interval=sync.full_scan_interval, last_full_scan=last_full,
-                         since=ctx.since)
+    windows = plan_windows(now_utc=now, tz=sync.tz, hot_window=sync.hot_window, lookback=sync.lookback,
+                           full_scan_interval=sync.full_scan_interval,
+                           last_full_scan=cursors.last_full_scan(ctx.store), since=ctx.since,
+                           slice_from=store.scan_slice(ctx.store), slice_days=FULL_SCAN_SLICE_DAYS)
+    for window in windows:
+        if ctx.stopping():
+            return
+        _cycle(ctx, result, window, now)
+        if ctx.stopping():
+            return
+        if window.kind == "slice":
+            store.record_scan_slice(ctx.store, None if window.full else window.upper())
+        if window.full:
+            cursors.record_full_scan(ctx.store, now)
+
+
+def _cycle(ctx: JobContext, result: JobResult, window: Window, now: datetime) -> None:
+    """Read one window, record what changed, push the leads it changes."""
+    tz = ctx.settings.sync.tz
     result.count(f"window_{window.kind}")
     log.debug("payments.window", date_from=window.date_from.isoformat(),
-              date_to=window.date_to.isoformat(), kind=window.kind)
-
-    services = _read_window(ctx, window)
-    result.count("read", len(services))
+              date_to=window.upper().isoformat(), kind=window.kind)
+    known = store.refs_dated(ctx.store, *_utc_bounds(window, tz))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="payments-bases") as pool:
+        prefetch = _prefetch_bases(ctx, window, pool)
+        read = _read(ctx, window, known)
+        result.count("read", len(read.seen))
+        if ctx.stopping():
+            return
+        plan = _plan(ctx, result, window, read, known, now, prefetch)
+    leads = sorted(plan.push)
+    batches = [leads[i:i + PATCH_BATCH] for i in range(0, len(leads), PATCH_BATCH)]
+    first, parts = _parts(plan, batches)
+    _record_part(ctx, result, plan, first, intent=False)
     if ctx.stopping():
-        return
-
-    plan = _plan(ctx, result, services, now)
-    _record_facts(ctx, result, plan, now)
-    if plan.push and not ctx.stopping():
-        _push(ctx, result, plan)
-    if window.full and not ctx.stopping():
-        cursors.record_full_scan(ctx.store, now)
+        for part in parts:
+            _record_part(ctx, result, plan, part, intent=False)
+    elif parts:
+        _push(ctx, result, plan, batches, parts)
 
 
 def _progress(iterable: Iterable[T_], *, total: int, desc: str, unit: str, enabled: bool) -> Iterable[T_]:
@@ -112,19 +164,21 @@ def _progress(iterable: Iterable[T_], *, total: int, desc: str, unit: str, enabl
     return iterable
 
 
-def _read_window(ctx: JobContext, window: Window) -> list[Service]:
-    """The window's «Оказание услуг», one per ref (the last read wins)."""
+def _read_window(ctx: JobContext, window: Window) -> tuple[list[Service], bool]:
+    """The window's «Оказание услуг», one per ref (the last read wins), and whether the whole
+    window was read (a stop cuts a backfill short: then nothing missing counts as gone)."""
     if window.kind == "since":
         parts = slices(window, BACKFILL_SLICE_DAYS)
         out: dict[str, Service] = {}
         for lo, hi in _progress(parts, total=len(parts), desc="1C «Оказание услуг»", unit="week",
                                 enabled=True):
             if ctx.stopping():
-                break
+                return list(out.values()), False
             for svc in ctx.onec.services_in_window(lo, hi):
                 out[svc.ref] = svc
-        return list(out.values())
-    return list({svc.ref: svc for svc in ctx.onec.services_in_window(window.date_from, window.date_to)}.values())
+        return list(out.values()), True
+    read = ctx.onec.services_in_window(window.date_from, window.upper())
+    return list({svc.ref: svc for svc in read}.values()), True
 
 
 def _to_utc(value: datetime | None, tz: tzinfo) -> datetime | None:
@@ -133,6 +187,19 @@ def _to_utc(value: datetime | None, tz: tzinfo) -> datetime | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=tz)
     return value.astimezone(timezone.utc)
+
+
+def _local(value: datetime, tz: tzinfo) -> datetime:
+    return value.astimezone(tz).replace(tzinfo=None)
+
+
+def _utc_bounds(window: Window, tz: tzinfo) -> tuple[datetime, datetime]:
+    """The window's dates as aware UTC [from, to): what the stored doc_date is compared with."""
+    return _to_utc(window.date_from, tz), _to_utc(window.upper(), tz)  # type: ignore[return-value]
+
+
+def _base_of(svc: Service) -> str | None:
+    return svc.base_ref if svc.base_ref and svc.base_is_zayavka else None
 
 
 def _fresh(svc: Service, leads_by_base: dict[str, str | None], tz: tzinfo) -> DocumentFacts:
@@ -162,29 +229,173 @@ def _fresh(svc: Service, leads_by_base: dict[str, str | None], tz: tzinfo) -> Do
                             "reason": skip}}
     return DocumentFacts(ref=svc.ref, number=svc.number, data_version=svc.data_version,
                          doc_date=_to_utc(svc.date, tz), lead_id=lead_id, skip_reason=skip, state=state,
-                         skipped_entry=entry)
+                         skipped_entry=entry, base_ref=_base_of(svc))
 
 
-def _plan(ctx: JobContext, result: JobResult, services: list[Service], now: datetime) -> _Plan:
+def _gone(ref: str) -> DocumentFacts:
+    state = T.DocState(ref=ref, lead_id=None, amount=T.ZERO, posted=False, deletion_mark=True)
+    return DocumentFacts(ref=ref, number="", data_version="", doc_date=None, lead_id=None, skip_reason=None,
+                         state=state, gone=True)
+
+
+@dataclass
+class _Read:
+    """What a cycle read of the window: full rows of the documents to evaluate, every ref the
+    window holds, whether the whole window was read, and the stored side of those refs."""
+
+    rows: dict[str, Any]
+    seen: set[str]
+    complete: bool
+    stored: dict[str, store.StoredDoc] | None = None
+
+
+def _read(ctx: JobContext, window: Window, known: set[str]) -> _Read:
+    """A backfill, or a window the store knows nothing of, is read in full rows. Otherwise the scan
+    reads only Ref_Key and DataVersion, and full rows of the changed documents alone: by ref, or
+    the window again in full when that takes fewer requests (most of it changed)."""
+    if window.kind == "since" or not known:
+        services, complete = _read_window(ctx, window)
+        rows = {svc.ref: svc for svc in services}
+        return _Read(rows, set(rows), complete)
+    versions = {v.ref: v.data_version for v in ctx.onec.service_versions(window.date_from, window.upper())}
+    stored = store.stored_documents(ctx.store, set(versions) | known)
+    changed = [ref for ref, dv in versions.items() if ref not in stored or stored[ref].data_version != dv]
+    return _Read(_full_rows(ctx, window, changed, len(versions)), set(versions), True, stored)
+
+
+def _full_rows(ctx: JobContext, window: Window, refs: list[str], total: int) -> dict[str, Any]:
+    if not refs:
+        return {}
+    pages = -(-total // max(int(getattr(ctx.onec, "page_size", 500)), 1))
+    if -(-len(refs) // REFS_PER_LOOKUP) > pages:
+        wanted = set(refs)
+        return {svc.ref: svc for svc in ctx.onec.services_in_window(window.date_from, window.upper())
+                if svc.ref in wanted}
+    return {svc.ref: svc for svc in ctx.onec.services_by_ref(refs)}
+
+
+def _vanished(ctx: JobContext, missing: set[str], by_ref: dict[str, Any]) -> set[str]:
+    """Stored documents dated in the window that the read did not return: looked up by ref, those
+    found (their date moved) join ``by_ref``; the rest are gone from 1C."""
+    if not missing:
+        return set()
+    for svc in ctx.onec.services_by_ref(missing):
+        by_ref[svc.ref] = svc
+    return missing - set(by_ref)
+
+
+def _changed(svc: Service, old: store.StoredDoc | None, changed_bases: set[str], since: bool) -> bool:
+    """A document is re-evaluated when it is new, its DataVersion or base differs from the stored
+    ones, its base «Заявка» changed, or a backfill re-reads everything."""
+    if old is None or since:
+        return True
+    base = _base_of(svc)
+    return old.data_version != svc.data_version or old.base_ref != base or base in changed_bases
+
+
+_Prefetch = tuple[datetime, "Future[list[BaseVersion]]"]
+
+
+def _prefetch_bases(ctx: JobContext, window: Window, pool: ThreadPoolExecutor) -> _Prefetch | None:
+    """On a full or backfill read, the «Заявки» scan's range does not depend on the documents:
+    it is read while the documents are (the two 1C reads overlap)."""
+    if window.kind not in ("full", "since"):
+        return None
+    tz = ctx.settings.sync.tz
+    earliest, _latest = store.base_date_range(ctx.store, *_utc_bounds(window, tz))
+    scan_from = min(window.date_from, _local(earliest, tz)) if earliest is not None else window.date_from
+    return scan_from, pool.submit(ctx.onec.base_versions, scan_from, None)
+
+
+def _plan(ctx: JobContext, result: JobResult, window: Window, read: _Read, known: set[str],
+          now: datetime, prefetch: _Prefetch | None = None) -> _Plan:
     plan = _Plan()
-    stored = store.stored_documents(ctx.store, [svc.ref for svc in services])
-    changed = [svc for svc in services if stored.get(svc.ref, (None,))[0] != svc.data_version]
-    plan.stored = {svc.ref: stored[svc.ref][1] for svc in changed if svc.ref in stored}
+    tz = ctx.settings.sync.tz
+    since = window.kind == "since"
+    by_ref = read.rows
+    gone = _vanished(ctx, known - read.seen, by_ref) if read.complete else set()
+    stored = read.stored if read.stored is not None else {}
+    stored.update(store.stored_documents(ctx.store, (set(by_ref) | gone) - set(stored)))
+    not_read = {ref for ref in read.seen - set(by_ref) if ref in stored}
+    wanted = {b for b in map(_base_of, by_ref.values()) if b} | {
+        b for b in (stored[ref].base_ref for ref in not_read) if b}
+    bases = _bases(ctx, window, wanted, since=since, prefetch=prefetch)
+    plan.bases = bases.to_record
+    again = [ref for ref in not_read if stored[ref].base_ref in bases.changed]
+    if again:  # documents unchanged themselves whose base «Заявка» changed
+        by_ref.update({svc.ref: svc for svc in ctx.onec.services_by_ref(again)})
+    changed = [svc for svc in by_ref.values() if _changed(svc, stored.get(svc.ref), bases.changed, since)]
+    plan.stored = {ref: stored[ref].state for ref in [svc.ref for svc in changed] + sorted(gone)
+                   if ref in stored}
     result.count("changed", len(changed))
-
-    bases = sorted({svc.base_ref for svc in changed if svc.base_ref and svc.base_is_zayavka})
-    leads_by_base = ctx.onec.resolve_bases(bases) if bases else {}
+    if gone:
+        result.count("gone", len(gone))
+    leads_by_base = {ref: b.lead_raw for ref, b in bases.mapping.items()}
     for svc in changed:
-        f = _fresh(svc, leads_by_base, ctx.settings.sync.tz)
+        f = _fresh(svc, leads_by_base, tz)
         plan.fresh[f.ref] = f
         if f.skip_reason:
             result.count("skipped")
+    for ref in gone:
+        plan.fresh[ref] = _gone(ref)
 
     _index_changed(plan)
     candidates = set(plan.changed_of) | store.unsettled_leads(ctx.store)
     if candidates:
         _plan_leads(result, plan, store.leads_state(ctx.store, candidates), candidates, now)
     return plan
+
+
+@dataclass
+class _Bases:
+    mapping: dict[str, store.KnownBase] = field(default_factory=dict)   # every base of the window
+    changed: set[str] = field(default_factory=set)                       # since it was last read
+    to_record: dict[str, store.KnownBase] = field(default_factory=dict)  # new or changed
+
+
+def _bases(ctx: JobContext, window: Window, wanted: set[str], *, since: bool,
+           prefetch: _Prefetch | None = None) -> _Bases:
+    """The base «Заявки» of the window's documents, followed by their own DataVersion: one scan of
+    the «Заявки» dated from the earliest to the latest known base of the window's documents (from
+    the window's start on, too, on a full or backfill read or when many bases are new, which finds
+    new bases without a look-up each); bases
+    still unknown, or known and no longer in the scan's range, are looked up by ref."""
+    tz = ctx.settings.sync.tz
+    known = store.known_bases(ctx.store, wanted)
+    earliest, latest = store.base_date_range(ctx.store, *_utc_bounds(window, tz))
+    starts = [_local(earliest, tz)] if earliest is not None else []
+    scan_to: datetime | None = _local(latest, tz) + timedelta(seconds=1) if latest is not None else None
+    if window.kind in ("full", "since") or len(wanted - set(known)) > NEW_BASES_SCAN:
+        starts.append(window.date_from)  # new bases are likely dated in the window: no look-up each
+        scan_to = None
+    scan_from = min(starts) if starts else None
+    fresh: dict[str, store.KnownBase] = {}
+    scanned: list[BaseVersion] = []
+    if prefetch is not None and prefetch[0] == scan_from and scan_to is None:
+        scanned = prefetch[1].result()
+    elif scan_from is not None and wanted:
+        scanned = ctx.onec.base_versions(scan_from, scan_to)
+    if wanted:
+        for b in scanned:
+            if b.ref in wanted:
+                fresh[b.ref] = store.KnownBase(b.data_version, b.lead, _to_utc(b.date, tz))
+
+    def in_scan(k: store.KnownBase) -> bool:
+        if scan_from is None or k.doc_date is None:
+            return False
+        at = _local(k.doc_date, tz)
+        return at >= scan_from and (scan_to is None or at < scan_to)
+
+    recheck = {ref for ref in wanted - set(fresh) if ref not in known or since or in_scan(known[ref])}
+    for b in ctx.onec.bases_by_ref(recheck) if recheck else ():
+        fresh[b.ref] = store.KnownBase(b.data_version, b.lead, _to_utc(b.date, tz))
+    for ref in recheck - set(fresh):   # the «Заявка» no longer exists: its documents count for no lead
+        fresh[ref] = store.KnownBase("", None, known[ref].doc_date if ref in known else None)
+    out = _Bases(mapping={**known, **fresh})
+    out.changed = {ref for ref, b in fresh.items()
+                   if since or (ref in known and known[ref].data_version != b.data_version)}
+    out.to_record = {ref: b for ref, b in fresh.items() if known.get(ref) != b}
+    return out
 
 
 def _plan_leads(result: JobResult, plan: _Plan, state: store.LeadsState, candidates: set[int],
@@ -197,7 +408,7 @@ def _plan_leads(result: JobResult, plan: _Plan, state: store.LeadsState, candida
     for d in merged.values():
         if d.lead_id in candidates and d.counts:
             plan.docs_of.setdefault(d.lead_id, []).append((d.ref, numbers.get(d.ref), d.amount))
-    differing = T.leads_to_push(plan.totals, plan.pushed)
+    differing = T.leads_to_push(plan.totals, plan.pushed, in_flight=state.in_flight)
     for lead, value in differing.items():
         # a changed document of the lead makes a recorded item error worth a new try
         decision = retries.decide(state.failures.get(lead), now=now, changed=lead in plan.changed_of)
@@ -222,12 +433,52 @@ def _index_changed(plan: _Plan) -> None:
             plan.changed_of.setdefault(lead, []).append(ref)
 
 
-def _record_facts(ctx: JobContext, result: JobResult, plan: _Plan, now: datetime) -> None:
-    """Changed documents' facts; DataVersions of those touching no unsettled lead; pending leads."""
+@dataclass
+class _Part:
+    """The facts recorded in one transaction: before the push (``intent`` empty), or with the
+    intent of one PATCH batch, just before it is sent."""
+
+    refs: list[str]
+    unsettled: set[int]
+    bases: dict[str, store.KnownBase] = field(default_factory=dict)
+    intent: dict[int, Decimal] = field(default_factory=dict)
+    settled: set[int] = field(default_factory=set)
+    confirmed: set[str] = field(default_factory=set)
+
+
+def _parts(plan: _Plan, batches: list[list[int]]) -> tuple[_Part, list[_Part]]:
+    """Split the facts so that each batch's documents (and the bases only they need) are recorded
+    with its intent: the first PATCH goes out without waiting for every document to be written.
+    A base is recorded with the last part holding one of its documents, so a crash between parts
+    leaves it unrecorded and its documents re-evaluated."""
     unsettled = set(plan.push) | plan.deferred
-    confirmed = {ref for ref in plan.fresh if not (_leads_of(plan, ref) & unsettled)}
-    store.record_facts(ctx.store, plan.fresh.values(), confirmed=confirmed, unsettled=unsettled,
-                       settled=set(plan.totals) - unsettled, job=JOB, run_id=result.run_id)
+    assigned: set[str] = set()
+    per: list[_Part] = []
+    for batch in batches:
+        refs = list(dict.fromkeys(ref for lead in batch for ref in plan.changed_of.get(lead, ())
+                                  if ref not in assigned))
+        assigned.update(refs)
+        marks = set(batch) | ({lead for ref in refs for lead in _leads_of(plan, ref)} & unsettled)
+        per.append(_Part(refs, marks, intent={lead: plan.push[lead] for lead in batch}))
+    rest = [ref for ref in plan.fresh if ref not in assigned]
+    first = _Part(rest, ({lead for ref in rest for lead in _leads_of(plan, ref)} | plan.deferred) & unsettled,
+                  settled=set(plan.totals) - unsettled,
+                  confirmed={ref for ref in rest if not (_leads_of(plan, ref) & unsettled)})
+    last: dict[str, int] = {}
+    for i, part in enumerate([first, *per]):
+        for ref in part.refs:
+            base = plan.fresh[ref].base_ref
+            if base in plan.bases:
+                last[base] = i
+    for base, value in plan.bases.items():
+        [first, *per][last.get(base, 0)].bases[base] = value
+    return first, per
+
+
+def _record_part(ctx: JobContext, result: JobResult, plan: _Plan, part: _Part, *, intent: bool) -> None:
+    store.record_facts(ctx.store, [plan.fresh[ref] for ref in part.refs], confirmed=part.confirmed,
+                       unsettled=part.unsettled, settled=part.settled, job=JOB, run_id=result.run_id,
+                       bases=part.bases.items(), intent=part.intent if intent else None)
 
 
 def _patch(field_map: FieldMap, sum_field: str, lead: int, value: Decimal) -> dict[str, Any]:
@@ -236,31 +487,56 @@ def _patch(field_map: FieldMap, sum_field: str, lead: int, value: Decimal) -> di
                                       "values": [{"value": T.sum_field_value(value)}]}]}
 
 
-def _push(ctx: JobContext, result: JobResult, plan: _Plan) -> None:
+def _push(ctx: JobContext, result: JobResult, plan: _Plan, batches: list[list[int]], parts: list[_Part]) -> None:
+    """PATCH the due leads in batches, one PATCH in flight while the store records the previous
+    one's outcome and the next one's facts and intent (so the store's work hides in the rate
+    limiter's waits). Each batch's intent is committed before its PATCH goes to the sending thread;
+    a stop records the facts of the batches not sent, without an intent."""
     sync = ctx.settings.sync
     sum_field = ctx.settings.fields.sum
     field_map = ctx.amocrm.lead_field_map([sum_field], tz=sync.timezone)
-    leads = sorted(plan.push)
-    settled = set(plan.totals) - set(plan.push) - plan.deferred
-    waiting_docs = {ref for ref in plan.fresh if _leads_of(plan, ref) - settled}
-    batches = [leads[i:i + PATCH_BATCH] for i in range(0, len(leads), PATCH_BATCH)]
-    for batch in _progress(batches, total=len(batches), desc="amoCRM leads", unit="PATCH",
-                           enabled=ctx.since is not None):
-        if ctx.stopping():
-            break
-        patches = [_patch(field_map, sum_field, lead, plan.push[lead]) for lead in batch]
-        outcome = ctx.amocrm.update_leads(patches)
-        result.count("patch_batches")
-        accepted = set(outcome.ok) - set(outcome.failed)
-        # an item error is settled too: recorded with the DataVersions it failed at, it waits
-        # for one of its documents to change
-        refused = {lead for lead, err in outcome.failed.items() if isinstance(err, ItemError)}
-        settled |= accepted | refused
-        touched = {ref for lead in accepted | refused for ref in plan.changed_of.get(lead, ())}
-        confirm = {ref for ref in touched & waiting_docs if not (_leads_of(plan, ref) - settled)}
-        waiting_docs -= confirm
-        _record_batch(ctx, result, plan, batch, accepted, outcome.failed,
-                      {ref: plan.fresh[ref].data_version for ref in confirm})
+    settling = _Settling(settled=set(plan.totals) - set(plan.push) - plan.deferred)
+    settling.waiting = {ref for ref in plan.fresh if _leads_of(plan, ref) - settling.settled}
+    sent: tuple[list[int], Future[BatchResult]] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="payments-patch") as pool:
+        steps = _progress(list(zip(batches, parts, strict=True)), total=len(batches), desc="amoCRM leads", unit="PATCH",
+                          enabled=ctx.since is not None)
+        for i, (batch, part) in enumerate(steps):
+            if ctx.stopping():
+                for rest in parts[i:]:
+                    _record_part(ctx, result, plan, rest, intent=False)
+                break
+            patches = [_patch(field_map, sum_field, lead, plan.push[lead]) for lead in batch]
+            _record_part(ctx, result, plan, part, intent=True)
+            future = pool.submit(ctx.amocrm.update_leads, patches)
+            if sent is not None:
+                _settle(ctx, result, plan, settling, *sent)
+            sent = (batch, future)
+        if sent is not None:
+            _settle(ctx, result, plan, settling, *sent)
+
+
+@dataclass
+class _Settling:
+    settled: set[int]                                   # leads amoCRM holds the total of, or refused
+    waiting: set[str] = field(default_factory=set)      # changed documents not confirmed yet
+
+
+def _settle(ctx: JobContext, result: JobResult, plan: _Plan, settling: _Settling, batch: list[int],
+            future: Future[BatchResult]) -> None:
+    """One PATCH's outcome, once it is in: recorded, and the DataVersions it confirms."""
+    outcome = future.result()
+    result.count("patch_batches")
+    accepted = set(outcome.ok) - set(outcome.failed)
+    # an item error is settled too: recorded with the DataVersions it failed at, it waits
+    # for one of its documents to change
+    refused = {lead for lead, err in outcome.failed.items() if isinstance(err, ItemError)}
+    settling.settled |= accepted | refused
+    touched = {ref for lead in accepted | refused for ref in plan.changed_of.get(lead, ())}
+    confirm = {ref for ref in touched & settling.waiting if not (_leads_of(plan, ref) - settling.settled)}
+    settling.waiting -= confirm
+    _record_batch(ctx, result, plan, batch, accepted, outcome.failed,
+                  {ref: plan.fresh[ref].data_version for ref in confirm})
 
 
 def _record_batch(ctx: JobContext, result: JobResult, plan: _Plan, batch: list[int], accepted: set[int],

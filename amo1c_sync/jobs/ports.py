@@ -9,7 +9,8 @@ from typing import Any, Iterable, Iterator, Protocol, Sequence
 from amo1c_sync.amocrm.fields import FieldMap
 from amo1c_sync.amocrm.gateway import BatchResult
 from amo1c_sync.domain.patients import KnownClient, Phone
-from amo1c_sync.onec.gateway import CatalogItem, FollowedZayavka, ScheduleLine, Service, Zayavka
+from amo1c_sync.onec.gateway import (BaseVersion, CatalogItem, DocVersion, FollowedZayavka, ScheduleLine, Service,
+                                     Zayavka)
 from amo1c_sync.onec.names import OneCNames
 
 
@@ -94,3 +95,12 @@ class OneCPort(Protocol):
     def mark_zayavka_deleted(self, ref: str) -> None: ...
 
     def unpost(self, entity_set: str, ref: str) -> None: ...
+
+    # the payments scans
+    def services_by_ref(self, refs: Iterable[str]) -> list[Service]: ...
+
+    def service_versions(self, date_from: datetime, date_to: datetime) -> list[DocVersion]: ...
+
+    def base_versions(self, date_from: datetime, date_to: datetime | None = None) -> list[BaseVersion]: ...
+
+    def bases_by_ref(self, refs: Iterable[str]) -> list[BaseVersion]: ...

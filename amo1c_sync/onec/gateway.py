@@ -139,6 +139,25 @@ class Service:
         return display_number(self.number)
 
 
+@dataclass(frozen=True)
+class BaseVersion:
+    """A «Заявка» as the payments job follows it: its DataVersion and «Номер AmoCRM» (stripped,
+    None when empty)."""
+
+    ref: str
+    data_version: str
+    lead: str | None
+    date: datetime | None
+
+
+@dataclass(frozen=True)
+class DocVersion:
+    """An «Оказание услуг» as a scan sees it: its ref and DataVersion only."""
+
+    ref: str
+    data_version: str
+
+
 # ---------------------------------------------------------------------------------------------
 # transport
 # ---------------------------------------------------------------------------------------------
@@ -671,6 +690,49 @@ class OneC:
             lead = str(r.get(n.zayavka_lead) or "").strip()
             out[r["Ref_Key"]] = lead or None
         return out
+
+    # --- what the payments job follows --------------------------------------------------------
+    def _service_fields(self) -> tuple[str, ...]:
+        n = self.names
+        return ("Ref_Key", "Number", "Date", "DataVersion", "Posted", "DeletionMark",
+                *n.services_base_fields, n.services_amount)
+
+    def services_by_ref(self, refs: Iterable[str]) -> list[Service]:
+        """The «Оказание услуг» of ``refs`` that still exist (any date), in batched look-ups."""
+        def make(flt: str) -> q.Query:
+            return q.Query(self.names.services, filter=flt, select=self._service_fields())
+
+        return [self._service(r) for r in self._batched(sorted(refs), make)]
+
+    def service_versions(self, date_from: datetime, date_to: datetime) -> list[DocVersion]:
+        """Ref_Key and DataVersion of every «Оказание услуг» with ``date_from <= Date < date_to``."""
+        query = q.Query(self.names.services, filter=q.and_(q.ge("Date", date_from), q.lt("Date", date_to)),
+                        select=("Ref_Key", "DataVersion"))
+        return [DocVersion(r["Ref_Key"], r.get("DataVersion", "")) for r in self._get_all(query)]
+
+    def _base_version(self, r: Mapping[str, Any]) -> BaseVersion:
+        lead = str(r.get(self.names.zayavka_lead) or "").strip()
+        return BaseVersion(ref=r["Ref_Key"], data_version=r.get("DataVersion", ""), lead=lead or None,
+                           date=q.parse_datetime(r.get("Date")))
+
+    def base_versions(self, date_from: datetime, date_to: datetime | None = None) -> list[BaseVersion]:
+        """Every «Заявка» with document ``date_from <= Date`` (``< date_to`` when given): ref, DataVersion,
+        «Номер AmoCRM», date."""
+        n = self.names
+        flt = q.and_(q.ge("Date", date_from), q.lt("Date", date_to) if date_to is not None else None)
+        query = q.Query(n.zayavka, filter=flt,
+                        select=("Ref_Key", "DataVersion", "Date", n.zayavka_lead))
+        return [self._base_version(r) for r in self._get_all(query)]
+
+    def bases_by_ref(self, refs: Iterable[str]) -> list[BaseVersion]:
+        """The «Заявки» of ``refs`` that still exist, in batched look-ups."""
+        n = self.names
+
+        def make(flt: str) -> q.Query:
+            return q.Query(n.zayavka, filter=flt, select=("Ref_Key", "DataVersion", "Date", n.zayavka_lead))
+
+        wanted = [r for r in refs if not q.is_empty_ref(r)]
+        return [self._base_version(r) for r in self._batched(sorted(wanted), make)]
 
     # --- health ------------------------------------------------------------------------------
     def ping(self) -> float:

@@ -143,18 +143,35 @@ class OnecDocument(Base):
     """A seen «Оказание услуг» document with the DataVersion it was last counted at (F3)."""
 
     __tablename__ = "onec_documents"
-    __table_args__ = (Index("ix_onec_documents_lead_id", "lead_id"),)
+    __table_args__ = (Index("ix_onec_documents_lead_id", "lead_id"),
+                      Index("ix_onec_documents_base_ref", "base_ref"),
+                      Index("ix_onec_documents_doc_date", "doc_date"))
 
     ref: Mapped[str] = mapped_column(String(36), primary_key=True)
     data_version: Mapped[str] = mapped_column(String(100))
     number: Mapped[str | None] = mapped_column(String(50))
     doc_date: Mapped[datetime | None]
     lead_id: Mapped[int | None] = mapped_column(BigInteger)
+    # the base «Заявка» (its lead comes from OnecBase); None: no base, or not a «Заявка»
+    base_ref: Mapped[str | None] = mapped_column(String(36))
     amount: Mapped[Decimal | None]
     posted: Mapped[bool] = mapped_column(Boolean, default=False)
     deletion_mark: Mapped[bool] = mapped_column(Boolean, default=False)
     # why it does not count for any lead (no base «Заявка», no «Номер AmoCRM» …); None = it counts
     skip_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OnecBase(Base):
+    """A base «Заявка» of counted documents: its «Номер AmoCRM» at the DataVersion it was read at
+    (F3), so a known base is not looked up again and a changed one re-evaluates its documents."""
+
+    __tablename__ = "onec_bases"
+
+    ref: Mapped[str] = mapped_column(String(36), primary_key=True)
+    data_version: Mapped[str] = mapped_column(String(100))
+    lead_raw: Mapped[str | None] = mapped_column(String(200))  # None: empty, or the «Заявка» is gone
+    doc_date: Mapped[datetime | None]  # the «Заявка»'s own Date: where a scan of «Заявки» starts
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -167,6 +184,8 @@ class LeadTotal(Base):
     lead_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     pushed_total: Mapped[Decimal | None]
     pushed_at: Mapped[datetime | None]
+    # the total of a PATCH sent and not yet confirmed (intent); set: push again, whatever the total
+    pushing_total: Mapped[Decimal | None]
     # ok | pending | failed (failed: see its RetryItem)
     status: Mapped[str] = mapped_column(String(20), default="pending")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

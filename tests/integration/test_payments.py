@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import unquote
@@ -392,14 +392,14 @@ def test_given_a_run_stopped_before_the_push_when_run_again_then_the_pending_tot
     lead, _ = paid(sys_, "150.00")
     stop = threading.Event()
     ctx = JobContext(sys_.settings, sys_.store, stop=stop)
-    original = ctx.onec.resolve_bases
+    original = ctx.amocrm.lead_field_map
 
-    def resolve_then_stop(refs):
-        out = original(refs)
+    def fields_then_stop(*args, **kw):
+        out = original(*args, **kw)
         stop.set()  # SIGTERM arrives while the run is between reading 1C and writing amoCRM
         return out
 
-    ctx.onec.resolve_bases = resolve_then_stop
+    ctx.amocrm.lead_field_map = fields_then_stop
     interrupted = run_job(ctx, "payments")
     assert interrupted.status == "interrupted"
     assert sys_.lead(lead)["price"] == 0
@@ -520,3 +520,224 @@ def test_given_a_first_push_killed_when_rerun_then_the_new_document_is_counted_o
         pushed = [e.detail["new_total"] for e in s.scalars(
             select(JournalEntry).where(JournalEntry.action == "lead.total_pushed"))]
     assert pushed == ["200.50"]
+
+
+# ---------------------------------------------------------------------------------------------
+# a push amoCRM carried out but never confirmed, then 1C returns to the last confirmed total
+# ---------------------------------------------------------------------------------------------
+def test_given_a_push_whose_answer_was_lost_when_1c_returns_to_the_confirmed_total_then_amocrm_gets_it(store):
+    with AmoCRMEmulator() as amo, OneCEmulator() as onec:
+        token = amo.issue_long_lived_token()
+        settings = load_settings(None, overrides={
+            "amocrm": {"base_url": amo.url, "long_lived_token": token},
+            "onec": {"base_url": onec.url, "username": onec.username, "password": onec.password},
+            "store": {"url": store.url}, "retry": {"request_retries": "0"}})
+        sys_ = Systems(amo, onec, store, settings)
+        lead, _ = paid(sys_, "150.00")
+        assert sys_.run().ok
+        extra = sys_.service("50.00", lead=lead)
+        sys_.amo.add_fault(count=1, status=None, drop=True, phase="after", path_prefix="/api/v4/leads",
+                           method="PATCH")
+
+        lost = sys_.run()
+
+        assert lost.status == "failed"
+        assert sys_.lead(lead)["price"] == 200  # amoCRM carried it out; the answer never came
+        row = sys_.lead_total(lead)
+        assert (row.pushed_total, row.pushing_total) == (Decimal("150"), Decimal("200"))
+
+        sys_.service_action(extra, "unpost")  # back to the total last confirmed
+        again = sys_.run()
+
+        assert again.ok, again.errors
+        assert (sys_.lead(lead)["price"], sys_.sum1c(lead)) == (150, Decimal("150"))
+        row = sys_.lead_total(lead)
+        assert (row.status, row.pushed_total, row.pushing_total) == ("ok", Decimal("150"), None)
+
+
+def test_given_a_run_killed_after_the_amocrm_write_when_1c_returns_to_the_recorded_total_then_amocrm_follows(crash_sys):
+    sys_ = crash_sys
+    lead = sys_.new_lead()
+    sys_.zayavka(lead)
+    sys_.service("150.00", lead=lead)
+    assert once_payments(sys_).returncode == 0
+    extra = sys_.service("50.00", lead=lead)
+
+    killed = once_payments_killed_after_the_amocrm_write(sys_, lead, 200)
+
+    assert killed == -signal.SIGKILL
+    assert sys_.lead_total(lead).pushing_total == Decimal("200")
+    sys_.service_action(extra, "unpost")
+
+    rerun = once_payments(sys_)
+
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert (sys_.lead(lead)["price"], sys_.sum1c(lead)) == (150, Decimal("150"))
+    row = sys_.lead_total(lead)
+    assert (row.status, row.pushed_total, row.pushing_total) == ("ok", Decimal("150"), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# changes in 1C a document's own DataVersion does not show: its base «Заявка», or its deletion
+# ---------------------------------------------------------------------------------------------
+def odata_delete(sys_: Systems, entity_set: str, ref: str) -> None:
+    token = base64.b64encode(f"{sys_.onec.username}:{sys_.onec.password}".encode("utf-8")).decode()
+    r = requests.delete(f"{sys_.onec.odata_url}{entity_set}(guid'{ref}')",
+                        headers={"Authorization": f"Basic {token}"}, timeout=5)
+    assert r.status_code == 204, r.text
+
+
+def relink(sys_: Systems, zayavka_ref: str, value: str) -> None:
+    """A 1C user types «Номер AmoCRM» on the «Заявка» (fills it in, corrects it, relinks it)."""
+    odata_patch(sys_, "Document_Заявка", zayavka_ref, {"НомерAmoCRM": value})
+
+
+def test_given_a_skipped_payment_when_the_lead_number_is_filled_in_on_its_zayavka_then_the_lead_gets_it(sys_):
+    lead = sys_.new_lead()
+    z = sys_.zayavka(None)
+    ref = sys_.service("300.00", zayavka_ref=z)
+    assert sys_.run().counts["skipped"] == 1
+
+    relink(sys_, z, str(lead))
+    result = sys_.run()
+
+    assert result.ok
+    assert result.counts["window_hot"] == 1
+    assert result.counts["pushed"] == 1
+    assert (sys_.lead(lead)["price"], sys_.sum1c(lead)) == (300, Decimal("300"))
+    assert skipped_documents(sys_.store) == []
+    with sys_.store.session() as s:
+        assert s.get(OnecDocument, ref).lead_id == lead
+
+
+def test_given_a_zayavka_relinked_to_another_lead_when_run_then_the_money_moves_to_the_second(sys_):
+    a, _ = paid(sys_, "150.00")
+    b = sys_.new_lead()
+    assert sys_.run().ok
+    assert sys_.lead(a)["price"] == 150
+    z = sys_.onec.zayavki(str(a))[0]["ref"]
+
+    relink(sys_, z, f" {b} ")  # corrected, with the spaces a person leaves
+    result = sys_.run()
+
+    assert result.ok
+    assert result.counts["pushed"] == 2
+    assert (sys_.lead(a)["price"], sys_.sum1c(a)) == (0, Decimal("0"))
+    assert (sys_.lead(b)["price"], sys_.sum1c(b)) == (150, Decimal("150"))
+    # and the base is now known: the next cycle looks nothing up by ref
+    sys_.reset_requests()
+    assert sys_.run().counts["changed"] == 0
+    assert not [t for t in sys_.onec.requests()["log"] if "Ref_Key eq" in unquote(t["target"])]
+
+
+def test_given_a_document_deleted_outright_in_1c_when_run_then_the_lead_loses_its_sum(sys_):
+    lead, first = paid(sys_, "150.00")
+    second = sys_.service("50.00", lead=lead)
+    assert sys_.run().ok
+    assert sys_.lead(lead)["price"] == 200
+
+    odata_delete(sys_, "Document_ОказаниеУслуг", second)
+    result = sys_.run()
+
+    assert result.ok
+    assert result.counts["gone"] == 1
+    assert result.counts["window_hot"] == 1
+    assert (sys_.lead(lead)["price"], sys_.sum1c(lead)) == (150, Decimal("150"))
+    with sys_.store.session() as s:
+        assert s.get(OnecDocument, second) is None
+        assert s.get(OnecDocument, first) is not None
+    gone = sys_.journal("document.gone", lead)
+    assert len(gone) == 1
+    assert gone[0].ref == second
+    assert "50.00" in gone[0].message
+
+
+def test_given_a_document_whose_date_moved_out_of_the_window_when_run_then_it_still_counts(sys_):
+    lead, ref = paid(sys_, "150.00")
+    assert sys_.run().ok
+    old = (datetime.now() - timedelta(days=30)).replace(microsecond=0)
+
+    odata_patch(sys_, "Document_ОказаниеУслуг", ref, {"Date": old.isoformat()})
+    result = sys_.run()  # the hot window no longer holds it: looked up by ref, not gone
+
+    assert result.ok
+    assert result.counts.get("gone", 0) == 0
+    assert sys_.lead(lead)["price"] == 150
+    with sys_.store.session() as s:
+        assert s.get(OnecDocument, ref).doc_date.astimezone(sys_.settings.sync.tz).date() == old.date()
+
+
+def test_given_old_edits_outside_every_window_when_once_payments_since_then_all_are_repaired(sys_):
+    long_ago = (datetime.now() - timedelta(days=100)).replace(hour=10, minute=0, second=0, microsecond=0)
+    a, b, c = sys_.new_lead(), sys_.new_lead(), sys_.new_lead()
+    za, zc = sys_.zayavka(a), sys_.zayavka(None)
+    moved = sys_.service("150.00", zayavka_ref=za)
+    deleted = sys_.service("40.00", zayavka_ref=za)
+    unlinked = sys_.service("70.00", zayavka_ref=zc)
+    for ref in (moved, deleted, unlinked):
+        odata_patch(sys_, "Document_ОказаниеУслуг", ref, {"Date": long_ago.isoformat()})
+    since = (long_ago - timedelta(days=1)).date()
+    assert sys_.run(since=since).ok
+    assert sys_.lead(a)["price"] == 190
+
+    relink(sys_, za, str(b))          # the money of «Заявка» a moves to lead b
+    relink(sys_, zc, str(c))          # a number filled in
+    odata_delete(sys_, "Document_ОказаниеУслуг", deleted)
+    assert sys_.run().ok
+    assert sys_.lead(a)["price"] == 190
+
+    result = sys_.run(since=since)
+
+    assert result.ok, result.errors
+    assert [sys_.lead(x)["price"] for x in (a, b, c)] == [0, 150, 70]
+    assert result.counts["gone"] == 1
+
+
+def test_given_a_known_window_when_one_document_changes_then_the_scan_reads_versions_and_only_its_full_row(sys_):
+    lead, ref = paid(sys_, "150.00")
+    others = [paid(sys_, "10.00")[1] for _ in range(3)]
+    assert sys_.run().ok
+    sys_.service_action(ref, "post", amount="175.00")
+    sys_.reset_requests()
+
+    result = sys_.run()
+
+    assert result.ok
+    assert result.counts["changed"] == 1
+    assert sys_.lead(lead)["price"] == 175
+    reads = [unquote(t["target"]) for t in sys_.onec.requests()["log"] if "ОказаниеУслуг" in unquote(t["target"])]
+    assert len(reads) == 2, reads
+    assert "$select=Ref_Key,DataVersion&" in reads[0]
+    assert "Date ge" in reads[0]
+    assert f"Ref_Key eq guid'{ref}'" in reads[1]
+    assert not any(o in reads[1] for o in others)
+
+
+def test_given_a_periodic_full_scan_when_cycles_run_then_it_goes_in_slices_after_the_hot_window(sys_):
+    lead, _ = paid(sys_, "150.00")
+    old_lead = sys_.new_lead()
+    old = sys_.service("70.00", zayavka_ref=sys_.zayavka(old_lead))
+    month_ago = (datetime.now() - timedelta(days=30)).replace(microsecond=0)
+    odata_patch(sys_, "Document_ОказаниеУслуг", old, {"Date": month_ago.isoformat()})
+    assert sys_.run().ok
+    assert sys_.lead(old_lead)["price"] == 70
+    odata_delete(sys_, "Document_ОказаниеУслуг", old)
+    due = datetime.now(timezone.utc) - timedelta(hours=2)
+    cursors.record_full_scan(sys_.store, due)
+    sys_.service("25.00", lead=lead)
+
+    first = sys_.run()
+
+    assert first.ok
+    assert first.counts["window_hot"] == 1
+    assert first.counts["window_slice"] == 1
+    assert sys_.lead(lead)["price"] == 175   # the posting did not wait for the scan
+    assert cursors.last_full_scan(sys_.store) == due
+    cycles = 1
+    while cursors.last_full_scan(sys_.store) == due:
+        assert sys_.run().ok
+        cycles += 1
+        assert cycles < 20, "the full scan never ends"
+    assert cycles > 2
+    assert sys_.lead(old_lead)["price"] == 0  # its slice saw the deletion
+    assert sys_.run().counts.get("window_slice", 0) == 0  # done until the next one falls due

@@ -73,3 +73,30 @@ def test_given_a_tty_when_showing_progress_then_tqdm_else_the_bare_iterable(monk
     assert _progress(items, total=3, desc="x", unit="u", enabled=False) is items
     assert list(_progress(items, total=3, desc="1C", unit="week", enabled=True)) == items
     assert "3/3" in tty.getvalue()
+
+
+def windows(**kw):
+    from amo1c_sync.domain.payment_window import plan_windows
+
+    args = dict(now_utc=NOW, tz=MSK, hot_window=3 * DAY, lookback=62 * DAY, full_scan_interval=3600.0,
+                last_full_scan=NOW - timedelta(hours=2), since=None, slice_from=None, slice_days=20)
+    args.update(kw)
+    return plan_windows(**args)
+
+
+def test_given_a_periodic_full_scan_due_when_planning_then_the_hot_window_and_the_first_slice():
+    hot, part = windows()
+    assert (hot.kind, part.kind, part.full) == ("hot", "slice", False)
+    assert (part.date_from, part.upper()) == (datetime(2021, 10, 21, 9, 30), datetime(2021, 11, 10, 9, 30))
+
+
+def test_given_a_scan_in_progress_when_planning_then_the_next_slice_and_the_last_one_ends_at_the_hot_window():
+    hot, part = windows(last_full_scan=NOW - timedelta(minutes=10), slice_from=datetime(2021, 12, 1, 9, 30))
+    assert (part.kind, part.full) == ("slice", True)
+    assert (part.date_from, part.upper()) == (datetime(2021, 12, 1, 9, 30), hot.date_from)
+
+
+def test_given_no_full_scan_yet_or_a_backfill_when_planning_then_one_window_read_at_once():
+    assert [w.kind for w in windows(last_full_scan=None)] == ["full"]
+    assert [w.kind for w in windows(since=date(2021, 1, 1))] == ["since"]
+    assert [w.kind for w in windows(last_full_scan=NOW - timedelta(minutes=10))] == ["hot"]

@@ -92,3 +92,11 @@ def test_given_a_number_amocrm_attribute_when_parsing_then_lead_id_or_none(text,
 def test_given_failures_when_computing_backoff_then_doubles_up_to_the_cap():
     assert [backoff_seconds(n, 60, 3600) for n in range(0, 9)] == [0, 60, 120, 240, 480, 960, 1920, 3600, 3600]
     assert backoff_seconds(10_000, 60, 3600) == 3600
+
+
+def test_given_a_lead_with_a_push_in_flight_when_its_total_equals_the_pushed_one_then_it_is_pushed_again():
+    totals = {1: D("150"), 2: D("150")}
+    pushed = {1: D("150"), 2: D("150")}
+
+    assert t.leads_to_push(totals, pushed, in_flight={2}) == {2: D("150")}
+    assert t.leads_to_push(totals, pushed) == {}
