@@ -18,12 +18,12 @@ from decimal import Decimal
 import pytest
 
 from tests.support.drill import (
-    ArrivalRecorder,
-    DrillError,
     AFTER_COMMIT,
     DEFAULT_FAULT_CLASSES,
     FAULT_CLASSES,
     KILL_HOLDING_PATCH,
+    ArrivalRecorder,
+    DrillError,
     DrillOptions,
     Schedule,
     assert_loopback,

@@ -12,7 +12,15 @@ from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator
 from amo1c_sync.store import Store, sqlite_url_for
 from tests.support import wait_until
-from tests.support.daemon import cli, kill_quietly, last_run, runs, start_daemon, stop, write_ini
+from tests.support.daemon import (
+    cli,
+    kill_quietly,
+    last_run,
+    runs,
+    start_daemon,
+    stop,
+    write_ini,
+)
 from tests.support.e2e import seed_lead, zayavki
 
 AMOCRM_JOBS = ("directory", "registration", "payments")

@@ -5,10 +5,12 @@ still lands in 1C. Ten times, alternating leaders: no lead may end with two «З
 
 from __future__ import annotations
 
+import random
 import signal
 
 import pytest
 import requests
+from sqlalchemy.exc import DBAPIError
 
 from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator
@@ -17,6 +19,7 @@ from amo1c_sync.store.instances import instances
 from amo1c_sync.store.models import utcnow
 from tests.support import wait_until
 from tests.support.daemon import kill_quietly, start_daemon, stop
+from tests.support.drill import Schedule
 from tests.support.e2e import seed_lead, zayavki
 from tests.support.pg import temporary_database
 from tests.support.tcp_proxy import TcpProxy
@@ -31,7 +34,7 @@ TRIES = 10
 
 def _ini(path, store_url, amo, onec):
     path.write_text(
-        f"[store]\nurl = {store_url}\ntimeout = 2s\nlock_lease = 6s\n"
+        f"[store]\nurl = {store_url}\ntimeout = 2s\nlock_lease = 8s\n"
         "[sync]\nregistration_interval = 1s\npayments_interval = 1h\ndirectory_interval = 1h\n"
         "[logging]\nformat = json\nlevel = INFO\n"
         f"[amocrm]\nbase_url = {amo.url}\nlong_lived_token = {TOKEN}\n"
@@ -41,8 +44,20 @@ def _ini(path, store_url, amo, onec):
     return path
 
 
+class DuplicateZayavki(AssertionError):
+    """The outcome under test (and only it: a broken rig must not pass as the expected failure)."""
+
+
+def _alive(store) -> list[dict]:
+    """The live instances, as `status` reads them; none before the daemons have migrated."""
+    try:
+        return [i for i in instances(store, utcnow()) if i["alive"]]
+    except DBAPIError:
+        return []
+
+
 def _leader_pid(store) -> int | None:
-    leader = next((i for i in instances(store, utcnow()) if i["alive"] and i["role"] == "leader"), None)
+    leader = next((i for i in _alive(store) if i["role"] == "leader"), None)
     return leader["pid"] if leader else None
 
 
@@ -65,14 +80,14 @@ def _new_leader(store, old: int) -> int | None:
     return pid if pid not in (None, old) else None
 
 
-def _one_try(onec, amo, store, proxies: dict[int, TcpProxy]) -> int:
+def _one_try(onec, amo, store, proxies: dict[int, TcpProxy], slot) -> int:
     """One lead registered across a move of leadership; how many «Заявки» it got."""
     old = wait_until(lambda: _leader_pid(store), timeout=60, message="a leader")
     seen = max((e["seq"] for e in _log(onec)), default=0)
     requests.post(onec.url + "/_sandbox/faults", json={"count": 1, "delay_ms": HOLD_MS, "status": None,
-                                                       "method": "POST", "path_prefix": CREATE_PATH},
+                                                       "method": "POST", "path": CREATE_PATH},
                   timeout=5).raise_for_status()
-    lead = seed_lead(amo)
+    lead = seed_lead(amo, time=slot.time_text, doctor=slot.doctor, day=slot.date_text)
     held = wait_until(lambda: _create_after(onec, seen), timeout=60, message="the leader's create reaching 1C")
     proxies[old].cut()          # the old leader's store connections die, its lock with them
     proxies[old].freeze()       # and it cannot reconnect
@@ -94,7 +109,7 @@ def _flagged(amo, lead_id) -> bool:
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(strict=True, reason="#14.1: the standby that takes over during a create finds no "
+@pytest.mark.xfail(strict=True, raises=DuplicateZayavki, reason="#14.1: the standby that takes over during a create finds no "
                    "«Заявка» yet and creates a second one (no intent in the store, no settle wait); "
                    "flip once the registration fix is merged")
 def test_given_leadership_moves_during_a_create_when_ten_leads_are_registered_then_none_gets_two_zayavki(
@@ -106,13 +121,15 @@ def test_given_leadership_moves_during_a_create_when_ten_leads_are_registered_th
         store = Store(url)
         proxies = {a.pid: pa, b.pid: pb}
         try:
-            wait_until(lambda: len([i for i in instances(store, utcnow()) if i["alive"]]) == 2, timeout=60,
-                       message="both daemons up")
-            counts = [_one_try(onec, amo, store, proxies) for _ in range(TRIES)]
+            wait_until(lambda: len(_alive(store)) == 2, timeout=60, message="both daemons up")
+            slots = Schedule.seed().plan(TRIES, 15, 5, random.Random(14))   # free, distinct appointments
+            counts = [_one_try(onec, amo, store, proxies, slot) for slot in slots]
             print(f"«Заявки» per lead over {TRIES} moves of leadership: {counts}")
             assert a.poll() is None and b.poll() is None
-            assert counts == [1] * TRIES, f"duplicates in {sum(c > 1 for c in counts)} of {TRIES} tries: {counts}"
             assert stop(a, signal.SIGTERM, timeout=60) == 0 and stop(b, signal.SIGTERM, timeout=60) == 0
+            assert min(counts) >= 1, counts
+            if counts != [1] * TRIES:
+                raise DuplicateZayavki(f"two «Заявки» in {sum(c > 1 for c in counts)} of {TRIES} tries: {counts}")
         finally:
             for p in (pa, pb):
                 p.thaw()

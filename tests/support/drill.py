@@ -660,17 +660,17 @@ ODATA = "/odata/standard.odata"
 ZAYAVKA_SET = "Document_Заявка"
 
 # Faults that strike AFTER the emulator carried the request out: the answer is lost (connection
-# cut) or late (held past the daemon's read timeout). class -> (system, fault, label). The 1C
-# create and Post share a prefix: "create" arms the next POST under «Заявка» (for a new lead that
-# is its create), "post" only the actions on one «Заявка» (``…(guid'…')/Post``).
+# cut) or late (held past the daemon's read timeout). class -> (system, fault, label). "create"
+# strikes the POST at exactly the «Заявка» set, "post" only the actions on one «Заявка»
+# (``…(guid'…')/Post``).
 AFTER_COMMIT: dict[str, tuple[str, dict, str]] = {
-    "create_lost": ("onec", {"method": "POST", "path_prefix": f"{ODATA}/{ZAYAVKA_SET}", "drop": True},
+    "create_lost": ("onec", {"method": "POST", "path": f"{ODATA}/{ZAYAVKA_SET}", "drop": True},
                     "1C create carried out, answer lost"),
-    "create_late": ("onec", {"method": "POST", "path_prefix": f"{ODATA}/{ZAYAVKA_SET}", "late": True},
+    "create_late": ("onec", {"method": "POST", "path": f"{ODATA}/{ZAYAVKA_SET}", "late": True},
                     "1C create carried out, answer late"),
     # not after commit but the other half of the same hole: 1C carries the create out only after
     # the client's read timeout (the client has given up and looks before creating again)
-    "create_carried_out_late": ("onec", {"method": "POST", "path_prefix": f"{ODATA}/{ZAYAVKA_SET}",
+    "create_carried_out_late": ("onec", {"method": "POST", "path": f"{ODATA}/{ZAYAVKA_SET}",
                                          "late": True, "phase": "before"},
                                 "1C create carried out after the client gave up"),
     "post_lost": ("onec", {"method": "POST", "path_prefix": f"{ODATA}/{ZAYAVKA_SET}(", "drop": True},
@@ -829,7 +829,8 @@ class Chaos(threading.Thread):
     def _after_commit(self, kind: str) -> None:
         system, spec, label = AFTER_COMMIT[kind]
         body = {"count": 1, "phase": spec.get("phase", "after"), "status": None, "method": spec["method"],
-                "path_prefix": spec["path_prefix"], "drop": bool(spec.get("drop"))}
+                "path_prefix": spec.get("path_prefix") or spec["path"], "path": spec.get("path"),
+                "drop": bool(spec.get("drop"))}
         if spec.get("late"):
             body["delay_ms"] = self.plan.slow_ms if system == "onec" else self.plan.amo_late_ms
             if body["phase"] == "before":   # carried out well after the client gave up
@@ -1125,6 +1126,7 @@ class DrillReport:
                               if k.startswith("service.")) + ")"),
             ("faults injected", f"{sum(injected.values())}  (" + ", ".join(
                 f"{k} {v}" for k, v in sorted(injected.items())) + ")"),
+            ("faults armed but never reached (cleared)", str(self.faults.get("(never reached: cleared)", 0))),
             ("clinic actions given up", f"{self.ops_not_done}  (they needed a registered lead)"),
             ("restarts (SIGKILL)", f"{self.restarts}" + (
                 f"  (+{len(self.unexpected_exits)} exits by itself: rc {self.unexpected_exits})"
@@ -1261,10 +1263,12 @@ def bootstrap_oauth(daemon: Daemon, amo_ctl: Control) -> None:
     up = daemon.cli("db", "upgrade")
     if up.returncode != 0:
         raise DrillError(f"`amo1c-sync db upgrade` failed ({up.returncode}): {up.stderr[-2000:]}")
-    code = amo_ctl.post("/_sandbox/oauth/code")["code"]
-    res = daemon.cli("auth", "--code", code)
-    if res.returncode != 0:
-        raise DrillError(f"`amo1c-sync auth --code` failed ({res.returncode}): {res.stderr[-2000:]}")
+    for _ in range(3):   # an armed fault may lose the exchange's answer: a person tries a new code
+        code = amo_ctl.post("/_sandbox/oauth/code")["code"]
+        res = daemon.cli("auth", "--code", code)
+        if res.returncode == 0:
+            return
+    raise DrillError(f"`amo1c-sync auth --code` failed ({res.returncode}): {res.stderr[-2000:]}")
 
 
 def _plan_actions(opts: DrillOptions, rng: random.Random) -> list[tuple[float, str]]:
