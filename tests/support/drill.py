@@ -838,13 +838,19 @@ class Chaos(threading.Thread):
         (self.onec if system == "onec" else self.amo).post("/_sandbox/faults", body)
         self._mark(label)
 
-    def _kill_holding_patch(self, wait: float = 10.0) -> None:
-        """Arm a held answer on the next lead PATCH; once amoCRM has carried one out (the fault is
-        taken), SIGKILL the daemon before it hears back, then restart it."""
+    def _kill_holding_patch(self, wait: float = 25.0) -> None:
+        """Arm a held answer on the next lead PATCH and give the daemon one to make (1C posts a
+        payment on a registered lead: the clinic's check reads totals from 1C, so it counts);
+        once amoCRM has carried a PATCH out (the fault is taken), SIGKILL the daemon before it
+        hears back, then restart it."""
         if not self.kills_enabled:
             return
         self.amo.post("/_sandbox/faults", {"count": 1, "phase": "after", "status": None, "method": "PATCH",
                                            "path_prefix": "/api/v4/leads", "delay_ms": 5000})
+        leads = [z["lead"] for z in self.onec.get("/_sandbox/zayavki")
+                 if str(z.get("lead") or "").isdigit() and not z["deletion_mark"]]
+        if leads:
+            self.onec.post("/_sandbox/services", {"lead": int(self.rng.choice(leads)), "amount": "10.00"})
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and not self._halt.is_set():
             if not any(f.get("phase") == "after" and f.get("method") == "PATCH" and f.get("delay_ms") == 5000
