@@ -1192,7 +1192,7 @@ class PatchCounter:
 
         book.apply_patches = counted
 
-    def excess(self, clinic: "Clinic", per_change: int) -> list[str]:
+    def excess(self, clinic: Clinic, per_change: int) -> list[str]:
         """Leads PATCHed more than ``per_change`` times per thing that changed on them (its
         registration, reschedules, posting operations; +2 for replays after a fault)."""
         out = []
