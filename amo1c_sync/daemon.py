@@ -38,8 +38,9 @@ from amo1c_sync import config, logs, metrics
 from amo1c_sync.config import Settings
 from amo1c_sync.domain.retry import backoff_seconds
 from amo1c_sync.errors import ConfigError, FatalError
-from amo1c_sync.amocrm.auth import wait_for_refreshes
+from amo1c_sync.amocrm.auth import REAUTH_ACTION, wait_for_refreshes
 from amo1c_sync.jobs import JOBS, Job, JobContext, run_job
+from amo1c_sync.jobs.base import amocrm_not_authorised, record_skipped
 from amo1c_sync.leader import LeaderLock, leader_lock_for
 from amo1c_sync.logs import get_logger
 from amo1c_sync.sdnotify import Notifier, watchdog_interval
@@ -144,6 +145,9 @@ class Daemon:
         self._store_down_since: float | None = None
         self._store_next_note = 0.0
         self.started = threading.Event()   # set once the main loop made its first lock attempt
+        self._tokens: Any = None            # TokenManager for the per-cycle token check
+        self._no_token: str | None = None   # why the amoCRM jobs are skipped, while they are
+        self._skip_recorded: set[str] = set()
 
     # --- public -------------------------------------------------------------------------------
     @property
@@ -255,7 +259,7 @@ class Daemon:
             self._wake.set()
             return
         ctx = self._ctx
-        if ctx is None:
+        if ctx is None or self._amocrm_blocked(name):
             return
         with self._cond:
             self._running[name] = time.monotonic()
@@ -265,6 +269,54 @@ class Daemon:
             with self._cond:
                 self._running.pop(name, None)
                 self._cond.notify_all()
+
+    def _amocrm_blocked(self, name: str) -> bool:
+        """True while no usable amoCRM token is stored and ``name`` needs amoCRM: the cycle is
+        skipped instead of failing, once per job recorded as a run (what `status` shows)."""
+        if not self._jobs[name].needs_amocrm:
+            return False
+        why = self._check_token(running=name)
+        if why is None:
+            return False
+        with self._cond:
+            first_for_job = name not in self._skip_recorded
+            self._skip_recorded.add(name)
+        if first_for_job:
+            try:
+                record_skipped(self.store, name, why)
+            except Exception:  # noqa: BLE001 - recorded at the next cycle
+                with self._cond:
+                    self._skip_recorded.discard(name)
+            self.last_results[name] = {"status": "skipped", "error": why,
+                                       "at": utcnow().isoformat(timespec="seconds")}
+            self.notifier.status(self._status_line())
+        return True
+
+    def _check_token(self, running: str | None = None) -> str | None:
+        """Why amoCRM cannot be used now (None: it can). Checked every cycle, so the jobs resume
+        by themselves once `auth --code` stores a token; each change is said once in the log."""
+        try:
+            if self._tokens is None:
+                from amo1c_sync.amocrm import token_manager_from_settings
+
+                self._tokens = token_manager_from_settings(self.settings, self.store)
+            why = amocrm_not_authorised(self._tokens)
+        except Exception:  # noqa: BLE001 - store trouble: the run itself meets it and records it
+            return None
+        with self._cond:
+            was, self._no_token = self._no_token, why
+            waiting = sorted(self._skip_recorded - {running}) if why is None else []
+            if why is None:
+                self._skip_recorded.clear()
+        if why is None and was is not None:
+            log.info("daemon.amocrm_authorised", resumed=waiting,
+                     note="an amoCRM token is stored; the amoCRM jobs run again")
+            self._run_now(waiting)
+        elif why is not None and was is None:
+            log.warning("daemon.amocrm_not_authorised", reason=why, action=REAUTH_ACTION,
+                        skipped=[j for j in self.jobs if self._jobs[j].needs_amocrm],
+                        note="the amoCRM jobs are skipped until then and resume by themselves")
+        return why
 
     def _run_loop(self, ctx: JobContext, name: str) -> None:
         while True:
@@ -339,6 +391,8 @@ class Daemon:
             if counts:
                 text += f" {counts}"
             parts.append(text)
+        if self._no_token:
+            parts.append(self._no_token)
         return "; ".join(parts)
 
     # --- leadership ---------------------------------------------------------------------------
@@ -436,9 +490,12 @@ class Daemon:
         self._failures.clear()
         log.info("store.available_again", store=self.store.dialect, down_for_s=round(down, 1),
                  resumed=failed)
+        self._run_now(failed)   # not after the backoff their failures earned meanwhile
+
+    def _run_now(self, names: Sequence[str]) -> None:
         if not self.is_leader or self._scheduler is None:
             return
-        for name in failed:   # not after the backoff their failures earned meanwhile
+        for name in names:
             try:
                 self._scheduler.modify_job(name, next_run_time=datetime.now(timezone.utc))
             except Exception:  # noqa: BLE001 - scheduler shutting down
@@ -491,6 +548,8 @@ class Daemon:
             if now >= next_beat:
                 self._heartbeat()
                 next_beat = now + self.heartbeat_every
+                if self.is_leader and self._no_token:
+                    self._check_token()   # the skipped jobs may all be hourly: resume them at once
             if not self._ready_sent:
                 self._ready_sent = True
                 self.notifier.ready(status=self._status_line() if self.is_leader
@@ -521,6 +580,7 @@ class Daemon:
         if new.store.resolved_url() != self.settings.store.resolved_url():
             log.warning("config.reload_partial", note="[store] url changed: takes effect after a restart")
         self.settings = new
+        self._tokens = None
         if self.is_leader:
             self._ctx = self._new_context()
         if self._scheduler is not None:

@@ -24,7 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.drill import DrillOptions, run_drill
+from tests.support.drill import (
+    FAULT_CLASSES,
+    STORES,
+    DrillError,
+    DrillOptions,
+    parse_fault_classes,
+    run_drill,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--appointment-minutes", type=int, default=15)
     p.add_argument("--workdir", type=Path, default=None, help="keep sync.ini, state.db and daemon.log here")
     p.add_argument("--keep", action="store_true", help="keep the temporary workdir even on success")
+    p.add_argument("--store", choices=STORES, default="sqlite",
+                   help="the daemon's store: a SQLite file in the workdir, or a scratch PostgreSQL "
+                        "database on the local server (AMO1C_PG_URL) (default sqlite)")
+    p.add_argument("--faults", default="default",
+                   help="after-commit fault classes: all, default, none, or a comma list of "
+                        f"{', '.join(FAULT_CLASSES)} (default: default)")
+    p.add_argument("--per-class", type=int, default=2, help="events of each fault class (default 2)")
     args = p.parse_args(argv)
+    try:
+        classes = parse_fault_classes(args.faults)
+    except DrillError as exc:
+        p.error(str(exc))
     if args.registrations < 1 or args.postings < 0:
         p.error("--registrations must be at least 1 and --postings not negative")
 
@@ -58,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                         rss_growth_limit_mb=args.rss_growth_mb, action_seconds=args.action_seconds,
                         converge_timeout=args.converge_timeout, onec_fault_ratio=args.onec_fault_ratio,
                         appointment_minutes=args.appointment_minutes, workdir=args.workdir,
-                        keep_workdir=args.keep)
+                        keep_workdir=args.keep, store=args.store, fault_classes=classes,
+                        per_class=args.per_class)
     report = run_drill(opts)
     print(report.format_table())
     if not report.ok:

@@ -17,20 +17,6 @@ from amo1c_sync.logs import get_logger
 log = get_logger("amo1c_sync.run")
 
 
-def _say_if_not_authorised(settings, store) -> None:
-    """Without a token every amoCRM call fails; say once, up front, what a person must do (the
-    daemon keeps running: slots over HTTP and the 1C reads need no amoCRM, and it picks the token
-    up by itself as soon as `auth --code` stores one)."""
-    from amo1c_sync.amocrm import token_manager_from_settings
-    from amo1c_sync.amocrm.auth import REAUTH_ACTION
-
-    state = token_manager_from_settings(settings, store).status()
-    if not state.get("has_token") or state.get("revoked_reason"):
-        why = state.get("revoked_reason") or "no amoCRM token is stored yet"
-        log.warning("daemon.amocrm_not_authorised", reason=why, action=REAUTH_ACTION,
-                    hint="amoCRM work fails until then; `amo1c-sync status` shows the token state")
-
-
 def main(args) -> int:
     settings = settings_from(args)
     config.require_http_secret(settings)
@@ -41,7 +27,6 @@ def main(args) -> int:
     except (OSError, DBAPIError, PsycopgError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FatalError(f"store {store.dialect} unreachable at start-up: {first}", system="store") from None
-    _say_if_not_authorised(settings, store)
     from amo1c_sync.daemon import Daemon
 
     daemon = Daemon(settings, store, config_path=getattr(args, "config", None), jobs=args.job_list)

@@ -28,7 +28,7 @@ class JobResult:
     """What one run of a job did: counts, errors, and in a dry run what it would write."""
 
     job: str
-    status: str = "ok"  # ok | partial | failed | interrupted
+    status: str = "ok"  # ok | partial | failed | interrupted (| skipped, by the daemon)
     counts: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     planned: list[dict[str, Any]] = field(default_factory=list)  # what a dry run would write
@@ -96,6 +96,28 @@ class Job:
     name: str
     run: Callable[["JobContext", JobResult], None]
     interval: Callable[[Settings], float]
+    needs_amocrm: bool = True   # skipped by the daemon while no usable amoCRM token is stored
+
+
+AUTH_COMMAND = "amo1c-sync auth --code CODE"
+
+
+def amocrm_not_authorised(tokens: Any) -> str | None:
+    """Why amoCRM calls cannot work now, starting with the command a person must run; None when
+    a token is usable (or being refreshed). ``tokens``: the TokenManager; its ``status()`` is one
+    primary-key read of the token row, cheap enough for every cycle."""
+    state = tokens.status()
+    if not state.get("has_token"):
+        return f"waiting for `{AUTH_COMMAND}`: no amoCRM token is stored yet"
+    if state.get("revoked_reason"):
+        return f"waiting for `{AUTH_COMMAND}`: amoCRM refused the stored token ({state['revoked_reason']})"
+    return None
+
+
+def record_skipped(store: Store, job: str, why: str) -> None:
+    """A run that did not start because ``why`` (what `status` then shows for ``job``)."""
+    run_id = runs.start(store, job, dry_run=False)
+    runs.finish(store, run_id, status="skipped", counts={}, errors=[why])
 
 
 def run_job(ctx: JobContext, job: Union[Job, str]) -> JobResult:

@@ -94,20 +94,23 @@ class Faults:
         self._armed: list[dict] = []
 
     def add(self, count: int = 1, status: int | None = 500, delay_ms: int = 0, drop: bool = False,
-            path_prefix: str = "/", method: str | None = None, phase: str = "before") -> None:
+            path_prefix: str = "/", method: str | None = None, phase: str = "before",
+            path: str | None = None) -> None:
+        """``path``: only requests at exactly that path (a create, not the actions under it)."""
         if phase not in PHASES:
             raise ValueError(f"fault phase {phase!r}: use one of {', '.join(PHASES)}")
         with self._lock:
             self._armed.append({"count": int(count), "status": status, "delay_ms": int(delay_ms),
                                 "drop": bool(drop), "path_prefix": path_prefix or "/",
-                                "method": method.upper() if method else None, "phase": phase})
+                                "method": method.upper() if method else None, "phase": phase,
+                                "path": path or None})
 
     def add_from_json(self, body: dict) -> None:
         default_status = 500 if not body.get("drop") and not body.get("delay_ms") else None
         self.add(count=body.get("count", 1), status=body.get("status", default_status),
                  delay_ms=body.get("delay_ms", 0), drop=body.get("drop", False),
                  path_prefix=body.get("path_prefix") or "/", method=body.get("method"),
-                 phase=body.get("phase") or "before")
+                 phase=body.get("phase") or "before", path=body.get("path"))
 
     def clear(self) -> None:
         with self._lock:
@@ -123,6 +126,8 @@ class Faults:
                 if fault["phase"] != phase or fault["count"] <= 0:
                     continue
                 if not request.path.startswith(fault["path_prefix"]):
+                    continue
+                if fault["path"] and request.path != fault["path"]:
                     continue
                 if fault["method"] and fault["method"] != request.method:
                     continue

@@ -1,12 +1,16 @@
 """The fault drill, small (issue 9): 50 registrations and 200 postings against the real daemon,
 with at least 5 SIGKILL restarts and every kind of fault; nothing lost, nothing duplicated.
 
-Run: .venv/bin/pytest -q -m drill tests/drill   (about 1.5-3 minutes on 2 cores)
+Run: .venv/bin/pytest -q -m drill tests/drill   (about 2-3 minutes per store on 2 cores)
+Both stores (SQLite file, PostgreSQL scratch database), with the after-commit fault classes of
+DEFAULT_FAULT_CLASSES; AMO1C_DRILL_FAULTS (``all``, ``default,create_carried_out_late``, …) picks
+others.
 The big one is benchmarks/drill.py. The fast tests below check the drill's own parts (no marker).
 """
 
 from __future__ import annotations
 
+import os
 import random
 from datetime import date
 from decimal import Decimal
@@ -14,6 +18,10 @@ from decimal import Decimal
 import pytest
 
 from tests.support.drill import (
+    AFTER_COMMIT,
+    DEFAULT_FAULT_CLASSES,
+    FAULT_CLASSES,
+    KILL_HOLDING_PATCH,
     ArrivalRecorder,
     DrillError,
     DrillOptions,
@@ -21,15 +29,18 @@ from tests.support.drill import (
     assert_loopback,
     expected_totals,
     make_chaos_plan,
+    parse_fault_classes,
     run_drill,
 )
 
 
 @pytest.mark.drill
 @pytest.mark.timeout(420)
-def test_given_faults_and_kills_when_the_clinic_works_then_nothing_is_lost_or_duplicated(tmp_path):
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_given_faults_and_kills_when_the_clinic_works_then_nothing_is_lost_or_duplicated(tmp_path, store):
+    classes = parse_fault_classes(os.environ.get("AMO1C_DRILL_FAULTS", "default"))
     opts = DrillOptions(registrations=50, postings=200, seed=9, restarts=5, action_seconds=75,
-                        converge_timeout=120, workdir=tmp_path / "drill")
+                        converge_timeout=120, workdir=tmp_path / "drill", store=store, fault_classes=classes)
     report = run_drill(opts, log=lambda m: print(m, flush=True))
     table = report.format_table()
     print(table)
@@ -43,6 +54,10 @@ def test_given_faults_and_kills_when_the_clinic_works_then_nothing_is_lost_or_du
     for kind in ("1C 500", "1C dropped connection", "1C slow past read timeout", "amoCRM 429 storm",
                  "amoCRM token expiry", "amoCRM 403 block window"):
         assert report.faults.get(kind, 0) >= 1, f"no {kind} injected: {report.faults}"
+    for cls in classes:
+        label = AFTER_COMMIT[cls][2] if cls in AFTER_COMMIT else "daemon SIGKILL while amoCRM holds a written PATCH"
+        assert report.faults.get(label, 0) >= 1, f"no {cls} injected: {report.faults}"
+    assert report.settled_samples >= 10   # it kept checking after convergence
 
 
 # --- the drill's own parts (fast, no marker) ------------------------------------------------------
@@ -109,3 +124,24 @@ def test_given_an_address_that_is_not_loopback_when_the_drill_would_use_it_then_
     assert assert_loopback("http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
     with pytest.raises(DrillError):
         assert_loopback("https://clinic.amocrm.ru")
+
+
+def test_given_fault_class_lists_when_parsed_then_names_expand_and_an_unknown_one_is_refused():
+    assert parse_fault_classes("default") == DEFAULT_FAULT_CLASSES
+    assert parse_fault_classes("all") == FAULT_CLASSES
+    assert parse_fault_classes("none") == ()
+    assert parse_fault_classes("default,create_carried_out_late")[-1] == "create_carried_out_late"
+    assert "create_carried_out_late" not in DEFAULT_FAULT_CLASSES
+    assert parse_fault_classes("patch_lost, patch_lost") == ("patch_lost",)
+    with pytest.raises(DrillError, match="unknown fault class 'patch_gone'.*patch_lost"):
+        parse_fault_classes("patch_gone")
+
+
+def test_given_fault_classes_when_the_chaos_plan_is_made_then_each_comes_per_class_times():
+    plan = make_chaos_plan(random.Random(2), 75, restarts=5, onec_fault_ratio=0.1, onec_read_timeout=2,
+                           fault_classes=("create_lost", KILL_HOLDING_PATCH), per_class=3, amo_read_timeout=5)
+    kinds = [k for _, k in plan.events]
+    assert kinds.count("create_lost") == 3
+    assert kinds.count(KILL_HOLDING_PATCH) == 3
+    assert plan.amo_late_ms > 5000
+    assert plan.slow_ms > 2000

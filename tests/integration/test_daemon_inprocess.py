@@ -13,7 +13,7 @@ from amo1c_sync.sdnotify import Notifier
 from tests.support import wait_until
 
 from tests.support import fake_jobs as _fake_jobs
-from tests.support.daemon import item_pids, runs, write_ini
+from tests.support.daemon import item_pids, last_run, runs, write_ini
 
 
 @pytest.fixture
@@ -41,6 +41,12 @@ def notify_socket(tmp_path):
     sock.close()
 
 
+def _latest_if(store, status: str, *, after_id: int = 0) -> dict | None:
+    """The latest run as `status` shows it, once it is in ``status`` and newer than ``after_id``."""
+    run = last_run(store)
+    return run if run and run["status"] == status and run["id"] > after_id else None
+
+
 def _start(daemon: Daemon) -> threading.Thread:
     t = threading.Thread(target=daemon.run, kwargs={"install_signals": False}, daemon=True)
     t.start()
@@ -57,10 +63,9 @@ def test_given_a_store_when_the_daemon_runs_then_jobs_run_on_their_interval_and_
                     jobs=fake_jobs.jobs())
     t = _start(daemon)
     try:
-        wait_until(lambda: len([r for r in runs(store) if r.status == "ok"]) >= 2, timeout=15,
-                   message="two ok runs of the fake job")
+        wait_until(lambda: _latest_if(store, "ok", after_id=1), timeout=15, message="two ok runs of the fake job")
         assert daemon.role == "leader"
-        assert runs(store)[0].counts == {"items": 2}
+        assert last_run(store)["counts"] == {"items": 2}
         msgs = "\n".join(drain())
         assert "READY=1" in msgs
         assert "STATUS=leader; registration ok" in msgs
@@ -72,7 +77,8 @@ def test_given_a_store_when_the_daemon_runs_then_jobs_run_on_their_interval_and_
         t.join(20)
     assert not t.is_alive()
     assert daemon.role == "stopped"
-    assert all(r.status != "running" for r in runs(store))
+    assert last_run(store)["status"] in ("ok", "interrupted")
+    assert last_run(store)["finished_at"]
     assert "STOPPING=1" in "\n".join(drain())
 
 
@@ -81,11 +87,11 @@ def test_given_a_long_interval_when_nudged_then_the_job_runs_now(store, tmp_path
     daemon = Daemon(config.load_settings(ini), store, tick=0.1, jobs=fake_jobs.jobs())
     t = _start(daemon)
     try:
-        wait_until(lambda: len(runs(store)) == 1 and runs(store)[0].status == "ok", timeout=10,
-                   message="the first run at start")
+        wait_until(lambda: _latest_if(store, "ok"), timeout=10, message="the first run at start")
+        first = last_run(store)["id"]
         assert daemon.nudge("registration") is True
-        wait_until(lambda: len([r for r in runs(store) if r.status == "ok"]) == 2, timeout=10,
-                   message="the nudged run")
+        wait_until(lambda: _latest_if(store, "ok", after_id=first), timeout=10, message="the nudged run")
+        assert len(runs(store)) == 2
         with pytest.raises(KeyError):
             daemon.nudge("nonsense")
     finally:
@@ -104,11 +110,12 @@ def test_given_a_job_mid_run_when_stopped_then_it_stops_between_items_and_is_rec
     daemon.request_stop()
     t.join(20)
     assert not t.is_alive()
-    (run,) = runs(store)
-    assert run.status == "interrupted"
-    assert run.finished_at is not None
-    assert 3 <= run.counts["items"] < 1000
-    assert run.counts["items"] == len(item_pids(store))  # every item done was committed and counted
+    assert len(runs(store)) == 1
+    run = last_run(store)
+    assert run["status"] == "interrupted"
+    assert run["finished_at"] is not None
+    assert 3 <= run["counts"]["items"] < 1000
+    assert run["counts"]["items"] == len(item_pids(store))  # every item done was committed and counted
 
 
 def test_given_a_bad_new_sync_ini_when_reloaded_then_it_is_refused_and_the_old_one_kept(
@@ -155,15 +162,16 @@ def test_given_the_leader_lock_lost_then_jobs_stop_until_it_is_won_back(store, t
     daemon._demote = lambda reason: (demotions.append(reason), original(reason))
     t = _start(daemon)
     try:
-        wait_until(lambda: len(runs(store)) >= 1, timeout=10, message="a first run")
+        wait_until(lambda: last_run(store), timeout=10, message="a first run")
         _break_lock(store, daemon)
         wait_until(lambda: demotions, timeout=10, message="the loss noticed")
-        n = len(runs(store))
-        wait_until(lambda: daemon.is_leader and len(runs(store)) > n, timeout=10,
+        n = last_run(store)["id"]
+        wait_until(lambda: daemon.is_leader and last_run(store)["id"] > n, timeout=10,
                    message="leadership won back and jobs running again")
     finally:
         daemon.request_stop()
         t.join(20)
+    assert last_run(store)["status"] != "running"
     assert all(r.status != "running" for r in runs(store))
 
 
@@ -177,9 +185,10 @@ def test_given_a_job_failing_whole_runs_then_it_backs_off(store, tmp_path, monke
 
         job = daemon._scheduler.get_job("registration")
         assert (job.next_run_time - datetime.now(timezone.utc)).total_seconds() > 1.2
-        (first, *_) = runs(store)
-        assert first.status == "failed"
-        assert "1C did not answer" in first.error
+        shown = last_run(store)
+        assert shown["status"] == "failed"
+        assert "1C did not answer" in shown["error"]
+        assert shown["last_success_at"] is None
     finally:
         daemon.request_stop()
         t.join(20)
@@ -192,11 +201,12 @@ def test_given_a_job_stuck_past_the_stop_timeout_then_run_returns_and_the_run_is
     daemon = Daemon(config.load_settings(ini), store, tick=0.1, jobs=fake_jobs.jobs(fake_jobs.stuck),
                     stop_timeout=0.3)
     t = _start(daemon)
-    wait_until(lambda: [r.status for r in runs(store)] == ["running"], timeout=10, message="the stuck run")
+    wait_until(lambda: _latest_if(store, "running"), timeout=10, message="the stuck run")
     daemon.request_stop()
     t.join(5)
     assert not t.is_alive()
     assert daemon.unfinished == ["registration"]  # `run` then leaves with os._exit(0)
-    (run,) = runs(store)
-    assert run.status == "interrupted"
-    assert "exited before the job finished" in run.error
+    assert len(runs(store)) == 1
+    run = last_run(store)
+    assert run["status"] == "interrupted"
+    assert "exited before the job finished" in run["error"]

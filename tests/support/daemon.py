@@ -85,8 +85,22 @@ def _tolerant(default):
     return decorate
 
 
+@_tolerant(None)
+def last_run(store, job: str = "registration") -> dict | None:
+    """The latest run of ``job`` as `status` shows it, read with the readers `status` uses
+    (store/runs.py): id, status, counts, started_at, finished_at, duration_s, error, and
+    last_success_at."""
+    from amo1c_sync.status import _iso
+    from amo1c_sync.store import runs as job_runs
+
+    run, success_at = job_runs.latest(store, job)
+    shown = job_runs.as_dict(run, _iso)
+    return None if shown is None else {**shown, "last_success_at": _iso(success_at)}
+
+
 @_tolerant([])
 def runs(store, job: str | None = None) -> list[JobRun]:
+    """Every run, oldest first: only to count runs (what a run says is read with ``last_run``)."""
     with store.session() as s:
         q = select(JobRun).order_by(JobRun.id)
         if job:

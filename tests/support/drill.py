@@ -17,8 +17,14 @@ Pieces, each usable alone:
   sandbox's launcher): start, SIGKILL, restart, SIGTERM, RSS from ``/proc/<pid>/status``.
 * :class:`Chaos` — the fault injector (a thread): ~10 % of 1C requests fail (500 / dropped
   connection), slow 1C answers past the read timeout, amoCRM 429 storms, an access-token expiry, a
-  403 block window, and SIGKILL + restart of the daemon at random moments.
-* :func:`check_state` — the convergence checker.
+  403 block window, and SIGKILL + restart of the daemon at random moments; and the after-commit
+  fault classes chosen in ``DrillOptions.fault_classes`` (FAULT_CLASSES: the 1C create and Post, the
+  amoCRM notes, lead PATCH and token refresh carried out with the answer lost or late, SIGKILL
+  while amoCRM holds a written PATCH).
+* :func:`check_state` — the convergence checker (one «Заявка» per valid lead, posted, its number
+  in «Заявка 1С», the lead's client; totals; notes; flags). After convergence the drill keeps
+  sampling it for ``settle_seconds`` (a late write must not break it), and counts lead PATCHes.
+* ``DrillOptions.store``: ``sqlite`` (a file in the workdir) or ``postgresql`` (a scratch database).
 * :func:`run_drill` — its phases :func:`prepare` (the sandbox's emulators and sync.ini, OAuth,
   the daemon), :func:`act` (clinic and chaos), :func:`converge` and :func:`check_invariants`,
   returning a :class:`DrillReport` (``format_table()``).
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import collections
 import configparser
+import contextlib
 import json
 import os
 import queue
@@ -52,6 +59,7 @@ from urllib.parse import urlsplit
 import requests
 
 from amo1c_sync.sandbox.daemon import child_env, daemon_command, launch_daemon
+from amo1c_sync.domain.registration import display_number
 from amo1c_sync.sandbox.serve import Sandbox
 
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
@@ -248,6 +256,7 @@ class LeadPlan:
     reschedules: int = 0
     deleted: bool = False
     anchor: bool = False           # its slot was copied by a "busy" lead: never moved or deleted
+    client: str | None = None      # «ФИО клиента» as the clinic typed it
 
     @property
     def valid(self) -> bool:
@@ -286,6 +295,7 @@ class Clinic:
         self.leads: dict[int, LeadPlan] = {}
         self.services: dict[str, ServiceState] = {}
         self.ops: collections.Counter = collections.Counter()
+        self.touched: collections.Counter = collections.Counter()   # posting operations per lead
         self._ready: set[int] = set()          # leads whose «Заявка» exists and flag is cleared
         self._ready_at = 0.0
         self._time_options: dict[int, str] = {}
@@ -331,7 +341,9 @@ class Clinic:
         fields = self._slot_fields(slot)
         if client:
             fields[F_CLIENT] = client
-        return self._create_and_flag("valid", fields, slot)
+        plan = self._create_and_flag("valid", fields, slot)
+        plan.client = client or None
+        return plan
 
     def register_invalid(self, kind: str | None = None) -> LeadPlan:
         kind = kind or self.rng.choice(INVALID_KINDS)
@@ -429,29 +441,31 @@ class Clinic:
             s.amount = _money(self.rng)
             self.onec.post(f"/_sandbox/services/{s.ref}/post", {"amount": str(s.amount)})
             s.posted = True
-            op = "repost"
+            op, touched = "repost", s.lead
         elif posted and roll < 0.45:
             s = self.rng.choice(posted)
             self.onec.post(f"/_sandbox/services/{s.ref}/unpost")
             s.posted = False
-            op = "unpost"
+            op, touched = "unpost", s.lead
         elif live and roll < 0.53:
             s = self.rng.choice(live)
             self.onec.post(f"/_sandbox/services/{s.ref}/delete")
             s.deleted, s.posted = True, False
-            op = "delete"
+            op, touched = "delete", s.lead
         elif roll < 0.55:
             amount = _money(self.rng)
             ref = self.onec.post("/_sandbox/services", {"zayavka_ref": None, "amount": str(amount)})["ref"]
             self.services[ref] = ServiceState(ref, None, amount)
-            op = "orphan"
+            op, touched = "orphan", None
         else:
             plan = self.rng.choice(ready)
             amount = _money(self.rng)
             ref = self.onec.post("/_sandbox/services", {"lead": plan.id, "amount": str(amount)})["ref"]
             self.services[ref] = ServiceState(ref, plan.id, amount)
-            op = "create"
+            op, touched = "create", plan.id
         self.ops[f"service.{op}"] += 1
+        if touched is not None:
+            self.touched[touched] += 1
         return op
 
     @property
@@ -642,6 +656,58 @@ class Daemon:
 # =============================================================================================
 # the fault injector
 # =============================================================================================
+ODATA = "/odata/standard.odata"
+ZAYAVKA_SET = "Document_Заявка"
+
+# Faults that strike AFTER the emulator carried the request out: the answer is lost (connection
+# cut) or late (held past the daemon's read timeout). class -> (system, fault, label). "create"
+# strikes the POST at exactly the «Заявка» set, "post" only the actions on one «Заявка»
+# (``…(guid'…')/Post``).
+AFTER_COMMIT: dict[str, tuple[str, dict, str]] = {
+    "create_lost": ("onec", {"method": "POST", "path": f"{ODATA}/{ZAYAVKA_SET}", "drop": True},
+                    "1C create carried out, answer lost"),
+    "create_late": ("onec", {"method": "POST", "path": f"{ODATA}/{ZAYAVKA_SET}", "late": True},
+                    "1C create carried out, answer late"),
+    # not after commit but the other half of the same hole: 1C carries the create out only after
+    # the client's read timeout (the client has given up and looks before creating again)
+    "create_carried_out_late": ("onec", {"method": "POST", "path": f"{ODATA}/{ZAYAVKA_SET}",
+                                         "late": True, "phase": "before"},
+                                "1C create carried out after the client gave up"),
+    "post_lost": ("onec", {"method": "POST", "path_prefix": f"{ODATA}/{ZAYAVKA_SET}(", "drop": True},
+                  "1C Post carried out, answer lost"),
+    "post_late": ("onec", {"method": "POST", "path_prefix": f"{ODATA}/{ZAYAVKA_SET}(", "late": True},
+                  "1C Post carried out, answer late"),
+    "notes_lost": ("amo", {"method": "POST", "path_prefix": "/api/v4/leads/notes", "drop": True},
+                   "amoCRM notes written, answer lost"),
+    "patch_lost": ("amo", {"method": "PATCH", "path_prefix": "/api/v4/leads", "drop": True},
+                   "amoCRM lead PATCH written, answer lost"),
+    "patch_late": ("amo", {"method": "PATCH", "path_prefix": "/api/v4/leads", "late": True},
+                   "amoCRM lead PATCH written, answer late"),
+    "refresh_lost": ("amo", {"method": "POST", "path_prefix": "/oauth2/access_token", "drop": True},
+                     "amoCRM token refresh carried out, answer lost"),
+}
+KILL_HOLDING_PATCH = "kill_holding_patch"   # SIGKILL while amoCRM holds the answer to a written PATCH
+FAULT_CLASSES: tuple[str, ...] = (*AFTER_COMMIT, KILL_HOLDING_PATCH)
+# Classes that find holes other engineers are closing (left out of the default until they land):
+# a create 1C carries out after the client gave up gives a second «Заявка» (#14.1).
+OPEN_CLASSES: tuple[str, ...] = ("create_carried_out_late",)
+DEFAULT_FAULT_CLASSES: tuple[str, ...] = tuple(c for c in FAULT_CLASSES if c not in OPEN_CLASSES)
+
+
+def parse_fault_classes(text: str) -> tuple[str, ...]:
+    """``all``, ``default``, ``none`` or a comma list of FAULT_CLASSES (``default,create_late``)."""
+    out: list[str] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        names = {"all": FAULT_CLASSES, "default": DEFAULT_FAULT_CLASSES, "none": ()}.get(part, (part,))
+        for name in names:
+            if name not in FAULT_CLASSES:
+                raise DrillError(f"unknown fault class {name!r}; the classes are: {', '.join(FAULT_CLASSES)} "
+                                 "(or all, default, none)")
+            if name not in out:
+                out.append(name)
+    return tuple(out)
+
+
 @dataclass
 class ChaosPlan:
     """What to break and when (seconds from the start of the action phase)."""
@@ -651,11 +717,13 @@ class ChaosPlan:
     slow_ms: int = 3500
     storm_size: int = 15
     block_seconds: float = 4.0
+    amo_late_ms: int = 6500
 
 
 def make_chaos_plan(rng: random.Random, span: float, *, restarts: int, onec_fault_ratio: float,
                     onec_read_timeout: float, storms: int = 3, expiries: int = 2, blocks: int = 1,
-                    slow: int = 4) -> ChaosPlan:
+                    slow: int = 4, fault_classes: Iterable[str] = (), per_class: int = 2,
+                    amo_read_timeout: float = 5.0) -> ChaosPlan:
     """Random moments in [0.05, 0.95] x span; kills at least 2.5 s apart; the 403 window before
     the last kill so that a daemon that needs a person (a restart) after a block gets one."""
     lo, hi = 0.05 * span, 0.95 * span
@@ -672,11 +740,13 @@ def make_chaos_plan(rng: random.Random, span: float, *, restarts: int, onec_faul
     events += [(rng.uniform(lo, hi), "storm") for _ in range(storms)]
     events += [(rng.uniform(lo, hi), "expire") for _ in range(expiries)]
     events += [(rng.uniform(lo, hi), "slow") for _ in range(slow)]
+    events += [(rng.uniform(lo, hi), kind) for kind in fault_classes for _ in range(per_class)]
     last_kill = max(kills) if kills else hi
     events += [(rng.uniform(lo, max(lo, last_kill - 6.0)), "block") for _ in range(blocks)]
     events.sort()
     return ChaosPlan(events=events, onec_fault_ratio=onec_fault_ratio,
-                     slow_ms=int(onec_read_timeout * 1000 + 1500))
+                     slow_ms=int(onec_read_timeout * 1000 + 1500),
+                     amo_late_ms=int(amo_read_timeout * 1000 + 1500))
 
 
 class Chaos(threading.Thread):
@@ -751,6 +821,47 @@ class Chaos(threading.Thread):
             self.onec.post("/_sandbox/faults", {"count": 1, "delay_ms": self.plan.slow_ms, "status": None,
                                                 "path_prefix": "/"})
             self._mark("1C slow past read timeout")
+        elif kind in AFTER_COMMIT:
+            self._after_commit(kind)
+        elif kind == KILL_HOLDING_PATCH:
+            self._kill_holding_patch()
+
+    def _after_commit(self, kind: str) -> None:
+        system, spec, label = AFTER_COMMIT[kind]
+        body = {"count": 1, "phase": spec.get("phase", "after"), "status": None, "method": spec["method"],
+                "path_prefix": spec.get("path_prefix") or spec["path"], "path": spec.get("path"),
+                "drop": bool(spec.get("drop"))}
+        if spec.get("late"):
+            body["delay_ms"] = self.plan.slow_ms if system == "onec" else self.plan.amo_late_ms
+            if body["phase"] == "before":   # carried out well after the client gave up
+                body["delay_ms"] += 3000
+        (self.onec if system == "onec" else self.amo).post("/_sandbox/faults", body)
+        self._mark(label)
+
+    def _kill_holding_patch(self, wait: float = 25.0) -> None:
+        """Arm a held answer on the next lead PATCH and give the daemon one to make (1C posts a
+        payment on a registered lead: the clinic's check reads totals from 1C, so it counts);
+        once amoCRM has carried a PATCH out (the fault is taken), SIGKILL the daemon before it
+        hears back, then restart it."""
+        if not self.kills_enabled:
+            return
+        self.amo.post("/_sandbox/faults", {"count": 1, "phase": "after", "status": None, "method": "PATCH",
+                                           "path_prefix": "/api/v4/leads", "delay_ms": 5000})
+        leads = [z["lead"] for z in self.onec.get("/_sandbox/zayavki")
+                 if str(z.get("lead") or "").isdigit() and not z["deletion_mark"]]
+        if leads:
+            self.onec.post("/_sandbox/services", {"lead": int(self.rng.choice(leads)), "amount": "10.00"})
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and not self._halt.is_set():
+            if not any(f.get("phase") == "after" and f.get("method") == "PATCH" and f.get("delay_ms") == 5000
+                       for f in self.amo.get("/_sandbox/faults")):
+                time.sleep(self.rng.uniform(0.05, 0.5))   # amoCRM holds the written PATCH
+                self.daemon.kill()
+                self._mark("daemon SIGKILL while amoCRM holds a written PATCH")
+                self.daemon.start()
+                return
+            time.sleep(0.05)
+        self._mark("(PATCH to hold never came)")
 
     def run(self) -> None:
         while not self._halt.is_set():
@@ -809,7 +920,10 @@ class CheckResult:
     zayavki_for_invalid: int = 0
     invalid_without_note: int = 0
     flags_left: int = 0
-    wrong_totals: int = 0               # «Сумма1С» or price differ from the 1C total
+    wrong_totals: int = 0               # «Сумма1С» or price differ from the 1C total (stale)
+    unposted_zayavki: int = 0           # a valid lead's «Заявка» left unposted
+    wrong_numbers: int = 0              # «Заявка 1С» on the lead is not its «Заявка»'s number
+    wrong_clients: int = 0              # the «Заявка»'s client is not the lead's «ФИО клиента»
     expected_money: Decimal = Decimal(0)
     problems: list[str] = field(default_factory=list)
 
@@ -817,7 +931,8 @@ class CheckResult:
     def ok(self) -> bool:
         return not (self.duplicates or self.missing_zayavki or self.wrong_zayavki
                     or self.zayavki_for_invalid or self.invalid_without_note or self.flags_left
-                    or self.wrong_totals)
+                    or self.wrong_totals or self.unposted_zayavki or self.wrong_numbers
+                    or self.wrong_clients)
 
 
 def expected_totals(services: list[dict]) -> dict[int, Decimal]:
@@ -829,6 +944,23 @@ def expected_totals(services: list[dict]) -> dict[int, Decimal]:
             continue
         totals[int(lead)] += Decimal(str(s["amount"]))
     return totals
+
+
+def _check_zayavka(res: CheckResult, problem: Callable[[str], None], plan: LeadPlan, z: dict,
+                   lead: dict | None) -> None:
+    """A valid lead's one «Заявка»: posted, its number on the lead, the lead's client."""
+    if not z.get("posted"):
+        res.unposted_zayavki += 1
+        problem(f"lead {plan.id}: «Заявка» {z['number']} is not posted")
+    if lead is not None:
+        shown = str(lead["fields"].get(F_NUMBER) or "")
+        if shown != display_number(z["number"]):
+            res.wrong_numbers += 1
+            problem(f"lead {plan.id}: «{F_NUMBER}» is {shown!r}, its «Заявка» is {z['number']}")
+    if plan.client and (z.get("client") or "").strip().casefold() != plan.client.strip().casefold():
+        res.wrong_clients += 1
+        problem(f"lead {plan.id}: «Заявка» {z['number']} names client {z.get('client')!r}, "
+                f"the lead says {plan.client!r}")
 
 
 def check_state(clinic: Clinic, amo: Control, onec: Control, *, max_problems: int = 20) -> CheckResult:
@@ -867,6 +999,7 @@ def check_state(clinic: Clinic, amo: Control, onec: Control, *, max_problems: in
                     res.wrong_zayavki += 1
                     problem(f"lead {lid}: «Заявка» {z['number']} is {z.get('doctor')} {z.get('start')}, "
                             f"lead says {want.doctor} {want.start_iso}")
+                _check_zayavka(res, problem, plan, z, lead)
         else:
             if mine:
                 res.zayavki_for_invalid += len(mine)
@@ -922,6 +1055,11 @@ class DrillOptions:
     amo_read_timeout: float = 5.0
     retry_backoff_base: str = "1s"
     retry_backoff_max: str = "8s"
+    store: str = "sqlite"              # or "postgresql": a scratch database on the local server
+    fault_classes: tuple[str, ...] = DEFAULT_FAULT_CLASSES   # the after-commit classes (FAULT_CLASSES)
+    per_class: int = 2                 # events of each fault class
+    settle_seconds: float = 15.0       # keep checking this long after convergence (late writes)
+    max_patches_per_change: int = 4    # lead PATCHes allowed per thing that changed on the lead
 
     def span(self) -> float:
         if self.soak_minutes:
@@ -961,10 +1099,22 @@ class DrillReport:
     problems: list[str] = field(default_factory=list)
     workdir: str = ""
     daemon_log_tail: str = ""
+    settled_samples: int = 0            # checks after convergence, all of which had to hold
+    patches_max: int = 0                # lead PATCHes: the most any lead got, and the mean
+    patches_mean: float = 0.0
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def figures(self) -> str:
+        """One line: duplicates, lost, stale, convergence time after the last fault."""
+        c = self.check or CheckResult()
+        conv = (f"{self.converge_seconds:.1f} s" if self.converged and self.converge_seconds is not None
+                else "did not converge")
+        return (f"duplicates {c.duplicates}, lost {c.missing_zayavki}, stale {c.wrong_totals}, "
+                f"converged {conv} after the last fault (store {self.options.store}; fault classes "
+                f"{','.join(self.options.fault_classes) or 'none'})")
 
     def format_table(self) -> str:
         c = self.check or CheckResult()
@@ -982,6 +1132,7 @@ class DrillReport:
                               if k.startswith("service.")) + ")"),
             ("faults injected", f"{sum(injected.values())}  (" + ", ".join(
                 f"{k} {v}" for k, v in sorted(injected.items())) + ")"),
+            ("faults armed but never reached (cleared)", str(self.faults.get("(never reached: cleared)", 0))),
             ("clinic actions given up", f"{self.ops_not_done}  (they needed a registered lead)"),
             ("restarts (SIGKILL)", f"{self.restarts}" + (
                 f"  (+{len(self.unexpected_exits)} exits by itself: rc {self.unexpected_exits})"
@@ -991,6 +1142,10 @@ class DrillReport:
             ("missing / wrong «Заявки»", f"{c.missing_zayavki} / {c.wrong_zayavki}"),
             ("invalid: «Заявка» / no note", f"{c.zayavki_for_invalid} / {c.invalid_without_note}"),
             ("flags left set", str(c.flags_left)),
+            ("«Заявка» unposted / wrong number on lead / wrong client",
+             f"{c.unposted_zayavki} / {c.wrong_numbers} / {c.wrong_clients}"),
+            ("lead PATCHes per lead (max / mean)", f"{self.patches_max} / {self.patches_mean:.1f}"),
+            ("checks after convergence (all held)", str(self.settled_samples)),
             ("refresh token reuse", "n/a" if self.refresh_reuse is None else str(self.refresh_reuse)),
             ("re-authorisations (a SIGKILL lost a refresh answer)", str(self.reauthorisations)),
             ("amoCRM max requests/s", "n/a" if self.max_per_second is None else f"{self.max_per_second} (limit 7)"),
@@ -1006,16 +1161,46 @@ class DrillReport:
                             if self.rss_growth_mb is not None else "")))
         width = max(len(k) for k, _ in rows)
         lines = [f"amo1c-sync fault drill — registrations {self.options.registrations}, postings "
-                 f"{self.options.postings}, seed {self.options.seed}"]
+                 f"{self.options.postings}, seed {self.options.seed}, store {self.options.store}",
+                 "after-commit fault classes: " + (", ".join(self.options.fault_classes) or "none")]
         if self.schedule_note:
             lines.append(self.schedule_note)
         lines.append("-" * (width + 50))
         lines += [f"{k.ljust(width)}  {v}" for k, v in rows]
         lines.append("-" * (width + 50))
+        lines.append("FIGURES: " + self.figures())
         lines.append("RESULT: " + ("PASS" if self.ok else "FAIL"))
         for p in self.problems:
             lines.append(f"  - {p}")
         return "\n".join(lines)
+
+
+class PatchCounter:
+    """Lead PATCHes amoCRM carried out, per lead: counted in the emulator (this process) as its
+    API applies them (the request log has no bodies)."""
+
+    def __init__(self, amo_emulator):
+        self.counts: collections.Counter = collections.Counter()
+        book = amo_emulator.book
+        original = book.apply_patches
+
+        def counted(items: list) -> list:
+            out = original(items)
+            for _, lead in out:
+                self.counts[lead["id"]] += 1
+            return out
+
+        book.apply_patches = counted
+
+    def excess(self, clinic: Clinic, per_change: int) -> list[str]:
+        """Leads PATCHed more than ``per_change`` times per thing that changed on them (its
+        registration, reschedules, posting operations; +2 for replays after a fault)."""
+        out = []
+        for lid, plan in clinic.leads.items():
+            changes = 1 + plan.reschedules + clinic.touched.get(lid, 0)
+            if self.counts.get(lid, 0) > per_change * changes + 2:
+                out.append(f"lead {lid}: {self.counts[lid]} PATCHes for {changes} change(s)")
+        return out
 
 
 class ArrivalRecorder:
@@ -1084,10 +1269,12 @@ def bootstrap_oauth(daemon: Daemon, amo_ctl: Control) -> None:
     up = daemon.cli("db", "upgrade")
     if up.returncode != 0:
         raise DrillError(f"`amo1c-sync db upgrade` failed ({up.returncode}): {up.stderr[-2000:]}")
-    code = amo_ctl.post("/_sandbox/oauth/code")["code"]
-    res = daemon.cli("auth", "--code", code)
-    if res.returncode != 0:
-        raise DrillError(f"`amo1c-sync auth --code` failed ({res.returncode}): {res.stderr[-2000:]}")
+    for _ in range(3):   # an armed fault may lose the exchange's answer: a person tries a new code
+        code = amo_ctl.post("/_sandbox/oauth/code")["code"]
+        res = daemon.cli("auth", "--code", code)
+        if res.returncode == 0:
+            return
+    raise DrillError(f"`amo1c-sync auth --code` failed ({res.returncode}): {res.stderr[-2000:]}")
 
 
 def _plan_actions(opts: DrillOptions, rng: random.Random) -> list[tuple[float, str]]:
@@ -1133,6 +1320,8 @@ class DrillRun:
     t0: float = 0.0
     last_fault: float = 0.0
     steady_from: float | None = None
+    patches: PatchCounter | None = None
+    cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
     def soak(self) -> bool:
@@ -1143,8 +1332,11 @@ class DrillRun:
             if self.chaos is not None and self.chaos.is_alive():
                 self.chaos.finish()
         finally:
-            self.daemon.close()
-            self.sandbox.stop()
+            try:
+                self.daemon.close()
+                self.sandbox.stop()
+            finally:
+                self.cleanup.close()
 
 
 def _schedule_for(run: DrillRun) -> list[Slot]:
@@ -1170,6 +1362,23 @@ def _schedule_for(run: DrillRun) -> list[Slot]:
     return schedule.plan(need, opts.appointment_minutes, 5, run.rng)
 
 
+STORES = ("sqlite", "postgresql")
+
+
+def _store_url(run: DrillRun) -> str:
+    """A SQLite file in the workdir, or a scratch PostgreSQL database dropped at the end."""
+    if run.opts.store == "sqlite":
+        return f"sqlite:///{(run.workdir / 'state.db').resolve()}"
+    if run.opts.store == "postgresql":
+        from tests.support.pg import pg_available, temporary_database
+
+        why = pg_available()
+        if why:
+            raise DrillError(f"--store postgresql: the local server does not answer ({why})")
+        return run.cleanup.enter_context(temporary_database())
+    raise DrillError(f"store {run.opts.store!r}: use one of {', '.join(STORES)}")
+
+
 def prepare(opts: DrillOptions, report: DrillReport, log: Callable[[str], None]) -> DrillRun:
     """Phase 1: both emulators, the schedule, sync.ini, the migrated store, OAuth, the daemon."""
     workdir = Path(opts.workdir or tempfile.mkdtemp(prefix="amo1c-drill-"))
@@ -1181,9 +1390,9 @@ def prepare(opts: DrillOptions, report: DrillReport, log: Callable[[str], None])
                    onec=Control(sandbox.onec.url, "1C"), arrivals=ArrivalRecorder(sandbox.amo),
                    daemon=Daemon(workdir / "sync.ini", workdir, log=log), log=log)
     try:
+        run.patches = PatchCounter(sandbox.amo)
         slots = _schedule_for(run)
-        write_sync_ini(workdir / "sync.ini", sandbox,
-                       store_url=f"sqlite:///{(workdir / 'state.db').resolve()}", opts=opts)
+        write_sync_ini(workdir / "sync.ini", sandbox, store_url=_store_url(run), opts=opts)
         bootstrap_oauth(run.daemon, run.amo)
         log(f"drill: workdir {workdir}; emulators amoCRM {sandbox.amo.url}, 1C {sandbox.onec.url}")
         run.daemon.start()
@@ -1205,7 +1414,9 @@ def _start_chaos(run: DrillRun) -> Chaos:
                            onec_read_timeout=opts.onec_read_timeout, blocks=0 if soak else 1,
                            storms=max(3, int(span // 120)) if soak else 3,
                            expiries=max(2, int(span // 300)) if soak else 2,
-                           slow=max(4, int(span // 60)) if soak else 4)
+                           slow=max(4, int(span // 60)) if soak else 4,
+                           fault_classes=opts.fault_classes, per_class=opts.per_class,
+                           amo_read_timeout=opts.amo_read_timeout)
     run.chaos = Chaos(run.amo, run.onec, run.daemon, plan, random.Random(opts.seed + 1),
                       kills_enabled=not soak, log=run.log)
     return run.chaos
@@ -1222,7 +1433,11 @@ def _do(clinic: Clinic, action: str) -> Any:
 
 
 def _observe(run: DrillRun, now: float, marks: dict[str, float]) -> None:
-    """Once a minute the daemon's RSS, every 30 s a progress line."""
+    """Once a minute the daemon's RSS, every 30 s a progress line, every 5 s a look at whether
+    the daemon asks for `auth --code` (a lost refresh answer spent the refresh token)."""
+    if now >= marks.setdefault("auth", now + 5.0):
+        reauthorise_if_asked(run)
+        marks["auth"] = time.monotonic() + 5.0
     if now >= marks["rss"]:
         rss = run.daemon.rss_kb()
         if rss:
@@ -1313,6 +1528,7 @@ def converge(run: DrillRun) -> CheckResult:
     report.check, report.converged = result, result.ok
     if result.ok:
         report.converge_seconds = time.monotonic() - run.last_fault
+        result = _settle(run, result)
     else:
         report.problems.append(f"did not converge within {budget:.0f} s: " + "; ".join(result.problems[:8]))
     if result.duplicates:
@@ -1320,6 +1536,24 @@ def converge(run: DrillRun) -> CheckResult:
     rss = run.daemon.rss_kb()
     if rss:
         report.rss_kb.append((time.monotonic() - run.t0, rss))
+    return result
+
+
+def _settle(run: DrillRun, result: CheckResult) -> CheckResult:
+    """Converged: keep sampling for ``settle_seconds``; a late write (a held answer, a stale
+    replay after a restart) that breaks the state fails the drill."""
+    report = run.report
+    until = time.monotonic() + run.opts.settle_seconds
+    while time.monotonic() < until:
+        time.sleep(1.0)
+        run.daemon.check_exit()
+        later = check_state(run.clinic, run.amo, run.onec)
+        report.settled_samples += 1
+        if not later.ok:
+            report.check = later
+            report.problems.append(f"converged, then broken {time.monotonic() - run.last_fault:.1f} s after "
+                                   "the last fault (a late write): " + "; ".join(later.problems[:8]))
+            return later
     return result
 
 
@@ -1378,6 +1612,13 @@ def check_invariants(run: DrillRun) -> None:
     report.unexpected_exits = list(run.daemon.unexpected_exits)
     report.clinic_ops = dict(run.clinic.ops)
     report.sigterm_rc = run.daemon.terminate(timeout=60)
+    if run.patches is not None and run.patches.counts:
+        report.patches_max = max(run.patches.counts.values())
+        report.patches_mean = sum(run.patches.counts.values()) / max(1, len(run.clinic.leads))
+        excess = run.patches.excess(run.clinic, run.opts.max_patches_per_change)
+        if excess:
+            report.problems.append(f"{len(excess)} lead(s) PATCHed more than {run.opts.max_patches_per_change} "
+                                   f"times per change: {excess[:5]}")
     if report.refresh_reuse:
         report.problems.append(f"a refresh token was used again {report.refresh_reuse} time(s)")
     if report.max_per_second is not None and report.max_per_second > 7:

@@ -36,4 +36,4 @@ def stuck(ctx, result):
 
 def jobs(run_one=None) -> tuple[Job, ...]:
     """The daemon's job list for a test: one fake "registration" job (``run`` unless given)."""
-    return (Job("registration", run_one or run, attrgetter("sync.registration_interval")),)
+    return (Job("registration", run_one or run, attrgetter("sync.registration_interval"), needs_amocrm=False),)
