@@ -109,10 +109,6 @@ def _flagged(amo, lead_id) -> bool:
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(strict=True, raises=DuplicateZayavki,
-                   reason="#14.1: the standby that takes over during a create finds no "
-                   "«Заявка» yet and creates a second one (no intent in the store, no settle wait); "
-                   "flip once the registration fix is merged")
 def test_given_leadership_moves_during_a_create_when_ten_leads_are_registered_then_none_gets_two_zayavki(
         tmp_path, pg_url):
     with AmoCRMEmulator(long_lived_token=TOKEN) as amo, OneCEmulator() as onec, \
