@@ -52,3 +52,17 @@ def test_given_a_used_code_when_exchanged_again_then_the_error_says_what_to_do(t
         assert "error:" in again.stderr
         assert "code" in again.stderr.lower()
         assert code not in again.stderr
+
+
+def test_given_the_code_exchange_answer_is_lost_when_auth_code_runs_then_a_clear_error_says_what_to_do(tmp_path):
+    with AmoCRMEmulator() as emu:
+        ini = _ini(tmp_path, emu)
+        code = emu.new_auth_code()["code"]
+        emu.add_fault(path_prefix="/oauth2/access_token", phase="after", status=None, drop=True)
+        lost = _cli("--config", str(ini), "auth", "--code", code)
+        assert lost.returncode == 1
+        assert "Traceback" not in lost.stderr
+        assert "did not confirm the code exchange" in lost.stderr
+        assert "what to do: run `amo1c-sync auth --status`" in lost.stderr
+        assert code not in lost.stdout + lost.stderr
+        assert emu.token_stats()["code_exchanges"] == 1
