@@ -12,7 +12,11 @@
  *  - the button «Зарегистрировать запись к врачу в 1с» sets the flag «Зарегистрировать в 1С», saves the
  *    lead (PATCH /api/v4/leads/{id} in the user's session), asks the service to look now
  *    (POST {endpoint}/register?lead_id=) and shows the result: the note the service writes on the lead
- *    («Создан документ Заявка № 219») or the error.
+ *    («Создан документ Заявка № 219») or the error;
+ *  - the button «Отменить запись в 1С» (shown when the service has [fields] cancel_flag) asks for a
+ *    confirmation, sets that checkbox, saves the lead, nudges the service (POST {endpoint}/cancel?lead_id=)
+ *    and shows the note it writes («Запись отменена: Заявка № 219», «Запись уже отменена: …»,
+ *    «Отменять нечего: …»): each of those is a result, not an error.
  * The service is authenticated by the header X-Amo1c-Secret (widget setting «secret»).
  * Plain ES5 and jQuery only: amoCRM loads this file as it is, without a build step.
  */
@@ -46,6 +50,11 @@ define(['jquery'], function ($) {
     not_configured: 'Виджет не настроен: укажите адрес службы и секрет в настройках.'
   };
   var BUTTONS = '.amo1c-register, .amo1c-cancel';
+  // a note that reads like a failure is shown as an error, unless it is one of the action's outcomes
+  var LOOKS_FAILED = /не |ошибк|нельзя|занят|error/i;
+  var REGISTER_OK = /Создан|Изменён|уже зарегистр/i;
+  // the cancel job's three notes: cancelled, already cancelled (nothing changed), nothing to cancel
+  var CANCEL_OK = /^(Запись отменена:|Запись уже отменена:|Отменять нечего:)/;
   var POLL_EVERY_MS = 1500;
   var POLL_FOR_MS = 90000;
   var CSS = [
@@ -274,7 +283,17 @@ define(['jquery'], function ($) {
       });
     }
 
-    function waitForResult(id, flagField) {
+    function saveFailed(xhr) { // amoCRM refused the card's PATCH: its reason, else the status
+      var detail = 'HTTP ' + xhr.status;
+      try {
+        var b = JSON.parse(xhr.responseText);
+        detail = b.detail || b.title || detail;
+      } catch (e) { /* keep the status */ }
+      status(ui('error_save', { detail: detail }), 'error');
+      $(BUTTONS).prop('disabled', false);
+    }
+
+    function waitForResult(id, flagField, okNote) {
       var started = Date.now();
       function latestNote(done) {
         $.ajax({ url: '/api/v4/leads/' + id + '/notes', data: { limit: 250 }, dataType: 'json' })
@@ -296,7 +315,7 @@ define(['jquery'], function ($) {
             setField(flagField, false);
             if (fNumber && number !== null && fNumber.type === 'text') { fNumber.$input.val(number); }
             latestNote(function (text) {
-              var failed = /не |ошибк|нельзя|занят|error/i.test(text) && !/Создан|Изменён|уже зарегистр/i.test(text);
+              var failed = LOOKS_FAILED.test(text) && !okNote.test(text);
               status(text ? ui('done', { note: text }) : ui('done', { note: '' }), failed ? 'error' : 'ok');
               $(BUTTONS).prop('disabled', false);
             });
@@ -342,20 +361,12 @@ define(['jquery'], function ($) {
       saveLead(id, values).done(function () {
         callService('POST', '/register?lead_id=' + encodeURIComponent(id)).done(function () {
           status(ui('queued'));
-          waitForResult(id, fFlag);
+          waitForResult(id, fFlag, REGISTER_OK);
         }).fail(function (xhr) {
           status(errorText(xhr), 'error');
           $(BUTTONS).prop('disabled', false);
         });
-      }).fail(function (xhr) {
-        var detail = 'HTTP ' + xhr.status;
-        try {
-          var b = JSON.parse(xhr.responseText);
-          detail = b.detail || b.title || detail;
-        } catch (e) { /* keep the status */ }
-        status(ui('error_save', { detail: detail }), 'error');
-        $(BUTTONS).prop('disabled', false);
-      });
+      }).fail(saveFailed);
     }
 
     // the second button: sets [fields] cancel_flag, nudges the service (POST /cancel) and shows its note
@@ -370,15 +381,12 @@ define(['jquery'], function ($) {
       saveLead(id, [{ field_id: fCancel.id, values: [{ value: true }] }]).done(function () {
         callService('POST', '/cancel?lead_id=' + encodeURIComponent(id)).done(function () {
           status(ui('queued'));
-          waitForResult(id, fCancel);
+          waitForResult(id, fCancel, CANCEL_OK);
         }).fail(function (xhr) {
           status(errorText(xhr), 'error');
           $(BUTTONS).prop('disabled', false);
         });
-      }).fail(function (xhr) {
-        status(ui('error_save', { detail: 'HTTP ' + xhr.status }), 'error');
-        $(BUTTONS).prop('disabled', false);
-      });
+      }).fail(saveFailed);
     }
 
     // ------------------------------------------------------------------ the card UI
