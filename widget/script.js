@@ -293,15 +293,30 @@ define(['jquery'], function ($) {
       $(BUTTONS).prop('disabled', false);
     }
 
-    function waitForResult(id, flagField, okNote) {
-      var started = Date.now();
-      function latestNote(done) {
-        $.ajax({ url: '/api/v4/leads/' + id + '/notes', data: { limit: 250 }, dataType: 'json' })
-          .done(function (body) {
-            var notes = (body && body._embedded && body._embedded.notes) || [], best = null;
-            $.each(notes, function (_, n) { if (!best || n.id > best.id) { best = n; } });
-            done(best && best.params ? best.params.text : '');
-          }).fail(function () { done(''); });
+    function newestNote(id, done) { // the lead's newest note ({id, text}), or null
+      $.ajax({ url: '/api/v4/leads/' + id + '/notes', data: { limit: 250 }, dataType: 'json' })
+        .done(function (body) {
+          var notes = (body && body._embedded && body._embedded.notes) || [], best = null;
+          $.each(notes, function (_, n) { if (!best || n.id > best.id) { best = n; } });
+          done(best ? { id: best.id, text: (best.params && best.params.text) || '' } : null);
+        }).fail(function () { done(null); });
+    }
+
+    // Polls the lead until the service has cleared ``flagField``, then shows its note. ``before`` is
+    // the newest note id from before the press: an older note is not this press's result, unless
+    // the flag was seen set and then cleared (the service writes a note text only once per lead).
+    function waitForResult(id, flagField, okNote, before) {
+      var started = Date.now(), sawSet = false;
+      function show(note) {
+        var text = note ? note.text : '';
+        var failed = LOOKS_FAILED.test(text) && !okNote.test(text);
+        status(ui('done', { note: text }), failed ? 'error' : 'ok');
+        $(BUTTONS).prop('disabled', false);
+      }
+      function again() {
+        if (Date.now() - started < POLL_FOR_MS) { setTimeout(poll, POLL_EVERY_MS); return; }
+        status(ui('still_waiting'));
+        $(BUTTONS).prop('disabled', false);
       }
       function poll() {
         $.ajax({ url: '/api/v4/leads/' + id, dataType: 'json' }).done(function (lead) {
@@ -311,20 +326,13 @@ define(['jquery'], function ($) {
             if (cf.field_id === flagField.id) { flagged = !!v; }
             if (fNumber && cf.field_id === fNumber.id) { number = v; }
           });
-          if (!flagged) {
+          if (flagged) { sawSet = true; again(); return; }
+          newestNote(id, function (note) {
+            if (!sawSet && !(note && note.id > before)) { again(); return; } // not handled yet
             setField(flagField, false);
             if (fNumber && number !== null && fNumber.type === 'text') { fNumber.$input.val(number); }
-            latestNote(function (text) {
-              var failed = LOOKS_FAILED.test(text) && !okNote.test(text);
-              status(text ? ui('done', { note: text }) : ui('done', { note: '' }), failed ? 'error' : 'ok');
-              $(BUTTONS).prop('disabled', false);
-            });
-          } else if (Date.now() - started < POLL_FOR_MS) {
-            setTimeout(poll, POLL_EVERY_MS);
-          } else {
-            status(ui('still_waiting'));
-            $(BUTTONS).prop('disabled', false);
-          }
+            show(note);
+          });
         }).fail(function (xhr) {
           status(ui('error_generic', { detail: 'HTTP ' + xhr.status }), 'error');
           $(BUTTONS).prop('disabled', false);
@@ -358,15 +366,17 @@ define(['jquery'], function ($) {
       ];
       $(BUTTONS).prop('disabled', true);
       status(ui('saving'));
-      saveLead(id, values).done(function () {
-        callService('POST', '/register?lead_id=' + encodeURIComponent(id)).done(function () {
-          status(ui('queued'));
-          waitForResult(id, fFlag, REGISTER_OK);
-        }).fail(function (xhr) {
-          status(errorText(xhr), 'error');
-          $(BUTTONS).prop('disabled', false);
-        });
-      }).fail(saveFailed);
+      newestNote(id, function (last) {
+        saveLead(id, values).done(function () {
+          callService('POST', '/register?lead_id=' + encodeURIComponent(id)).done(function () {
+            status(ui('queued'));
+            waitForResult(id, fFlag, REGISTER_OK, last ? last.id : 0);
+          }).fail(function (xhr) {
+            status(errorText(xhr), 'error');
+            $(BUTTONS).prop('disabled', false);
+          });
+        }).fail(saveFailed);
+      });
     }
 
     // the second button: sets [fields] cancel_flag, nudges the service (POST /cancel) and shows its note
@@ -378,15 +388,17 @@ define(['jquery'], function ($) {
       setField(fCancel, true);
       $(BUTTONS).prop('disabled', true);
       status(ui('saving'));
-      saveLead(id, [{ field_id: fCancel.id, values: [{ value: true }] }]).done(function () {
-        callService('POST', '/cancel?lead_id=' + encodeURIComponent(id)).done(function () {
-          status(ui('queued'));
-          waitForResult(id, fCancel, CANCEL_OK);
-        }).fail(function (xhr) {
-          status(errorText(xhr), 'error');
-          $(BUTTONS).prop('disabled', false);
-        });
-      }).fail(saveFailed);
+      newestNote(id, function (last) {
+        saveLead(id, [{ field_id: fCancel.id, values: [{ value: true }] }]).done(function () {
+          callService('POST', '/cancel?lead_id=' + encodeURIComponent(id)).done(function () {
+            status(ui('queued'));
+            waitForResult(id, fCancel, CANCEL_OK, last ? last.id : 0);
+          }).fail(function (xhr) {
+            status(errorText(xhr), 'error');
+            $(BUTTONS).prop('disabled', false);
+          });
+        }).fail(saveFailed);
+      });
     }
 
     // ------------------------------------------------------------------ the card UI
