@@ -374,7 +374,6 @@ def test_given_a_wrong_secret_in_the_widget_settings_when_a_date_is_picked_then_
         site.close()
 
 
-
 # ---------------------------------------------------------------- cancel from the card
 
 
