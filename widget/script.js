@@ -12,7 +12,11 @@
  *  - the button «Зарегистрировать запись к врачу в 1с» sets the flag «Зарегистрировать в 1С», saves the
  *    lead (PATCH /api/v4/leads/{id} in the user's session), asks the service to look now
  *    (POST {endpoint}/register?lead_id=) and shows the result: the note the service writes on the lead
- *    («Создан документ Заявка № 219») or the error.
+ *    («Создан документ Заявка № 219») or the error;
+ *  - the button «Отменить запись в 1С» (shown when the service has [fields] cancel_flag) asks for a
+ *    confirmation, sets that checkbox, saves the lead, nudges the service (POST {endpoint}/cancel?lead_id=)
+ *    and shows the note it writes («Запись отменена: Заявка № 219», «Запись уже отменена: …»,
+ *    «Отменять нечего: …»): each of those is a result, not an error.
  * The service is authenticated by the header X-Amo1c-Secret (widget setting «secret»).
  * Plain ES5 and jQuery only: amoCRM loads this file as it is, without a build step.
  */
@@ -46,6 +50,11 @@ define(['jquery'], function ($) {
     not_configured: 'Виджет не настроен: укажите адрес службы и секрет в настройках.'
   };
   var BUTTONS = '.amo1c-register, .amo1c-cancel';
+  // a note that reads like a failure is shown as an error, unless it is one of the action's outcomes
+  var LOOKS_FAILED = /не |ошибк|нельзя|занят|error/i;
+  var REGISTER_OK = /Создан|Изменён|уже зарегистр/i;
+  // the cancel job's three notes: cancelled, already cancelled (nothing changed), nothing to cancel
+  var CANCEL_OK = /^(Запись отменена:|Запись уже отменена:|Отменять нечего:)/;
   var POLL_EVERY_MS = 1500;
   var POLL_FOR_MS = 90000;
   var CSS = [
@@ -274,15 +283,40 @@ define(['jquery'], function ($) {
       });
     }
 
-    function waitForResult(id, flagField) {
-      var started = Date.now();
-      function latestNote(done) {
-        $.ajax({ url: '/api/v4/leads/' + id + '/notes', data: { limit: 250 }, dataType: 'json' })
-          .done(function (body) {
-            var notes = (body && body._embedded && body._embedded.notes) || [], best = null;
-            $.each(notes, function (_, n) { if (!best || n.id > best.id) { best = n; } });
-            done(best && best.params ? best.params.text : '');
-          }).fail(function () { done(''); });
+    function saveFailed(xhr) { // amoCRM refused the card's PATCH: its reason, else the status
+      var detail = 'HTTP ' + xhr.status;
+      try {
+        var b = JSON.parse(xhr.responseText);
+        detail = b.detail || b.title || detail;
+      } catch (e) { /* keep the status */ }
+      status(ui('error_save', { detail: detail }), 'error');
+      $(BUTTONS).prop('disabled', false);
+    }
+
+    function newestNote(id, done) { // the lead's newest note ({id, text}), or null
+      $.ajax({ url: '/api/v4/leads/' + id + '/notes', data: { limit: 250 }, dataType: 'json' })
+        .done(function (body) {
+          var notes = (body && body._embedded && body._embedded.notes) || [], best = null;
+          $.each(notes, function (_, n) { if (!best || n.id > best.id) { best = n; } });
+          done(best ? { id: best.id, text: (best.params && best.params.text) || '' } : null);
+        }).fail(function () { done(null); });
+    }
+
+    // Polls the lead until the service has cleared ``flagField``, then shows its note. ``before`` is
+    // the newest note id from before the press: an older note is not this press's result, unless
+    // the flag was seen set and then cleared (the service writes a note text only once per lead).
+    function waitForResult(id, flagField, okNote, before) {
+      var started = Date.now(), sawSet = false;
+      function show(note) {
+        var text = note ? note.text : '';
+        var failed = LOOKS_FAILED.test(text) && !okNote.test(text);
+        status(ui('done', { note: text }), failed ? 'error' : 'ok');
+        $(BUTTONS).prop('disabled', false);
+      }
+      function again() {
+        if (Date.now() - started < POLL_FOR_MS) { setTimeout(poll, POLL_EVERY_MS); return; }
+        status(ui('still_waiting'));
+        $(BUTTONS).prop('disabled', false);
       }
       function poll() {
         $.ajax({ url: '/api/v4/leads/' + id, dataType: 'json' }).done(function (lead) {
@@ -292,20 +326,13 @@ define(['jquery'], function ($) {
             if (cf.field_id === flagField.id) { flagged = !!v; }
             if (fNumber && cf.field_id === fNumber.id) { number = v; }
           });
-          if (!flagged) {
+          if (flagged) { sawSet = true; again(); return; }
+          newestNote(id, function (note) {
+            if (!sawSet && !(note && note.id > before)) { again(); return; } // not handled yet
             setField(flagField, false);
             if (fNumber && number !== null && fNumber.type === 'text') { fNumber.$input.val(number); }
-            latestNote(function (text) {
-              var failed = /не |ошибк|нельзя|занят|error/i.test(text) && !/Создан|Изменён|уже зарегистр/i.test(text);
-              status(text ? ui('done', { note: text }) : ui('done', { note: '' }), failed ? 'error' : 'ok');
-              $(BUTTONS).prop('disabled', false);
-            });
-          } else if (Date.now() - started < POLL_FOR_MS) {
-            setTimeout(poll, POLL_EVERY_MS);
-          } else {
-            status(ui('still_waiting'));
-            $(BUTTONS).prop('disabled', false);
-          }
+            show(note);
+          });
         }).fail(function (xhr) {
           status(ui('error_generic', { detail: 'HTTP ' + xhr.status }), 'error');
           $(BUTTONS).prop('disabled', false);
@@ -339,22 +366,16 @@ define(['jquery'], function ($) {
       ];
       $(BUTTONS).prop('disabled', true);
       status(ui('saving'));
-      saveLead(id, values).done(function () {
-        callService('POST', '/register?lead_id=' + encodeURIComponent(id)).done(function () {
-          status(ui('queued'));
-          waitForResult(id, fFlag);
-        }).fail(function (xhr) {
-          status(errorText(xhr), 'error');
-          $(BUTTONS).prop('disabled', false);
-        });
-      }).fail(function (xhr) {
-        var detail = 'HTTP ' + xhr.status;
-        try {
-          var b = JSON.parse(xhr.responseText);
-          detail = b.detail || b.title || detail;
-        } catch (e) { /* keep the status */ }
-        status(ui('error_save', { detail: detail }), 'error');
-        $(BUTTONS).prop('disabled', false);
+      newestNote(id, function (last) {
+        saveLead(id, values).done(function () {
+          callService('POST', '/register?lead_id=' + encodeURIComponent(id)).done(function () {
+            status(ui('queued'));
+            waitForResult(id, fFlag, REGISTER_OK, last ? last.id : 0);
+          }).fail(function (xhr) {
+            status(errorText(xhr), 'error');
+            $(BUTTONS).prop('disabled', false);
+          });
+        }).fail(saveFailed);
       });
     }
 
@@ -367,17 +388,16 @@ define(['jquery'], function ($) {
       setField(fCancel, true);
       $(BUTTONS).prop('disabled', true);
       status(ui('saving'));
-      saveLead(id, [{ field_id: fCancel.id, values: [{ value: true }] }]).done(function () {
-        callService('POST', '/cancel?lead_id=' + encodeURIComponent(id)).done(function () {
-          status(ui('queued'));
-          waitForResult(id, fCancel);
-        }).fail(function (xhr) {
-          status(errorText(xhr), 'error');
-          $(BUTTONS).prop('disabled', false);
-        });
-      }).fail(function (xhr) {
-        status(ui('error_save', { detail: 'HTTP ' + xhr.status }), 'error');
-        $(BUTTONS).prop('disabled', false);
+      newestNote(id, function (last) {
+        saveLead(id, [{ field_id: fCancel.id, values: [{ value: true }] }]).done(function () {
+          callService('POST', '/cancel?lead_id=' + encodeURIComponent(id)).done(function () {
+            status(ui('queued'));
+            waitForResult(id, fCancel, CANCEL_OK, last ? last.id : 0);
+          }).fail(function (xhr) {
+            status(errorText(xhr), 'error');
+            $(BUTTONS).prop('disabled', false);
+          });
+        }).fail(saveFailed);
       });
     }
 

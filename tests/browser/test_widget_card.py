@@ -40,6 +40,8 @@ TOKEN = "browser-test-long-lived-token"
 SECRET = "browser-test-secret-7d1e"
 EFIMOVA, ISHAEVA = "Ефимова Е.В.", "Ишаева М.И."
 BUTTON = "Зарегистрировать запись к врачу в 1с"
+CANCEL_BUTTON = "Отменить запись в 1С"
+CANCEL_FLAG = "Отменить запись в 1С"
 
 
 def _dom_changing() -> tuple[type[BaseException], ...]:
@@ -50,9 +52,15 @@ def _dom_changing() -> tuple[type[BaseException], ...]:
     return StaleElementReferenceException, NoSuchElementException
 
 
-def wait(predicate, message, timeout: float = 15):
+def _alert_absent() -> tuple[type[BaseException], ...]:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    return (NoAlertPresentException,)
+
+
+def wait(predicate, message, timeout: float = 15, ignoring: tuple[type[BaseException], ...] = ()):
     """wait_until for the card: ``message`` is a function, read only if the wait fails."""
-    return wait_until(predicate, timeout=timeout, message=message, ignoring=_dom_changing())
+    return wait_until(predicate, timeout=timeout, message=message, ignoring=_dom_changing() + ignoring)
 
 
 def _need(path: Path | str, what: str) -> None:
@@ -145,6 +153,45 @@ class CardSite:
         return resp(environ, start_response)
 
 
+class _CardRig:
+    """The endpoint as the daemon serves it (the real SlotFinder, a nudge that runs the real job
+    off the request thread, as Daemon.nudge does) and the card site, configured as the sandbox is:
+    the cancel checkbox and the «Запись к врачу» pipeline's stages."""
+
+    def __init__(self, amo, onec, store):
+        from amo1c_sync.jobs import JobContext, run_job
+        from amo1c_sync.onec import from_settings as onec_from_settings
+        from amo1c_sync.services.slots import SlotFinder
+
+        self.site = CardSite(amo.url, amo.fields())
+        self.settings = settings = load_settings(None, overrides={
+            "amocrm": {"base_url": amo.url, "long_lived_token": TOKEN, "rate_limit": "1000"},
+            "onec": {"base_url": onec.url, "username": onec.username, "password": onec.password},
+            "http": {"enabled": "yes", "secret": SECRET, "allowed_origin": self.site.url},
+            "fields": {"cancel_flag": CANCEL_FLAG},
+            "stages": {"registered": "Запись к врачу / Записан на приём",
+                       "cancelled": "Запись к врачу / Отменена"},
+        })
+        self.context = lambda: JobContext(settings, store)
+        self.run_job = run_job
+        self.runs: list = []
+        self.errors: list = []
+        finder = SlotFinder.from_settings(settings, onec_from_settings(settings))
+        self.endpoint = serve(create_app(settings, slot_finder=finder, store=store, nudge=self.nudge))
+
+    def nudge(self, job: str) -> None:
+        def work():
+            try:
+                self.runs.append(self.run_job(self.context(), job))
+            except Exception as exc:  # noqa: BLE001 - reported by the test's assertions
+                self.errors.append(exc)
+        threading.Thread(target=work, daemon=True).start()
+
+    def close(self) -> None:
+        self.endpoint.close()
+        self.site.close()
+
+
 # ---------------------------------------------------------------- fixtures
 
 
@@ -192,29 +239,9 @@ def test_given_the_seed_when_a_person_uses_the_widget_in_the_card_then_1c_gets_z
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
 
-    from amo1c_sync.jobs import JobContext, run_job
-    from amo1c_sync.services.slots import SlotFinder
-    from amo1c_sync.onec import from_settings as onec_from_settings
-
     amo, onec, store = systems
-    site = CardSite(amo.url, amo.fields())
-    settings = load_settings(None, overrides={
-        "amocrm": {"base_url": amo.url, "long_lived_token": TOKEN, "rate_limit": "1000"},
-        "onec": {"base_url": onec.url, "username": onec.username, "password": onec.password},
-        "http": {"enabled": "yes", "secret": SECRET, "allowed_origin": site.url},
-    })
-    finder = SlotFinder.from_settings(settings, onec_from_settings(settings))
-    runs, errors = [], []
-
-    def nudge(job: str) -> None:  # as Daemon.nudge: run the job now, off the request thread
-        def work():
-            try:
-                runs.append(run_job(JobContext(settings, store), job))
-            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-                errors.append(exc)
-        threading.Thread(target=work, daemon=True).start()
-
-    endpoint = serve(create_app(settings, slot_finder=finder, store=store, nudge=nudge))
+    card = _CardRig(amo, onec, store)
+    site, endpoint, runs, errors = card.site, card.endpoint, card.runs, card.errors
     r = requests.post(amo.url + "/_sandbox/leads", json={"name": "Новый контакт по звонку"}, timeout=5)
     lead_id = r.json()["id"]
     site.config = {"lead_id": lead_id, "endpoint": endpoint.url, "secret": SECRET}
@@ -304,8 +331,7 @@ def test_given_the_seed_when_a_person_uses_the_widget_in_the_card_then_1c_gets_z
         assert not d.execute_script("return window.__errors"), d.execute_script("return window.__errors")
     finally:
         d.save_screenshot(str(tmp_path / "card.png"))
-        endpoint.close()
-        site.close()
+        card.close()
     assert (tmp_path / "card.png").stat().st_size > 1000
 
 
@@ -346,3 +372,128 @@ def test_given_a_wrong_secret_in_the_widget_settings_when_a_date_is_picked_then_
     finally:
         endpoint.close()
         site.close()
+
+
+# ---------------------------------------------------------------- cancel from the card
+
+
+class _CancelStory:
+    """A lead registered in 1C as the daemon does it (the first test shows the widget's part of
+    that), its card open in the browser, and what a person and the two systems see."""
+
+    def __init__(self, card: _CardRig, amo, onec, driver):
+        f = card.settings.fields
+        self.card, self.amo, self.onec, self.d = card, amo, onec, driver
+        self.lead_id = requests.post(amo.url + "/_sandbox/leads", timeout=5, json={
+            "name": "Повторный визит", "fields": {f.date: "22.12.2021", f.doctor: EFIMOVA, f.time: "9:05",
+                                                  f.flag: True}}).json()["id"]
+        first = card.run_job(card.context(), "registration")
+        rows = wait(self.zayavki, lambda: f"«Заявка» in 1C (the job: {first.status} {first.errors})")
+        assert [(z["number"], z["posted"], z["deletion_mark"]) for z in rows] == [("00000000219", True, False)]
+        assert not self.lead()["fields"].get(f.flag)
+
+    def zayavki(self) -> list[dict]:
+        return requests.get(self.onec.url + "/_sandbox/zayavki", params={"lead": str(self.lead_id)},
+                            timeout=5).json()
+
+    def lead(self) -> dict:
+        return requests.get(f"{self.amo.url}/_sandbox/leads/{self.lead_id}", timeout=5).json()
+
+    def jobs(self) -> str:
+        return f"jobs: {[(x.status, x.errors) for x in self.card.runs]}, {self.card.errors}"
+
+    def open_card(self) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.card.site.config = {"lead_id": self.lead_id, "endpoint": self.card.endpoint.url, "secret": SECRET}
+        self.d.get(self.card.site.url + "/")
+        wait(lambda: self.d.find_element(By.TAG_NAME, "body").get_attribute("data-widget") == "ready",
+             lambda: "the widget to start in the card")
+        wait(self.cancel_button, lambda: f"the button «{CANCEL_BUTTON}» in the card")
+
+    def cancel_button(self):
+        from selenium.webdriver.common.by import By
+
+        return self.d.find_element(By.XPATH, f'//button[text()="{CANCEL_BUTTON}"]')
+
+    def press_cancel(self) -> None:
+        """What a person does: press the button, then «OK» in the confirmation."""
+        wait(lambda: self.cancel_button().is_enabled(), lambda: "the cancel button to be enabled")
+        self.cancel_button().click()
+        wait(lambda: self.d.switch_to.alert, lambda: "the widget to ask for a confirmation",
+             ignoring=_alert_absent()).accept()
+
+    def status(self):
+        from selenium.webdriver.common.by import By
+
+        return self.d.find_element(By.CSS_SELECTOR, ".amo1c-status")
+
+    def says(self, text: str) -> None:
+        """The card shows ``text`` as a success once the service has answered, buttons enabled again."""
+        wait(lambda: text in self.status().text and self.cancel_button().is_enabled(),
+             lambda: f"«{text}» in the card (it says {self.status().text!r}; {self.jobs()})", timeout=20)
+        assert "amo1c-ok" in self.status().get_attribute("class"), self.status().text
+        assert not self.d.execute_script("return window.__errors"), self.d.execute_script("return window.__errors")
+
+    def cancel_flag_shown(self) -> bool:
+        from selenium.webdriver.common.by import By
+
+        return self.d.find_element(By.XPATH, '//div[contains(@class,"linked-form__field")]'
+                                             f'[.//span[text()="{CANCEL_FLAG}"]]//input').is_selected()
+
+
+@pytest.fixture
+def cancel_story(systems, browser, tmp_path):
+    amo, onec, store = systems
+    card = _CardRig(amo, onec, store)
+    try:
+        story = _CancelStory(card, amo, onec, browser)
+        story.open_card()
+        yield story
+    finally:
+        browser.save_screenshot(str(tmp_path / "card-cancel.png"))
+        card.close()
+
+
+def test_given_a_registered_lead_when_the_cancel_button_is_pressed_then_its_zayavka_is_marked_for_deletion_and_the_card_says_so(  # noqa: E501
+        cancel_story):
+    s = cancel_story
+    s.press_cancel()
+
+    # 1C: that «Заявка» is marked for deletion (not a new one, not another one)
+    def marked():
+        rows = s.zayavki()
+        return rows if rows and rows[0]["deletion_mark"] else None
+
+    rows = wait(marked, lambda: f"the deletion mark in 1C ({s.zayavki()}; {s.jobs()}; card: "
+                                f"{s.status().text!r})", timeout=20)
+    assert [(z["number"], z["deletion_mark"]) for z in rows] == [("00000000219", True)]
+
+    # amoCRM: the note, the flag cleared, the stage «Отменена»
+    def cancelled():
+        lead = s.lead()
+        return lead if lead["status"] == "Отменена" and not lead["fields"].get(CANCEL_FLAG) else None
+
+    lead = wait(cancelled, lambda: f"the lead cancelled (it is {s.lead()}; {s.jobs()})", timeout=20)
+    assert lead["notes"].count("Запись отменена: Заявка № 219") == 1
+    assert not s.card.errors, s.card.errors
+
+    # the card: the result for the person, and its checkbox cleared
+    s.says("Запись отменена: Заявка № 219")
+    wait(lambda: not s.cancel_flag_shown(), lambda: "the card's cancel checkbox to be cleared")
+
+
+def test_given_a_lead_cancelled_from_the_card_when_the_button_is_pressed_again_then_1c_is_unchanged_and_the_card_says_it_was_already(  # noqa: E501
+        cancel_story):
+    s = cancel_story
+    s.press_cancel()
+    s.says("Запись отменена: Заявка № 219")
+    before = s.zayavki()
+
+    s.press_cancel()
+    s.says("Запись уже отменена: Заявка № 219")
+    assert s.zayavki() == before
+    lead = s.lead()
+    assert lead["notes"].count("Запись отменена: Заявка № 219") == 1
+    assert (lead["status"], lead["fields"].get(CANCEL_FLAG)) in (("Отменена", None), ("Отменена", False))
+    assert not s.card.errors, s.card.errors
