@@ -654,9 +654,7 @@ class OneC:
               else datetime(date_from.year, date_from.month, date_from.day))
         hi = (date_to if isinstance(date_to, datetime)
               else datetime(date_to.year, date_to.month, date_to.day) + timedelta(days=1))
-        query = q.Query(n.services, filter=q.and_(q.ge("Date", lo), q.lt("Date", hi)),
-                        select=("Ref_Key", "Number", "Date", "DataVersion", "Posted", "DeletionMark",
-                                *n.services_base_fields, n.services_amount))
+        query = q.Query(n.services, filter=q.and_(q.ge("Date", lo), q.lt("Date", hi)), select=self._service_fields())
         return [self._service(r) for r in self._get_all(query)]
 
     def _service(self, r: Mapping[str, Any]) -> Service:
@@ -710,6 +708,9 @@ class OneC:
                         select=("Ref_Key", "DataVersion"))
         return [DocVersion(r["Ref_Key"], r.get("DataVersion", "")) for r in self._get_all(query)]
 
+    def _base_fields(self) -> tuple[str, ...]:
+        return ("Ref_Key", "DataVersion", "Date", self.names.zayavka_lead)
+
     def _base_version(self, r: Mapping[str, Any]) -> BaseVersion:
         lead = str(r.get(self.names.zayavka_lead) or "").strip()
         return BaseVersion(ref=r["Ref_Key"], data_version=r.get("DataVersion", ""), lead=lead or None,
@@ -720,8 +721,7 @@ class OneC:
         «Номер AmoCRM», date."""
         n = self.names
         flt = q.and_(q.ge("Date", date_from), q.lt("Date", date_to) if date_to is not None else None)
-        query = q.Query(n.zayavka, filter=flt,
-                        select=("Ref_Key", "DataVersion", "Date", n.zayavka_lead))
+        query = q.Query(n.zayavka, filter=flt, select=self._base_fields())
         return [self._base_version(r) for r in self._get_all(query)]
 
     def bases_by_ref(self, refs: Iterable[str]) -> list[BaseVersion]:
@@ -729,7 +729,7 @@ class OneC:
         n = self.names
 
         def make(flt: str) -> q.Query:
-            return q.Query(n.zayavka, filter=flt, select=("Ref_Key", "DataVersion", "Date", n.zayavka_lead))
+            return q.Query(n.zayavka, filter=flt, select=self._base_fields())
 
         wanted = [r for r in refs if not q.is_empty_ref(r)]
         return [self._base_version(r) for r in self._batched(sorted(wanted), make)]
