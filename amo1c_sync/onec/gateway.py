@@ -674,21 +674,6 @@ class OneC:
                        deletion_mark=bool(r.get("DeletionMark")), base_ref=base, base_type=base_type,
                        amount=_decimal(amount), base_is_zayavka=is_zayavka)
 
-    def resolve_bases(self, refs: Iterable[str]) -> dict[str, str | None]:
-        """{«Заявка» ref: its «Номер AmoCRM» (stripped) or None when empty or not found}, looked up
-        in batches whose request target stays under ``max_target_bytes``."""
-        n = self.names
-        wanted = [str(uuid.UUID(str(r))) for r in refs if not q.is_empty_ref(r)]
-        out: dict[str, str | None] = {r: None for r in wanted}
-
-        def make(flt: str) -> q.Query:
-            return q.Query(n.zayavka, filter=flt, select=("Ref_Key", n.zayavka_lead))
-
-        for r in self._batched(wanted, make):
-            lead = str(r.get(n.zayavka_lead) or "").strip()
-            out[r["Ref_Key"]] = lead or None
-        return out
-
     # --- what the payments job follows --------------------------------------------------------
     def _service_fields(self) -> tuple[str, ...]:
         n = self.names
@@ -725,7 +710,8 @@ class OneC:
         return [self._base_version(r) for r in self._get_all(query)]
 
     def bases_by_ref(self, refs: Iterable[str]) -> list[BaseVersion]:
-        """The «Заявки» of ``refs`` that still exist, in batched look-ups."""
+        """The «Заявки» of ``refs`` that still exist, in batched look-ups (each request target under
+        ``max_target_bytes``)."""
         n = self.names
 
         def make(flt: str) -> q.Query:
