@@ -11,7 +11,6 @@ import requests
 
 from amo1c_sync.jobs.base import JobContext, run_job
 from amo1c_sync.leader import LeadershipLost
-from amo1c_sync.onec import OneC
 from amo1c_sync.store import Store
 from amo1c_sync.store import retry as retries
 from amo1c_sync.store.models import Cursor, JournalEntry, Registration, RetryItem
@@ -21,6 +20,7 @@ from tests.support.e2e import (
     lead,
     make_amo,
     make_ctx,
+    make_onec,
     make_settings,
     registration,
     requests_of,
@@ -46,10 +46,8 @@ def _due_now(store, *lead_ids) -> None:
 
 
 def _ctx(settings, store, *, read_timeout=60.0) -> JobContext:
-    o = settings.onec
-    onec = OneC(o.base_url, o.username, o.password, max_retries=0, read_timeout=read_timeout,
-                backoff_base=0.01, backoff_max=0.05)
-    return JobContext(settings, store, amocrm=make_amo(settings, store), onec=onec)
+    return JobContext(settings, store, amocrm=make_amo(settings, store),
+                      onec=make_onec(settings, read_timeout=read_timeout))
 
 
 def _count(counts: dict, method: str, prefix: str) -> int:

@@ -36,9 +36,10 @@ def make_amo(settings, store) -> AmoCRM:
                   max_retries=0, backoff_base=0.01, backoff_max=0.05)
 
 
-def make_onec(settings) -> OneC:
+def make_onec(settings, *, read_timeout: float = 60.0) -> OneC:
     o = settings.onec
-    return OneC(o.base_url, o.username, o.password, max_retries=0, backoff_base=0.01, backoff_max=0.05)
+    return OneC(o.base_url, o.username, o.password, max_retries=0, read_timeout=read_timeout,
+                backoff_base=0.01, backoff_max=0.05)
 
 
 def make_ctx(settings, store, *, dry_run=False, since=None) -> JobContext:
