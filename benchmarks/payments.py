@@ -28,6 +28,7 @@ from amo1c_sync.jobs import JobContext, run_job  # noqa: E402
 from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator  # noqa: E402
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator  # noqa: E402
 from amo1c_sync.store import Store, sqlite_url_for  # noqa: E402
+from benchmarks.phases import timed  # noqa: E402
 
 PATCH = "PATCH /api/v4/leads"
 
@@ -67,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
 
         ctx = JobContext(settings, store)
         phases = {"1c": 0.0, "amocrm_patch": 0.0}
-        _timed(ctx.onec, "services_in_window", phases, "1c")
-        _timed(ctx.onec, "base_versions", phases, "1c")
-        _timed(ctx.onec, "bases_by_ref", phases, "1c")
-        _timed(ctx.onec, "services_by_ref", phases, "1c")
-        _timed(ctx.amocrm, "update_leads", phases, "amocrm_patch")
+        timed(ctx.onec, "services_in_window", phases, "1c")
+        timed(ctx.onec, "base_versions", phases, "1c")
+        timed(ctx.onec, "bases_by_ref", phases, "1c")
+        timed(ctx.onec, "services_by_ref", phases, "1c")
+        timed(ctx.amocrm, "update_leads", phases, "amocrm_patch")
         t1 = time.monotonic()
         result = run_job(ctx, "payments")
         wall = time.monotonic() - t1
@@ -95,20 +96,6 @@ def main(argv: list[str] | None = None) -> int:
         print("spot check of pushed leads:", "ok" if ok else "FAILED")
         store.dispose()
         return 0 if result.ok and ok else 1
-
-
-def _timed(obj, name: str, phases: dict, key: str) -> None:
-    """Wrap ``obj.name`` so that the time spent in it is added to ``phases[key]``."""
-    original = getattr(obj, name)
-
-    def wrapper(*a, **kw):
-        t = time.monotonic()
-        try:
-            return original(*a, **kw)
-        finally:
-            phases[key] += time.monotonic() - t
-
-    setattr(obj, name, wrapper)
 
 
 if __name__ == "__main__":

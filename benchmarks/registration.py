@@ -36,6 +36,7 @@ from amo1c_sync.sandbox import seed  # noqa: E402
 from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator  # noqa: E402
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator  # noqa: E402
 from amo1c_sync.store import Store, sqlite_url_for  # noqa: E402
+from benchmarks.phases import timed  # noqa: E402
 
 FLAG = "Зарегистрировать в 1С"
 
@@ -77,9 +78,9 @@ def bench(k: int, rate: float, store_url: str | None) -> bool:
         phases = {"1c": 0.0, "amocrm": 0.0}
         for name in ("zayavki_for", "zayavki_by_lead", "create_zayavka", "update_zayavka", "post",
                      "schedule_lines", "doctors", "default_client", "default_nomenclature"):
-            _timed(ctx.onec, name, phases, "1c")
+            timed(ctx.onec, name, phases, "1c")
         for name in ("iter_leads_updated_since", "lead_field_map", "add_notes", "update_leads", "get_leads"):
-            _timed(ctx.amocrm, name, phases, "amocrm")
+            timed(ctx.amocrm, name, phases, "amocrm")
         t0 = time.monotonic()
         result = run_job(ctx, "registration")
         wall = time.monotonic() - t0
@@ -109,20 +110,6 @@ def _grouped(traffic: dict) -> dict[str, int]:
         key = re.sub(r"\(guid'[^']*'\)", "(…)", key)
         out[key] = out.get(key, 0) + n
     return dict(sorted(out.items()))
-
-
-def _timed(obj, name: str, phases: dict, key: str) -> None:
-    """Wrap ``obj.name`` so that the time spent in it is added to ``phases[key]``."""
-    original = getattr(obj, name)
-
-    def wrapper(*a, **kw):
-        t = time.monotonic()
-        try:
-            return original(*a, **kw)
-        finally:
-            phases[key] += time.monotonic() - t
-
-    setattr(obj, name, wrapper)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,13 @@ from amo1c_sync.errors import ConfigError, ItemError
 ENUM_TYPES = {"select", "multiselect", "radiobutton"}
 
 
+def checked(value: Any) -> bool:
+    """Whether a flag's value means "set": a checkbox's bool, or a text a person may type."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "да", "yes", "on")
+    return bool(value)
+
+
 class FieldMap:
     """Resolved lead fields. ``FieldMap(fields, tz)`` from ``AmoCRM.list_lead_fields()``."""
 

@@ -191,13 +191,7 @@ class AmoCRM:
         """Create lead custom fields (``[{name, type, enums?}]``) in one request, sent once: a POST
         that timed out may have created them, and a retry would make a second field of the same
         name. A caller that failed lists the fields again before trying once more."""
-        path = "/api/v4/leads/custom_fields"
-        resp = self._send_once("POST", path, params=None, json=list(fields))
-        if classify(resp.status_code)[0] is not Action.OK:
-            raise ItemError(f"amoCRM refused to create the lead fields "
-                            f"{', '.join(repr(f.get('name')) for f in fields)}: {resp.status_code} "
-                            f"{_problem_detail(resp)}", item="custom_fields", code=str(resp.status_code))
-        return _embedded(_json_object(resp, "POST", path), "custom_fields", "POST", path)
+        return self._create_fields_once("lead", "custom_fields", fields)
 
     # ------------------------------------------------------------------ leads
     def iter_leads_updated_since(self, ts: int, overlap: int = 60, *, limit: int = PAGE_LIMIT,
@@ -316,13 +310,18 @@ class AmoCRM:
     def create_contact_fields(self, fields: Sequence[dict]) -> list[dict]:
         """Create contact custom fields (``[{name, type}]``) in one request, sent once (a retried
         POST could make a second field of the same name), as ``create_lead_fields``."""
-        path = "/api/v4/contacts/custom_fields"
         self._contact_fields = None
+        return self._create_fields_once("contact", "contacts/custom_fields", fields)
+
+    def _create_fields_once(self, entity: str, item: str, fields: Sequence[dict]) -> list[dict]:
+        """POST new custom fields of ``entity`` (``lead``, ``contact``) once; a refusal is an
+        ItemError naming the fields, under ``item``."""
+        path = f"/api/v4/{entity}s/custom_fields"
         resp = self._send_once("POST", path, params=None, json=list(fields))
         if classify(resp.status_code)[0] is not Action.OK:
-            raise ItemError(f"amoCRM refused to create the contact fields "
+            raise ItemError(f"amoCRM refused to create the {entity} fields "
                             f"{', '.join(repr(f.get('name')) for f in fields)}: {resp.status_code} "
-                            f"{_problem_detail(resp)}", item="contacts/custom_fields", code=str(resp.status_code))
+                            f"{_problem_detail(resp)}", item=item, code=str(resp.status_code))
         return _embedded(_json_object(resp, "POST", path), "custom_fields", "POST", path)
 
     @staticmethod

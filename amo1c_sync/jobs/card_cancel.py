@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from amo1c_sync.amocrm.fields import checked
 from amo1c_sync.domain import lifecycle as lc
 from amo1c_sync.domain.registration import display_number
 from amo1c_sync.errors import ItemError, RetriableError
@@ -43,7 +44,7 @@ def cancel_flagged(ctx: JobContext, result: JobResult, leads: Iterable[dict[str,
     if not flag:
         return
     fm = ctx.amocrm.lead_field_map([flag], tz=ctx.settings.sync.timezone)
-    wanted = {int(lead["id"]): lead for lead in leads if _flagged(fm.get(lead, flag))}
+    wanted = {int(lead["id"]): lead for lead in leads if checked(fm.get(lead, flag))}
     under_way = {c.lead_id: c for c in lstore.cancels_under_way(ctx.store)}
     if not wanted and not under_way:
         return
@@ -58,12 +59,6 @@ def cancel_flagged(ctx: JobContext, result: JobResult, leads: Iterable[dict[str,
         except (ItemError, RetriableError) as exc:
             result.count("cancel_failed")
             result.item_failed(f"lead {lead_id}: cancel from the card: {exc}")
-
-
-def _flagged(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "да", "yes", "on")
-    return bool(value)
 
 
 def _cancel(ctx: JobContext, result: JobResult, fm: Any, lead_id: int, lead: dict[str, Any] | None,

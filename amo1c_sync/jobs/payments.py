@@ -464,14 +464,15 @@ def _parts(plan: _Plan, batches: list[list[int]]) -> tuple[_Part, list[_Part]]:
     first = _Part(rest, ({lead for ref in rest for lead in _leads_of(plan, ref)} | plan.deferred) & unsettled,
                   settled=set(plan.totals) - unsettled,
                   confirmed={ref for ref in rest if not (_leads_of(plan, ref) & unsettled)})
+    every = [first, *per]
     last: dict[str, int] = {}
-    for i, part in enumerate([first, *per]):
+    for i, part in enumerate(every):
         for ref in part.refs:
             base = plan.fresh[ref].base_ref
             if base in plan.bases:
                 last[base] = i
     for base, value in plan.bases.items():
-        [first, *per][last.get(base, 0)].bases[base] = value
+        every[last.get(base, 0)].bases[base] = value
     return first, per
 
 

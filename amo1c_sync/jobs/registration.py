@@ -65,6 +65,7 @@ from typing import Any, Callable
 
 from amo1c_sync.domain import registration as rules
 from amo1c_sync.domain import slots as slot_rules
+from amo1c_sync.amocrm.fields import checked
 from amo1c_sync.amocrm.gateway import BatchResult
 from amo1c_sync.config import Settings
 from amo1c_sync.domain.dates import format_time
@@ -123,10 +124,7 @@ def _raw_value(fm: Any, lead: dict[str, Any], name: str) -> Any:
 
 
 def is_flagged(fm: Any, lead: dict[str, Any], flag_name: str) -> bool:
-    value = _raw_value(fm, lead, flag_name)
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "да", "yes", "on")
-    return bool(value)
+    return checked(_raw_value(fm, lead, flag_name))
 
 
 # --- what lives for the daemon's run -----------------------------------------------------------

@@ -654,9 +654,7 @@ class OneC:
               else datetime(date_from.year, date_from.month, date_from.day))
         hi = (date_to if isinstance(date_to, datetime)
               else datetime(date_to.year, date_to.month, date_to.day) + timedelta(days=1))
-        query = q.Query(n.services, filter=q.and_(q.ge("Date", lo), q.lt("Date", hi)),
-                        select=("Ref_Key", "Number", "Date", "DataVersion", "Posted", "DeletionMark",
-                                *n.services_base_fields, n.services_amount))
+        query = q.Query(n.services, filter=q.and_(q.ge("Date", lo), q.lt("Date", hi)), select=self._service_fields())
         return [self._service(r) for r in self._get_all(query)]
 
     def _service(self, r: Mapping[str, Any]) -> Service:
@@ -675,21 +673,6 @@ class OneC:
                        data_version=r.get("DataVersion", ""), posted=bool(r.get("Posted")),
                        deletion_mark=bool(r.get("DeletionMark")), base_ref=base, base_type=base_type,
                        amount=_decimal(amount), base_is_zayavka=is_zayavka)
-
-    def resolve_bases(self, refs: Iterable[str]) -> dict[str, str | None]:
-        """{«Заявка» ref: its «Номер AmoCRM» (stripped) or None when empty or not found}, looked up
-        in batches whose request target stays under ``max_target_bytes``."""
-        n = self.names
-        wanted = [str(uuid.UUID(str(r))) for r in refs if not q.is_empty_ref(r)]
-        out: dict[str, str | None] = {r: None for r in wanted}
-
-        def make(flt: str) -> q.Query:
-            return q.Query(n.zayavka, filter=flt, select=("Ref_Key", n.zayavka_lead))
-
-        for r in self._batched(wanted, make):
-            lead = str(r.get(n.zayavka_lead) or "").strip()
-            out[r["Ref_Key"]] = lead or None
-        return out
 
     # --- what the payments job follows --------------------------------------------------------
     def _service_fields(self) -> tuple[str, ...]:
@@ -710,6 +693,9 @@ class OneC:
                         select=("Ref_Key", "DataVersion"))
         return [DocVersion(r["Ref_Key"], r.get("DataVersion", "")) for r in self._get_all(query)]
 
+    def _base_fields(self) -> tuple[str, ...]:
+        return ("Ref_Key", "DataVersion", "Date", self.names.zayavka_lead)
+
     def _base_version(self, r: Mapping[str, Any]) -> BaseVersion:
         lead = str(r.get(self.names.zayavka_lead) or "").strip()
         return BaseVersion(ref=r["Ref_Key"], data_version=r.get("DataVersion", ""), lead=lead or None,
@@ -720,16 +706,16 @@ class OneC:
         «Номер AmoCRM», date."""
         n = self.names
         flt = q.and_(q.ge("Date", date_from), q.lt("Date", date_to) if date_to is not None else None)
-        query = q.Query(n.zayavka, filter=flt,
-                        select=("Ref_Key", "DataVersion", "Date", n.zayavka_lead))
+        query = q.Query(n.zayavka, filter=flt, select=self._base_fields())
         return [self._base_version(r) for r in self._get_all(query)]
 
     def bases_by_ref(self, refs: Iterable[str]) -> list[BaseVersion]:
-        """The «Заявки» of ``refs`` that still exist, in batched look-ups."""
+        """The «Заявки» of ``refs`` that still exist, in batched look-ups (each request target under
+        ``max_target_bytes``)."""
         n = self.names
 
         def make(flt: str) -> q.Query:
-            return q.Query(n.zayavka, filter=flt, select=("Ref_Key", "DataVersion", "Date", n.zayavka_lead))
+            return q.Query(n.zayavka, filter=flt, select=self._base_fields())
 
         wanted = [r for r in refs if not q.is_empty_ref(r)]
         return [self._base_version(r) for r in self._batched(sorted(wanted), make)]

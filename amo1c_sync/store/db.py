@@ -8,7 +8,7 @@ import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -25,6 +25,16 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 DEFAULT_TIMEOUT = 10.0   # seconds; [store] timeout
+DB_CHUNK = 500            # ids per IN (...) in store queries
+
+T_ = TypeVar("T_")
+
+
+def chunks(seq: Iterable[T_], n: int = DB_CHUNK) -> Iterator[list[T_]]:
+    """``seq`` in lists of at most ``n``: an IN (...) of any length stays under the databases' limits."""
+    items = list(seq)
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
 
 
 def _migrations_dir() -> Path:

@@ -8,7 +8,7 @@ entry); a row whose ``pending`` survives a crash is finished by the next cycle.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timezone
 from decimal import Decimal
@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from amo1c_sync.domain.lifecycle import Appointment
+from amo1c_sync.store.db import chunks
 from amo1c_sync.store.journal import journal
 from amo1c_sync.store.models import (
     CardCancel,
@@ -30,7 +31,6 @@ from amo1c_sync.store.models import (
 if TYPE_CHECKING:
     from amo1c_sync.store.db import Store
 
-DB_CHUNK = 500
 UNCONFIRMED = ""      # data_version of a row whose state is known but not yet mirrored at a version
 FULL_SCAN = "lifecycle.last_full_scan"
 
@@ -75,17 +75,11 @@ def _followed(row: LifecycleZayavka) -> Followed:
                     updated_at=row.updated_at)
 
 
-def _chunks(seq: Iterable[Any], n: int = DB_CHUNK) -> Iterator[list[Any]]:
-    items = list(seq)
-    for i in range(0, len(items), n):
-        yield items[i:i + n]
-
-
 # --- readers ----------------------------------------------------------------------------------
 def followed(store: Store, refs: Sequence[str]) -> dict[str, Followed]:
     out: dict[str, Followed] = {}
     with store.session() as s:
-        for chunk in _chunks(refs):
+        for chunk in chunks(refs):
             for row in s.scalars(select(LifecycleZayavka).where(LifecycleZayavka.ref.in_(chunk))):
                 out[row.ref] = _followed(row)
     return out

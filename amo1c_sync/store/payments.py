@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
@@ -16,24 +16,15 @@ from amo1c_sync.domain import totals as T
 from amo1c_sync.domain.retry import ItemRetry
 from amo1c_sync.errors import ItemError
 from amo1c_sync.store import retry as retries
+from amo1c_sync.store.db import chunks
 from amo1c_sync.store.journal import journal
 from amo1c_sync.store.models import Cursor, LeadTotal, OnecBase, OnecDocument, RetryItem, utcnow
 
 if TYPE_CHECKING:
     from amo1c_sync.store.db import Store
 
-DB_CHUNK = 500            # ids per IN (...) in store queries
 UNCONFIRMED = ""          # data_version of a document whose facts are stored but not yet confirmed
 UNSETTLED = ("pending", "failed")
-
-
-T_ = TypeVar("T_")
-
-
-def _chunks(seq: Iterable[T_], n: int = DB_CHUNK) -> Iterator[list[T_]]:
-    items = list(seq)
-    for i in range(0, len(items), n):
-        yield items[i:i + n]
 
 
 # --- readers ----------------------------------------------------------------------------------
@@ -118,7 +109,7 @@ def stored_documents(store: Store, refs: Iterable[str]) -> dict[str, StoredDoc]:
     """ref -> what is recorded of the documents already seen (plain rows, no ORM objects)."""
     out: dict[str, StoredDoc] = {}
     with store.session() as s:
-        for chunk in _chunks(refs):
+        for chunk in chunks(refs):
             for ref, dv, lead, amount, posted, mark, skip, base in s.execute(
                     select(*_DOC_COLUMNS).where(OnecDocument.ref.in_(chunk))):
                 state = T.DocState(ref=ref, lead_id=None if skip else lead,
@@ -148,7 +139,7 @@ def known_bases(store: Store, refs: Iterable[str]) -> dict[str, KnownBase]:
     """The base «Заявки» already seen: their DataVersion and «Номер AmoCRM» then."""
     out: dict[str, KnownBase] = {}
     with store.session() as s:
-        for chunk in _chunks(refs):
+        for chunk in chunks(refs):
             for ref, dv, lead, when in s.execute(select(OnecBase.ref, OnecBase.data_version, OnecBase.lead_raw,
                                                         OnecBase.doc_date).where(OnecBase.ref.in_(chunk))):
                 out[ref] = KnownBase(dv, lead, when)
@@ -188,7 +179,7 @@ def leads_state(store: Store, leads: set[int]) -> LeadsState:
         out.failures = retries.load(s, retries.PAYMENT, leads)
         for item in out.failures.values():
             s.expunge(item)
-        for chunk in _chunks(sorted(leads)):
+        for chunk in chunks(sorted(leads)):
             for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(chunk))):
                 out.pushed[r.lead_id] = r.pushed_total
                 if r.pushing_total is not None:
@@ -252,7 +243,7 @@ def record_facts(store: Store, facts: Iterable[DocumentFacts], *, confirmed: set
     facts = list(facts)
     with store.session() as s:
         existing = {}
-        for chunk in _chunks([f.ref for f in facts]):
+        for chunk in chunks([f.ref for f in facts]):
             existing.update({r.ref: r for r in s.scalars(select(OnecDocument).where(OnecDocument.ref.in_(chunk)))})
         new_rows = []
         for f in facts:
@@ -305,7 +296,7 @@ def _record_one(s: Session, row: OnecDocument | None, f: DocumentFacts, confirme
 
 def _record_bases(s: Session, bases: dict[str, KnownBase]) -> None:
     rows: dict[str, OnecBase] = {}
-    for chunk in _chunks(sorted(bases)):
+    for chunk in chunks(sorted(bases)):
         rows.update({r.ref: r for r in s.scalars(select(OnecBase).where(OnecBase.ref.in_(chunk)))})
     new_rows = []
     for ref, b in bases.items():
@@ -321,7 +312,7 @@ def _record_bases(s: Session, bases: dict[str, KnownBase]) -> None:
 
 def _mark_leads(s: Session, unsettled: set[int], settled: set[int]) -> None:
     rows: dict[int, LeadTotal] = {}
-    for chunk in _chunks(sorted(unsettled | settled)):
+    for chunk in chunks(sorted(unsettled | settled)):
         rows.update({r.lead_id: r for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(chunk)))})
     new_rows = []
     for lead in unsettled:
@@ -338,7 +329,7 @@ def _mark_leads(s: Session, unsettled: set[int], settled: set[int]) -> None:
         if row is not None and row.status != "ok":
             row.status = "ok"
             cleared.append(lead)
-    for chunk in _chunks(cleared):
+    for chunk in chunks(cleared):
         retries.clear(s, retries.PAYMENT, chunk)
 
 
@@ -350,7 +341,7 @@ def record_intent(store: Store, totals: dict[int, Decimal]) -> None:
 
 
 def _set_intent(s: Session, totals: dict[int, Decimal]) -> None:
-    rows = {r.lead_id: r for chunk in _chunks(sorted(totals))
+    rows = {r.lead_id: r for chunk in chunks(sorted(totals))
             for r in s.scalars(select(LeadTotal).where(LeadTotal.lead_id.in_(chunk)))}
     for lead, value in totals.items():
         row = rows.get(lead)
@@ -386,7 +377,7 @@ def record_push(store: Store, *, totals: dict[int, Decimal], accepted: set[int],
                         message=message, detail=detail, run_id=run_id)
                 continue
             refusals.append((lead, _refused(s, row, lead, new, failed.get(lead), policy, now, job, run_id)))
-        for chunk in _chunks(sorted(versions)):
+        for chunk in chunks(sorted(versions)):
             for doc in s.scalars(select(OnecDocument).where(OnecDocument.ref.in_(chunk))):
                 doc.data_version = versions[doc.ref]
     return refusals

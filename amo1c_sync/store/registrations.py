@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from amo1c_sync.domain.retry import ItemRetry
 from amo1c_sync.store import retry as retries
+from amo1c_sync.store.db import chunks
 from amo1c_sync.store.journal import journal
 from amo1c_sync.store.models import Registration, RetryItem, utcnow
 
@@ -79,8 +80,7 @@ def load(store: Store, lead_ids: Iterable[int]) -> dict[int, tuple[Registration 
     ids = list(dict.fromkeys(int(i) for i in lead_ids))
     out: dict[int, tuple[Registration | None, RetryItem | None]] = {}
     with store.session() as s:
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+        for chunk in chunks(ids):
             regs = {r.lead_id: r for r in s.scalars(select(Registration).where(Registration.lead_id.in_(chunk)))}
             failures = retries.load(s, retries.REGISTRATION, chunk)
             for lead_id in chunk:

@@ -15,7 +15,6 @@ from amo1c_sync.domain.registration import display_number
 from amo1c_sync.jobs.base import JobContext, run_job
 from amo1c_sync.onec import OneC
 from amo1c_sync.onec.names import OneCNames
-from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator
 from amo1c_sync.store import journal
 from amo1c_sync.store import lifecycle as lstore
@@ -39,12 +38,6 @@ from tests.support.e2e import (
 MSK = ZoneInfo("Europe/Moscow")
 STAGES = {"registered": "Запись к врачу / Записан на приём", "cancelled": "Запись к врачу / Отменена",
           "no_show": "Запись к врачу / Не пришёл", "paid": "Запись к врачу / Оплачено"}
-
-
-@pytest.fixture
-def amo_emu():
-    with AmoCRMEmulator(rate_limit=1000, long_lived_token=TOKEN) as e:
-        yield e
 
 
 @pytest.fixture

@@ -223,7 +223,8 @@ def test_given_either_base_shape_when_reading_services_then_bases_resolve_to_lea
         assert services[unbased["ref"]].amount == Decimal("99.90")
         if mode == "composite":
             assert s.base_type == "StandardODATA.Document_Заявка"
-        assert onec.resolve_bases([z.ref, no_lead["Ref_Key"]]) == {z.ref: "30000077", no_lead["Ref_Key"]: None}
+        bases = onec.bases_by_ref([z.ref, no_lead["Ref_Key"]])
+        assert {b.ref: b.lead for b in bases} == {z.ref: "30000077", no_lead["Ref_Key"]: None}
         # re-post with a new sum, unpost, mark for deletion: every write changes DataVersion
         versions = [s.data_version]
         for action, body in (("post", {"amount": "175.50"}), ("unpost", {}), ("delete", {})):
@@ -236,15 +237,15 @@ def test_given_either_base_shape_when_reading_services_then_bases_resolve_to_lea
         assert onec.services_in_window(date(2021, 12, 23), date(2021, 12, 31)) == []
 
 
-def test_given_many_base_refs_when_resolving_then_several_requests_each_under_2000_bytes(emu, onec):
+def test_given_many_base_refs_when_read_by_ref_then_several_requests_each_under_2000_bytes(emu, onec):
     refs = {}
     for i in range(120):
         row = emu.add_zayavka(lead=str(31000000 + i), doctor="Ефимова Е.В.", start=datetime(2021, 12, 22, 8, 15))
         refs[row["Ref_Key"]] = str(31000000 + i)
     missing = "11111111-2222-3333-4444-555555555555"
     emu.reset_requests()
-    resolved = onec.resolve_bases([*refs, missing])
-    assert resolved == {**refs, missing: None}
+    resolved = {b.ref: b.lead for b in onec.bases_by_ref([*refs, missing])}
+    assert resolved == refs   # the missing «Заявка» is not listed
     targets = odata_targets(emu)
     assert len(targets) >= 4
     assert all(t["bytes"] < MAX_TARGET_BYTES for t in targets)

@@ -24,8 +24,10 @@ from tests.support.e2e import (
     make_onec,
     make_settings,
     number,
+    registration,
     requests_of,
     reset_requests,
+    retry_item,
     run,
     seed_lead,
     shown,
@@ -34,22 +36,6 @@ from tests.support.e2e import (
 )
 
 FLAG = "Зарегистрировать в 1С"
-
-
-def _reg(store, lead_id) -> Registration | None:
-    with store.session() as s:
-        r = s.get(Registration, lead_id)
-        if r is not None:
-            s.expunge(r)
-        return r
-
-
-def _retry(store, lead_id) -> RetryItem | None:
-    with store.session() as s:
-        item = s.get(RetryItem, ("registration", lead_id))
-        if item is not None:
-            s.expunge(item)
-        return item
 
 
 def _journal(store, lead_id) -> list[str]:
@@ -85,7 +71,7 @@ def test_given_seed_lead_when_flagged_then_zayavka_219_note_flag_cleared_and_tim
     assert time(8, 50) in free
     assert time(9, 20) in free
 
-    reg = _reg(store, lead_id)
+    reg = registration(store, lead_id)
     assert reg.status == "done"
     assert reg.zayavka_ref == z["ref"]
     assert reg.zayavka_number == number(onec_emu)
@@ -182,8 +168,8 @@ def test_given_amocrm_patch_fails_after_1c_created_when_store_row_lost_and_rerun
     assert not result.ok
     assert result.counts["failed"] == 1
     assert len(zayavki(onec_emu, lead_id)) == 1
-    retry = _retry(store, lead_id)
-    assert _reg(store, lead_id).status == "failed"
+    retry = retry_item(store, lead_id)
+    assert registration(store, lead_id).status == "failed"
     assert retry.attempts == 1
     assert "400" in retry.error
     assert retry.state == "item_error"
@@ -210,7 +196,7 @@ def test_given_amocrm_patch_fails_after_1c_created_when_store_row_lost_and_rerun
     assert len(zayavki(onec_emu)) == 1
     assert lead(amo_emu, lead_id)["notes"][-1] == f"Создан документ Заявка № {shown(onec_emu, 219)}"
     assert lead(amo_emu, lead_id)["fields"].get(FLAG) in (False, None)
-    assert _reg(store, lead_id).status == "done"
+    assert registration(store, lead_id).status == "done"
 
 
 def test_given_an_item_error_recorded_when_the_lead_changes_then_it_is_tried_again(
@@ -223,7 +209,7 @@ def test_given_an_item_error_recorded_when_the_lead_changes_then_it_is_tried_aga
     result = run(settings, store)
     assert result.ok
     assert result.counts["waiting_for_change"] == 0
-    assert _reg(store, lead_id).status == "done"
+    assert registration(store, lead_id).status == "done"
     assert len(zayavki(onec_emu, lead_id)) == 1
 
 
@@ -238,8 +224,8 @@ def test_given_1c_created_the_zayavka_but_the_answer_was_lost_when_rerun_then_st
 
     assert not first.ok
     assert len(zayavki(onec_emu, lead_id)) == 1  # created in 1C, unknown to us
-    assert _reg(store, lead_id).status == "failed"
-    assert _reg(store, lead_id).zayavka_ref is None
+    assert registration(store, lead_id).status == "failed"
+    assert registration(store, lead_id).zayavka_ref is None
     assert lead(amo_emu, lead_id)["notes"] == []
     assert lead(amo_emu, lead_id)["fields"][FLAG] is True
 
@@ -282,7 +268,7 @@ def test_given_invalid_lead_when_flagged_then_note_names_problem_flag_cleared_no
     [note] = view["notes"]
     for text in expected:
         assert text in note, note
-    reg = _reg(store, lead_id)
+    reg = registration(store, lead_id)
     assert reg.status == "invalid"
     assert reg.error == note
     with store.session() as s:
@@ -320,8 +306,8 @@ def test_given_1c_fails_for_one_lead_when_cycle_runs_then_others_go_on_and_it_is
     assert len(zayavki(onec_emu, good)) == 1
     assert lead(amo_emu, good)["notes"] == [f"Создан документ Заявка № {shown(onec_emu, 220)}"] or \
         lead(amo_emu, good)["notes"] == [f"Создан документ Заявка № {shown(onec_emu, 219)}"]
-    retry = _retry(store, bad)
-    assert _reg(store, bad).status == "failed"
+    retry = retry_item(store, bad)
+    assert registration(store, bad).status == "failed"
     assert retry.attempts == 1
     assert "1C" in retry.error
     assert retry.state == "retrying"
@@ -335,9 +321,9 @@ def test_given_1c_fails_for_one_lead_when_cycle_runs_then_others_go_on_and_it_is
         s.get(RetryItem, ("registration", bad)).next_attempt_at = datetime.now(timezone.utc) - timedelta(seconds=1)
     result = run(settings, store)
     assert result.ok, result.errors
-    assert _retry(store, bad) is None
+    assert retry_item(store, bad) is None
     assert len(zayavki(onec_emu, bad)) == 1
-    assert _reg(store, bad).status == "done"
+    assert registration(store, bad).status == "done"
     assert lead(amo_emu, bad)["notes"][0].startswith("Создан документ Заявка №")
 
 
@@ -351,7 +337,7 @@ def test_given_flagged_lead_when_dry_run_then_plans_and_writes_nothing(amo_emu, 
     assert {"client.create", "zayavka.create", "document.post", "lead.note", "lead.update"} <= set(actions)
     assert writes(requests_of(amo_emu)) == {}
     assert writes(requests_of(onec_emu)) == {}
-    assert _reg(store, lead_id) is None
+    assert registration(store, lead_id) is None
     assert _journal(store, lead_id) == []
     with store.session() as s:
         assert s.get(Cursor, "registration.updated_at") is None

@@ -11,7 +11,6 @@ import requests
 
 from amo1c_sync.jobs.base import JobContext, run_job
 from amo1c_sync.leader import LeadershipLost
-from amo1c_sync.onec import OneC
 from amo1c_sync.store import Store
 from amo1c_sync.store import retry as retries
 from amo1c_sync.store.models import Cursor, JournalEntry, Registration, RetryItem
@@ -21,9 +20,12 @@ from tests.support.e2e import (
     lead,
     make_amo,
     make_ctx,
+    make_onec,
     make_settings,
+    registration,
     requests_of,
     reset_requests,
+    retry_item,
     run,
     seed_lead,
     shown,
@@ -35,22 +37,6 @@ FLAG = "Зарегистрировать в 1С"
 ZAYAVKA_SET = "/odata/standard.odata/Document_Заявка"
 
 
-def _reg(store, lead_id) -> Registration | None:
-    with store.session() as s:
-        r = s.get(Registration, lead_id)
-        if r is not None:
-            s.expunge(r)
-        return r
-
-
-def _retry(store, lead_id) -> RetryItem | None:
-    with store.session() as s:
-        item = s.get(RetryItem, ("registration", lead_id))
-        if item is not None:
-            s.expunge(item)
-        return item
-
-
 def _due_now(store, *lead_ids) -> None:
     """The failed leads' backoff is over."""
     with store.session() as s:
@@ -60,10 +46,8 @@ def _due_now(store, *lead_ids) -> None:
 
 
 def _ctx(settings, store, *, read_timeout=60.0) -> JobContext:
-    o = settings.onec
-    onec = OneC(o.base_url, o.username, o.password, max_retries=0, read_timeout=read_timeout,
-                backoff_base=0.01, backoff_max=0.05)
-    return JobContext(settings, store, amocrm=make_amo(settings, store), onec=onec)
+    return JobContext(settings, store, amocrm=make_amo(settings, store),
+                      onec=make_onec(settings, read_timeout=read_timeout))
 
 
 def _count(counts: dict, method: str, prefix: str) -> int:
@@ -83,7 +67,7 @@ def test_given_1c_carries_out_the_create_after_the_read_timeout_when_retried_the
     first = run_job(_ctx(settings, store, read_timeout=0.3), "registration")
     assert first.counts["failed"] == 1
     assert zayavki(onec_emu, lead_id) == []
-    assert _reg(store, lead_id).create_sent_at is not None   # the intent, committed before the send
+    assert registration(store, lead_id).create_sent_at is not None   # the intent, committed before the send
 
     _due_now(store, lead_id)
     second = run_job(_ctx(settings, store), "registration")   # polls the lookup: finds the late one
@@ -93,7 +77,7 @@ def test_given_1c_carries_out_the_create_after_the_read_timeout_when_retried_the
     assert z["posted"]
     assert len(zayavki(onec_emu)) == 1
     assert lead(amo_emu, lead_id)["notes"] == [f"Создан документ Заявка № {shown(onec_emu, 219)}"]
-    reg = _reg(store, lead_id)
+    reg = registration(store, lead_id)
     assert reg.status == "done"
     assert reg.create_sent_at is None
     assert reg.claimed_by is None
@@ -138,7 +122,7 @@ def test_given_two_leaders_on_one_postgresql_when_the_first_create_is_in_flight_
         results = {}
         a = threading.Thread(target=lambda: results.setdefault("a", run_job(_ctx(settings, store_a), "registration")))
         a.start()
-        wait_until(lambda: (_reg(store_b, lead_id) or Registration()).create_sent_at is not None,
+        wait_until(lambda: (registration(store_b, lead_id) or Registration()).create_sent_at is not None,
                    message="leader A's intent in the store")
 
         # B while A holds the lead's claim: leaves it alone
@@ -255,7 +239,7 @@ def test_given_the_notes_answer_lost_after_amocrm_wrote_them_when_rerun_then_a_d
         assert notes[0] == notes[1]
         assert notes[0].startswith("Создан документ Заявка №")
         assert len(zayavki(onec_emu, i)) == 1
-        assert _reg(store, i).status == "done"
+        assert registration(store, i).status == "done"
     assert len(zayavki(onec_emu)) == 3
 
 
@@ -271,8 +255,8 @@ def test_given_the_patch_answer_lost_after_amocrm_wrote_it_when_next_cycle_then_
     assert again.ok, again.errors
     assert again.counts["reconciled"] == 3, again.errors
     for i in ids:
-        assert _reg(store, i).status == "done"
-        assert _retry(store, i) is None
+        assert registration(store, i).status == "done"
+        assert retry_item(store, i) is None
         assert len(lead(amo_emu, i)["notes"]) == 1
         assert len(zayavki(onec_emu, i)) == 1
 
@@ -292,7 +276,7 @@ def test_given_pending_after_a_kill_between_note_and_commit_when_amocrm_has_the_
     result = run(settings, store)
     assert result.ok
     assert result.counts["reconciled"] == 1
-    assert _reg(store, lead_id).status == "done"
+    assert registration(store, lead_id).status == "done"
     with store.session() as s:
         assert s.query(JournalEntry).filter_by(lead_id=lead_id, action="lead.reconciled").count() == 1
 
@@ -302,13 +286,13 @@ def test_given_a_failed_lead_deleted_in_amocrm_when_next_cycle_then_recorded_del
     lead_id = seed_lead(amo_emu)
     fault(onec_emu, count=1, status=500, method="POST", path_prefix=ZAYAVKA_SET)
     assert run(settings, store).counts["failed"] == 1
-    assert _retry(store, lead_id).state == "retrying"
+    assert retry_item(store, lead_id).state == "retrying"
     requests.delete(f"{amo_emu.url}/_sandbox/leads/{lead_id}", timeout=5).raise_for_status()
 
     result = run(settings, store)
     assert result.counts["leads_deleted"] == 1
-    assert _reg(store, lead_id).status == "deleted"
-    assert _retry(store, lead_id) is None
+    assert registration(store, lead_id).status == "deleted"
+    assert retry_item(store, lead_id) is None
     assert zayavki(onec_emu, lead_id) == []
     _counts, unsettled = retries.unsettled(store, limit=50)   # what `status` lists as not settled
     assert [row.lead_id for kind, row, _ in unsettled if kind == "registration"] == []

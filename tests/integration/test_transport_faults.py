@@ -9,23 +9,9 @@ from amo1c_sync.amocrm.auth import TokenManager
 from amo1c_sync.amocrm.gateway import AmoCRM
 from amo1c_sync.errors import RetriableError
 from amo1c_sync.onec import OneC
-from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
-from amo1c_sync.sandbox.onec_emulator import OneCEmulator
 from amo1c_sync.store import Store
 
 FAST = dict(backoff_base=0.001, backoff_max=0.01)
-
-
-@pytest.fixture
-def amo_emu():
-    with AmoCRMEmulator(rate_limit=1000) as e:
-        yield e
-
-
-@pytest.fixture
-def onec_emu():
-    with OneCEmulator() as e:
-        yield e
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from amo1c_sync.config import load_settings
 from amo1c_sync.domain.registration import display_number
 from amo1c_sync.jobs.base import JobContext, run_job
 from amo1c_sync.onec import OneC
+from amo1c_sync.store.models import Registration, RetryItem
 
 TOKEN = "long-lived-test-token"
 SEED_DAY = date(2021, 12, 22)
@@ -35,9 +36,10 @@ def make_amo(settings, store) -> AmoCRM:
                   max_retries=0, backoff_base=0.01, backoff_max=0.05)
 
 
-def make_onec(settings) -> OneC:
+def make_onec(settings, *, read_timeout: float = 60.0) -> OneC:
     o = settings.onec
-    return OneC(o.base_url, o.username, o.password, max_retries=0, backoff_base=0.01, backoff_max=0.05)
+    return OneC(o.base_url, o.username, o.password, max_retries=0, read_timeout=read_timeout,
+                backoff_base=0.01, backoff_max=0.05)
 
 
 def make_ctx(settings, store, *, dry_run=False, since=None) -> JobContext:
@@ -47,6 +49,24 @@ def make_ctx(settings, store, *, dry_run=False, since=None) -> JobContext:
 
 def run(settings, store, job="registration", **kw):
     return run_job(make_ctx(settings, store, **kw), job)
+
+
+# --- the store, read back detached so assertions can follow a closed session ---------------------
+
+def registration(store, lead_id) -> Registration | None:
+    with store.session() as s:
+        r = s.get(Registration, lead_id)
+        if r is not None:
+            s.expunge(r)
+        return r
+
+
+def retry_item(store, lead_id, job="registration") -> RetryItem | None:
+    with store.session() as s:
+        item = s.get(RetryItem, (job, lead_id))
+        if item is not None:
+            s.expunge(item)
+        return item
 
 
 # --- control APIs -------------------------------------------------------------------------------
