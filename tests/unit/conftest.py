@@ -11,6 +11,7 @@ import subprocess
 
 import psycopg
 import pytest
+import urllib3.util.connection  # noqa: F401  (probes IPv6 with a socket when first imported)
 
 
 class NotInUnitTests(BaseException):
