@@ -11,11 +11,15 @@ from amo1c_sync.status import collect_status, health
 from amo1c_sync.store.instances import write_heartbeat
 from amo1c_sync.store.models import JobRun, LeadTotal, OAuthToken, OnecDocument, Registration, RetryItem
 
-NOW = datetime.now(timezone.utc)
+
+
+def _now() -> datetime:
+    """Read when used: the module is imported at collection, maybe many minutes before its tests run."""
+    return datetime.now(timezone.utc)
 
 
 def _fill(store, *, age: float = 5):
-    at = NOW - timedelta(seconds=age)
+    at = _now() - timedelta(seconds=age)
     with store.session() as s:
         for job in ("directory", "registration", "payments", "lifecycle"):
             s.add(JobRun(job=job, started_at=at - timedelta(seconds=2), finished_at=at, status="ok",
@@ -24,7 +28,7 @@ def _fill(store, *, age: float = 5):
         s.add(Registration(lead_id=1, status="done", zayavka_number="219"))
         s.add(Registration(lead_id=2, status="failed"))
         s.add(RetryItem(kind="registration", lead_id=2, state="retrying", error="1C: no doctor «Петров»",
-                        attempts=3, next_attempt_at=NOW + timedelta(minutes=5)))
+                        attempts=3, next_attempt_at=_now() + timedelta(minutes=5)))
         s.add(Registration(lead_id=3, status="pending"))
         s.add(LeadTotal(lead_id=1, status="ok", pushed_total=Decimal("150.00")))
         s.add(LeadTotal(lead_id=4, status="failed"))
@@ -33,12 +37,12 @@ def _fill(store, *, age: float = 5):
         s.add(OnecDocument(ref="00000000-0000-0000-0000-000000000001", data_version="A", number="0000007",
                            amount=Decimal("300"), posted=True, skip_reason="no base «Заявка»"))
         s.add(OAuthToken(account="clinic", access_token="SECRET-ACCESS", refresh_token="SECRET-REFRESH",
-                         expires_at=NOW + timedelta(hours=1), generation=4))
+                         expires_at=_now() + timedelta(hours=1), generation=4))
 
 
 def test_given_runs_items_and_tokens_then_status_has_every_field_and_no_secret(store):
     _fill(store)
-    write_heartbeat(store, "leader", since=NOW)
+    write_heartbeat(store, "leader", since=_now())
     st = collect_status(store, Settings())
     assert st["leader"]["pid"]
     assert st["leader"]["role"] == "leader"
@@ -82,7 +86,7 @@ def test_given_a_job_without_a_recent_success_then_healthz_is_503_naming_it(stor
     _fill(store, age=5)
     with store.session() as s:
         for run in s.query(JobRun).filter(JobRun.job == "registration"):
-            run.started_at = run.finished_at = NOW - timedelta(hours=2)
+            run.started_at = run.finished_at = _now() - timedelta(hours=2)
     code, body = health(store, Settings())
     assert code == 503
     assert body["stale"] == ["registration"]
