@@ -15,7 +15,9 @@ One cycle (``run``):
    the store (``onec_bases``) with the «Заявка»'s own DataVersion: one scan of the «Заявки» dated
    from the earliest known base of the window's documents (from the window's start too on a full or
    backfill read) finds the changed ones («Номер AmoCRM» filled in, corrected, relinked); only
-   bases never seen, or known and missing from the scan, are looked up by ref (gone: no lead).
+   bases the scan did not return are looked up by ref (gone: no lead). Every stored document of
+   a changed base is re-read by ref wherever it is dated (``_stray_bases``): once the base's new
+   DataVersion is recorded, nothing else would move its money off the old lead.
    A document is *changed* when it is new, its DataVersion or its base differs from the stored
    ones, or its base changed; a ``--since`` backfill re-evaluates every document it reads. A
    document without a base «Заявка», or whose «Заявка» has no (valid) «Номер AmoCRM», is
@@ -320,10 +322,8 @@ def _plan(ctx: JobContext, result: JobResult, window: Window, read: _Read, known
     wanted = {b for b in map(_base_of, by_ref.values()) if b} | {
         b for b in (stored[ref].base_ref for ref in not_read) if b}
     bases = _bases(ctx, window, wanted, since=since, prefetch=prefetch)
+    gone |= _stray_bases(ctx, bases, by_ref, stored, gone)
     plan.bases = bases.to_record
-    again = [ref for ref in not_read if stored[ref].base_ref in bases.changed]
-    if again:  # documents unchanged themselves whose base «Заявка» changed
-        by_ref.update({svc.ref: svc for svc in ctx.onec.services_by_ref(again)})
     changed = [svc for svc in by_ref.values() if _changed(svc, stored.get(svc.ref), bases.changed, since)]
     plan.stored = {ref: stored[ref].state for ref in [svc.ref for svc in changed] + sorted(gone)
                    if ref in stored}
@@ -346,6 +346,32 @@ def _plan(ctx: JobContext, result: JobResult, window: Window, read: _Read, known
     return plan
 
 
+def _stray_bases(ctx: JobContext, bases: _Bases, by_ref: dict[str, Any], stored: dict[str, store.StoredDoc],
+                 gone: set[str]) -> set[str]:
+    """Every stored document of a changed base «Заявка» is re-read by ref, wherever it is dated
+    (out of the window too: once the base's new DataVersion is recorded, nothing else would make
+    it differ again); the new bases those documents point at are resolved. Returns the ones 1C no
+    longer has (gone)."""
+    if not bases.changed:
+        return set()
+    refs = store.documents_of_bases(ctx.store, bases.changed) - set(by_ref) - gone
+    if not refs:
+        return set()
+    stored.update(store.stored_documents(ctx.store, refs - set(stored)))
+    found = {svc.ref: svc for svc in ctx.onec.services_by_ref(refs)}
+    by_ref.update(found)
+    new = {b for b in map(_base_of, found.values()) if b and b not in bases.mapping}
+    if new:
+        tz = ctx.settings.sync.tz
+        fresh = {b.ref: store.KnownBase(b.data_version, b.lead, _to_utc(b.date, tz))
+                 for b in ctx.onec.bases_by_ref(new)}
+        fresh.update({ref: store.KnownBase("", None, None) for ref in new - set(fresh)})
+        known = store.known_bases(ctx.store, new)
+        bases.mapping.update(fresh)
+        bases.to_record.update({ref: b for ref, b in fresh.items() if known.get(ref) != b})
+    return refs - set(found)
+
+
 @dataclass
 class _Bases:
     mapping: dict[str, store.KnownBase] = field(default_factory=dict)   # every base of the window
@@ -358,8 +384,9 @@ def _bases(ctx: JobContext, window: Window, wanted: set[str], *, since: bool,
     """The base «Заявки» of the window's documents, followed by their own DataVersion: one scan of
     the «Заявки» dated from the earliest to the latest known base of the window's documents (from
     the window's start on, too, on a full or backfill read or when many bases are new, which finds
-    new bases without a look-up each); bases
-    still unknown, or known and no longer in the scan's range, are looked up by ref."""
+    new bases without a look-up each); every base the scan did not return (unknown, gone, or
+    known but dated out of the scan's range, so its stored mapping is unconfirmed) is looked up
+    by ref."""
     tz = ctx.settings.sync.tz
     known = store.known_bases(ctx.store, wanted)
     earliest, latest = store.base_date_range(ctx.store, *_utc_bounds(window, tz))
@@ -380,13 +407,7 @@ def _bases(ctx: JobContext, window: Window, wanted: set[str], *, since: bool,
             if b.ref in wanted:
                 fresh[b.ref] = store.KnownBase(b.data_version, b.lead, _to_utc(b.date, tz))
 
-    def in_scan(k: store.KnownBase) -> bool:
-        if scan_from is None or k.doc_date is None:
-            return False
-        at = _local(k.doc_date, tz)
-        return at >= scan_from and (scan_to is None or at < scan_to)
-
-    recheck = {ref for ref in wanted - set(fresh) if ref not in known or since or in_scan(known[ref])}
+    recheck = wanted - set(fresh)   # unknown, gone, or known but dated out of the scan: unconfirmed
     for b in ctx.onec.bases_by_ref(recheck) if recheck else ():
         fresh[b.ref] = store.KnownBase(b.data_version, b.lead, _to_utc(b.date, tz))
     for ref in recheck - set(fresh):   # the «Заявка» no longer exists: its documents count for no lead

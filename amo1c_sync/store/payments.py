@@ -119,6 +119,16 @@ def stored_documents(store: Store, refs: Iterable[str]) -> dict[str, StoredDoc]:
     return out
 
 
+def documents_of_bases(store: Store, bases: Iterable[str]) -> set[str]:
+    """Refs of the stored documents whose base is one of ``bases``, wherever they are dated: a
+    relinked or deleted «Заявка» moves them all, not only those of the window read."""
+    out: set[str] = set()
+    with store.session() as s:
+        for chunk in chunks(sorted(bases)):
+            out.update(s.scalars(select(OnecDocument.ref).where(OnecDocument.base_ref.in_(chunk))))
+    return out
+
+
 def refs_dated(store: Store, date_from: datetime, date_to: datetime) -> set[str]:
     """Refs of the stored documents dated ``date_from <= doc_date < date_to`` (aware UTC)."""
     with store.session() as s:

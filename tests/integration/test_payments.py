@@ -741,3 +741,94 @@ def test_given_a_periodic_full_scan_when_cycles_run_then_it_goes_in_slices_after
     assert cycles > 2
     assert sys_.lead(old_lead)["price"] == 0  # its slice saw the deletion
     assert sys_.run().counts.get("window_slice", 0) == 0  # done until the next one falls due
+
+
+def _old(sys_: Systems, ref: str, days: int = 30) -> None:
+    """Date a document back out of the hot window (a person correcting the date in 1C)."""
+    when = (datetime.now() - timedelta(days=days)).replace(microsecond=0)
+    odata_patch(sys_, "Document_ОказаниеУслуг", ref, {"Date": when.isoformat()})
+
+
+def _prices(sys_: Systems, *leads: int) -> list[int]:
+    return [sys_.lead(x)["price"] for x in leads]
+
+
+def _zayavka_with_old_and_new_payment(sys_: Systems) -> tuple[int, str, str, str]:
+    """Lead A, its «Заявка» and two payments on it: 150 today, 50 dated out of the hot window."""
+    a = sys_.new_lead()
+    z = sys_.zayavka(a)
+    today = sys_.service("150.00", zayavka_ref=z)
+    old = sys_.service("50.00", zayavka_ref=z)
+    _old(sys_, old)
+    assert sys_.run().ok
+    assert _prices(sys_, a) == [200]
+    return a, z, today, old
+
+
+def test_given_a_zayavka_with_a_payment_out_of_the_window_when_relinked_and_back_then_both_leads_follow(sys_):
+    a, z, today, _old_ref = _zayavka_with_old_and_new_payment(sys_)
+    b = sys_.new_lead()
+
+    relink(sys_, z, str(b))
+    assert sys_.run().ok
+    assert _prices(sys_, a, b) == [0, 200]
+    assert (sys_.sum1c(a), sys_.sum1c(b)) == (Decimal("0"), Decimal("200"))
+
+    sys_.service_action(today, "post", amount="175.00")  # a payment posted again meanwhile
+    assert sys_.run().ok
+    assert _prices(sys_, a, b) == [0, 225]
+
+    relink(sys_, z, str(a))
+    assert sys_.run().ok
+    assert _prices(sys_, a, b) == [225, 0]
+    assert (sys_.sum1c(a), sys_.sum1c(b)) == (Decimal("225"), Decimal("0"))
+    # settled: a full pass over the lookback changes nothing
+    cursors.record_full_scan(sys_.store, datetime.now(timezone.utc) - timedelta(days=1))
+    while cursors.last_full_scan(sys_.store) < datetime.now(timezone.utc) - timedelta(hours=1):
+        assert sys_.run().counts.get("pushed", 0) == 0
+    assert _prices(sys_, a, b) == [225, 0]
+
+
+def test_given_a_relinked_zayavka_when_its_old_payment_is_moved_back_to_a_zayavka_of_a_then_both_leads_follow(sys_):
+    a, z, _today, old = _zayavka_with_old_and_new_payment(sys_)
+    b, c = sys_.new_lead(), sys_.new_lead()
+    zc = sys_.zayavka(c)
+
+    relink(sys_, z, str(b))
+    odata_patch(sys_, "Document_ОказаниеУслуг", old,
+                {"ДокументОснование": zc, "ДокументОснование_Type": "StandardODATA.Document_Заявка"})
+    assert sys_.run().ok
+    assert _prices(sys_, a, b, c) == [0, 150, 50]
+
+    za = sys_.zayavka(a)
+    odata_patch(sys_, "Document_ОказаниеУслуг", old,
+                {"ДокументОснование": za, "ДокументОснование_Type": "StandardODATA.Document_Заявка"})
+    relink(sys_, zc, str(b))   # a document of the window points the job at zc again
+    sys_.service(amount="10.00", zayavka_ref=zc)
+    assert sys_.run().ok
+    assert _prices(sys_, a, b, c) == [50, 160, 0]
+
+
+def test_given_a_zayavka_with_a_payment_out_of_the_window_when_the_zayavka_is_deleted_then_its_lead_drops(sys_):
+    a, z, today, old = _zayavka_with_old_and_new_payment(sys_)
+
+    odata_delete(sys_, "Document_Заявка", z)
+    result = sys_.run()
+
+    assert result.ok, result.errors
+    assert (sys_.lead(a)["price"], sys_.sum1c(a)) == (0, Decimal("0"))
+    assert {d.ref for d in skipped_documents(sys_.store)} == {today, old}
+
+
+def test_given_a_relinked_zayavka_when_its_old_payment_is_deleted_outright_then_no_lead_keeps_it(sys_):
+    a, z, _today, old = _zayavka_with_old_and_new_payment(sys_)
+    b = sys_.new_lead()
+
+    relink(sys_, z, str(b))
+    odata_delete(sys_, "Document_ОказаниеУслуг", old)
+    result = sys_.run()
+
+    assert result.ok, result.errors
+    assert _prices(sys_, a, b) == [0, 150]
+    with sys_.store.session() as s:
+        assert s.get(OnecDocument, old) is None
