@@ -9,9 +9,9 @@
   "Ишаева М.И.", "state": "Не пришел", "lead": "30000093"}`` (``state`` only where the base has the
   status attribute, ``[onec_names] zayavka_state``; the list then shows ``"state"`` too; ``lead``
   fills in, corrects or relinks «Номер AmoCRM», ``""`` empties it) -> 200, the «Заявка» as
-  listed: an administrator moving the visit or fixing the lead number in the form. ``POST /_sandbox/zayavki/<ref>/delete``
-  (deletion mark, unposting a posted one), ``/unpost``, ``/post``. Each is one write: one new
-  DataVersion.
+  listed: an administrator moving the visit or fixing the lead number in the form.
+  ``POST /_sandbox/zayavki/<ref>/delete`` (deletion mark, unposting a posted one), ``/unpost``,
+  ``/post``. Each is one write: one new DataVersion.
 * ``POST /_sandbox/services`` ``{"lead": id, "amount": "150.00", "date"?: iso}`` (or
   ``"zayavka_ref": ref``, or ``"zayavka_ref": null`` for no base) -> 201 ``{"ref","number"}``: an
   «Оказание услуг» на основании that «Заявка» (the newest non-deleted one of the lead) with one
