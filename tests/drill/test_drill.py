@@ -239,7 +239,7 @@ def test_given_action_classes_when_the_timetable_is_made_then_each_class_has_its
     acts = plan_actions(ACTION_CLASSES, 60, 200, 75, random.Random(4))
     names = {a.split(":", 1)[1] for _, a in acts}
     assert {"move_1c", "cancel_1c", "cancel_card", "hand_zayavka", "hand_relink", "fix_lead_number",
-            "delete_outright", "move_date"} <= names
+            "delete_outright", "move_date", "move_then_reschedule"} <= names
     assert all(0 <= t <= 75 for t, _ in acts)
     fixes = sum(1 for _, a in acts if a == "act:fix_lead_number")
     hands = sum(1 for _, a in acts if a in ("act:hand_zayavka", "act:hand_relink"))
@@ -266,3 +266,46 @@ def test_given_patients_when_visits_are_drawn_then_relatives_share_a_phone_and_n
     for a in everyone:                                                   # no two patients a match could merge
         assert not any(a != b and a.phone == b.phone and names_match(a.name, b.name) for b in everyone)
     assert len({p.phone for p in people}) == len(by_phone)
+
+
+def _cancelled_lead(how: str, notes: list[str], status: str = "Отменена", flag: bool = False):
+    from datetime import time as dtime
+
+    from tests.support.drill import F_DATE, F_DOCTOR, F_TIME, LeadPlan, Slot
+
+    slot = Slot(date(2026, 12, 3), "Ефимова Е.В.", dtime(9, 5))
+    plan = LeadPlan(id=7, kind="valid", slot=slot, history=[(slot, CARD)], cancelled=how)
+    lead = {"id": 7, "notes": notes, "status": status,
+            "fields": {F_DATE: "03.12.2026", F_DOCTOR: "Ефимова Е.В.", F_TIME: "09:05", "Отменить запись в 1С": flag}}
+    own = [{"ref": "r", "number": "00000000219", "deletion_mark": how != "1c_unpost", "posted": False}]
+    return plan, lead, own
+
+
+@pytest.mark.parametrize(("how", "notes", "status", "flag", "problems"), [
+    ("card", ["Запись отменена: Заявка № 219"], "Отменена", False, 0),
+    ("card", ["Запись отменена: Заявка № 219",
+              "Запись отменена в 1С (Заявка № 219 помечена на удаление): 03.12.2026 9:05 Ефимова Е.В."],
+     "Отменена", False, 1),                                                    # an echo
+    ("card", ["Запись отменена: Заявка № 219"], "Записан на приём", False, 1),  # no stage move
+    ("card", ["Запись отменена: Заявка № 219"], "Отменена", True, 1),            # flag left set
+    ("1c_delete", ["Запись отменена в 1С (Заявка № 219 помечена на удаление): 03.12.2026 9:05 Ефимова Е.В."],
+     "Отменена", False, 0),
+    ("1c_unpost", ["Запись отменена в 1С (проведение документа Заявка № 219 отменено): 03.12.2026 9:05 Ефимова Е.В."],
+     "Отменена", False, 0),
+    ("1c_unpost", [], "Отменена", False, 1),                                   # no note
+])
+def test_given_a_cancelled_lead_when_checked_then_its_one_note_stage_and_flag_are_required(
+        how, notes, status, flag, problems):
+    from tests.support.drill_actions import ActionCheck, check_lead
+
+    res, said = ActionCheck(), []
+    check_lead(res, said.append, *_cancelled_lead(how, notes, status, flag))
+    assert res.cancel_problems == problems, said
+
+
+def test_given_a_lifecycle_note_twice_when_checked_then_it_is_a_duplicate():
+    from tests.support.drill_actions import ActionCheck, check_lead
+
+    res = ActionCheck()
+    check_lead(res, lambda _: None, *_cancelled_lead("card", ["Запись отменена: Заявка № 219"] * 2))
+    assert res.duplicate_notes == 1

@@ -436,12 +436,19 @@ class Clinic:
         anchor.anchor = True
         return self._create_and_flag("busy", self._slot_fields(anchor.slot), None)
 
-    def reschedule(self) -> LeadPlan | None:
-        """Flag a registered lead again with a new free time: its «Заявка» must be updated."""
-        candidates = [p for p in self._ready_leads() if not p.anchor and not p.edited]
-        if not candidates or not self._free_slots:
+    def reschedule(self, plan: LeadPlan | None = None) -> LeadPlan | None:
+        """Flag a registered lead again with a new free time: its «Заявка» must be updated. With
+        the lifecycle class, a lead moved in 1C is rescheduled from the card only once its card
+        shows the move (action class lifecycle_races does it before, on purpose)."""
+        if plan is None:
+            candidates = [p for p in self._ready_leads() if not p.anchor and not p.edited]
+            if self.actions is not None:
+                candidates = self.actions.settled(candidates)
+            if not candidates or not self._free_slots:
+                return None
+            plan = self.rng.choice(candidates)
+        if not self._free_slots:
             return None
-        plan = self.rng.choice(candidates)
         plan.slot = self._free_slots.pop(0)
         plan.history.append((plan.slot, CARD))
         plan.reschedules += 1
@@ -449,6 +456,8 @@ class Clinic:
                       {"fields": {**self._slot_fields(plan.slot), F_FLAG: True}})
         self._ready.discard(plan.id)
         self.ops["lead.reschedule"] += 1
+        self.log(f"drill: card reschedule: lead {plan.id} -> {plan.slot.date_text} {plan.slot.time_text} "
+                 f"{plan.slot.doctor}")
         return plan
 
     def delete_lead(self) -> LeadPlan | None:
