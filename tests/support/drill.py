@@ -21,9 +21,14 @@ Pieces, each usable alone:
   fault classes chosen in ``DrillOptions.fault_classes`` (FAULT_CLASSES: the 1C create and Post, the
   amoCRM notes, lead PATCH and token refresh carried out with the answer lost or late, SIGKILL
   while amoCRM holds a written PATCH).
+* the user action classes chosen in ``DrillOptions.action_classes`` (ACTION_CLASSES, in
+  :mod:`tests.support.drill_actions`): patients with phones, moves and cancels in 1C and from the
+  card, the 1C user's edits and relinks; each with its check.
 * :func:`check_state` — the convergence checker (one «Заявка» per valid lead, posted, its number
-  in «Заявка 1С», the lead's client; totals; notes; flags). After convergence the drill keeps
-  sampling it for ``settle_seconds`` (a late write must not break it), and counts lead PATCHes.
+  in «Заявка 1С», the lead's client; totals; notes; flags; the action classes' checks). After
+  convergence the drill keeps sampling it for ``settle_seconds`` (a late write must not break it),
+  and counts lead PATCHes. A check that fails leaves ``final_state.json`` (both emulators' state)
+  in the workdir.
 * ``DrillOptions.store``: ``sqlite`` (a file in the workdir) or ``postgresql`` (a scratch database).
 * :func:`run_drill` — its phases :func:`prepare` (the sandbox's emulators and sync.ini, OAuth,
   the daemon), :func:`act` (clinic and chaos), :func:`converge` and :func:`check_invariants`,
