@@ -6,11 +6,14 @@ storms, an access-token expiry, a 403 block window, and SIGKILL + restart of the
 moments. Then it waits for convergence and checks, from the emulators' own state, that every valid
 flagged lead has exactly one «Заявка», every invalid one a note and none, and every lead's
 «Сумма1С» and budget equal its 1C total; that no refresh token was reused and amoCRM never saw more
-than 7 requests in a second. It prints a table and exits 0 only if everything held.
+than 7 requests in a second. With --actions, the clinic's people also do what the user action
+classes say (patients with phones, moves and cancels in 1C and from the card, the 1C user's edits)
+and each is checked too. It prints a table and exits 0 only if everything held.
 
     .venv/bin/python benchmarks/drill.py                       # 1,000 registrations, 5,000 postings
     .venv/bin/python benchmarks/drill.py --registrations 200 --postings 1000
     .venv/bin/python benchmarks/drill.py --minutes 30          # soak: RSS every minute, no SIGKILL
+    .venv/bin/python benchmarks/drill.py --registrations 60 --postings 200 --faults all --actions all
 
 The pieces live in tests/support/drill.py (shared with tests/drill/test_drill.py); run this from
 the checkout or anywhere: it puts the checkout first on sys.path to find them.
@@ -29,9 +32,11 @@ from tests.support.drill import (
     STORES,
     DrillError,
     DrillOptions,
+    parse_action_classes,
     parse_fault_classes,
     run_drill,
 )
+from tests.support.drill_actions import ACTION_CLASSES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,9 +68,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="after-commit fault classes: all, default, none, or a comma list of "
                         f"{', '.join(FAULT_CLASSES)} (default: default)")
     p.add_argument("--per-class", type=int, default=2, help="events of each fault class (default 2)")
+    p.add_argument("--actions", default="default",
+                   help="user action classes: all, default, none, or a comma list of "
+                        f"{', '.join(ACTION_CLASSES)} (default: default)")
     args = p.parse_args(argv)
     try:
         classes = parse_fault_classes(args.faults)
+        actions = parse_action_classes(args.actions)
     except DrillError as exc:
         p.error(str(exc))
     if args.registrations < 1 or args.postings < 0:
@@ -77,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                         converge_timeout=args.converge_timeout, onec_fault_ratio=args.onec_fault_ratio,
                         appointment_minutes=args.appointment_minutes, workdir=args.workdir,
                         keep_workdir=args.keep, store=args.store, fault_classes=classes,
-                        per_class=args.per_class)
+                        per_class=args.per_class, action_classes=actions)
     report = run_drill(opts)
     print(report.format_table())
     if not report.ok:

@@ -153,3 +153,31 @@ def test_given_a_base_without_a_status_attribute_when_a_state_is_set_then_it_is_
         bad = requests.patch(f"{e.url}/_sandbox/zayavki/{ref}", json={"start": "завтра"}, timeout=5)
         assert bad.status_code == 400
         assert "start" in bad.json()["error"]
+
+
+# --- 1C: the user's edits the drill makes (issue 14.3) ---------------------------------------------
+
+def test_given_a_zayavka_when_its_lead_number_is_corrected_or_emptied_then_the_lists_follow(onec):
+    ref = _zayavka(onec, lead="3000000l")["ref"]
+    service = requests.post(onec.url + "/_sandbox/services", json={"zayavka_ref": ref, "amount": "100"},
+                            timeout=5).json()["ref"]
+    before = _version(onec, ref)
+    z = requests.patch(f"{onec.url}/_sandbox/zayavki/{ref}", json={"lead": 30000001}, timeout=5).json()
+    assert z["lead"] == "30000001"
+    assert _version(onec, ref) != before
+    listed = {s["ref"]: s for s in requests.get(onec.url + "/_sandbox/services", timeout=5).json()}
+    assert listed[service]["lead"] == "30000001"
+    assert requests.patch(f"{onec.url}/_sandbox/zayavki/{ref}", json={"lead": ""}, timeout=5).json()["lead"] == ""
+
+
+def test_given_a_service_when_its_date_moves_or_it_is_deleted_outright_then_the_list_shows_it(onec):
+    zref = _zayavka(onec)["ref"]
+    ref = requests.post(onec.url + "/_sandbox/services", json={"zayavka_ref": zref, "amount": "100"},
+                        timeout=5).json()["ref"]
+    moved = requests.patch(f"{onec.url}/_sandbox/services/{ref}", json={"date": "2021-12-20T10:00:00"}, timeout=5)
+    assert moved.status_code == 200
+    assert (moved.json()["date"], moved.json()["posted"]) == ("2021-12-20T10:00:00", True)
+    assert requests.patch(f"{onec.url}/_sandbox/services/{ref}", json={"date": "вчера"}, timeout=5).status_code == 400
+    assert requests.delete(f"{onec.url}/_sandbox/services/{ref}", timeout=5).status_code == 204
+    assert ref not in {s["ref"] for s in requests.get(onec.url + "/_sandbox/services", timeout=5).json()}
+    assert requests.delete(f"{onec.url}/_sandbox/services/{ref}", timeout=5).status_code == 404

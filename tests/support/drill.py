@@ -21,9 +21,14 @@ Pieces, each usable alone:
   fault classes chosen in ``DrillOptions.fault_classes`` (FAULT_CLASSES: the 1C create and Post, the
   amoCRM notes, lead PATCH and token refresh carried out with the answer lost or late, SIGKILL
   while amoCRM holds a written PATCH).
+* the user action classes chosen in ``DrillOptions.action_classes`` (ACTION_CLASSES, in
+  :mod:`tests.support.drill_actions`): patients with phones, moves and cancels in 1C and from the
+  card, the 1C user's edits and relinks; each with its check.
 * :func:`check_state` — the convergence checker (one «Заявка» per valid lead, posted, its number
-  in «Заявка 1С», the lead's client; totals; notes; flags). After convergence the drill keeps
-  sampling it for ``settle_seconds`` (a late write must not break it), and counts lead PATCHes.
+  in «Заявка 1С», the lead's client; totals; notes; flags; the action classes' checks). After
+  convergence the drill keeps sampling it for ``settle_seconds`` (a late write must not break it),
+  and counts lead PATCHes. A check that fails leaves ``final_state.json`` (both emulators' state)
+  in the workdir.
 * ``DrillOptions.store``: ``sqlite`` (a file in the workdir) or ``postgresql`` (a scratch database).
 * :func:`run_drill` — its phases :func:`prepare` (the sandbox's emulators and sync.ini, OAuth,
   the daemon), :func:`act` (clinic and chaos), :func:`converge` and :func:`check_invariants`,
@@ -50,7 +55,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import date, datetime, time as dtime
+from datetime import date, datetime, time as dtime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -61,6 +66,16 @@ import requests
 from amo1c_sync.sandbox.daemon import child_env, daemon_command, launch_daemon
 from amo1c_sync.domain.registration import display_number
 from amo1c_sync.sandbox.serve import Sandbox
+from tests.support.drill_actions import (
+    CARD,
+    DEFAULT_ACTION_CLASSES,
+    ActionCheck,
+    Actions,
+    check_lead,
+    check_patients,
+    extra_slots,
+    plan_actions,
+)
 
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
@@ -257,6 +272,10 @@ class LeadPlan:
     deleted: bool = False
     anchor: bool = False           # its slot was copied by a "busy" lead: never moved or deleted
     client: str | None = None      # «ФИО клиента» as the clinic typed it
+    person: Any = None             # action class patients: the patient (drill_actions.Person)
+    history: list = field(default_factory=list)   # [(Slot, CARD | ONEC)]: the appointment's states
+    cancelled: str | None = None   # action class lifecycle: "1c_delete", "1c_unpost" or "card"
+    edited: bool = False           # action class onec_edits: a hand-made «Заявка» names it
 
     @property
     def valid(self) -> bool:
@@ -302,6 +321,8 @@ class Clinic:
         # steady: no new documents, only re-posts and unposts (soak: the data set stops growing,
         # so a growing RSS means a leak, not a bigger working set)
         self.steady = False
+        self.retired: set[int] = set()         # cancelled: no more actions on them
+        self.actions: Actions | None = None    # the action classes (DrillOptions.action_classes)
         self._load_time_options()
 
     # -- amoCRM field options ------------------------------------------------------------------
@@ -320,9 +341,10 @@ class Clinic:
         return self._time_options.get(_minutes(t), f"{t.hour:02d}:{t.minute:02d}")
 
     # -- leads --------------------------------------------------------------------------------
-    def _create_and_flag(self, kind: str, fields: dict, slot: Slot | None = None) -> LeadPlan:
+    def _create_and_flag(self, kind: str, fields: dict, slot: Slot | None = None,
+                         extra: dict | None = None) -> LeadPlan:
         name = f"Drill {kind} {len(self.leads) + 1}"
-        lid = self.amo.post("/_sandbox/leads", {"name": name, "fields": fields})["id"]
+        lid = self.amo.post("/_sandbox/leads", {"name": name, "fields": fields, **(extra or {})})["id"]
         # a person fills the card, then presses the button (the widget sets the flag)
         self.amo.call("PATCH", f"/_sandbox/leads/{lid}", {"fields": {F_FLAG: True}})
         plan = LeadPlan(id=lid, kind=kind, slot=slot)
@@ -337,12 +359,19 @@ class Clinic:
         if not self._free_slots:
             raise DrillError("out of planned slots")
         slot = self._free_slots.pop(0)
-        client = self.rng.choice(CLIENT_NAMES)
+        visit = self.actions.patients.visit() if self.actions and self.actions.patients else None
+        client = self.rng.choice(CLIENT_NAMES) if visit is None else visit[1].get("client")
         fields = self._slot_fields(slot)
         if client:
             fields[F_CLIENT] = client
-        plan = self._create_and_flag("valid", fields, slot)
-        plan.client = client or None
+        extra = {k: v for k, v in visit[1].items() if k != "client"} if visit else None
+        plan = self._create_and_flag("valid", fields, slot, extra)
+        plan.client = client or (visit[0].name if visit else None)
+        plan.history.append((slot, CARD))
+        if visit is not None and self.actions is not None and self.actions.patients is not None:
+            plan.person = visit[0]
+            if "contact" in visit[1]:
+                self.actions.patients.remember(visit[0], self.amo.get(f"/_sandbox/leads/{plan.id}"))
         return plan
 
     def register_invalid(self, kind: str | None = None) -> LeadPlan:
@@ -388,7 +417,20 @@ class Clinic:
         return self._ready
 
     def _ready_leads(self) -> list[LeadPlan]:
-        return [self.leads[i] for i in sorted(self.refresh_ready())]
+        return [self.leads[i] for i in sorted(self.refresh_ready()) if i not in self.retired]
+
+    def retire(self, lead_id: int) -> None:
+        """A cancelled lead: nothing more is done to it (no reschedule, no new payment)."""
+        self.retired.add(lead_id)
+        self._ready.discard(lead_id)
+
+    def add_service(self, zayavka_ref: str, lead: int | None) -> str:
+        """An «Оказание услуг» на основании the given «Заявка» (``lead``: whom it counts for now)."""
+        amount = _money(self.rng)
+        ref = self.onec.post("/_sandbox/services", {"zayavka_ref": zayavka_ref, "amount": str(amount)})["ref"]
+        self.services[ref] = ServiceState(ref, lead, amount)
+        self.ops["service.create"] += 1
+        return ref
 
     def register_busy(self) -> LeadPlan | None:
         """A lead for a time that another lead's «Заявка» already holds -> invalid (busy)."""
@@ -399,23 +441,33 @@ class Clinic:
         anchor.anchor = True
         return self._create_and_flag("busy", self._slot_fields(anchor.slot), None)
 
-    def reschedule(self) -> LeadPlan | None:
-        """Flag a registered lead again with a new free time: its «Заявка» must be updated."""
-        candidates = [p for p in self._ready_leads() if not p.anchor]
-        if not candidates or not self._free_slots:
+    def reschedule(self, plan: LeadPlan | None = None) -> LeadPlan | None:
+        """Flag a registered lead again with a new free time: its «Заявка» must be updated. With
+        the lifecycle class, a lead moved in 1C is rescheduled from the card only once its card
+        shows the move (action class lifecycle_races does it before, on purpose)."""
+        if plan is None:
+            candidates = [p for p in self._ready_leads() if not p.anchor and not p.edited]
+            if self.actions is not None:
+                candidates = self.actions.settled(candidates)
+            if not candidates or not self._free_slots:
+                return None
+            plan = self.rng.choice(candidates)
+        if not self._free_slots:
             return None
-        plan = self.rng.choice(candidates)
         plan.slot = self._free_slots.pop(0)
+        plan.history.append((plan.slot, CARD))
         plan.reschedules += 1
         self.amo.call("PATCH", f"/_sandbox/leads/{plan.id}",
                       {"fields": {**self._slot_fields(plan.slot), F_FLAG: True}})
         self._ready.discard(plan.id)
         self.ops["lead.reschedule"] += 1
+        self.log(f"drill: card reschedule: lead {plan.id} -> {plan.slot.date_text} {plan.slot.time_text} "
+                 f"{plan.slot.doctor}")
         return plan
 
     def delete_lead(self) -> LeadPlan | None:
         """A lead deleted in amoCRM after it was registered (its payments then fail alone)."""
-        candidates = [p for p in self._ready_leads() if not p.anchor]
+        candidates = [p for p in self._ready_leads() if not p.anchor and not p.edited]
         if not candidates:
             return None
         plan = self.rng.choice(candidates)
@@ -695,6 +747,16 @@ OPEN_CLASSES: tuple[str, ...] = ()
 DEFAULT_FAULT_CLASSES: tuple[str, ...] = tuple(c for c in FAULT_CLASSES if c not in OPEN_CLASSES)
 
 
+def parse_action_classes(text: str) -> tuple[str, ...]:
+    """``all``, ``default``, ``none`` or a comma list of ACTION_CLASSES (drill_actions)."""
+    from tests.support.drill_actions import parse_action_classes as parse
+
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise DrillError(str(exc)) from None
+
+
 def parse_fault_classes(text: str) -> tuple[str, ...]:
     """``all``, ``default``, ``none`` or a comma list of FAULT_CLASSES (``default,create_late``)."""
     out: list[str] = []
@@ -926,6 +988,7 @@ class CheckResult:
     wrong_numbers: int = 0              # «Заявка 1С» on the lead is not its «Заявка»'s number
     wrong_clients: int = 0              # the «Заявка»'s client is not the lead's «ФИО клиента»
     expected_money: Decimal = Decimal(0)
+    actions: ActionCheck | None = None  # the action classes' part (DrillOptions.action_classes)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -933,7 +996,7 @@ class CheckResult:
         return not (self.duplicates or self.missing_zayavki or self.wrong_zayavki
                     or self.zayavki_for_invalid or self.invalid_without_note or self.flags_left
                     or self.wrong_totals or self.unposted_zayavki or self.wrong_numbers
-                    or self.wrong_clients)
+                    or self.wrong_clients or (self.actions is not None and not self.actions.ok))
 
 
 def expected_totals(services: list[dict]) -> dict[int, Decimal]:
@@ -967,13 +1030,18 @@ def _check_zayavka(res: CheckResult, problem: Callable[[str], None], plan: LeadP
 def check_state(clinic: Clinic, amo: Control, onec: Control, *, max_problems: int = 20) -> CheckResult:
     """Compare what each lead should be with what both emulators hold."""
     res = CheckResult()
+    actions = clinic.actions
+    hand = set(actions.log.hand) if actions is not None else set()
     leads = {lead["id"]: lead for lead in amo.get("/_sandbox/leads")}
     zayavki: dict[int, list[dict]] = collections.defaultdict(list)
+    own: dict[int, list[dict]] = collections.defaultdict(list)   # deleted ones too
     all_z = onec.get("/_sandbox/zayavki")
     for z in all_z:
         lead = str(z.get("lead") or "").strip()
-        if lead.isdigit() and not z["deletion_mark"]:
-            zayavki[int(lead)].append(z)
+        if lead.isdigit() and z["ref"] not in hand:
+            own[int(lead)].append(z)
+            if not z["deletion_mark"]:
+                zayavki[int(lead)].append(z)
     services = onec.get("/_sandbox/services")
     totals = expected_totals(services)
     res.leads, res.zayavki, res.services = len(clinic.leads), len(all_z), len(services)
@@ -982,13 +1050,17 @@ def check_state(clinic: Clinic, amo: Control, onec: Control, *, max_problems: in
         if len(res.problems) < max_problems:
             res.problems.append(text)
 
+    if actions is not None:
+        res.actions = ActionCheck()
     for lid, plan in clinic.leads.items():
         lead = leads.get(lid)
         mine = zayavki.get(lid, [])
         if len(mine) > 1:
             res.duplicates += len(mine) - 1
             problem(f"lead {lid}: {len(mine)} «Заявки» ({', '.join(z['number'] for z in mine)})")
-        if plan.valid:
+        if plan.valid and plan.cancelled:
+            pass   # what a cancel leaves is the action check's (check_lead)
+        elif plan.valid:
             if not mine:
                 res.missing_zayavki += 1
                 problem(f"lead {lid}: no «Заявка» yet")
@@ -1010,6 +1082,8 @@ def check_state(clinic: Clinic, amo: Control, onec: Control, *, max_problems: in
                 problem(f"lead {lid} ({plan.kind}): no note yet")
         if plan.deleted or lead is None:
             continue
+        if res.actions is not None and plan.valid and "lifecycle" in actions.classes:
+            check_lead(res.actions, problem, plan, lead, own.get(lid, []))
         if lead["fields"].get(F_FLAG) is True:
             res.flags_left += 1
             problem(f"lead {lid}: flag still set")
@@ -1024,6 +1098,9 @@ def check_state(clinic: Clinic, amo: Control, onec: Control, *, max_problems: in
             res.wrong_totals += 1
             problem(f"lead {lid}: Сумма1С={lead['fields'].get(F_SUM)!r} price={lead.get('price')} "
                     f"but 1C total is {want_total}")
+    if res.actions is not None and actions.patients is not None:
+        check_patients(res.actions, problem, clinic.valid_leads, lambda i: own.get(i, []),
+                       onec.get("/_sandbox/clients"), actions.clients_at_start)
     return res
 
 
@@ -1059,6 +1136,7 @@ class DrillOptions:
     store: str = "sqlite"              # or "postgresql": a scratch database on the local server
     fault_classes: tuple[str, ...] = DEFAULT_FAULT_CLASSES   # the after-commit classes (FAULT_CLASSES)
     per_class: int = 2                 # events of each fault class
+    action_classes: tuple[str, ...] = DEFAULT_ACTION_CLASSES   # the user action classes (ACTION_CLASSES)
     settle_seconds: float = 15.0       # keep checking this long after convergence (late writes)
     max_patches_per_change: int = 4    # lead PATCHes allowed per thing that changed on the lead
 
@@ -1115,7 +1193,26 @@ class DrillReport:
                 else "did not converge")
         return (f"duplicates {c.duplicates}, lost {c.missing_zayavki}, stale {c.wrong_totals}, "
                 f"converged {conv} after the last fault (store {self.options.store}; fault classes "
-                f"{','.join(self.options.fault_classes) or 'none'})")
+                f"{','.join(self.options.fault_classes) or 'none'}; action classes "
+                f"{','.join(self.options.action_classes) or 'none'})"
+                + (f"; {c.actions.summary()}" if c.actions is not None else ""))
+
+    def _action_rows(self, c: CheckResult) -> list[tuple[str, str]]:
+        a = c.actions
+        if a is None:
+            return []
+        acts = {k.split(".", 1)[1]: v for k, v in self.clinic_ops.items() if k.startswith("action.")}
+        return [
+            ("user actions", ", ".join(f"{k} {v}" for k, v in sorted(acts.items())) or "none"),
+            ("clients created (patients' phones) / expected", f"{a.clients_created} / {a.clients_expected}  "
+             f"({a.patients} patients; duplicates {a.patient_duplicates}, missing {a.patients_missing}, "
+             f"wrong client {a.wrong_patient_clients}, a relative's {a.families_merged}; name-only "
+             f"duplicates {a.name_only_duplicates})"),
+            ("lead fields ≠ 1C / move-note problems / cancel problems",
+             f"{a.wrong_lead_fields} / {a.move_note_problems} / {a.cancel_problems}"),
+            ("duplicate lifecycle notes / second «Заявка» after a cancel",
+             f"{a.duplicate_notes} / {a.second_zayavka_after_cancel}"),
+        ]
 
     def format_table(self) -> str:
         c = self.check or CheckResult()
@@ -1145,6 +1242,7 @@ class DrillReport:
             ("flags left set", str(c.flags_left)),
             ("«Заявка» unposted / wrong number on lead / wrong client",
              f"{c.unposted_zayavki} / {c.wrong_numbers} / {c.wrong_clients}"),
+            *self._action_rows(c),
             ("lead PATCHes per lead (max / mean)", f"{self.patches_max} / {self.patches_mean:.1f}"),
             ("checks after convergence (all held)", str(self.settled_samples)),
             ("refresh token reuse", "n/a" if self.refresh_reuse is None else str(self.refresh_reuse)),
@@ -1163,7 +1261,8 @@ class DrillReport:
         width = max(len(k) for k, _ in rows)
         lines = [f"amo1c-sync fault drill — registrations {self.options.registrations}, postings "
                  f"{self.options.postings}, seed {self.options.seed}, store {self.options.store}",
-                 "after-commit fault classes: " + (", ".join(self.options.fault_classes) or "none")]
+                 "after-commit fault classes: " + (", ".join(self.options.fault_classes) or "none"),
+                 "user action classes: " + (", ".join(self.options.action_classes) or "none")]
         if self.schedule_note:
             lines.append(self.schedule_note)
         lines.append("-" * (width + 50))
@@ -1297,6 +1396,8 @@ def _plan_actions(opts: DrillOptions, rng: random.Random) -> list[tuple[float, s
     for kind, n, lo, hi in (("reschedule", n_resched, 0.3, 0.8), ("busy", n_busy, 0.3, 0.8),
                             ("delete", n_delete, 0.85, 0.95)):
         actions += [(rng.uniform(lo * span, hi * span), kind) for _ in range(n)]
+    actions += plan_actions(opts.action_classes, opts.registrations, opts.postings, span,
+                            random.Random(opts.seed + 2))
     actions.sort(key=lambda a: a[0])
     return actions
 
@@ -1340,13 +1441,43 @@ class DrillRun:
                 self.cleanup.close()
 
 
+def near_future(doctors: Iterable[str], first: date, days: int) -> list[tuple[str, date, dtime, dtime]]:
+    """Working days from ``first`` on (08:00-20:00, every doctor): appointments the lifecycle
+    follows every cycle (its window is around today)."""
+    return [(doctor, first + timedelta(days=i), dtime(8, 0), dtime(20, 0))
+            for i in range(days) for doctor in doctors]
+
+
+def _post_schedule(run: DrillRun, lines: list[tuple[str, date, dtime, dtime]], when: datetime) -> None:
+    """One posted «Установка графиков работы» per month the lines touch."""
+    for month in sorted({day.replace(day=1) for _, day, _, _ in lines}):
+        run.onec.post("/_sandbox/schedules", {
+            "date": when.isoformat(), "month": month.isoformat(), "posted": True,
+            "lines": [{"doctor": d, "date": day.isoformat(), "start": s.strftime("%H:%M"),
+                       "end": e.strftime("%H:%M")} for d, day, s, e in lines if day.replace(day=1) == month]})
+
+
 def _schedule_for(run: DrillRun) -> list[Slot]:
-    """Enough valid slots for every registration and reschedule (January 2022 added when the
-    seed's December 2021 is too small)."""
+    """Enough valid slots for every registration, reschedule and action (January 2022 added when
+    the seed's December 2021 is too small; with the lifecycle class, days from tomorrow on instead,
+    inside the lifecycle's window)."""
     opts, report = run.opts, run.report
     schedule = Schedule.seed()
     n_resched = max(1, round(opts.registrations * opts.reschedule_ratio)) if opts.reschedule_ratio else 0
-    need = opts.registrations + n_resched
+    need = opts.registrations + n_resched + extra_slots(opts.action_classes, opts.registrations)
+    if "lifecycle" in opts.action_classes:
+        from zoneinfo import ZoneInfo
+
+        now = datetime.now(ZoneInfo("Europe/Moscow")).replace(tzinfo=None, microsecond=0)
+        per_day = len(schedule.doctors) * (12 * 60 // opts.appointment_minutes)
+        ext = near_future(schedule.doctors, now.date() + timedelta(days=1), -(-need // per_day) + 1)
+        _post_schedule(run, ext, now)
+        schedule.add(ext)
+        run.schedule = schedule
+        report.schedule_note = (f"schedule: {len(ext) // len(schedule.doctors)} days from "
+                                f"{ext[0][1]:%d.%m.%Y} added through the 1C control API (the lifecycle "
+                                "follows appointments around today)")
+        return Schedule(ext).plan(need, opts.appointment_minutes, 5, run.rng)
     cap = schedule.capacity(opts.appointment_minutes, 5)
     report.schedule_note = (f"schedule: seed's December 2021 ({cap} free appointments of "
                             f"{opts.appointment_minutes} min)")
@@ -1399,6 +1530,8 @@ def prepare(opts: DrillOptions, report: DrillReport, log: Callable[[str], None])
         run.daemon.start()
         run.clinic = Clinic(run.amo, run.onec, run.schedule, slots, run.rng,
                             appointment_minutes=opts.appointment_minutes, log=log)
+        if opts.action_classes:
+            run.clinic.actions = Actions(run.clinic, opts.action_classes)
     except BaseException:
         run.close()
         raise
@@ -1429,6 +1562,8 @@ def _do(clinic: Clinic, action: str) -> Any:
         return clinic.register_valid()
     if action.startswith("invalid:"):
         return clinic.register_invalid(action.split(":", 1)[1])
+    if action.startswith("act:") and clinic.actions is not None:
+        return clinic.actions.do(action.split(":", 1)[1])
     return {"posting": clinic.posting_op, "reschedule": clinic.reschedule,
             "busy": clinic.register_busy, "delete": clinic.delete_lead}[action]()
 
@@ -1532,6 +1667,7 @@ def converge(run: DrillRun) -> CheckResult:
         result = _settle(run, result)
     else:
         report.problems.append(f"did not converge within {budget:.0f} s: " + "; ".join(result.problems[:8]))
+        dump_state(run)
     if result.duplicates:
         report.problems.append(f"{result.duplicates} duplicate «Заявки»")
     rss = run.daemon.rss_kb()
@@ -1554,8 +1690,16 @@ def _settle(run: DrillRun, result: CheckResult) -> CheckResult:
             report.check = later
             report.problems.append(f"converged, then broken {time.monotonic() - run.last_fault:.1f} s after "
                                    "the last fault (a late write): " + "; ".join(later.problems[:8]))
+            dump_state(run)
             return later
     return result
+
+
+def dump_state(run: DrillRun) -> None:
+    """What both emulators hold, into ``final_state.json`` in the workdir, to find out why."""
+    state = {"leads": run.amo.get("/_sandbox/leads"), "zayavki": run.onec.get("/_sandbox/zayavki"),
+             "services": run.onec.get("/_sandbox/services"), "clients": run.onec.get("/_sandbox/clients")}
+    (run.workdir / "final_state.json").write_text(json.dumps(state, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
 def reauthorise_if_asked(run: DrillRun) -> None:

@@ -6,18 +6,20 @@
 * ``POST /_sandbox/zayavki`` ``{"lead": null|id, "doctor": name, "start": "2021-12-22T09:05:00",
   "end"?: …, "client"?: name, "posted"?: true}`` -> 201 ``{"ref","number"}`` (a «Заявка» made by hand).
 * ``PATCH /_sandbox/zayavki/<ref>`` with any of ``{"start": "2021-12-23T15:30:00", "doctor":
-  "Ишаева М.И.", "state": "Не пришел"}`` (``state`` only where the base has the status attribute,
-  ``[onec_names] zayavka_state``; the list then shows ``"state"`` too) -> 200, the «Заявка» as
-  listed: an administrator moving the visit in the form. ``POST /_sandbox/zayavki/<ref>/delete``
-  (deletion mark, unposting a posted one), ``/unpost``, ``/post``. Each is one write: one new
-  DataVersion.
+  "Ишаева М.И.", "state": "Не пришел", "lead": "30000093"}`` (``state`` only where the base has the
+  status attribute, ``[onec_names] zayavka_state``; the list then shows ``"state"`` too; ``lead``
+  fills in, corrects or relinks «Номер AmoCRM», ``""`` empties it) -> 200, the «Заявка» as
+  listed: an administrator moving the visit or fixing the lead number in the form.
+  ``POST /_sandbox/zayavki/<ref>/delete`` (deletion mark, unposting a posted one), ``/unpost``,
+  ``/post``. Each is one write: one new DataVersion.
 * ``POST /_sandbox/services`` ``{"lead": id, "amount": "150.00", "date"?: iso}`` (or
   ``"zayavka_ref": ref``, or ``"zayavka_ref": null`` for no base) -> 201 ``{"ref","number"}``: an
   «Оказание услуг» на основании that «Заявка» (the newest non-deleted one of the lead) with one
   line «Номенклатура AmoCRM», quantity 1, price = sum = amount; posted.
 * ``POST /_sandbox/services/<ref>/post`` (optional ``{"amount": …}`` changes the sum first),
   ``/unpost``, ``/delete`` (deletion mark; a posted document is unposted, as 1C does);
-  ``GET /_sandbox/services`` lists them.
+  ``GET /_sandbox/services`` lists them. ``PATCH /_sandbox/services/<ref>`` ``{"date": iso}`` moves
+  the document's date; ``DELETE /_sandbox/services/<ref>`` deletes it outright (as OData DELETE).
 * ``POST /_sandbox/schedules`` ``{"date": iso, "month": "2021-12-01", "posted": true,
   "lines": [{"doctor","date","start":"08:15","end":"13:00"}]}`` -> 201 ``{"ref","number"}``.
 * ``GET /_sandbox/clients`` -> ``[{"ref","code","name","deletion_mark","phones"}]`` (phones as
@@ -56,6 +58,7 @@ class OneCControl:
             rule("/_sandbox/zayavki/<uuid:ref>", "zayavka", ["PATCH"]),
             rule("/_sandbox/zayavki/<uuid:ref>/<any(post, unpost, delete):action>", "zayavka_action", ["POST"]),
             rule("/_sandbox/services", "services", ["GET", "POST"]),
+            rule("/_sandbox/services/<uuid:ref>", "service", ["PATCH", "DELETE"]),
             rule("/_sandbox/services/<uuid:ref>/<any(post, unpost, delete):action>", "service_action", ["POST"]),
             rule("/_sandbox/schedules", "schedules", ["POST"]),
             rule("/_sandbox/clients", "clients", ["GET", "POST"]),
@@ -91,7 +94,9 @@ class OneCControl:
             start = datetime.fromisoformat(body["start"]) if body.get("start") else None
         except ValueError:
             return json_response({"error": f"start: not an ISO date and time: {body['start']!r}"}, 400)
-        self.base.change_zayavka(str(ref), start=start, doctor=body.get("doctor"), state=body.get("state"))
+        lead = body.get("lead")
+        self.base.change_zayavka(str(ref), start=start, doctor=body.get("doctor"), state=body.get("state"),
+                                 lead=None if "lead" not in body else ("" if lead is None else str(lead)))
         return json_response(self._zayavka_view(str(ref)))
 
     def _c_zayavka_action(self, request: Request, ref, action: str) -> Response:
@@ -115,6 +120,19 @@ class OneCControl:
         row = self.base.add_service(zayavka_ref=zref, amount=body.get("amount", "0"), date_=when,
                                     post=body.get("post", True))
         return json_response({"ref": row["Ref_Key"], "number": row["Number"]}, 201)
+
+    def _c_service(self, request: Request, ref) -> Response:
+        if request.method == "DELETE":
+            self.base.remove(self.base.names.services, str(ref))
+            return Response(status=204)
+        body = LoopbackEmulator.control_body(request)
+        try:
+            when = datetime.fromisoformat(str(body["date"]))
+        except (KeyError, ValueError):
+            return json_response({"error": 'give {"date": "2021-12-22T10:00:00"}'}, 400)
+        row = self.base.change_service(str(ref), date_=when)
+        return json_response({"ref": row["Ref_Key"], "number": row["Number"], "date": row["Date"],
+                              "posted": row["Posted"], "deletion_mark": row["DeletionMark"]})
 
     def _c_service_action(self, request: Request, ref, action: str) -> Response:
         body = LoopbackEmulator.control_body(request)

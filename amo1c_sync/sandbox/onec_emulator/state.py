@@ -208,10 +208,10 @@ class OneCBase:
             return dict(self.insert(n.zayavka, values))
 
     def change_zayavka(self, ref: str, *, start: datetime | None = None, doctor: str | None = None,
-                       state: str | None = None) -> dict:
+                       state: str | None = None, lead: str | None = None) -> dict:
         """What an administrator does in the «Заявка» form: another day and time (the end moves with
-        the start, the duration kept), another doctor, another «Состояние»; one write, one new
-        DataVersion."""
+        the start, the duration kept), another doctor, another «Состояние», «Номер AmoCRM» filled in,
+        corrected or relinked (``lead``; "" empties it); one write, one new DataVersion."""
         n = self.names
         with self.lock:
             row = self.find(n.zayavka, ref)
@@ -230,6 +230,8 @@ class OneCBase:
                 row[n.zayavka_doctor] = self.by_name(n.doctors, doctor)
             if state is not None:
                 row[n.zayavka_state] = str(state)
+            if lead is not None:
+                row[n.zayavka_lead] = str(lead)
             self.touch(row)
             return dict(row)
 
@@ -320,6 +322,20 @@ class OneCBase:
             else:
                 raise ODataError(404, "6", f"unknown action {action}")
             return dict(row)
+
+    def change_service(self, ref: str, *, date_: datetime) -> dict:
+        """A document's date moved in its form (posted or not, it stays so); one new DataVersion."""
+        with self.lock:
+            row = self.find(self.names.services, ref)
+            row["Date"] = date_.isoformat()
+            self.touch(row)
+            return dict(row)
+
+    def remove(self, set_name: str, ref: str) -> None:
+        """An object deleted outright (as OData DELETE does), not only marked for deletion."""
+        with self.lock:
+            self.find(set_name, ref)
+            del self.data[set_name][ref]
 
     def services(self) -> list[dict]:
         n = self.names
