@@ -29,13 +29,6 @@ What a SIGKILL leaves:
 * after the notes, before the confirmation: the same, so no duplicate note and no lost move.
 * after the confirmation: nothing left to do.
 
-Races with the card (the registration job runs beside this one): the baselines are read after
-1C; a lead whose card cancel is under way is left for the next cycle; the intents and the
-confirmation are a compare-and-set on the baseline the change was computed from, so the card's own
-write never comes back as an event. A lead flagged for registration (a reschedule under way) gets
-the note of a move in 1C but keeps its card fields, re-checked right before the PATCH; the
-registration job then writes the card's time to 1C, which the lead already shows (no echo).
-
 A stage is never applied to a lead in a closed stage (142/143) or in another pipeline unless
 ``[stages] move_closed = yes``, and never back to a stage the same «Заявка» already moved it to.
 """
@@ -47,7 +40,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from amo1c_sync.amocrm.fields import checked
 from amo1c_sync.config import FieldNames
 from amo1c_sync.domain import lifecycle as lc
 from amo1c_sync.domain.dates import format_time
@@ -99,7 +91,7 @@ class _Cycle:
     def field_map(self) -> Any:
         if self.fm is None:
             f = self.fields
-            self.fm = self.ctx.amocrm.lead_field_map([f.date, f.doctor, f.time, f.flag],
+            self.fm = self.ctx.amocrm.lead_field_map([f.date, f.doctor, f.time],
                                                      tz=self.ctx.settings.sync.timezone)
         return self.fm
 
@@ -116,7 +108,7 @@ def run(ctx: JobContext, result: JobResult) -> None:
     changed = [ref for ref, v in versions.items()
                if ref not in held and (ref not in stored or stored[ref].data_version != v)]
     result.count("changed", len(changed))
-    changes = _decide(cycle, changed) if changed and not ctx.stopping() else []
+    changes = _decide(cycle, changed, stored) if changed and not ctx.stopping() else []
     if "paid" in cycle.stages and not ctx.stopping():
         changes += _paid(cycle, exclude={c.ref for c in changes} | held)
     _apply(cycle, changes)
@@ -139,25 +131,13 @@ def _window(ctx: JobContext, now: datetime) -> tuple[date, date, bool]:
 # --- deciding -----------------------------------------------------------------------------------
 
 
-def _decide(c: _Cycle, changed: list[str]) -> list[Change]:
-    """The baselines are read after 1C, and a lead whose card cancel is under way is left for the
-    next cycle: a write the card made meanwhile is then already the baseline, never an event."""
+def _decide(c: _Cycle, changed: list[str], stored: dict[str, Followed]) -> list[Change]:
     rows = c.ctx.onec.followed_zayavki(changed)
-    stored = lstore.followed(c.ctx.store, changed)
-    cancelling = {x.lead_id for x in lstore.cancels_under_way(c.ctx.store)}
-    held = [r for r in rows if parse_lead_id(r.lead) in cancelling]
-    if held:
-        c.result.count("held_card_cancel", len(held))
-        rows = [r for r in rows if r not in held]
     if any(r.doctor_ref for r in rows):
         c.doctors = {d.ref: d.name for d in c.ctx.onec.doctors()}
     ids = {i for i in (parse_lead_id(r.lead) for r in rows) if i is not None}
     leads = {int(lead["id"]): lead for lead in c.ctx.amocrm.get_leads(ids)} if ids else {}
-    changes = [_one(c, r, stored.get(r.ref), leads) for r in rows]
-    for ch in changes:
-        prev = stored.get(ch.ref)
-        ch.base = lstore.to_json(prev.mirrored) if prev is not None else None
-    return changes
+    return [_one(c, r, stored.get(r.ref), leads) for r in rows]
 
 
 def _skip(c: _Cycle, r: Any, lead_id: int | None, reason: str) -> Change:
@@ -198,7 +178,7 @@ def _one(c: _Cycle, r: Any, prev: Followed | None, leads: dict[int, dict[str, An
     events = [e for e in lc.detect(base, now, c.ctx.settings.sync.state_values)
               if not (e.kind == lc.MOVED and _lead_shows(c, lead, now))]
     for event in events:
-        _event(c, change, event, keep_fields=_flagged(c, lead))
+        _event(c, change, event)
     keys = [e.stage for e in events if e.stage]
     if keys:
         _stage(c, change, keys[-1], lead, passed)
@@ -216,18 +196,10 @@ def _registered(c: _Cycle, change: Change, lead: dict[str, Any], passed: Iterabl
     _stage(c, change, "registered", lead, passed)
 
 
-def _flagged(c: _Cycle, lead: dict[str, Any]) -> bool:
-    """The card asks for a registration (a reschedule the registration job has not made yet)."""
-    return checked(c.field_map().get(lead, c.fields.flag))
-
-
-def _event(c: _Cycle, change: Change, event: lc.Event, *, keep_fields: bool = False) -> None:
-    """``keep_fields``: the note, but not the card's fields, which hold a reschedule under way."""
+def _event(c: _Cycle, change: Change, event: lc.Event) -> None:
     c.result.count(event.kind)
     change.notes.append(event.note)
-    if keep_fields and event.kind == lc.MOVED:
-        c.result.count("fields_kept_flagged")
-    elif event.kind == lc.MOVED and event.after is not None:
+    if event.kind == lc.MOVED and event.after is not None:
         change.patch = {**(change.patch or {"id": change.lead_id}),
                         "custom_fields_values": _field_values(c, event.after)}
     change.entries.append({"action": f"lifecycle.{event.kind}", "message": event.note,
@@ -318,7 +290,7 @@ def _apply(c: _Cycle, changes: list[Change]) -> None:
     writes = [ch for ch in changes if ch.writes]
     if not writes:
         return
-    writes = lstore.record_intents(c.ctx.store, writes)  # the intent, before any amoCRM write
+    lstore.record_intents(c.ctx.store, writes)  # the intent, before any amoCRM write
     _write(c, writes)
 
 
@@ -362,7 +334,6 @@ def _patch(c: _Cycle, batch: list[Change]) -> set[str]:
     ok = {ch.ref for ch in batch if not ch.patch}
     if not with_patch:
         return ok
-    _recheck_flags(c, with_patch)
     outcome = c.ctx.amocrm.update_leads([ch.patch for ch in with_patch if ch.patch])
     c.result.count("patch_batches")
     for ch in with_patch:
@@ -372,18 +343,6 @@ def _patch(c: _Cycle, batch: list[Change]) -> set[str]:
         else:
             _refused(c, ch, err)
     return ok
-
-
-def _recheck_flags(c: _Cycle, with_patch: list[Change]) -> None:
-    """Right before the PATCH: a lead flagged since it was read keeps its card fields."""
-    moving = {int(ch.lead_id or 0): ch for ch in with_patch if ch.patch and "custom_fields_values" in ch.patch}
-    if not moving:
-        return
-    for lead in c.ctx.amocrm.get_leads(list(moving)):
-        ch = moving.get(int(lead["id"]))
-        if ch is not None and ch.patch is not None and _flagged(c, lead):
-            c.result.count("fields_kept_flagged")
-            ch.patch = {k: v for k, v in ch.patch.items() if k != "custom_fields_values"}
 
 
 def _notes(c: _Cycle, batch: list[Change]) -> set[str]:

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from amo1c_sync.store.db import Store
 
 UNCONFIRMED = ""      # data_version of a row whose state is known but not yet mirrored at a version
-UNCHECKED = "unchecked"  # Change.base of a change not computed against a stored baseline
 FULL_SCAN = "lifecycle.last_full_scan"
 
 
@@ -161,7 +160,6 @@ class Change:
     done: list[str] = field(default_factory=list)
     entries: list[dict[str, Any]] = field(default_factory=list)
     skip_reason: str | None = None
-    base: Any = UNCHECKED  # the stored ``mirrored`` (JSON) this change was computed against
 
     @property
     def writes(self) -> bool:
@@ -170,7 +168,7 @@ class Change:
     def intent(self) -> dict[str, Any]:
         return {"version": self.version, "number": self.number, "lead_id": self.lead_id,
                 "mirrored": to_json(self.mirrored), "patch": self.patch, "notes": self.notes,
-                "stage": self.stage, "done": self.done, "entries": self.entries, "base": self.base}
+                "stage": self.stage, "done": self.done, "entries": self.entries}
 
     @staticmethod
     def of_intent(ref: str, intent: dict[str, Any]) -> Change:
@@ -178,7 +176,7 @@ class Change:
                       lead_id=intent["lead_id"], mirrored=from_json(intent["mirrored"]),
                       patch=intent.get("patch"), notes=list(intent.get("notes") or []),
                       stage=intent.get("stage"), done=list(intent.get("done") or []),
-                      entries=list(intent.get("entries") or []), base=intent.get("base", UNCHECKED))
+                      entries=list(intent.get("entries") or []))
 
 
 def _row(s: Session, ref: str, number: str) -> LifecycleZayavka:
@@ -189,44 +187,27 @@ def _row(s: Session, ref: str, number: str) -> LifecycleZayavka:
     return row
 
 
-def _moved_on(row: LifecycleZayavka, c: Change) -> bool:
-    """The stored baseline is no longer the one ``c`` was computed against: another writer (the
-    card's cancel) recorded a newer one in between, so ``c`` may be an echo of that write."""
-    return c.base != UNCHECKED and from_json(row.mirrored) != from_json(c.base)
-
-
-def record_intents(store: Store, changes: Iterable[Change]) -> list[Change]:
-    """Before the amoCRM write: every change's intent, in one transaction. Returns the changes
-    recorded; one whose baseline moved on meanwhile is dropped (the next cycle decides again)."""
-    kept = []
+def record_intents(store: Store, changes: Iterable[Change]) -> None:
+    """Before the amoCRM write: every change's intent, in one transaction."""
     with store.session() as s:
         for c in changes:
             row = _row(s, c.ref, c.number)
-            if _moved_on(row, c):
-                continue
             row.pending = c.intent()
-            kept.append(c)
-    return kept
 
 
 def confirm(store: Store, changes: Iterable[Change], *, job: str, run_id: int | None) -> None:
     """After the amoCRM write (or with none needed): the new baseline, the stages passed, the
     journal; the intent cleared. A skipped «Заявка» is journaled only when its reason or version
-    changed (once per change, never retried). Compare-and-set: a change whose baseline moved on
-    meanwhile (``Change.base``) does not overwrite the newer one."""
+    changed (once per change, never retried)."""
     with store.session() as s:
         for c in changes:
             row = _row(s, c.ref, c.number)
             if c.skip_reason and (row.skip_reason, row.data_version) == (c.skip_reason, c.version):
                 continue
-            moved_on = _moved_on(row, c)
-            if moved_on and not c.writes:
-                continue
-            if not moved_on:  # else the newer baseline stays, and its unconfirmed version re-reads it
-                row.data_version, row.number, row.lead_id = c.version, c.number, c.lead_id
-                row.skip_reason = c.skip_reason
-                if c.mirrored is not None or c.skip_reason:
-                    row.mirrored = to_json(c.mirrored) if c.mirrored is not None else row.mirrored
+            row.data_version, row.number, row.lead_id = c.version, c.number, c.lead_id
+            row.skip_reason = c.skip_reason
+            if c.mirrored is not None or c.skip_reason:
+                row.mirrored = to_json(c.mirrored) if c.mirrored is not None else row.mirrored
             if c.stage is not None and c.stage not in (row.passed or []):
                 row.passed = [*(row.passed or []), c.stage]
             if c.done:

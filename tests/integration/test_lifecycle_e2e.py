@@ -11,7 +11,6 @@ import pytest
 import requests
 
 from amo1c_sync.config import load_settings
-from amo1c_sync.domain.lifecycle import Appointment
 from amo1c_sync.domain.registration import display_number
 from amo1c_sync.jobs.base import JobContext, run_job
 from amo1c_sync.onec import OneC
@@ -512,62 +511,3 @@ def test_given_a_lead_already_paid_when_its_zayavka_is_first_seen_then_it_is_not
     result = cycle(settings, store)
     assert lead(amo_emu, lid)["status"] == "Оплачено"
     assert result.counts["stage_kept_already_passed"] == 1
-
-
-# --- races with the card --------------------------------------------------------------------------
-
-def test_given_a_reschedule_pending_on_the_card_when_1c_moves_the_visit_then_the_card_fields_are_kept(
-        amo_emu, onec_emu, settings, store):
-    lid, z = registered_from_card(amo_emu, onec_emu, settings, store)
-    cycle(settings, store, since=SEED_DAY)
-    edit_lead(amo_emu, lid, **{"Время записи": "10:00", "Зарегистрировать в 1С": True})
-    act(onec_emu, z["ref"], start=at(SEED_DAY, "15:30"))
-    before = len(notes(amo_emu, lid))
-
-    result = cycle(settings, store, since=SEED_DAY)
-
-    assert result.counts["fields_kept_flagged"] == 1
-    assert lead(amo_emu, lid)["fields"]["Время записи"] == "10:00"
-    assert notes(amo_emu, lid)[before:] == [
-        f"Запись перенесена: {where(SEED_DAY, '09:05', EFIMOVA)} -> {where(SEED_DAY, '15:30', EFIMOVA)}"]
-    assert run(settings, store, "registration").status == "ok"
-    (z,) = zayavki(onec_emu, lid)
-    assert z["start"].endswith("T10:00:00")
-    after = len(notes(amo_emu, lid))
-    assert cycle(settings, store, since=SEED_DAY).counts["moved"] == 0
-    assert len(notes(amo_emu, lid)) == after
-    assert lead(amo_emu, lid)["fields"]["Время записи"] == "10:00"
-
-
-def test_given_a_card_cancel_under_way_when_1c_already_shows_it_then_the_lifecycle_holds_and_writes_no_echo(
-        amo_emu, onec_emu, settings, store):
-    lid, ref = booked(amo_emu, onec_emu)
-    cycle(settings, store)
-    lstore.begin_cancel(store, lid)      # the registration job is between its intent and its 1C write
-    act(onec_emu, ref, "delete")
-
-    result = cycle(settings, store)
-
-    assert result.counts["held_card_cancel"] == 1
-    assert notes(amo_emu, lid) == []
-    (row,) = lstore.of_lead(store, lid)
-    assert row.mirrored is not None
-    assert not row.mirrored.deleted
-
-
-def test_given_a_baseline_written_meanwhile_when_an_older_change_is_confirmed_then_the_newer_one_stays(store):
-    one = Appointment(number="0000000001", day=TOMORROW, start=datetime(2021, 1, 1, 9, 5).time(),
-                             doctor=EFIMOVA, posted=True, deleted=False, state="")
-    cancelled = dataclasses.replace(one, deleted=True)
-    ref = "00000000-0000-0000-0000-0000000000aa"
-    lstore.confirm(store, [lstore.Change(ref=ref, version="v1", number=one.number, lead_id=7, mirrored=one)],
-                   job="lifecycle", run_id=None)
-    lstore.set_written(store, ref, one.number, 7, cancelled, job="registration", run_id=None,
-                       entry={"action": "lifecycle.card_cancel"})
-    stale = lstore.Change(ref=ref, version="v2", number=one.number, lead_id=7, mirrored=cancelled,
-                          notes=["Запись отменена в 1С"], base=lstore.to_json(one))
-
-    assert lstore.record_intents(store, [stale]) == []
-    lstore.confirm(store, [dataclasses.replace(stale, notes=[])], job="lifecycle", run_id=None)
-    (row,) = lstore.of_lead(store, 7)
-    assert (row.data_version, row.mirrored) == (lstore.UNCONFIRMED, cancelled)
