@@ -113,6 +113,8 @@ def run(ctx: JobContext, result: JobResult) -> None:
     lo, hi, full = _window(ctx, now)
     result.count("window_full" if full else "window_hot")
     versions = ctx.onec.zayavka_versions(lo, hi)
+    if not full:
+        versions.update(_left_window(cycle, versions, lo, hi))
     result.count("read", len(versions))
     stored = lstore.followed(ctx.store, list(versions))
     cancelling = lstore.leads_cancelling(ctx.store)
@@ -125,6 +127,17 @@ def run(ctx: JobContext, result: JobResult) -> None:
     _apply(cycle, changes)
     if full and not ctx.stopping():
         lstore.record_full_scan(ctx.store, now)
+
+
+def _left_window(c: _Cycle, versions: dict[str, str], lo: date, hi: date) -> dict[str, str]:
+    """The versions of the «Заявки» last mirrored inside the hot window that 1C no longer lists
+    there: moved out of it (seen now, not at the next full scan, so a move back is not merged with
+    it into one note) or gone. Nothing is read when none left."""
+    left = lstore.mirrored_between(c.ctx.store, lo, hi) - set(versions)
+    if not left:
+        return {}
+    c.result.count("left_window", len(left))
+    return c.ctx.onec.zayavka_versions_of(sorted(left))
 
 
 def _window(ctx: JobContext, now: datetime) -> tuple[date, date, bool]:

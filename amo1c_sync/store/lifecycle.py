@@ -103,6 +103,20 @@ def followed(store: Store, refs: Sequence[str]) -> dict[str, Followed]:
     return out
 
 
+def mirrored_between(store: Store, lo: date, hi: date) -> set[str]:
+    """The refs of the followed «Заявки» whose appointment, as last mirrored, is in ``[lo, hi]``."""
+    with store.session() as s:
+        rows = s.execute(select(LifecycleZayavka.ref, LifecycleZayavka.mirrored)
+                         .where(LifecycleZayavka.skip_reason.is_(None),
+                                LifecycleZayavka.mirrored.is_not(None))).all()
+    out = set()
+    for ref, mirrored in rows:
+        day = (mirrored or {}).get("day")
+        if day and lo.isoformat() <= str(day) <= hi.isoformat():
+            out.add(ref)
+    return out
+
+
 def pending(store: Store) -> list[Followed]:
     """Rows whose amoCRM write was intended and not confirmed (a crash, or amoCRM unreachable)."""
     with store.session() as s:

@@ -195,3 +195,58 @@ def test_given_the_card_wrote_a_baseline_after_a_change_was_computed_when_record
 
     (row,) = lstore.of_lead(store, 7)
     assert (row.data_version, row.mirrored, row.pending) == (lstore.UNCONFIRMED, cancelled, None)
+
+
+# --- no move swallowed --------------------------------------------------------------------------
+
+def test_given_two_moves_in_1c_at_different_times_when_cycles_run_between_then_two_notes_and_the_last_shown(
+        amo_emu, onec_emu, settings, store):
+    lid, ref = booked(amo_emu, onec_emu)
+    cycle(settings, store)
+    act(onec_emu, ref, start=at(TOMORROW, "15:30"))
+    cycle(settings, store)
+    act(onec_emu, ref, start=at(LATER, "16:00"), doctor=ISHAEVA)
+    cycle(settings, store)
+
+    assert notes(amo_emu, lid) == [
+        f"Запись перенесена: {where(TOMORROW, '09:05', EFIMOVA)} -> {where(TOMORROW, '15:30', EFIMOVA)}",
+        f"Запись перенесена: {where(TOMORROW, '15:30', EFIMOVA)} -> {where(LATER, '16:00', ISHAEVA)}"]
+    assert lead(amo_emu, lid)["fields"]["Время записи"] == "16:00"
+
+
+def test_given_a_move_in_1c_while_the_card_reschedule_is_being_posted_when_cycles_run_then_the_move_is_noted_and_shown(
+        amo_emu, onec_emu, settings, store):
+    lid, z = registered_from_card(amo_emu, onec_emu, settings, store)
+    cycle(settings, store, since=SEED_DAY)
+    edit_lead(amo_emu, lid, **{"Время записи": "10:00", FLAG: True})
+    amo, onec = gateways(settings, store)
+    admin = Hooked(onec, "post", before=lambda: act(onec_emu, z["ref"], start=at(SEED_DAY, "15:30")))
+    assert run(settings, store, "registration", amocrm=amo, onec=admin).status == "ok"
+    assert admin.fired
+
+    cycle(settings, store, since=SEED_DAY)
+    act(onec_emu, z["ref"], start=at(SEED_DAY, "16:00"))
+    cycle(settings, store, since=SEED_DAY)
+
+    moved = [t for t in notes(amo_emu, lid) if t.startswith("Запись перенесена")]
+    assert moved == [
+        f"Запись перенесена: {where(SEED_DAY, '10:00', EFIMOVA)} -> {where(SEED_DAY, '15:30', EFIMOVA)}",
+        f"Запись перенесена: {where(SEED_DAY, '15:30', EFIMOVA)} -> {where(SEED_DAY, '16:00', EFIMOVA)}"]
+    assert lead(amo_emu, lid)["fields"]["Время записи"] == "16:00"
+
+
+def test_given_a_move_out_of_the_hot_window_and_back_when_hot_cycles_run_between_then_both_moves_are_noted(
+        amo_emu, onec_emu, settings, store):
+    lid, ref = booked(amo_emu, onec_emu)
+    assert cycle(settings, store).counts["window_full"] == 1
+    gone = TOMORROW - timedelta(days=12)          # outside the 3-day hot window, inside the lookback
+    act(onec_emu, ref, start=at(gone, "15:30"))
+
+    first = cycle(settings, store)
+    act(onec_emu, ref, start=at(LATER, "16:00"))
+    cycle(settings, store)
+
+    assert first.counts["window_hot"] == 1
+    assert notes(amo_emu, lid) == [
+        f"Запись перенесена: {where(TOMORROW, '09:05', EFIMOVA)} -> {where(gone, '15:30', EFIMOVA)}",
+        f"Запись перенесена: {where(gone, '15:30', EFIMOVA)} -> {where(LATER, '16:00', EFIMOVA)}"]
