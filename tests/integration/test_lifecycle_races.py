@@ -250,3 +250,30 @@ def test_given_a_move_out_of_the_hot_window_and_back_when_hot_cycles_run_between
     assert notes(amo_emu, lid) == [
         f"Запись перенесена: {where(TOMORROW, '09:05', EFIMOVA)} -> {where(gone, '15:30', EFIMOVA)}",
         f"Запись перенесена: {where(gone, '15:30', EFIMOVA)} -> {where(LATER, '16:00', EFIMOVA)}"]
+
+
+# --- a cancel 1C refuses ------------------------------------------------------------------------
+
+def test_given_1c_refusing_a_cancel_from_the_card_when_retried_then_one_note_says_so_and_it_is_cancelled_later(
+        amo_emu, onec_emu, settings, store):
+    lid, ref = booked(amo_emu, onec_emu)
+    cycle(settings, store)
+    edit_lead(amo_emu, lid, **{CANCEL: True})
+    fault(onec_emu, count=2, status=400, method="POST", path_prefix="/odata/standard.odata/Document_")
+
+    for _ in range(2):
+        assert run(settings, store, "registration").status != "ok"
+        cycle(settings, store)
+
+    refused = [t for t in notes(amo_emu, lid) if t.startswith("Запись не отменена в 1С")]
+    assert len(refused) == 1
+    assert "повтор" in refused[0]
+    (row,) = lstore.of_lead(store, lid)
+    assert row.mirrored is not None
+    assert not row.mirrored.deleted          # the baseline never claims what 1C refused
+    registration(settings, store)()
+    cycle(settings, store)
+    texts = notes(amo_emu, lid)
+    assert texts[-1].startswith("Запись отменена: ")
+    assert cancelled_in_1c(texts) == []
+    assert zayavki(onec_emu, lid)[0]["deletion_mark"] is True
