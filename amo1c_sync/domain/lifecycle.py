@@ -193,6 +193,15 @@ def card_cancelled_note(number: str) -> str:
     return f"Запись отменена: {_zayavka(number)}"
 
 
+CARD_CANCEL_REFUSED_HEAD = "Запись не отменена в 1С: "
+
+
+def card_cancel_refused_note(number: str, reason: str) -> str:
+    """1C refuses the cancel pressed on the card: said once; the cancel is retried."""
+    return (f"{CARD_CANCEL_REFUSED_HEAD}{_zayavka(number)} — 1С отказала ({reason[:300]}). "
+            "Отмена будет повторяться автоматически; эта заметка не повторится.")
+
+
 def card_already_cancelled_note(number: str) -> str:
     return f"Запись уже отменена: {_zayavka(number)}; в 1С ничего не менялось."
 

@@ -12,8 +12,12 @@ What a SIGKILL leaves (the row in ``lifecycle_card_cancels`` is the intent):
 * after the intent, before the plan (which «Заявка», which note): the intent; the next cycle
   starts over from it, whatever the registration cursor did.
 * after the plan, around the 1C write: the plan; the (idempotent) deletion mark or unposting is
-  sent again. The lifecycle's baseline already says cancelled, so the lifecycle job never echoes
-  it as «Запись отменена в 1С».
+  sent again. The lifecycle job leaves a lead with a cancel under way alone, and the baseline it
+  compares with says cancelled (recorded after the 1C write, so it never claims a write 1C
+  refused), so it never echoes it as «Запись отменена в 1С».
+
+A cancel 1C refuses (an item error) gets one note saying so («Запись не отменена в 1С: …») and
+stays under way: it is tried again every cycle, as a refused posting is.
 * after the lead's note or PATCH, before the confirmation: the plan; the PATCH is sent again and
   a note the lead already has is not added twice.
 """
@@ -30,6 +34,7 @@ from amo1c_sync.errors import ItemError, RetriableError
 from amo1c_sync.jobs.base import JobContext, JobResult
 from amo1c_sync.jobs.lifecycle import stages_of
 from amo1c_sync.logs import get_logger
+from amo1c_sync.store import journal
 from amo1c_sync.store import lifecycle as lstore
 
 log = get_logger("amo1c_sync.jobs.card_cancel")
@@ -70,7 +75,11 @@ def _cancel(ctx: JobContext, result: JobResult, fm: Any, lead_id: int, lead: dic
     if plan is None or plan.note is None:
         plan = _plan(ctx, lead_id)
     if plan.zayavka_ref:
-        _cancel_in_1c(ctx, plan)
+        try:
+            _cancel_in_1c(ctx, plan)
+        except ItemError as exc:
+            _refused(ctx, result, plan, exc)
+            raise
     result.count("cancelled_from_card" if plan.zayavka_ref else "nothing_to_cancel")
     _write_lead(ctx, result, fm, lead, plan)
 
@@ -105,15 +114,28 @@ def _cancel_in_1c(ctx: JobContext, plan: lstore.Cancel) -> None:
     written = lc.Appointment(number=z.number, day=z.day, start=z.start,
                              doctor=doctors.get(z.doctor_ref or "", ""), posted=False,
                              deleted=delete or z.deletion_mark)
+    if delete:
+        ctx.onec.mark_zayavka_deleted(z.ref)
+    else:
+        ctx.onec.unpost(ctx.onec.names.zayavka, z.ref)
     lstore.set_written(ctx.store, z.ref, z.number, plan.lead_id, written, job=JOB, run_id=None, entry={
         "system": "1c", "action": "card_cancel.1c",
         "message": f"Заявка № {display_number(z.number)}: "
                    + ("помечена на удаление" if delete else "проведение отменено") + " (отмена из карточки)",
         "detail": {"cancel_mode": ctx.settings.sync.cancel_mode}})
-    if delete:
-        ctx.onec.mark_zayavka_deleted(z.ref)
-    else:
-        ctx.onec.unpost(ctx.onec.names.zayavka, z.ref)
+
+
+def _refused(ctx: JobContext, result: JobResult, plan: lstore.Cancel, exc: ItemError) -> None:
+    """1C refuses the cancel: one note on the lead says so (not repeated while it is retried)."""
+    number = str(plan.number or "")
+    result.count("cancel_refused")
+    head = lc.CARD_CANCEL_REFUSED_HEAD + f"Заявка № {display_number(number)} "
+    if any(t.startswith(head) for t in ctx.amocrm.lead_note_texts(plan.lead_id)):
+        return
+    note = lc.card_cancel_refused_note(number, str(exc))
+    _ok(ctx.amocrm.add_notes([(plan.lead_id, note)]), plan.lead_id)
+    journal.record(ctx.store, job=JOB, system="amocrm", action="card_cancel.refused", lead_id=plan.lead_id,
+                   ref=plan.zayavka_ref, message=note, detail={"error": str(exc)})
 
 
 def _write_lead(ctx: JobContext, result: JobResult, fm: Any, lead: dict[str, Any], plan: lstore.Cancel) -> None:

@@ -29,6 +29,15 @@ What a SIGKILL leaves:
 * after the notes, before the confirmation: the same, so no duplicate note and no lost move.
 * after the confirmation: nothing left to do.
 
+Beside the registration job (the card's reschedule and cancel write 1C and record the state they
+wrote as the baseline; jobs/card_cancel.py, jobs/registration.py): the baselines are read again
+after 1C, and a «Заявка» whose stored state moved between the two reads, or whose lead has a
+card cancel under way at either, waits for the next cycle (its 1C read may predate the card's
+write). The intents and the confirmation compare-and-set on the state a change was computed from
+(``Change.base``): a change computed before the card's write is dropped, or does not overwrite
+it. A lead flagged for registration (a reschedule the card asks for) gets a move's note but keeps
+its card fields, the flag read again right before the PATCH.
+
 A stage is never applied to a lead in a closed stage (142/143) or in another pipeline unless
 ``[stages] move_closed = yes``, and never back to a stage the same «Заявка» already moved it to.
 """
@@ -40,6 +49,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from amo1c_sync.amocrm.fields import checked
 from amo1c_sync.config import FieldNames
 from amo1c_sync.domain import lifecycle as lc
 from amo1c_sync.domain.dates import format_time
@@ -91,7 +101,7 @@ class _Cycle:
     def field_map(self) -> Any:
         if self.fm is None:
             f = self.fields
-            self.fm = self.ctx.amocrm.lead_field_map([f.date, f.doctor, f.time],
+            self.fm = self.ctx.amocrm.lead_field_map([f.date, f.doctor, f.time, f.flag],
                                                      tz=self.ctx.settings.sync.timezone)
         return self.fm
 
@@ -103,17 +113,31 @@ def run(ctx: JobContext, result: JobResult) -> None:
     lo, hi, full = _window(ctx, now)
     result.count("window_full" if full else "window_hot")
     versions = ctx.onec.zayavka_versions(lo, hi)
+    if not full:
+        versions.update(_left_window(cycle, versions, lo, hi))
     result.count("read", len(versions))
     stored = lstore.followed(ctx.store, list(versions))
+    cancelling = lstore.leads_cancelling(ctx.store)
     changed = [ref for ref, v in versions.items()
                if ref not in held and (ref not in stored or stored[ref].data_version != v)]
     result.count("changed", len(changed))
-    changes = _decide(cycle, changed, stored) if changed and not ctx.stopping() else []
+    changes = _decide(cycle, changed, stored, cancelling) if changed and not ctx.stopping() else []
     if "paid" in cycle.stages and not ctx.stopping():
         changes += _paid(cycle, exclude={c.ref for c in changes} | held)
     _apply(cycle, changes)
     if full and not ctx.stopping():
         lstore.record_full_scan(ctx.store, now)
+
+
+def _left_window(c: _Cycle, versions: dict[str, str], lo: date, hi: date) -> dict[str, str]:
+    """The versions of the «Заявки» last mirrored inside the hot window that 1C no longer lists
+    there: moved out of it (seen now, not at the next full scan, so a move back is not merged with
+    it into one note) or gone. Nothing is read when none left."""
+    left = lstore.mirrored_between(c.ctx.store, lo, hi) - set(versions)
+    if not left:
+        return {}
+    c.result.count("left_window", len(left))
+    return c.ctx.onec.zayavka_versions_of(sorted(left))
 
 
 def _window(ctx: JobContext, now: datetime) -> tuple[date, date, bool]:
@@ -131,13 +155,28 @@ def _window(ctx: JobContext, now: datetime) -> tuple[date, date, bool]:
 # --- deciding -----------------------------------------------------------------------------------
 
 
-def _decide(c: _Cycle, changed: list[str], stored: dict[str, Followed]) -> list[Change]:
+def _decide(c: _Cycle, changed: list[str], before: dict[str, Followed], cancelling: set[int]) -> list[Change]:
+    """1C first, then the baselines again: a «Заявка» whose stored state moved in between, or
+    whose lead has a card cancel under way, waits (the card's write may be newer than the 1C
+    read); the others are compared with the state read after 1C, and each change carries it."""
     rows = c.ctx.onec.followed_zayavki(changed)
     if any(r.doctor_ref for r in rows):
         c.doctors = {d.ref: d.name for d in c.ctx.onec.doctors()}
     ids = {i for i in (parse_lead_id(r.lead) for r in rows) if i is not None}
     leads = {int(lead["id"]): lead for lead in c.ctx.amocrm.get_leads(ids)} if ids else {}
-    return [_one(c, r, stored.get(r.ref), leads) for r in rows]
+    after = lstore.followed(c.ctx.store, [r.ref for r in rows])
+    cancelling = cancelling | lstore.leads_cancelling(c.ctx.store)
+    out = []
+    for r in rows:
+        if parse_lead_id(r.lead) in cancelling:
+            c.result.count("held_card_cancel")
+        elif lstore.state_of(before.get(r.ref)) != lstore.state_of(after.get(r.ref)):
+            c.result.count("held_baseline_moved")
+        else:
+            change = _one(c, r, after.get(r.ref), leads)
+            change.base = lstore.state_of(after.get(r.ref))
+            out.append(change)
+    return out
 
 
 def _skip(c: _Cycle, r: Any, lead_id: int | None, reason: str) -> Change:
@@ -178,7 +217,7 @@ def _one(c: _Cycle, r: Any, prev: Followed | None, leads: dict[int, dict[str, An
     events = [e for e in lc.detect(base, now, c.ctx.settings.sync.state_values)
               if not (e.kind == lc.MOVED and _lead_shows(c, lead, now))]
     for event in events:
-        _event(c, change, event)
+        _event(c, change, event, keep_fields=_flagged(c, lead))
     keys = [e.stage for e in events if e.stage]
     if keys:
         _stage(c, change, keys[-1], lead, passed)
@@ -196,10 +235,18 @@ def _registered(c: _Cycle, change: Change, lead: dict[str, Any], passed: Iterabl
     _stage(c, change, "registered", lead, passed)
 
 
-def _event(c: _Cycle, change: Change, event: lc.Event) -> None:
+def _flagged(c: _Cycle, lead: dict[str, Any]) -> bool:
+    """The card asks for a registration: a reschedule the registration job has yet to write."""
+    return checked(c.field_map().get(lead, c.fields.flag))
+
+
+def _event(c: _Cycle, change: Change, event: lc.Event, *, keep_fields: bool = False) -> None:
+    """``keep_fields``: the note, not the card's fields (they hold the reschedule asked for)."""
     c.result.count(event.kind)
     change.notes.append(event.note)
-    if event.kind == lc.MOVED and event.after is not None:
+    if keep_fields and event.kind == lc.MOVED:
+        c.result.count("fields_kept_flagged")
+    elif event.kind == lc.MOVED and event.after is not None:
         change.patch = {**(change.patch or {"id": change.lead_id}),
                         "custom_fields_values": _field_values(c, event.after)}
     change.entries.append({"action": f"lifecycle.{event.kind}", "message": event.note,
@@ -269,7 +316,7 @@ def _paid(c: _Cycle, exclude: set[str]) -> list[Change]:
     out = []
     for lead_id, row in sorted(latest.items()):
         change = Change(ref=row.ref, version=row.data_version, number=row.number, lead_id=lead_id,
-                        mirrored=row.mirrored)
+                        mirrored=row.mirrored, base=lstore.state_of(row))
         standing = lc.cancel_reason(row.mirrored, c.ctx.settings.sync.state_values) is None
         if lead_id in leads and standing:
             c.result.count("paid")
@@ -290,8 +337,9 @@ def _apply(c: _Cycle, changes: list[Change]) -> None:
     writes = [ch for ch in changes if ch.writes]
     if not writes:
         return
-    lstore.record_intents(c.ctx.store, writes)  # the intent, before any amoCRM write
-    _write(c, writes)
+    kept = lstore.record_intents(c.ctx.store, writes)  # the intent, before any amoCRM write
+    c.result.count("dropped_baseline_moved", len(writes) - len(kept))
+    _write(c, kept)
 
 
 def _recover(c: _Cycle) -> set[str]:
@@ -334,6 +382,7 @@ def _patch(c: _Cycle, batch: list[Change]) -> set[str]:
     ok = {ch.ref for ch in batch if not ch.patch}
     if not with_patch:
         return ok
+    _keep_flagged_fields(c, with_patch)
     outcome = c.ctx.amocrm.update_leads([ch.patch for ch in with_patch if ch.patch])
     c.result.count("patch_batches")
     for ch in with_patch:
@@ -343,6 +392,19 @@ def _patch(c: _Cycle, batch: list[Change]) -> set[str]:
         else:
             _refused(c, ch, err)
     return ok
+
+
+def _keep_flagged_fields(c: _Cycle, with_patch: list[Change]) -> None:
+    """Right before the PATCH: a lead flagged since it was read keeps its card fields."""
+    moving = {int(ch.lead_id or 0): ch for ch in with_patch if "custom_fields_values" in (ch.patch or {})}
+    if not moving:
+        return
+    for lead in c.ctx.amocrm.get_leads(list(moving)):
+        ch = moving.get(int(lead["id"]))
+        if ch is not None and ch.patch is not None and _flagged(c, lead):
+            c.result.count("fields_kept_flagged")
+            rest = {k: v for k, v in ch.patch.items() if k != "custom_fields_values"}
+            ch.patch = rest if set(rest) - {"id"} else None
 
 
 def _notes(c: _Cycle, batch: list[Change]) -> set[str]:

@@ -29,6 +29,9 @@ What a SIGKILL (or a lost answer) at each point leaves:
 * after the create was answered, before the batch commit (the row has the intent, not the ref):
   the next attempt's first look-up finds the «Заявка»; posting again is harmless; the journal
   entries of this attempt are lost with the process, the «Заявка» is not.
+* after an update of the «Заявка» (a reschedule from the card), before the lifecycle's baseline
+  records it: the lifecycle job sees the card's values on the lead and writes no «Запись
+  перенесена» (the baseline, recorded after the 1C write, never claims a write 1C refused).
 * before the notes POST: the lead is flagged; the rerun finds its «Заявка» and writes the note.
 * after the notes POST, before the PATCH: the lead is still flagged; the rerun writes the note
   again — a duplicate note at worst, never a lost one, never a second «Заявка».
@@ -78,6 +81,7 @@ from amo1c_sync.leader import LeadershipLost
 from amo1c_sync.logs import get_logger
 from amo1c_sync.services.slots import SlotFinder
 from amo1c_sync.store import cursors, registrations
+from amo1c_sync.store import lifecycle as lstore
 from amo1c_sync.store import retry as retries
 from amo1c_sync.store.journal import record
 from amo1c_sync.store.models import Registration, RetryItem, utcnow
@@ -513,6 +517,8 @@ def _register(c: _Cycle, lead: dict[str, Any], reg: Registration) -> _WriteBack:
                   end=slot_rules.end_time(req.time, c.settings.sync.appointment_minutes))
     created_now = zay is None
     zay, written = _write_zayavka(c, lead_id, zay, values)
+    if written and not created_now:   # the lifecycle's baseline: its next cycle does not echo it
+        lstore.record_rescheduled(c.ctx.store, zay.ref, lead_id, day=req.day, start=req.time, doctor=day.doctor)
     first = created_now or reg.fingerprint is None
     note = rules.created_note(zay.number) if first else rules.updated_note(zay.number)
     if written or not zay.posted:

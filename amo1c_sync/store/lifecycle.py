@@ -4,12 +4,18 @@ The lifecycle job writes through these functions; `status`, `trace` and the test
 them. A row's ``pending`` is the intent of one amoCRM write (recorded before it, in one
 transaction for the whole batch) and is cleared by its confirmation (after it, with the journal
 entry); a row whose ``pending`` survives a crash is finished by the next cycle.
+
+Two writers share a row: the lifecycle job, and the registration job when it writes the card's
+reschedule or cancel to 1C (``set_written``, ``record_rescheduled``). The lifecycle's intents and
+confirmations are a compare-and-set on the stored state its change was computed from
+(``Change.base``), under the row's lock (``FOR UPDATE`` on PostgreSQL; SQLite's transactions are
+serial already), so the card's write is never overwritten by a change computed before it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, time, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
     from amo1c_sync.store.db import Store
 
 UNCONFIRMED = ""      # data_version of a row whose state is known but not yet mirrored at a version
+UNCHECKED = "unchecked"  # Change.base of an intent recorded before there were bases: no compare
 FULL_SCAN = "lifecycle.last_full_scan"
 
 
@@ -68,6 +75,17 @@ class Followed:
     updated_at: datetime | None = None
 
 
+def state_of(f: Followed | None) -> list[Any] | None:
+    """What a compare-and-set compares: the stored version and state (None: no row yet)."""
+    return None if f is None else [f.data_version, to_json(f.mirrored)]
+
+
+def _state(row: LifecycleZayavka | None) -> list[Any] | None:
+    if row is None or (row.data_version == UNCONFIRMED and row.mirrored is None):
+        return None   # absent, or made by an intent only
+    return [row.data_version, to_json(from_json(row.mirrored))]
+
+
 def _followed(row: LifecycleZayavka) -> Followed:
     return Followed(ref=row.ref, data_version=row.data_version, number=row.number, lead_id=row.lead_id,
                     mirrored=from_json(row.mirrored), passed=tuple(row.passed or ()),
@@ -82,6 +100,20 @@ def followed(store: Store, refs: Sequence[str]) -> dict[str, Followed]:
         for chunk in chunks(refs):
             for row in s.scalars(select(LifecycleZayavka).where(LifecycleZayavka.ref.in_(chunk))):
                 out[row.ref] = _followed(row)
+    return out
+
+
+def mirrored_between(store: Store, lo: date, hi: date) -> set[str]:
+    """The refs of the followed «Заявки» whose appointment, as last mirrored, is in ``[lo, hi]``."""
+    with store.session() as s:
+        rows = s.execute(select(LifecycleZayavka.ref, LifecycleZayavka.mirrored)
+                         .where(LifecycleZayavka.skip_reason.is_(None),
+                                LifecycleZayavka.mirrored.is_not(None))).all()
+    out = set()
+    for ref, mirrored in rows:
+        day = (mirrored or {}).get("day")
+        if day and lo.isoformat() <= str(day) <= hi.isoformat():
+            out.add(ref)
     return out
 
 
@@ -160,6 +192,7 @@ class Change:
     done: list[str] = field(default_factory=list)
     entries: list[dict[str, Any]] = field(default_factory=list)
     skip_reason: str | None = None
+    base: Any = UNCHECKED   # state_of() the stored row this change was computed against
 
     @property
     def writes(self) -> bool:
@@ -168,7 +201,7 @@ class Change:
     def intent(self) -> dict[str, Any]:
         return {"version": self.version, "number": self.number, "lead_id": self.lead_id,
                 "mirrored": to_json(self.mirrored), "patch": self.patch, "notes": self.notes,
-                "stage": self.stage, "done": self.done, "entries": self.entries}
+                "stage": self.stage, "done": self.done, "entries": self.entries, "base": self.base}
 
     @staticmethod
     def of_intent(ref: str, intent: dict[str, Any]) -> Change:
@@ -176,38 +209,58 @@ class Change:
                       lead_id=intent["lead_id"], mirrored=from_json(intent["mirrored"]),
                       patch=intent.get("patch"), notes=list(intent.get("notes") or []),
                       stage=intent.get("stage"), done=list(intent.get("done") or []),
-                      entries=list(intent.get("entries") or []))
+                      entries=list(intent.get("entries") or []), base=intent.get("base", UNCHECKED))
 
 
 def _row(s: Session, ref: str, number: str) -> LifecycleZayavka:
-    row = s.get(LifecycleZayavka, ref)
+    """The row, locked until the transaction ends (made when absent)."""
+    row = s.get(LifecycleZayavka, ref, with_for_update=True)
     if row is None:
         row = LifecycleZayavka(ref=ref, data_version=UNCONFIRMED, number=number, passed=[], done=[])
         s.add(row)
     return row
 
 
-def record_intents(store: Store, changes: Iterable[Change]) -> None:
-    """Before the amoCRM write: every change's intent, in one transaction."""
+def _moved_on(row: LifecycleZayavka, c: Change) -> bool:
+    """The stored state is no longer the one ``c`` was computed against: the card's write landed
+    in between, and ``c`` may be its echo or may undo it."""
+    return bool(c.base != UNCHECKED and _state(row) != c.base)
+
+
+def record_intents(store: Store, changes: Iterable[Change]) -> list[Change]:
+    """Before the amoCRM write: every change's intent, in one transaction. Returns the changes
+    recorded; one whose stored state moved on meanwhile is dropped (the next cycle decides again
+    against the new state)."""
+    kept = []
     with store.session() as s:
         for c in changes:
             row = _row(s, c.ref, c.number)
+            if _moved_on(row, c):
+                continue
             row.pending = c.intent()
+            kept.append(c)
+    return kept
 
 
 def confirm(store: Store, changes: Iterable[Change], *, job: str, run_id: int | None) -> None:
     """After the amoCRM write (or with none needed): the new baseline, the stages passed, the
     journal; the intent cleared. A skipped «Заявка» is journaled only when its reason or version
-    changed (once per change, never retried)."""
+    changed (once per change, never retried). Compare-and-set: when the stored state moved on
+    since the change was computed, the newer state stays (its unconfirmed version makes the next
+    cycle read the «Заявка» again); what was written to the lead is still journaled."""
     with store.session() as s:
         for c in changes:
             row = _row(s, c.ref, c.number)
             if c.skip_reason and (row.skip_reason, row.data_version) == (c.skip_reason, c.version):
                 continue
-            row.data_version, row.number, row.lead_id = c.version, c.number, c.lead_id
-            row.skip_reason = c.skip_reason
-            if c.mirrored is not None or c.skip_reason:
-                row.mirrored = to_json(c.mirrored) if c.mirrored is not None else row.mirrored
+            moved_on = _moved_on(row, c)
+            if moved_on and not c.writes:
+                continue
+            if not moved_on:
+                row.data_version, row.number, row.lead_id = c.version, c.number, c.lead_id
+                row.skip_reason = c.skip_reason
+                if c.mirrored is not None or c.skip_reason:
+                    row.mirrored = to_json(c.mirrored) if c.mirrored is not None else row.mirrored
             if c.stage is not None and c.stage not in (row.passed or []):
                 row.passed = [*(row.passed or []), c.stage]
             if c.done:
@@ -235,6 +288,22 @@ def set_written(store: Store, ref: str, number: str, lead_id: int, written: Appo
                 ref=ref, message=entry.get("message"), detail=entry.get("detail") or {}, run_id=run_id)
 
 
+def record_rescheduled(store: Store, ref: str, lead_id: int, *, day: date, start: time,
+                       doctor: str) -> bool:
+    """The card's reschedule, written to 1C by the registration job, becomes the baseline of a
+    «Заявка» the lifecycle follows (so it never comes back as «Запись перенесена», even when the
+    card moved on again meanwhile); the DataVersion is left unconfirmed, so the next cycle re-reads
+    it. A «Заявка» not followed yet is left alone: its first sight is a baseline anyway."""
+    with store.session() as s:
+        row = s.get(LifecycleZayavka, ref, with_for_update=True)
+        before = from_json(row.mirrored) if row is not None else None
+        if row is None or before is None or row.lead_id != int(lead_id):
+            return False
+        row.mirrored = to_json(replace(before, day=day, start=start, doctor=doctor))
+        row.data_version = UNCONFIRMED
+        return True
+
+
 def record_full_scan(store: Store, at: datetime) -> None:
     with store.session() as s:
         row = s.get(Cursor, FULL_SCAN)
@@ -259,6 +328,12 @@ def cancels_under_way(store: Store) -> list[Cancel]:
     with store.session() as s:
         return [Cancel(r.lead_id, r.zayavka_ref, r.number, r.note)
                 for r in s.scalars(select(CardCancel).order_by(CardCancel.lead_id))]
+
+
+def leads_cancelling(store: Store) -> set[int]:
+    """The leads with a cancel from the card under way."""
+    with store.session() as s:
+        return {int(i) for i in s.scalars(select(CardCancel.lead_id))}
 
 
 def begin_cancel(store: Store, lead_id: int) -> None:

@@ -4,15 +4,13 @@ reaches its lead (note, fields, stage), once, with no echoes; crash safety by af
 from __future__ import annotations
 
 import dataclasses
-from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
 
 import pytest
 import requests
 
 from amo1c_sync.config import load_settings
 from amo1c_sync.domain.registration import display_number
-from amo1c_sync.jobs.base import JobContext, run_job
 from amo1c_sync.onec import OneC
 from amo1c_sync.onec.names import OneCNames
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator
@@ -26,18 +24,26 @@ from tests.support.e2e import (
     edit_lead,
     fault,
     lead,
-    make_amo,
     new_lead,
     requests_of,
     reset_requests,
-    seed_lead,
     writes,
     zayavki,
 )
-
-MSK = ZoneInfo("Europe/Moscow")
-STAGES = {"registered": "Запись к врачу / Записан на приём", "cancelled": "Запись к врачу / Отменена",
-          "no_show": "Запись к врачу / Не пришёл", "paid": "Запись к врачу / Оплачено"}
+from tests.support.lifecycle import (
+    MSK,
+    STAGES,
+    TOMORROW,
+    act,
+    at,
+    booked,
+    cycle,
+    notes,
+    registered_from_card,
+    run,
+    settings_for,
+    where,
+)
 
 
 @pytest.fixture
@@ -46,70 +52,9 @@ def onec_emu():
         yield e
 
 
-def settings_for(amo_emu, onec_emu, *, stages=STAGES, **stage_extra):
-    return load_settings(None, overrides={
-        "amocrm": {"base_url": amo_emu.url, "long_lived_token": TOKEN, "rate_limit": "1000"},
-        "onec": {"base_url": onec_emu.url, "username": onec_emu.username, "password": onec_emu.password},
-        "onec_names": {"zayavka_state": "Состояние"},
-        "sync": {"cancelled_states": "Отменена", "no_show_states": "Не пришел"},
-        "stages": {**stages, **stage_extra},
-        "fields": {"cancel_flag": "Отменить запись в 1С"},
-    })
-
-
 @pytest.fixture
 def settings(amo_emu, onec_emu):
     return settings_for(amo_emu, onec_emu)
-
-
-TOMORROW = datetime.now(MSK).date() + timedelta(days=1)
-
-
-def at(day: date, hm: str) -> str:
-    return f"{day.isoformat()}T{hm}:00"
-
-
-def booked(amo_emu, onec_emu, *, day: date = TOMORROW, hm="09:05", doctor=EFIMOVA, status=None) -> tuple[int, str]:
-    """A lead whose fields say what its «Заявка» says, and that «Заявка», made by hand in 1C."""
-    lid = new_lead(amo_emu, **{"Дата записи к врачу": day.strftime("%d.%m.%Y"), "Врач": doctor,
-                               "Время записи": hm})
-    if status:
-        requests.patch(f"{amo_emu.url}/_sandbox/leads/{lid}", json={"status": status}, timeout=5).raise_for_status()
-    r = requests.post(onec_emu.url + "/_sandbox/zayavki", timeout=5,
-                      json={"lead": lid, "doctor": doctor, "start": at(day, hm)})
-    r.raise_for_status()
-    return lid, r.json()["ref"]
-
-
-def act(onec_emu, ref, action=None, **body):
-    if action:
-        r = requests.post(f"{onec_emu.url}/_sandbox/zayavki/{ref}/{action}", timeout=5)
-    else:
-        r = requests.patch(f"{onec_emu.url}/_sandbox/zayavki/{ref}", json=body, timeout=5)
-    r.raise_for_status()
-
-
-def run(settings, store, job="lifecycle", **kw):
-    """A job run with gateways that know the base's names (the status attribute)."""
-    o = settings.onec
-    onec = OneC(o.base_url, o.username, o.password, names=settings.onec_names, max_retries=0,
-                backoff_base=0.01, backoff_max=0.05)
-    ctx = JobContext(settings, store, amocrm=make_amo(settings, store), onec=onec, **kw)
-    return run_job(ctx, job)
-
-
-def cycle(settings, store, **kw):
-    result = run(settings, store, "lifecycle", **kw)
-    assert result.status == "ok", result.errors
-    return result
-
-
-def notes(amo_emu, lid) -> list[str]:
-    return [n for n in lead(amo_emu, lid)["notes"]]
-
-
-def where(day: date, hm: str, doctor: str) -> str:
-    return f"{day.strftime('%d.%m.%Y')} {int(hm[:2])}:{hm[3:]} {doctor}"
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -312,13 +257,6 @@ def test_given_the_answer_to_a_write_is_lost_when_the_next_cycle_runs_then_no_du
 
 
 # --- from the card ------------------------------------------------------------------------------
-
-def registered_from_card(amo_emu, onec_emu, settings, store) -> tuple[int, dict]:
-    lid = seed_lead(amo_emu)
-    assert run(settings, store, "registration").status == "ok"
-    (z,) = zayavki(onec_emu, lid)
-    return lid, z
-
 
 def test_given_the_cancel_button_when_the_registration_job_runs_then_the_zayavka_is_marked_and_the_lead_cancelled(
         amo_emu, onec_emu, settings, store):
