@@ -87,6 +87,7 @@ PATCH_BATCH = 50          # leads per PATCH (amoCRM: at most 50 per request)
 BACKFILL_SLICE_DAYS = 7   # a --since backfill reads 1C a week at a time (one progress step each)
 REFS_PER_LOOKUP = 25      # about as many refs as one look-up by ref holds (2,000-byte request target)
 FULL_SCAN_SLICE_DAYS = 7  # a periodic full scan reads a week of documents per cycle, after the hot window
+LONG_READS = ("full", "since")  # windows read whole, the «Заявки» scan and field list beside them
 NEW_BASES_SCAN = 60       # more unknown bases than this in a hot read: scan the «Заявки» of the window
 
 
@@ -140,6 +141,9 @@ def _cycle(ctx: JobContext, result: JobResult, window: Window, now: datetime) ->
               date_to=window.upper().isoformat(), kind=window.kind)
     known = store.refs_dated(ctx.store, *_utc_bounds(window, tz))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="payments-bases") as pool:
+        # a long read: the field list (when its cache is stale) is fetched first, meanwhile, so
+        # its request is not one of the PATCHes' rate-limited seconds
+        fields = pool.submit(_field_map, ctx) if window.kind in LONG_READS else None
         prefetch = _prefetch_bases(ctx, window, pool)
         read = _read(ctx, window, known)
         result.count("read", len(read.seen))
@@ -154,7 +158,7 @@ def _cycle(ctx: JobContext, result: JobResult, window: Window, now: datetime) ->
         for part in parts:
             _record_part(ctx, result, plan, part, intent=False)
     elif parts:
-        _push(ctx, result, plan, batches, parts)
+        _push(ctx, result, plan, batches, parts, fields.result() if fields is not None else _field_map(ctx))
 
 
 def _progress(iterable: Iterable[T_], *, total: int, desc: str, unit: str, enabled: bool) -> Iterable[T_]:
@@ -301,7 +305,7 @@ _Prefetch = tuple[datetime, "Future[list[BaseVersion]]"]
 def _prefetch_bases(ctx: JobContext, window: Window, pool: ThreadPoolExecutor) -> _Prefetch | None:
     """On a full or backfill read, the «Заявки» scan's range does not depend on the documents:
     it is read while the documents are (the two 1C reads overlap)."""
-    if window.kind not in ("full", "since"):
+    if window.kind not in LONG_READS:
         return None
     tz = ctx.settings.sync.tz
     earliest, _latest = store.base_date_range(ctx.store, *_utc_bounds(window, tz))
@@ -509,14 +513,17 @@ def _patch(field_map: FieldMap, sum_field: str, lead: int, value: Decimal) -> di
                                       "values": [{"value": T.sum_field_value(value)}]}]}
 
 
-def _push(ctx: JobContext, result: JobResult, plan: _Plan, batches: list[list[int]], parts: list[_Part]) -> None:
+def _field_map(ctx: JobContext) -> FieldMap:
+    return ctx.amocrm.lead_field_map([ctx.settings.fields.sum], tz=ctx.settings.sync.timezone)
+
+
+def _push(ctx: JobContext, result: JobResult, plan: _Plan, batches: list[list[int]], parts: list[_Part],
+          field_map: FieldMap) -> None:
     """PATCH the due leads in batches, one PATCH in flight while the store records the previous
     one's outcome and the next one's facts and intent (so the store's work hides in the rate
     limiter's waits). Each batch's intent is committed before its PATCH goes to the sending thread;
     a stop records the facts of the batches not sent, without an intent."""
-    sync = ctx.settings.sync
     sum_field = ctx.settings.fields.sum
-    field_map = ctx.amocrm.lead_field_map([sum_field], tz=sync.timezone)
     settling = _Settling(settled=set(plan.totals) - set(plan.push) - plan.deferred)
     settling.waiting = {ref for ref in plan.fresh if _leads_of(plan, ref) - settling.settled}
     sent: tuple[list[int], Future[BatchResult]] | None = None

@@ -832,3 +832,42 @@ def test_given_a_relinked_zayavka_when_its_old_payment_is_deleted_outright_then_
     assert _prices(sys_, a, b) == [0, 150]
     with sys_.store.session() as s:
         assert s.get(OnecDocument, old) is None
+
+
+def _field_list_threads(sys_: Systems) -> tuple[JobResult, list[str]]:
+    """One cycle, with the thread each lead field list request was made from."""
+    ctx = JobContext(sys_.settings, sys_.store)
+    threads: list[str] = []
+    original = ctx.amocrm.lead_field_map
+
+    def recorded(*a, **kw):
+        threads.append(threading.current_thread().name)
+        return original(*a, **kw)
+
+    ctx.amocrm.lead_field_map = recorded  # type: ignore[method-assign]
+    return run_job(ctx, "payments"), threads
+
+
+def test_given_a_first_read_of_the_whole_lookback_when_payments_runs_then_the_field_list_is_read_beside_1c(sys_):
+    lead, _ = paid(sys_, "150.00")
+
+    result, threads = _field_list_threads(sys_)
+
+    assert result.ok, result.errors
+    assert result.counts["window_full"] == 1
+    assert sys_.lead(lead)["price"] == 150
+    assert len(threads) == 1, threads
+    assert threads[0].startswith("payments-bases"), threads
+
+
+def test_given_a_known_hot_window_when_a_posting_changes_then_the_field_list_is_read_only_to_push(sys_):
+    lead, ref = paid(sys_, "150.00")
+    assert sys_.run().ok
+    sys_.service_action(ref, "post", amount="175.00")
+
+    result, threads = _field_list_threads(sys_)
+
+    assert result.ok, result.errors
+    assert result.counts.get("window_full", 0) == 0
+    assert sys_.lead(lead)["price"] == 175
+    assert threads == [threading.current_thread().name], threads
