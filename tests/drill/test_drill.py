@@ -28,6 +28,7 @@ from tests.support.drill import (
     DrillError,
     DrillOptions,
     Schedule,
+    api_total,
     assert_loopback,
     expected_totals,
     make_chaos_plan,
@@ -309,3 +310,11 @@ def test_given_a_lifecycle_note_twice_when_checked_then_it_is_a_duplicate():
     res = ActionCheck()
     check_lead(res, lambda _: None, *_cancelled_lead("card", ["Запись отменена: Заявка № 219"] * 2))
     assert res.duplicate_notes == 1
+
+
+def test_given_an_emulators_request_counts_when_api_requests_are_totalled_then_the_control_api_is_left_out():
+    traffic = {"counts": {"PATCH /api/v4/leads": 40, "GET /api/v4/events": 7, "GET /_sandbox/leads": 900,
+                          "POST /oauth2/access_token": 3}}
+
+    assert api_total(traffic, "/api/") == 47
+    assert api_total({}, "/odata/") == 0

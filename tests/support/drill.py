@@ -1170,6 +1170,7 @@ class DrillReport:
     refresh_count: int | None = None
     reauthorisations: int = 0
     max_per_second: int | None = None
+    api_requests: dict[str, int] = field(default_factory=dict)   # system -> requests to its API paths
     sigterm_rc: int | None = None
     rss_kb: list[tuple[float, int]] = field(default_factory=list)
     rss_growth_mb: float | None = None
@@ -1248,6 +1249,8 @@ class DrillReport:
             ("refresh token reuse", "n/a" if self.refresh_reuse is None else str(self.refresh_reuse)),
             ("re-authorisations (a SIGKILL lost a refresh answer)", str(self.reauthorisations)),
             ("amoCRM max requests/s", "n/a" if self.max_per_second is None else f"{self.max_per_second} (limit 7)"),
+            ("API requests (amoCRM / 1C; the clinic's own edits included)",
+             " / ".join(str(self.api_requests.get(k, "n/a")) for k in ("amoCRM", "1C"))),
             ("time to converge after last fault",
              f"{self.converge_seconds:.1f} s" if self.converged and self.converge_seconds is not None
              else "did not converge"),
@@ -1745,6 +1748,11 @@ def _rss_problem(run: DrillRun) -> str | None:
     return None
 
 
+def api_total(traffic: dict, prefix: str) -> int:
+    """Requests to an emulator's API (not its control API), from its per-``METHOD path`` counts."""
+    return sum(n for key, n in (traffic.get("counts") or {}).items() if key.split(" ", 1)[-1].startswith(prefix))
+
+
 def check_invariants(run: DrillRun) -> None:
     """Phase 4: what must hold besides the data: no refresh token reused, amoCRM's 7 requests a
     second, the SIGKILLs happened, SIGTERM ends with 0, no exits by itself, RSS (soak)."""
@@ -1752,7 +1760,10 @@ def check_invariants(run: DrillRun) -> None:
     tokens = run.amo.get("/_sandbox/tokens")
     report.refresh_reuse = tokens.get("refresh_reuse_count")
     report.refresh_count = tokens.get("refresh_count")
-    report.max_per_second = run.amo.get("/_sandbox/requests").get("max_per_second")
+    amo_traffic = run.amo.get("/_sandbox/requests")
+    report.max_per_second = amo_traffic.get("max_per_second")
+    report.api_requests = {"amoCRM": api_total(amo_traffic, "/api/"),
+                           "1C": api_total(run.onec.get("/_sandbox/requests"), "/odata/")}
     report.restarts = run.daemon.kills
     report.unexpected_exits = list(run.daemon.unexpected_exits)
     report.clinic_ops = dict(run.clinic.ops)
