@@ -9,6 +9,10 @@ Idempotent: a lead whose «Заявка» is already cancelled gets «Запис
 What a SIGKILL leaves (the row in ``lifecycle_card_cancels`` is the intent):
 
 * before the intent: nothing; the flag is still set, the next poll sees the lead.
+* the intent is recorded under the lock the lifecycle's intents take (store/lifecycle.py
+  ``STAGE_WRITERS``): from then on the lifecycle writes nothing to the lead, and a lifecycle write
+  already under way for it (a «paid» move, say) is waited for, cycle after cycle, so the cancel's
+  stage is the last one written.
 * after the intent, before the plan (which «Заявка», which note): the intent; the next cycle
   starts over from it, whatever the registration cursor did.
 * after the plan, around the 1C write: the plan; the (idempotent) deletion mark or unposting is
@@ -53,10 +57,15 @@ def cancel_flagged(ctx: JobContext, result: JobResult, leads: Iterable[dict[str,
     under_way = {c.lead_id: c for c in lstore.cancels_under_way(ctx.store)}
     if not wanted and not under_way:
         return
-    for lead_id in wanted:
-        lstore.begin_cancel(ctx.store, lead_id)
-    current = {int(lead["id"]): lead for lead in ctx.amocrm.get_leads(set(wanted) | set(under_way))}
-    for lead_id in sorted(set(wanted) | set(under_way)):
+    waiting = lstore.begin_cancel(ctx.store, wanted)
+    if waiting:
+        result.count("cancel_waits_lifecycle", len(waiting))
+        log.info("card_cancel.waits_for_lifecycle", leads=sorted(waiting))
+    todo = sorted((set(wanted) | set(under_way)) - waiting)
+    if not todo:
+        return
+    current = {int(lead["id"]): lead for lead in ctx.amocrm.get_leads(todo)}
+    for lead_id in todo:
         if ctx.stopping():
             return
         try:

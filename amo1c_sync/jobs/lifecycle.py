@@ -35,8 +35,11 @@ after 1C, and a «Заявка» whose stored state moved between the two reads,
 card cancel under way at either, waits for the next cycle (its 1C read may predate the card's
 write). The intents and the confirmation compare-and-set on the state a change was computed from
 (``Change.base``): a change computed before the card's write is dropped, or does not overwrite
-it. A lead flagged for registration (a reschedule the card asks for) gets a move's note but keeps
-its card fields, the flag read again right before the PATCH.
+it. A card cancel and the lifecycle take turns on a lead (store/lifecycle.py ``STAGE_WRITERS``):
+no intent is recorded for a lead whose cancel is under way, and the cancel waits for a write of
+ours already under way, so a «paid» move can never land after the card's «Отменена». A lead
+flagged for registration (a reschedule the card asks for) gets a move's note but keeps its card
+fields, the flag read again right before the PATCH.
 
 A stage is never applied to a lead in a closed stage (142/143) or in another pipeline unless
 ``[stages] move_closed = yes``, and never back to a stage the same «Заявка» already moved it to.
@@ -338,7 +341,12 @@ def _apply(c: _Cycle, changes: list[Change]) -> None:
     if not writes:
         return
     kept = lstore.record_intents(c.ctx.store, writes)  # the intent, before any amoCRM write
-    c.result.count("dropped_baseline_moved", len(writes) - len(kept))
+    if len(kept) < len(writes):
+        recorded = {id(ch) for ch in kept}
+        cancelling = lstore.leads_cancelling(c.ctx.store)
+        for ch in writes:
+            if id(ch) not in recorded:
+                c.result.count("held_card_cancel" if ch.lead_id in cancelling else "dropped_baseline_moved")
     _write(c, kept)
 
 

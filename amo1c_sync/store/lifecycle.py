@@ -10,6 +10,13 @@ reschedule or cancel to 1C (``set_written``, ``record_rescheduled``). The lifecy
 confirmations are a compare-and-set on the stored state its change was computed from
 (``Change.base``), under the row's lock (``FOR UPDATE`` on PostgreSQL; SQLite's transactions are
 serial already), so the card's write is never overwritten by a change computed before it.
+
+A lead's stage has two writers too: the lifecycle (its intents) and a cancel from the card. They
+take turns per lead, decided under one store lock (``STAGE_WRITERS``): ``record_intents`` drops the
+writes of a lead with a cancel under way, and ``begin_cancel`` tells whether the lead has a
+lifecycle write under way (recorded, not confirmed), which the cancel waits for. Without it a
+lifecycle PATCH decided before the cancel and sent after it (rate-limit waits, retries) would put
+a cancelled lead back in «Оплачено».
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ if TYPE_CHECKING:
 UNCONFIRMED = ""      # data_version of a row whose state is known but not yet mirrored at a version
 UNCHECKED = "unchecked"  # Change.base of an intent recorded before there were bases: no compare
 FULL_SCAN = "lifecycle.last_full_scan"
+#: the store lock under which a lead's two stage writers take turns
+STAGE_WRITERS = "lifecycle.stage_writers"
 
 
 def to_json(a: Appointment | None) -> dict[str, Any] | None:
@@ -229,11 +238,14 @@ def _moved_on(row: LifecycleZayavka, c: Change) -> bool:
 
 def record_intents(store: Store, changes: Iterable[Change]) -> list[Change]:
     """Before the amoCRM write: every change's intent, in one transaction. Returns the changes
-    recorded; one whose stored state moved on meanwhile is dropped (the next cycle decides again
-    against the new state)."""
+    recorded; one whose stored state moved on meanwhile, or whose lead has a cancel from the card
+    under way, is dropped (the next cycle decides again against the new state)."""
     kept = []
-    with store.session() as s:
+    with store.exclusive(STAGE_WRITERS) as s:
+        cancelling = {int(i) for i in s.scalars(select(CardCancel.lead_id))}
         for c in changes:
+            if c.lead_id is not None and int(c.lead_id) in cancelling:
+                continue
             row = _row(s, c.ref, c.number)
             if _moved_on(row, c):
                 continue
@@ -336,11 +348,21 @@ def leads_cancelling(store: Store) -> set[int]:
         return {int(i) for i in s.scalars(select(CardCancel.lead_id))}
 
 
-def begin_cancel(store: Store, lead_id: int) -> None:
-    """The intent, before anything is written to 1C or amoCRM."""
-    with store.session() as s:
-        if s.get(CardCancel, int(lead_id)) is None:
-            s.add(CardCancel(lead_id=int(lead_id)))
+def begin_cancel(store: Store, lead_ids: Iterable[int]) -> set[int]:
+    """The intents, before anything is written to 1C or amoCRM. Returns the leads (of these and
+    of the cancels already under way) with a lifecycle write under way: their cancel waits."""
+    ids = {int(i) for i in lead_ids}
+    with store.exclusive(STAGE_WRITERS) as s:
+        have = {int(i) for i in s.scalars(select(CardCancel.lead_id))}
+        for lead_id in sorted(ids - have):
+            s.add(CardCancel(lead_id=lead_id))
+        s.flush()
+        writing = set()
+        for pending in s.scalars(select(LifecycleZayavka.pending).where(LifecycleZayavka.pending.is_not(None))):
+            lead = (pending or {}).get("lead_id")
+            if lead is not None:
+                writing.add(int(lead))
+        return writing & (ids | have)
 
 
 def plan_cancel(store: Store, lead_id: int, *, ref: str | None, number: str | None, note: str) -> None:

@@ -8,6 +8,7 @@ import dataclasses
 from datetime import time, timedelta
 
 import pytest
+import requests
 
 from amo1c_sync.domain.lifecycle import Appointment
 from amo1c_sync.onec.names import OneCNames
@@ -82,6 +83,7 @@ def test_given_a_card_cancel_during_a_lifecycle_cycle_when_both_finish_then_no_c
     edit_lead(amo_emu, lid, **{CANCEL: True})
 
     hooked_cycle(settings, store, system=system, name=name, **{when: registration(settings, store)})
+    registration(settings, store)()   # a cancel that waited for the lifecycle's write goes now
     cycle(settings, store)
     cycle(settings, store)
 
@@ -113,6 +115,42 @@ def test_given_a_card_cancel_whose_1c_write_failed_when_the_lifecycle_runs_first
     assert cancelled_in_1c(texts) == []
     assert len(texts) == 1
     assert texts[0].startswith("Запись отменена: ")
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_given_a_card_cancel_while_a_paid_move_is_being_written_when_both_finish_then_the_lead_stays_cancelled(
+        amo_emu, onec_emu, settings, store, when):
+    lid, _ = booked(amo_emu, onec_emu)
+    cycle(settings, store)
+    requests.post(onec_emu.url + "/_sandbox/services", json={"lead": lid, "amount": "150.00"},
+                  timeout=5).raise_for_status()
+    assert run(settings, store, "payments").status == "ok"
+    edit_lead(amo_emu, lid, **{CANCEL: True})
+
+    hooked_cycle(settings, store, system="amo", name="update_leads", **{when: registration(settings, store)})
+    registration(settings, store)()
+    cycle(settings, store)
+
+    assert lead(amo_emu, lid)["status"] == "Отменена"
+    assert zayavki(onec_emu, lid)[0]["deletion_mark"] is True
+    assert len([t for t in notes(amo_emu, lid) if t.startswith("Запись отменена: ")]) == 1
+    assert lstore.counts(store)["pending"] == 0
+    assert lstore.cancels_under_way(store) == []
+
+
+def test_given_a_cancel_under_way_when_the_lifecycle_records_a_write_for_its_lead_then_it_is_dropped(store):
+    one = Appointment(number="0000000001", day=TOMORROW, start=time(9, 5), doctor=EFIMOVA)
+    paid = lstore.Change(ref="00000000-0000-0000-0000-0000000000ab", version="v1", number=one.number,
+                         lead_id=7, mirrored=one, patch={"id": 7, "status_id": 1})
+    other = dataclasses.replace(paid, ref="00000000-0000-0000-0000-0000000000ac", lead_id=8,
+                                patch={"id": 8, "status_id": 1})
+
+    assert lstore.begin_cancel(store, [7]) == set()
+    assert lstore.record_intents(store, [paid, other]) == [other]
+    assert lstore.begin_cancel(store, [8]) == {8}   # the lifecycle's write to lead 8 goes first
+    assert lstore.begin_cancel(store, []) == {8}    # also for a cancel already under way
+    lstore.confirm(store, [other], job="lifecycle", run_id=None)
+    assert lstore.begin_cancel(store, [8]) == set()
 
 
 # --- a reschedule from the card beside the lifecycle --------------------------------------------
