@@ -26,9 +26,9 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import requests
 import structlog
@@ -224,6 +224,24 @@ class Transport:
     on_response: ResponseHook | None = None
     describe: Callable[[str, str], str] | None = None
     sleep: Callable[[float], None] = time.sleep      # between tries (tests pass a recorder)
+    _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
+
+    @contextmanager
+    def fail_fast(self) -> Iterator[None]:
+        """This thread's requests get no inline retry while inside: a passing fault raises
+        RetriableError at once, so a caller with other work can put the item aside and retry it
+        later instead of every item waiting out one item's backoff. A 401's refresh still
+        happens (it is not a retry)."""
+        depth = getattr(self._local, "fast", 0)
+        self._local.fast = depth + 1
+        try:
+            yield
+        finally:
+            self._local.fast = depth
+
+    @property
+    def failing_fast(self) -> bool:
+        return getattr(self._local, "fast", 0) > 0
 
     def what(self, method: str, path: str) -> str:
         return self.describe(method, path) if self.describe else f"{method} {path}"
@@ -275,7 +293,7 @@ class Transport:
             idempotent = method.upper() != "POST"
         retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, _Again) and (idempotent or not e.sent)),
-            stop=stop_after_attempt((self.policy.retries if retry else 0) + 1),
+            stop=stop_after_attempt((self.policy.retries if retry and not self.failing_fast else 0) + 1),
             wait=(wait_random_exponential(multiplier=self.policy.backoff_base, max=self.policy.backoff_max)
                   if self.policy.jitter else
                   wait_exponential(multiplier=self.policy.backoff_base, max=self.policy.backoff_max)),

@@ -236,6 +236,10 @@ class OneC:
     def close(self) -> None:
         self._session.close()
 
+    def fail_fast(self) -> Any:
+        """This thread's 1C requests without inline retries while inside (``Transport.fail_fast``)."""
+        return self.transport.fail_fast()
+
     def __enter__(self) -> "OneC":
         return self
 

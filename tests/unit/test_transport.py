@@ -192,6 +192,38 @@ def test_given_a_server_that_stays_down_when_getting_then_retries_plus_one_tries
     assert sleeps == [0.5, 1.0, 1.5]
 
 
+def test_given_fail_fast_when_a_503_comes_then_it_raises_at_once_with_no_sleep():
+    adapter = FakeAdapter(503, 200)
+    t, sleeps = transport(adapter)
+    with t.fail_fast(), pytest.raises(RetriableError, match="service unavailable"):
+        t.request("GET", "/api/v4/account")
+    assert (len(adapter.sent), sleeps) == (1, [])
+    assert t.request("GET", "/api/v4/account").action is Action.OK   # outside: retried as before
+
+
+def test_given_fail_fast_in_one_thread_when_another_thread_requests_then_the_other_still_retries():
+    import threading
+
+    adapter = FakeAdapter(503, 503, 200)
+    t, sleeps = transport(adapter)
+    out = []
+    with t.fail_fast():
+        other = threading.Thread(target=lambda: out.append(t.request("GET", "/api/v4/account").action))
+        other.start()
+        other.join(timeout=10)
+    assert out == [Action.OK]
+    assert sleeps == [0.5, 1.0]
+
+
+def test_given_fail_fast_when_a_401_comes_then_the_refresh_still_happens():
+    adapter = FakeAdapter(401, 200)
+    refreshed = []
+    t, _ = transport(adapter, refresh=refreshed.append)
+    with t.fail_fast():
+        assert t.request("GET", "/api/v4/account").action is Action.OK
+    assert len(refreshed) == 1
+
+
 def test_given_a_post_whose_answer_was_lost_when_sent_then_it_is_not_sent_again():
     adapter = FakeAdapter(requests.ReadTimeout(), 200)
     t, _ = transport(adapter)
