@@ -28,7 +28,7 @@ stays under way: it is tried again every cycle, as a refused posting is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from amo1c_sync.amocrm.fields import checked
@@ -46,17 +46,22 @@ log = get_logger("amo1c_sync.jobs.card_cancel")
 JOB = "registration"
 
 
-def cancel_flagged(ctx: JobContext, result: JobResult, leads: Iterable[dict[str, Any]]) -> None:
+def cancel_flagged(ctx: JobContext, result: JobResult, leads: Iterable[dict[str, Any]], *,
+                   which: Callable[[int], bool] = lambda _lead_id: True) -> None:
     """Cancel the «Заявка» of every polled lead with the cancel flag set, and finish the cancels
-    a previous cycle began. Off when ``[fields] cancel_flag`` is empty."""
+    a previous cycle began; of the leads ``which`` admits. Off when ``[fields] cancel_flag`` is
+    empty."""
     flag = ctx.settings.fields.cancel_flag
     if not flag:
         return
     fm = ctx.amocrm.lead_field_map([flag], tz=ctx.settings.sync.timezone)
-    wanted = {int(lead["id"]): lead for lead in leads if checked(fm.get(lead, flag))}
-    under_way = {c.lead_id: c for c in lstore.cancels_under_way(ctx.store)}
+    wanted = {int(lead["id"]): lead for lead in leads if checked(fm.get(lead, flag)) and which(int(lead["id"]))}
+    under_way = {c.lead_id: c for c in lstore.cancels_under_way(ctx.store) if which(c.lead_id)}
     if not wanted and not under_way:
         return
+    fence = getattr(ctx, "fence", None)
+    if fence is not None:   # a leader that cannot confirm its lock writes nothing
+        fence()
     waiting = lstore.begin_cancel(ctx.store, wanted)
     if waiting:
         result.count("cancel_waits_lifecycle", len(waiting))

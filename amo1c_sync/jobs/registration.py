@@ -24,8 +24,9 @@ What a SIGKILL (or a lost answer) at each point leaves:
 * before the create: nothing in 1C; the lead is still flagged and is tried again.
 * create sent (the intent ``create_sent_at`` was committed before it), answer lost or late: the
   next attempt — this process or another leader — finds the unconfirmed intent and looks the
-  «Заявка» up by «Номер AmoCRM» until ``[sync] create_settle_seconds`` after the intent before
-  creating: 1C's late create is found, not doubled.
+  «Заявка» up by «Номер AmoCRM»; found, it is used; not found, the lead is left for a later cycle
+  (flag, intent and cursor kept, nothing waited for) until ``[sync] create_settle_seconds`` after
+  the intent, and only then created again: 1C's late create is found, not doubled.
 * after the create was answered, before the batch commit (the row has the intent, not the ref):
   the next attempt's first look-up finds the «Заявка»; posting again is harmless; the journal
   entries of this attempt are lost with the process, the «Заявка» is not.
@@ -41,11 +42,19 @@ What a SIGKILL (or a lost answer) at each point leaves:
   the retry queue.
 * after the commit: done.
 
-A lead whose 1C or amoCRM calls fail is recorded (status failed, and its RetryItem) and the others
-go on. A passing fault is retried after an exponential backoff and the cursor advances only past
-the leading run of fully handled leads. An item error waits until the lead changes. A «Заявка»
-1C refuses to post gets one note saying so and is retried. A dry run is the same cycle through the
-recording adapters of jobs/dry_run.py.
+A lead's first attempt in a cycle sends its 1C requests without inline retries
+(``OneC.fail_fast``): a passing 1C fault puts the lead aside, with nothing recorded, and it is
+tried again, with the transport's retries, after the rest of its group, so one lead's backoff
+does not hold up the others; that second attempt re-reads its row (it sees a create the first one
+sent) and looks its «Заявка» up in 1C again. A lead whose calls still fail is recorded (status
+failed, and its RetryItem) and the others go on. A passing fault is retried after an exponential
+backoff and the cursor advances only past the leading run of fully handled leads. An item error
+waits until the lead changes. A «Заявка» 1C refuses to post gets one note saying so and is
+retried. A dry run is the same cycle through the recording adapters of jobs/dry_run.py.
+
+The card's cancels (jobs/card_cancel.py) of leads the cycle does not register run before the
+registration work, so they never wait behind a long cycle; a lead with both flags is registered
+first and cancelled after.
 
 Notes: «Создан документ Заявка № 219» when the lead had no confirmed registration before (also
 when a «Заявка» created by a crashed run is found by the lookup), «Изменён документ Заявка № 219»
@@ -62,9 +71,10 @@ import socket
 import time as _time
 import uuid
 import weakref
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 from amo1c_sync.domain import registration as rules
 from amo1c_sync.domain import slots as slot_rules
@@ -93,8 +103,6 @@ JOB = "registration"
 FIRST_LOOKBACK = 86400
 #: leads per write-back batch: amoCRM takes at most 50 notes or leads per request
 BATCH = 50
-#: seconds between looks at 1C while an unconfirmed create settles
-POLL_EVERY = 1.0
 #: seconds between reconciliations of rows left pending or failed (one amoCRM read)
 RECONCILE_EVERY = 300.0
 POST_REFUSED = "1c:post_refused"
@@ -213,6 +221,15 @@ class _Stopped(Exception):
     """Stopping (SIGTERM, or this process's claim on the lead was taken): leave the lead as it is."""
 
 
+class _Settling(Exception):
+    """The lead's create was sent and is not confirmed, nor found in 1C, and 1C may still carry it
+    out: the lead waits for a later cycle (nothing is written for it now)."""
+
+
+#: a first attempt met a passing 1C fault: the lead is tried again after the rest of its group
+_DEFER = object()
+
+
 class _PostRefused(Exception):
     def __init__(self, zay: Any, cause: Exception):
         super().__init__(str(cause))
@@ -235,6 +252,10 @@ class _Cycle:
     made: dict[int, Any] = field(default_factory=dict)
     #: leads whose create was sent and not answered (its intent must stay)
     in_flight: set[int] = field(default_factory=set)
+    #: leads whose create this cycle sent failed: their error, if 1C does not show the «Заявка»
+    first_errors: dict[int, str] = field(default_factory=dict)
+    #: a first attempt is under way (no inline 1C retries)
+    fast: bool = False
     #: the main amoCRM contacts of the group's leads (jobs/patient.py), and the keys to write back
     contacts: patient.Contacts = field(default_factory=patient.Contacts)
 
@@ -286,9 +307,15 @@ def run(ctx: JobContext, result: JobResult) -> None:
     leads = _leads_since(ctx, result, fm)
     result.count("leads_seen", len(leads))
     c = _Cycle(ctx, result, fm, utcnow(), _run_state(ctx))
+    flag = settings.fields.flag
+    registering = {int(lead["id"]) for lead in leads if is_flagged(fm, lead, flag)}
     try:
+        # the card's cancels of leads this cycle does not register do not wait behind it
+        card_cancel.cancel_flagged(ctx, result, leads, which=lambda lead_id: lead_id not in registering)
         outcomes = _work(c, leads)
         _reconcile(c, leads)
+        if registering:   # a lead with both flags: registered first, then cancelled
+            card_cancel.cancel_flagged(ctx, result, leads, which=lambda lead_id: lead_id in registering)
         _fence(c)
     except LeadershipLost as exc:
         # another process may lead now: write nothing more, not even the cursor
@@ -304,7 +331,6 @@ def run(ctx: JobContext, result: JobResult) -> None:
             run_of_handled.handled(updated_at)
         else:
             run_of_handled.unhandled()
-    card_cancel.cancel_flagged(ctx, result, leads)
     if cursor is None or run_of_handled.value > cursor:
         cursors.advance_registration(ctx.store, run_of_handled.value)
 
@@ -344,11 +370,31 @@ def _group(c: _Cycle, group: list[dict[str, Any]], outcomes: dict[int, Any]) -> 
     write back all, then the patients' 1C keys on their contacts."""
     _prefetch(c, group)
     c.contacts = patient.main_contacts(c.ctx.amocrm, group, c.settings)  # one batched read
+    released: list[int] = []
+    deferred = _attempts(c, group, outcomes, released, fast=True)
+    if deferred:
+        for lead in deferred:   # looked up again: the cycle's batched read may predate its create
+            if c.found is not None:
+                c.found.pop(int(lead["id"]), None)
+        _attempts(c, deferred, outcomes, released, fast=False)
+    _flush(c)
+    for lead_id in released:
+        c.claims.pop(lead_id, None)
+    registrations.release(c.ctx.store, released, c.run.owner,
+                          create_unsent=[i for i in released if i not in c.in_flight])
+    _fence(c)   # the keys are an external write too
+    patient.write_keys(c.ctx, c.result, c.contacts, job=JOB)
+
+
+def _attempts(c: _Cycle, leads: list[dict[str, Any]], outcomes: dict[int, Any], released: list[int], *,
+              fast: bool) -> list[dict[str, Any]]:
+    """Claim the leads (their rows read afresh) and attempt each; the leads a first (``fast``)
+    attempt put aside, still claimed."""
     _fence(c)
-    claimed = registrations.claim(c.ctx.store, [int(lead["id"]) for lead in group], c.run.owner,
+    claimed = registrations.claim(c.ctx.store, [int(lead["id"]) for lead in leads], c.run.owner,
                                   lease=c.lease, dead=_gone)
-    released = []
-    for lead in group:
+    deferred = []
+    for lead in leads:
         lead_id = int(lead["id"])
         if lead_id not in claimed:
             c.result.count("claimed_elsewhere")
@@ -358,19 +404,21 @@ def _group(c: _Cycle, group: list[dict[str, Any]], outcomes: dict[int, Any]) -> 
             released.append(lead_id)
             continue
         c.claims[lead_id] = _time.monotonic() + c.lease
-        outcome = _attempt(c, lead, claimed[lead_id])
+        outcome = _attempt(c, lead, claimed[lead_id], fast=fast)
+        if outcome is _DEFER:
+            deferred.append(lead)
+            continue
         outcomes[lead_id] = outcome
         if isinstance(outcome, _WriteBack):
             c.pending.append(outcome)
         else:
             released.append(lead_id)
-    _flush(c)
-    for lead_id in released:
-        c.claims.pop(lead_id, None)
-    registrations.release(c.ctx.store, released, c.run.owner,
-                          create_unsent=[i for i in released if i not in c.in_flight])
-    _fence(c)   # the keys are an external write too
-    patient.write_keys(c.ctx, c.result, c.contacts, job=JOB)
+    return deferred
+
+
+def _fail_fast(c: _Cycle) -> ContextManager[Any]:
+    fail_fast = getattr(c.ctx.onec, "fail_fast", None)
+    return fail_fast() if fail_fast is not None else nullcontext()
 
 
 def _decision(c: _Cycle, lead: dict[str, Any]) -> str:
@@ -412,16 +460,27 @@ def _doctor_ref(c: _Cycle, req: rules.Request) -> str | None:
     return None
 
 
-def _attempt(c: _Cycle, lead: dict[str, Any], reg: Registration) -> Any:
+def _attempt(c: _Cycle, lead: dict[str, Any], reg: Registration, *, fast: bool = False) -> Any:
+    """The lead's outcome: its write-back, whether it is handled, or (``fast``) _DEFER."""
     lead_id = int(lead["id"])
+    c.fast = fast
     try:
-        return _register(c, lead, reg)
+        with _fail_fast(c) if fast else nullcontext():
+            return _register(c, lead, reg)
     except Invalid as inv:
         return _reject(c, lead, inv)
     except (FatalError, LeadershipLost):
         raise
     except _Stopped:
         c.result.count("stopped")
+        return False
+    except _Settling:
+        c.in_flight.add(lead_id)   # the intent stays
+        error = c.first_errors.pop(lead_id, None)
+        if error is not None:   # this cycle's create failed and 1C does not show it: back off
+            _failed(c, lead, error)
+        else:
+            c.result.count("settle_pending")
         return False
     except _PostRefused as exc:
         return _post_refused(c, lead, exc)
@@ -431,12 +490,19 @@ def _attempt(c: _Cycle, lead: dict[str, Any], reg: Registration) -> Any:
         _failed(c, lead, str(exc), code=exc.code, retry=False)
         return True
     except RetriableError as exc:
+        if fast:
+            c.result.count("deferred_in_cycle")
+            if lead_id in c.in_flight:
+                c.first_errors[lead_id] = str(exc)
+            return _DEFER
         _failed(c, lead, str(exc))
         return False
     except Exception as exc:  # one bad lead must not stop the others
         log.exception("registration.lead_crashed", lead_id=lead_id)
         _failed(c, lead, f"{type(exc).__name__}: {exc}")
         return False
+    finally:
+        c.fast = False
 
 
 def _owner() -> str:
@@ -529,7 +595,7 @@ def _register(c: _Cycle, lead: dict[str, Any], reg: Registration) -> _WriteBack:
 
 def _lookup(c: _Cycle, lead_id: int, reg: Registration) -> list[Any]:
     """The lead's non-deleted «Заявки»: from the cycle's batched read when the row agrees with it;
-    read again when the row knows more; polled for the settle time after an unconfirmed create."""
+    read again when the row knows more, or after an unconfirmed create."""
     if reg.create_sent_at is not None:
         return _settle(c, lead_id, reg.create_sent_at)
     rows = c.found.get(lead_id) if c.found is not None else None
@@ -540,19 +606,15 @@ def _lookup(c: _Cycle, lead_id: int, reg: Registration) -> list[Any]:
 
 
 def _settle(c: _Cycle, lead_id: int, sent_at: datetime) -> list[Any]:
-    """A create was sent and never confirmed: look the «Заявка» up until the settle time after
-    it has passed (1C may carry a create out long after its answer was lost)."""
-    deadline = sent_at + timedelta(seconds=c.settle)
+    """A create was sent and never confirmed: its «Заявка» when 1C shows it; none once the settle
+    time after the intent has passed (1C may carry a create out long after its answer was lost);
+    before that, _Settling (the lead waits for a later cycle, this one does not wait for it)."""
     c.result.count("settling")
-    while True:
-        rows = [z for z in c.ctx.onec.zayavki_by_lead(lead_id) if not z.deletion_mark]
-        left = (deadline - utcnow()).total_seconds()
-        if rows or left <= 0:
-            log.info("registration.create_settled", lead_id=lead_id, found=len(rows))
-            return rows
-        _step(c, lead_id)
-        if c.ctx.stop.wait(min(POLL_EVERY, left)):
-            raise _Stopped()
+    rows = [z for z in c.ctx.onec.zayavki_by_lead(lead_id) if not z.deletion_mark]
+    if not rows and utcnow() < sent_at + timedelta(seconds=c.settle):
+        raise _Settling()
+    log.info("registration.create_settled", lead_id=lead_id, found=len(rows))
+    return rows
 
 
 def _unchanged(c: _Cycle, req: rules.Request, reg: Registration, zay: Any) -> bool:
@@ -662,7 +724,11 @@ def _post(c: _Cycle, lead_id: int, zay: Any) -> None:
     c.made.setdefault(lead_id, zay)
     try:
         onec.post(onec.names.zayavka, zay.ref)
-    except (ItemError, RetriableError) as exc:
+    except RetriableError as exc:
+        if c.fast:   # a passing fault on a first attempt: tried again in this cycle
+            raise
+        raise _PostRefused(zay, exc) from exc
+    except ItemError as exc:
         raise _PostRefused(zay, exc) from exc
     c.entries.setdefault(lead_id, []).append(dict(
         job=JOB, system="1c", action="zayavka.posted", ref=zay.ref, run_id=c.result.run_id,

@@ -14,7 +14,18 @@ from amo1c_sync.domain.lifecycle import Appointment
 from amo1c_sync.onec.names import OneCNames
 from amo1c_sync.sandbox.onec_emulator import OneCEmulator
 from amo1c_sync.store import lifecycle as lstore
-from tests.support.e2e import EFIMOVA, ISHAEVA, SEED_DAY, edit_lead, fault, lead, zayavki
+from tests.support.e2e import (
+    EFIMOVA,
+    ISHAEVA,
+    SEED_DAY,
+    edit_lead,
+    fault,
+    lead,
+    requests_of,
+    reset_requests,
+    seed_lead,
+    zayavki,
+)
 from tests.support.lifecycle import (
     TOMORROW,
     Hooked,
@@ -151,6 +162,23 @@ def test_given_a_cancel_under_way_when_the_lifecycle_records_a_write_for_its_lea
     assert lstore.begin_cancel(store, []) == {8}    # also for a cancel already under way
     lstore.confirm(store, [other], job="lifecycle", run_id=None)
     assert lstore.begin_cancel(store, [8]) == set()
+
+
+def test_given_a_card_cancel_and_a_lead_to_register_when_the_cycle_runs_then_the_cancel_goes_first(
+        amo_emu, onec_emu, settings, store):
+    lid, ref = booked(amo_emu, onec_emu)
+    edit_lead(amo_emu, lid, **{CANCEL: True})
+    other = seed_lead(amo_emu)
+    reset_requests(onec_emu)
+
+    registration(settings, store)()
+
+    log = [(e["method"], e["path"]) for e in requests_of(onec_emu)["log"]]
+    cancel = log.index(("PATCH", f"/odata/standard.odata/Document_Заявка(guid'{ref}')"))
+    create = log.index(("POST", "/odata/standard.odata/Document_Заявка"))
+    assert cancel < create
+    assert lead(amo_emu, lid)["status"] == "Отменена"
+    assert len(zayavki(onec_emu, other)) == 1
 
 
 # --- a reschedule from the card beside the lifecycle --------------------------------------------

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import requests
 
+from amo1c_sync.domain.retry import RequestRetry
 from amo1c_sync.jobs.base import JobContext, run_job
 from amo1c_sync.leader import LeadershipLost
 from amo1c_sync.store import Store
@@ -27,6 +28,7 @@ from tests.support.e2e import (
     reset_requests,
     retry_item,
     run,
+    runs_until_registered,
     seed_lead,
     shown,
     writes,
@@ -65,14 +67,16 @@ def test_given_1c_carries_out_the_create_after_the_read_timeout_when_retried_the
     # 1C holds the create 1.5 s, then carries it out; the client gave up after 0.3 s
     fault(onec_emu, count=1, phase="before", delay_ms=1500, method="POST", path_prefix=ZAYAVKA_SET)
     first = run_job(_ctx(settings, store, read_timeout=0.3), "registration")
+    assert first.counts["deferred_in_cycle"] == 1   # tried again in the cycle: not in 1C yet
     assert first.counts["failed"] == 1
     assert zayavki(onec_emu, lead_id) == []
     assert registration(store, lead_id).create_sent_at is not None   # the intent, committed before the send
 
-    _due_now(store, lead_id)
-    second = run_job(_ctx(settings, store), "registration")   # polls the lookup: finds the late one
-    assert second.ok, second.errors
-    assert second.counts["settling"] == 1
+    runs = runs_until_registered(settings, store, lead_id, ctx=lambda: _ctx(settings, store))
+    # the cycles before 1C carried the create out waited for nothing and created nothing
+    assert all(r.counts["settle_pending"] == 1 and r.counts["created"] == 0 for r in runs[:-1])
+    assert runs[-1].ok, runs[-1].errors
+    assert runs[-1].counts["settling"] == 1
     [z] = zayavki(onec_emu, lead_id)
     assert z["posted"]
     assert len(zayavki(onec_emu)) == 1
@@ -89,8 +93,10 @@ def test_given_1c_created_the_zayavka_and_its_answer_came_after_the_read_timeout
     lead_id = seed_lead(amo_emu)
     fault(onec_emu, count=1, phase="after", delay_ms=1500, method="POST", path_prefix=ZAYAVKA_SET)
     first = run_job(_ctx(settings, store, read_timeout=0.3), "registration")
-    assert first.counts["failed"] == 1
-    _due_now(store, lead_id)
+    # the lead's second attempt in the cycle finds the «Заявка» 1C made and registers it
+    assert first.ok, first.errors
+    assert first.counts["deferred_in_cycle"] == 1
+    assert registration(store, lead_id).status == "done"
     assert run_job(_ctx(settings, store), "registration").ok
     assert len(zayavki(onec_emu, lead_id)) == 1
     assert len(zayavki(onec_emu)) == 1
@@ -130,14 +136,17 @@ def test_given_two_leaders_on_one_postgresql_when_the_first_create_is_in_flight_
         assert b1.counts["claimed_elsewhere"] == 1
         assert zayavki(onec_emu, lead_id) == []
 
-        # A's claim runs out (its store connection was cut): B finds A's intent and waits for 1C
+        # A's claim runs out (its store connection was cut): B finds A's intent, and 1C showing
+        # nothing yet, leaves the lead for a later cycle rather than create it again
         with store_b.session() as s:
             s.get(Registration, lead_id).claimed_until = datetime.now(timezone.utc) - timedelta(seconds=1)
         b2 = run_job(_ctx(settings, store_b), "registration")
+        assert b2.counts["settling"] == 1
+        assert b2.counts["settle_pending"] == 1
+        assert b2.counts["created"] == 0
         a.join(timeout=30)
         assert not a.is_alive()
-        assert b2.counts["settling"] == 1
-        assert b2.counts["created"] == 1
+        runs_until_registered(settings, store_b, lead_id, ctx=lambda: _ctx(settings, store_b))
         assert len(zayavki(onec_emu, lead_id)) == 1
         assert len(zayavki(onec_emu)) == 1
     finally:
@@ -186,6 +195,53 @@ def _flag_many(amo_emu, n: int) -> list[int]:
     times = [f"{h}:{m:02d}" for h in (8, 9, 10, 11, 12) for m in range(15 if h == 8 else 0, 60, 15)]
     assert n <= len(times)   # Ефимова works 8:15-13:00 on the seed day
     return [seed_lead(amo_emu, time=times[i]) for i in range(n)]
+
+
+def test_given_a_passing_1c_fault_on_one_leads_post_when_a_group_registers_then_the_others_go_first_and_none_waits(
+        amo_emu, onec_emu, settings, store):
+    ids = _flag_many(amo_emu, 3)
+    fault(onec_emu, count=1, status=503, method="POST", path_prefix=ZAYAVKA_SET + "(")
+    reset_requests(onec_emu)
+    onec = make_onec(settings)
+    onec.transport.policy = RequestRetry(retries=3, backoff_base=0.5, backoff_max=2.0)
+    slept: list[float] = []
+    onec.transport.sleep = slept.append
+    result = run_job(JobContext(settings, store, amocrm=make_amo(settings, store), onec=onec), "registration")
+
+    assert result.ok, result.errors
+    assert (result.counts["created"], result.counts["deferred_in_cycle"]) == (3, 1)
+    posts = [e for e in requests_of(onec_emu)["log"] if e["method"] == "POST" and e["path"].endswith("/Post")]
+    assert len(posts) == 4
+    refused = posts[0]
+    assert refused["status"] == 503
+    # the others' posts went between the refused one and its second try; no backoff was slept
+    assert [p["path"] for p in posts].index(refused["path"], 1) == 3
+    assert slept == []
+    assert all(z["posted"] for lead_id in ids for z in zayavki(onec_emu, lead_id))
+
+
+def test_given_an_unconfirmed_create_younger_than_the_settle_time_when_1c_shows_nothing_then_the_cycle_leaves_it(
+        amo_emu, onec_emu, store):
+    settings = make_settings(amo_emu, onec_emu, create_settle_seconds="30s")
+    lead_id = seed_lead(amo_emu)
+    sent = datetime.now(timezone.utc) - timedelta(seconds=2)
+    with store.session() as s:
+        s.add(Registration(lead_id=lead_id, status="failed", create_sent_at=sent))
+    reset_requests(onec_emu)
+
+    result = run(settings, store)
+
+    assert result.counts["settle_pending"] == 1
+    assert result.counts["created"] == 0
+    assert _count(requests_of(onec_emu), "POST", ZAYAVKA_SET) == 0
+    reg = registration(store, lead_id)
+    assert reg.create_sent_at is not None   # the intent is kept
+    assert reg.claimed_by is None           # the claim released
+    assert lead(amo_emu, lead_id)["fields"][FLAG] is True
+    with store.session() as s:   # the settle time is over: 1C did not carry it out
+        s.get(Registration, lead_id).create_sent_at = sent - timedelta(seconds=30)
+    assert run(settings, store).counts["created"] == 1
+    assert len(zayavki(onec_emu, lead_id)) == 1
 
 
 def test_given_18_leads_flagged_at_once_when_registered_then_one_notes_post_one_patch_and_few_1c_requests(
@@ -304,7 +360,8 @@ def test_given_a_failed_lead_deleted_in_amocrm_when_next_cycle_then_recorded_del
 def test_given_1c_keeps_refusing_the_post_when_retried_then_one_note_says_so_and_no_repatch(
         amo_emu, onec_emu, settings, store):
     lead_id = seed_lead(amo_emu)
-    fault(onec_emu, count=2, status=500, method="POST", path_prefix=ZAYAVKA_SET + "(")
+    # two refusals a cycle: its first attempt's, and the one of its second attempt in the cycle
+    fault(onec_emu, count=4, status=500, method="POST", path_prefix=ZAYAVKA_SET + "(")
     first = run(settings, store)
     assert first.counts["post_refused"] == 1
     [note] = lead(amo_emu, lead_id)["notes"]

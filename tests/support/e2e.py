@@ -5,7 +5,7 @@ with a high rate limit and no slow retries, and small helpers for the emulators'
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 import requests
 
@@ -15,6 +15,7 @@ from amo1c_sync.domain.registration import display_number
 from amo1c_sync.jobs.base import JobContext, run_job
 from amo1c_sync.onec import OneC
 from amo1c_sync.store.models import Registration, RetryItem
+from tests.support import wait_until
 
 TOKEN = "long-lived-test-token"
 SEED_DAY = date(2021, 12, 22)
@@ -52,6 +53,32 @@ def run(settings, store, job="registration", **kw):
 
 
 # --- the store, read back detached so assertions can follow a closed session ---------------------
+
+def due_now(store, *lead_ids) -> None:
+    """The leads' retry backoff (if they have one) is over."""
+    past = datetime.now(timezone.utc) - timedelta(seconds=1)
+    with store.session() as s:
+        for lead_id in lead_ids:
+            item = s.get(RetryItem, ("registration", lead_id))
+            if item is not None:
+                item.next_attempt_at = past
+
+
+def runs_until_registered(settings, store, lead_id, *, ctx=None, timeout=20.0) -> list:
+    """Registration cycles, each with the lead's backoff over, until the lead is done: a create
+    whose answer was lost waits in later cycles (no cycle waits for it) until 1C shows it or the
+    settle time has passed. ``ctx()`` makes each cycle's context. The results, in order."""
+    results = []
+
+    def done() -> bool:
+        due_now(store, lead_id)
+        results.append(run_job(ctx() if ctx else make_ctx(settings, store), "registration"))
+        reg = registration(store, lead_id)
+        return reg is not None and reg.status == "done"
+
+    wait_until(done, timeout=timeout, interval=0.1, message=lambda: f"lead {lead_id} registered: {results[-1:]}")
+    return results
+
 
 def registration(store, lead_id) -> Registration | None:
     with store.session() as s:
