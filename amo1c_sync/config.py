@@ -104,8 +104,9 @@ class SyncSettings:
     slot_step_minutes: int = 5
     appointment_minutes: int = 15
     schedule_cache_ttl: float = 60.0
-    # after a «Заявка» create whose answer was lost, how long 1C may still carry it out: a later
-    # attempt looks it up until then before creating again (longer than 1C's worst case)
+    # after a «Заявка» create whose answer was lost, how long 1C may still carry it out: until
+    # then each cycle looks it up and the lead waits; after it, it is created again (longer than
+    # 1C's worst case)
     create_settle_seconds: float = 30.0
     # the old names of [retry] item_backoff_base, item_backoff_max, item_max_attempts: still read
     # from [sync], and always equal to the [retry] values in force
