@@ -27,6 +27,8 @@ What a SIGKILL (or a lost answer) at each point leaves:
   «Заявка» up by «Номер AmoCRM»; found, it is used; not found, the lead is left for a later cycle
   (flag, intent and cursor kept, nothing waited for) until ``[sync] create_settle_seconds`` after
   the intent, and only then created again: 1C's late create is found, not doubled.
+  The look-up comes before the lead is validated: a lead edited to invalid meanwhile waits too,
+  and once its «Заявка» shows, its note says the «Заявка» was left as it is.
 * after the create was answered, before the batch commit (the row has the intent, not the ref):
   the next attempt's first look-up finds the «Заявка»; posting again is harmless; the journal
   entries of this attempt are lost with the process, the «Заявка» is not.
@@ -566,9 +568,14 @@ def _request_of(c: _Cycle, lead: dict[str, Any]) -> rules.Request:
 
 def _register(c: _Cycle, lead: dict[str, Any], reg: Registration) -> _WriteBack:
     lead_id = int(lead["id"])
-    req = _request_of(c, lead)
+    # looked up before the lead is validated: while 1C may still carry out a create of ours, the
+    # lead waits, valid or not (an invalid write-back would drop the intent of a «Заявка» to come)
     existing = _lookup(c, lead_id, reg)
     zay = existing[0] if existing else None
+    try:
+        req = _request_of(c, lead)
+    except Invalid as inv:
+        raise Invalid(inv.code, _kept(inv.message, zay)) from None
     if len(existing) > 1:
         log.warning("registration.several_zayavki", lead_id=lead_id, refs=[z.ref for z in existing])
     if zay is not None and _unchanged(c, req, reg, zay):

@@ -17,6 +17,7 @@ from amo1c_sync.store import retry as retries
 from amo1c_sync.store.models import Cursor, JournalEntry, Registration, RetryItem
 from tests.support import wait_until
 from tests.support.e2e import (
+    edit_lead,
     fault,
     lead,
     make_amo,
@@ -85,6 +86,30 @@ def test_given_1c_carries_out_the_create_after_the_read_timeout_when_retried_the
     assert reg.status == "done"
     assert reg.create_sent_at is None
     assert reg.claimed_by is None
+
+
+def test_given_a_create_1c_carries_out_late_when_the_lead_is_made_invalid_meanwhile_then_it_waits_and_keeps_it(
+        amo_emu, onec_emu, store):
+    settings = make_settings(amo_emu, onec_emu, create_settle_seconds="15s")
+    lead_id = seed_lead(amo_emu)
+    fault(onec_emu, count=1, phase="before", delay_ms=1500, method="POST", path_prefix=ZAYAVKA_SET)
+    assert run_job(_ctx(settings, store, read_timeout=0.3), "registration").counts["failed"] == 1
+    edit_lead(amo_emu, lead_id, **{"Время записи": None})   # the person empties the time meanwhile
+
+    runs = []
+
+    def written_back() -> bool:
+        _due_now(store, lead_id)
+        runs.append(run_job(_ctx(settings, store), "registration"))
+        return lead(amo_emu, lead_id)["fields"].get(FLAG) is not True
+
+    wait_until(written_back, timeout=20, interval=0.1, message=lambda: f"lead written back: {runs[-1:]}")
+    # while 1C could still carry the create out, the lead waited, its intent kept
+    assert all(r.counts["settle_pending"] == 1 for r in runs[:-1])
+    [z] = zayavki(onec_emu, lead_id)
+    [note] = lead(amo_emu, lead_id)["notes"]
+    assert f"Документ Заявка № {shown(onec_emu, 219)} в 1С не изменён" in note
+    assert "Время записи" in note
 
 
 def test_given_1c_created_the_zayavka_and_its_answer_came_after_the_read_timeout_when_retried_then_one(
