@@ -273,11 +273,9 @@ def _read(ctx: JobContext, window: Window, known: set[str]) -> _Read:
 def _full_rows(ctx: JobContext, window: Window, refs: list[str], total: int) -> dict[str, Any]:
     if not refs:
         return {}
-    scan_pages = getattr(ctx.onec, "scan_pages", None)   # the requests a re-read of the window takes
-    if scan_pages is not None:
-        pages = scan_pages(total)
-    else:
-        pages = -(-total // max(int(getattr(ctx.onec, "page_size", 500)), 1))
+    # the window is re-read whole only when the look-ups would outnumber its pages of page_size
+    # rows: the changed documents alone are read in full, as the scans promise, in all other cases
+    pages = -(-total // max(int(getattr(ctx.onec, "page_size", 500)), 1))
     if -(-len(refs) // REFS_PER_LOOKUP) > pages:
         wanted = set(refs)
         return {svc.ref: svc for svc in ctx.onec.services_in_window(window.date_from, window.upper())

@@ -293,12 +293,6 @@ class OneC:
             if scan:
                 top = self.scan_page_size
 
-    def scan_pages(self, rows: int) -> int:
-        """The requests a window scan of ``rows`` rows takes (``_get_all`` with ``scan``)."""
-        if rows < self.page_size:
-            return 1
-        return 1 + (rows - self.page_size) // self.scan_page_size + 1
-
     def _batched(self, refs: Iterable[str], make_query, field_name: str = "Ref_Key") -> Iterator[dict]:
         for _chunk, query in q.ref_batches(refs, make_query, field_name=field_name,
                                            max_bytes=self.max_target_bytes, prefix_bytes=self._prefix_bytes):
