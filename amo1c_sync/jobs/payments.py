@@ -8,7 +8,8 @@ One cycle (``run``):
    cursor ``payments.full_scan_from``), so a posting never waits behind a whole scan; the first
    full scan and a ``ctx.since`` backfill are read at once (progress bar on a TTY). A window the
    store knows is scanned for Ref_Key and DataVersion only, and full rows are read for the changed
-   documents alone.
+   documents alone. A scan longer than a page goes on in pages of ``scan_page_size`` (5,000:
+   onec/gateway.py), the «Заявки» scan of a long read beside the documents' (two requests at once).
 2. A stored document dated in the window that the read no longer returns is looked up by ref:
    found, its date moved (it is read as any other); not found, it is *gone* (deleted outright):
    its row is deleted and its lead loses its sum. Each base «Заявка» -> lead mapping is kept in
@@ -272,6 +273,8 @@ def _read(ctx: JobContext, window: Window, known: set[str]) -> _Read:
 def _full_rows(ctx: JobContext, window: Window, refs: list[str], total: int) -> dict[str, Any]:
     if not refs:
         return {}
+    # the window is re-read whole only when the look-ups would outnumber its pages of page_size
+    # rows: the changed documents alone are read in full, as the scans promise, in all other cases
     pages = -(-total // max(int(getattr(ctx.onec, "page_size", 500)), 1))
     if -(-len(refs) // REFS_PER_LOOKUP) > pages:
         wanted = set(refs)

@@ -14,7 +14,7 @@ __all__ = ["OneC", "OneCNames", "CatalogItem", "ScheduleLine", "Service", "Zayav
 
 def from_settings(settings) -> OneC:
     """Build the gateway from Settings: ``settings.onec`` (base_url, username, password,
-    connect_timeout, read_timeout, optional max_retries/backoff_max/page_size),
+    connect_timeout, read_timeout, optional max_retries/backoff_max/page_size/scan_page_size),
     ``settings.onec_names`` (an OneCNames, or any object with the same attribute names) and, if
     present, ``settings.sync.timezone`` (the 1C base's local zone, default Europe/Moscow)."""
     s = settings.onec
@@ -33,6 +33,8 @@ def from_settings(settings) -> OneC:
     kwargs["retry"] = replace(policy, **overrides)
     if getattr(s, "page_size", None) is not None:
         kwargs["page_size"] = s.page_size
+    if getattr(s, "scan_page_size", None) is not None:
+        kwargs["scan_page_size"] = s.scan_page_size
     return OneC(s.base_url, s.username or "", s.password or "", names=names,
                 connect_timeout=getattr(s, "connect_timeout", 5), read_timeout=getattr(s, "read_timeout", 60),
                 **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, time
 from decimal import Decimal
 from time import monotonic
@@ -91,6 +92,36 @@ def test_given_few_rows_per_page_when_reading_then_all_pages_are_fetched_in_a_st
     gw = OneC(emu.url, emu.username, emu.password, page_size=4, **FAST)
     assert len(gw.schedule_lines(date(2021, 12, 1))) == 35
 
+
+
+def test_given_a_window_scan_longer_than_a_page_when_read_then_the_rest_comes_in_scan_pages_and_every_row_once(emu):
+    z = emu.add_zayavka(lead=7001, doctor="Ефимова Е.В.", start=datetime(2021, 12, 22, 10, 0))
+    at = datetime(2021, 12, 22, 11, 0)
+    made = {emu.add_service(zayavka_ref=z["Ref_Key"], amount=Decimal(i + 1), date_=at)["Ref_Key"] for i in range(25)}
+    gw = OneC(emu.url, emu.username, emu.password, page_size=3, scan_page_size=10, **FAST)
+    emu.reset_requests()
+
+    services = gw.services_in_window(date(2021, 12, 22), date(2021, 12, 22))
+    versions = gw.service_versions(datetime(2021, 12, 22), datetime(2021, 12, 23))
+    bases = gw.base_versions(datetime(2021, 12, 22))
+
+    assert len(services) == 25
+    assert {s.ref for s in services} == made
+    assert sum(s.amount for s in services) == Decimal(25 * 26 // 2)   # no row twice, none missed
+    assert {v.ref for v in versions} == made
+    assert z["Ref_Key"] in {b.ref for b in bases}
+    pages = [re.findall(r"\$(top|skip)=(\d+)", unquote(t["target"])) for t in odata_targets(emu)
+             if "ОказаниеУслуг" in unquote(t["target"])]
+    # 3 rows first (a short window: one request, as any read), then 10 a page: 3 + 10 + 10 + 2
+    assert pages[:4] == [[("top", "3")], [("top", "10"), ("skip", "3")], [("top", "10"), ("skip", "13")],
+                         [("top", "10"), ("skip", "23")]]
+    assert len(pages) == 8
+    # a read that is not a window scan still pages at page_size
+    for _ in range(7):
+        emu.add_catalog_item("Catalog_Клиенты", "Сидоров С.С.")
+    emu.reset_requests()
+    assert len(gw.find_clients("Сидоров С.С.")) == 7
+    assert len(odata_targets(emu)) == 3
 
 # --- clients: escaping --------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["O'Brien", "Иванов') or 1=1", "Сидоров & сыновья #1 + 100% 'ООО'"])

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from amo1c_sync.config import Settings, load_settings
 from amo1c_sync.jobs import JobContext, JobResult, run_job
+from amo1c_sync.onec import OneC
 from amo1c_sync.store import cursors
 from amo1c_sync.store.payments import UNCONFIRMED, skipped_documents, unsettled_totals
 from amo1c_sync.sandbox.amocrm_emulator import AmoCRMEmulator
@@ -871,3 +872,52 @@ def test_given_a_known_hot_window_when_a_posting_changes_then_the_field_list_is_
     assert result.counts.get("window_full", 0) == 0
     assert sys_.lead(lead)["price"] == 175
     assert threads == [threading.current_thread().name], threads
+
+
+def _zayavka_scan_seen(sys_: Systems, deadline_s: float = 5.0) -> bool:
+    """Poll the 1C emulator's log, with a deadline, for the «Заявки» scan's first request."""
+    until = time.monotonic() + deadline_s
+    while time.monotonic() < until:
+        if any("Document_Заявка?" in unquote(e["target"]) for e in sys_.onec.requests()["log"]):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_given_a_cold_read_of_many_pages_when_payments_runs_then_the_zayavki_scan_overlaps_and_totals_are_whole(sys_):
+    amo, onec = sys_.amo, sys_.onec
+    start = datetime.now().replace(hour=10, minute=0, second=0, microsecond=0)
+    leads = [amo.create_lead(f"Пациент {i}") for i in range(30)]
+    expected: dict[int, Decimal] = {}
+    for i, lead in enumerate(leads):   # two payments a lead: by Ref_Key they land on any page
+        z = onec.add_zayavka(lead=lead, doctor=DOCTOR, start=start)
+        for amount in (Decimal(100 + i) + Decimal("0.25"), Decimal(7 * i) + Decimal("0.25")):
+            onec.add_service(zayavka_ref=z["Ref_Key"], amount=amount)
+            expected[lead] = expected.get(lead, Decimal(0)) + amount
+    gateway = OneC(onec.url, onec.username, onec.password, page_size=4, scan_page_size=10)
+    ctx = JobContext(sys_.settings, sys_.store, onec=gateway)
+    overlapped: list[bool] = []
+    read = gateway.services_in_window
+
+    def documents_once_the_zayavki_scan_is_under_way(*a, **kw):
+        # a read of the documents that waits for the «Заявки» scan: it only ever comes while the
+        # documents are read if the two reads overlap (sequential, it would come after)
+        overlapped.append(_zayavka_scan_seen(sys_))
+        return read(*a, **kw)
+
+    gateway.services_in_window = documents_once_the_zayavki_scan_is_under_way  # type: ignore[method-assign]
+    sys_.reset_requests()
+
+    result = run_job(ctx, "payments")
+
+    assert result.ok, result.errors[:3]
+    assert result.counts["window_full"] == 1
+    assert overlapped == [True]
+    assert result.counts["pushed"] == 30
+    for lead in leads:   # every total whole: both payments, wherever their pages were
+        assert sys_.sum1c(lead) == expected[lead], lead
+        assert len(sys_.journal("lead.total_pushed", lead)) == 1
+    assert sys_.amo_requests()["counts"][PATCH] == 1
+    pages = [re.findall(r"\$top=(\d+)", unquote(e["target"]))[0] for e in onec.requests()["log"]
+             if "ОказаниеУслуг?" in unquote(e["target"])]
+    assert pages == ["4", "10", "10", "10", "10", "10", "10"]   # 4 + 5 x 10 + 6 rows: 7 requests, not 15
